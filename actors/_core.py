@@ -1,0 +1,545 @@
+"""The pure core of a SessionActor: a state machine fed with messages, returning effects.
+
+No threads, sockets or clocks here: `handle(message, now)` is all there is, so every
+transition is tested by feeding messages and reading the effects (see tests/unit).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import final
+
+from parlant.client.types import Event
+
+from actors._backoff import Backoff
+from actors._errors import (
+    AccessDenied,
+    ReplyTimeout,
+    SessionClosed,
+    SessionNotFound,
+    SupervisorError,
+)
+from actors._messages import (
+    AwaitReply,
+    CancelPoll,
+    ConsumerKind,
+    Deliver,
+    Effect,
+    EventsConsumed,
+    EventsReceived,
+    Fail,
+    FailureKind,
+    FetchHistory,
+    HistoryFetched,
+    Message,
+    MessagePosted,
+    PollFailed,
+    PollFailure,
+    PollTimedOut,
+    PostFailed,
+    PostMessage,
+    Resolve,
+    Schedule,
+    Start,
+    StartPoll,
+    Stop,
+    Subscribe,
+    TimerFired,
+    TimerKind,
+    Unsubscribe,
+)
+from actors._reply import Reply
+from actors._state import SessionState, check_transition
+from actors._turns import CustomerSpoke, TurnCancelled, TurnCompleted, TurnProgressed, TurnTracker
+
+__all__ = ["SessionCore", "SessionSettings", "SessionSnapshot"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """How one session polls and buffers.
+
+    Attributes:
+        wait_for_data: Seconds each long-poll asks the server to wait for new events.
+        wait_jitter: Each poll waits uniformly in [wait_for_data - wait_jitter, wait_for_data]
+            so that sessions opened together do not time out (504) together.
+        window_size: Unclaimed events kept in memory for the next `events()` reader; past it
+            the oldest are evicted from memory (they stay on the server: re-read with `since`).
+        backoff: Delays between retries of a failed poll.
+    """
+
+    wait_for_data: int = 60
+    wait_jitter: int = 15
+    window_size: int = 1000
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def __post_init__(self) -> None:
+        if self.wait_for_data < 0 or not 0 <= self.wait_jitter <= self.wait_for_data:
+            raise ValueError(
+                "need wait_for_data >= 0 and 0 <= wait_jitter <= wait_for_data, got "
+                f"wait_for_data={self.wait_for_data} wait_jitter={self.wait_jitter}"
+            )
+        if self.window_size < 0:
+            raise ValueError(f"window_size must be >= 0, got {self.window_size}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """A session's figures at one moment (read by `statistics()` and metrics).
+
+    Attributes:
+        session_id: The Parlant session.
+        state: Its lifecycle state.
+        next_offset: The next offset it will poll for.
+        checkpoint: The lowest offset a live consumer still needs (`next_offset` when none):
+            where a restarted actor resumes.
+        buffered: Unclaimed events held in memory for the next reader.
+        waiting_replies: Asks and streams waiting for their turn.
+        readers: `events()` readers subscribed.
+        evicted_total: Unclaimed events dropped from memory because the window was full.
+        pauses_total: Times polling paused because a consumer stopped reading.
+        consecutive_failures: Failed polls since the last good one.
+        last_failure: The most recent poll failure, if any.
+    """
+
+    session_id: str
+    state: SessionState
+    next_offset: int
+    checkpoint: int
+    buffered: int
+    waiting_replies: int
+    readers: int
+    evicted_total: int
+    pauses_total: int
+    consecutive_failures: int
+    last_failure: PollFailure | None
+
+
+@dataclass(slots=True)
+class _Flow:
+    """Backpressure accounting of a live consumer."""
+
+    capacity: int
+    delivered: int = 0
+    taken: int = 0
+
+    @property
+    def full(self) -> bool:
+        return self.delivered - self.taken >= self.capacity
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """An ask or stream: waits for the turn that answers its customer message."""
+
+    kind: ConsumerKind
+    registered_at: int
+    flow: _Flow
+    customer_offset: int | None = None
+
+
+@dataclass(slots=True)
+class _Reader:
+    """An `events()` reader: every event from `since` on."""
+
+    since: int
+    flow: _Flow
+    held: list[Event] | None = None
+    history_before: int = 0
+
+
+@final
+class SessionCore:
+    """Decides, for one session, what to poll, whom to give each event, and when to give up.
+
+    Guarantees:
+        - Polling continues from `Start` until `Stop` or a terminal failure; `ready` ends
+          replies, never polling.
+        - Every event at or past the start offset is handled once, in offset order; an offset
+          seen twice (a re-delivery) is dropped here.
+        - A waiter resolves with the turn that answers its own message (see `TurnTracker`).
+        - An event no consumer claims is kept (bounded) for the next reader.
+        - A consumer over its capacity pauses polling; nothing is dropped.
+    """
+
+    def __init__(self, session_id: str, settings: SessionSettings, rng: random.Random) -> None:
+        self.session_id = session_id
+        self._settings = settings
+        self._rng = rng
+        self._state = SessionState.STARTING
+        self._next_offset = 0
+        self._generation = 0
+        self._poll_open = False
+        self._consecutive_failures = 0
+        self._last_failure: PollFailure | None = None
+        self._terminal_error: SupervisorError | None = None
+        self._tracker = TurnTracker()
+        self._window: dict[int, Event] = {}
+        self._waiters: dict[int, _Waiter] = {}
+        self._readers: dict[int, _Reader] = {}
+        self._replies: dict[int, Reply] = {}
+        self._evicted_total = 0
+        self._pauses_total = 0
+        self._effects: list[Effect] = []
+        self._outbox: dict[int, list[Event]] = {}
+
+    # --- queries --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        """The current lifecycle state."""
+        return self._state
+
+    @property
+    def checkpoint(self) -> int:
+        """The lowest offset any live consumer still needs (`next_offset` when none)."""
+        needed = [self._next_offset]
+        for waiter in self._waiters.values():
+            offset = waiter.customer_offset
+            needed.append(waiter.registered_at if offset is None else offset)
+        needed.extend(r.since for r in self._readers.values() if r.held is not None)
+        return min(needed)
+
+    def snapshot(self) -> SessionSnapshot:
+        """The session's figures now."""
+        return SessionSnapshot(
+            session_id=self.session_id,
+            state=self._state,
+            next_offset=self._next_offset,
+            checkpoint=self.checkpoint,
+            buffered=len(self._window),
+            waiting_replies=len(self._waiters),
+            readers=len(self._readers),
+            evicted_total=self._evicted_total,
+            pauses_total=self._pauses_total,
+            consecutive_failures=self._consecutive_failures,
+            last_failure=self._last_failure,
+        )
+
+    # --- the one entry point --------------------------------------------------------------
+
+    def handle(self, message: Message, now: float) -> list[Effect]:
+        """Account for `message` at clock time `now`; returns what the shell must do, in order."""
+        self._effects = []
+        match message:
+            case Start(from_offset):
+                self._transition(SessionState.POLLING)
+                self._next_offset = from_offset
+            case Stop(error):
+                self._stop(error)
+            case EventsReceived(generation, events):
+                if self._claim_poll(generation):
+                    self._consecutive_failures = 0
+                    for event in sorted(events, key=lambda e: e.offset):
+                        self._accept(event)
+            case PollTimedOut(generation, _):
+                if self._claim_poll(generation):
+                    self._consecutive_failures = 0
+            case PollFailed(generation, failure):
+                if self._claim_poll(generation):
+                    self._poll_failed(failure, now)
+            case AwaitReply():
+                self._await_reply(message, now)
+            case MessagePosted(consumer_id, offset):
+                self._message_posted(consumer_id, offset)
+            case PostFailed(consumer_id, error):
+                if self._waiters.pop(consumer_id, None) is not None:
+                    self._fail(consumer_id, error)
+            case Subscribe(consumer, since):
+                self._subscribe(consumer.consumer_id, consumer.capacity, since)
+            case HistoryFetched(consumer_id, events, error):
+                self._history_fetched(consumer_id, events, error)
+            case Unsubscribe(consumer_id):
+                self._waiters.pop(consumer_id, None)
+                self._readers.pop(consumer_id, None)
+            case EventsConsumed(consumer_id, taken):
+                flow = self._flow(consumer_id)
+                if flow is not None:
+                    flow.taken = max(flow.taken, taken)
+            case TimerFired(TimerKind.RETRY_POLL, generation):
+                if self._state is SessionState.BACKING_OFF and generation == self._generation:
+                    self._transition(SessionState.POLLING)
+            case TimerFired(TimerKind.DEADLINE, consumer_id):
+                if self._waiters.pop(consumer_id, None) is not None:
+                    self._fail(
+                        consumer_id,
+                        ReplyTimeout(
+                            f"session {self.session_id}: no completed reply before the deadline; "
+                            "the reply will still reach the session's events() readers",
+                            session_id=self.session_id,
+                        ),
+                    )
+        self._poll_if_due()
+        self._flush_outbox()
+        effects, self._effects = self._effects, []
+        return effects
+
+    # --- polling --------------------------------------------------------------------------
+
+    def _claim_poll(self, generation: int) -> bool:
+        """True if this outcome is for the open poll (a stale or cancelled one is ignored)."""
+        if not self._poll_open or generation != self._generation:
+            return False
+        self._poll_open = False
+        return True
+
+    def _poll_if_due(self) -> None:
+        if self._poll_open or self._state not in (SessionState.POLLING, SessionState.PAUSED):
+            return
+        if self._any_consumer_full():
+            if self._state is SessionState.POLLING:
+                self._transition(SessionState.PAUSED)
+                self._pauses_total += 1
+            return
+        if self._state is SessionState.PAUSED:
+            self._transition(SessionState.POLLING)
+        self._generation += 1
+        self._poll_open = True
+        wait = self._settings.wait_for_data
+        if self._settings.wait_jitter:
+            wait = self._rng.randint(max(1, wait - self._settings.wait_jitter), wait)
+        self._effects.append(StartPoll(self._generation, self._next_offset, wait))
+
+    def _any_consumer_full(self) -> bool:
+        return any(w.flow.full for w in self._waiters.values()) or any(
+            r.flow.full for r in self._readers.values()
+        )
+
+    def _poll_failed(self, failure: PollFailure, now: float) -> None:
+        self._last_failure = failure
+        if failure.kind.is_terminal:
+            error: SupervisorError
+            if failure.kind is FailureKind.NOT_FOUND:
+                error = SessionNotFound(
+                    f"session {self.session_id}: Parlant does not know this session "
+                    f"({failure.detail}); it was deleted or never existed: open another one",
+                    session_id=self.session_id,
+                )
+            else:
+                error = AccessDenied(
+                    f"session {self.session_id}: Parlant refused access ({failure.detail}); "
+                    "check the credentials the supervisor uses",
+                    session_id=self.session_id,
+                )
+            self._terminal_error = error
+            self._transition(SessionState.FAILED)
+            self._fail_everyone(error)
+            return
+        delay = self._settings.backoff.delay(
+            self._consecutive_failures, self._rng, retry_after=failure.retry_after
+        )
+        self._consecutive_failures += 1
+        self._transition(SessionState.BACKING_OFF)
+        self._effects.append(
+            Schedule(now + delay, TimerFired(TimerKind.RETRY_POLL, self._generation))
+        )
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _accept(self, event: Event) -> None:
+        if event.offset < self._next_offset:
+            return
+        self._next_offset = event.offset + 1
+        update = self._tracker.feed(event)
+        claimed = False
+        match update:
+            case CustomerSpoke():
+                claimed = any(w.customer_offset == event.offset for w in self._waiters.values())
+            case TurnProgressed(_, answers, _) | TurnCancelled(_, answers, _):
+                for consumer_id in self._waiting_for(answers, ConsumerKind.STREAM):
+                    self._deliver(consumer_id, (event,))
+            case TurnCompleted(trace_id, answers, turn_events):
+                reply = Reply.of_turn(self.session_id, trace_id, answers, turn_events)
+                for consumer_id in self._waiting_for(answers, ConsumerKind.STREAM):
+                    self._deliver(consumer_id, (event,))
+                for consumer_id in self._waiting_for(answers):
+                    claimed = True
+                    self._resolve(consumer_id, reply)
+                self._remember_for_late_posts(reply)
+            case None:
+                pass
+        for consumer_id, reader in self._readers.items():
+            if event.offset < reader.since:
+                continue
+            if reader.held is not None:
+                reader.held.append(event)
+            else:
+                self._deliver(consumer_id, (event,))
+        if not claimed and not self._readers:
+            self._keep_unclaimed(event)
+
+    def _keep_unclaimed(self, event: Event) -> None:
+        """Hold `event` for the next reader, unless a turn resolved later claims it."""
+        self._window[event.offset] = event
+        while len(self._window) > self._settings.window_size:
+            del self._window[next(iter(self._window))]
+            self._evicted_total += 1
+
+    def _waiting_for(self, answers: Iterable[int], kind: ConsumerKind | None = None) -> list[int]:
+        wanted = set(answers)
+        return [
+            consumer_id
+            for consumer_id, waiter in self._waiters.items()
+            if waiter.customer_offset in wanted and (kind is None or waiter.kind is kind)
+        ]
+
+    def _remember_for_late_posts(self, reply: Reply) -> None:
+        """Keep a completed reply for asks whose post has not been acknowledged yet.
+
+        The poll and the post travel on different connections: the turn that answers a message
+        can arrive before we learn the message's offset.
+        """
+        floor = self._unposted_floor()
+        if floor is None:
+            return
+        for offset in reply.answers:
+            if offset >= floor:
+                self._replies[offset] = reply
+
+    def _unposted_floor(self) -> int | None:
+        pending = [w.registered_at for w in self._waiters.values() if w.customer_offset is None]
+        return min(pending) if pending else None
+
+    # --- consumers ------------------------------------------------------------------------
+
+    def _refuse_if_closed(self, consumer_id: int) -> bool:
+        if self._state is SessionState.FAILED and self._terminal_error is not None:
+            self._fail(consumer_id, self._terminal_error)
+            return True
+        if self._state is SessionState.STOPPED:
+            self._fail(consumer_id, self._closed_error())
+            return True
+        return False
+
+    def _closed_error(self) -> SessionClosed:
+        return SessionClosed(
+            f"session {self.session_id} is closed; open it again to continue",
+            session_id=self.session_id,
+        )
+
+    def _await_reply(self, message: AwaitReply, now: float) -> None:
+        consumer = message.consumer
+        if self._refuse_if_closed(consumer.consumer_id):
+            return
+        self._waiters[consumer.consumer_id] = _Waiter(
+            consumer.kind, self._next_offset, _Flow(consumer.capacity)
+        )
+        self._effects.append(PostMessage(consumer.consumer_id, message.text))
+        if message.deadline is not None:
+            self._effects.append(
+                Schedule(message.deadline, TimerFired(TimerKind.DEADLINE, consumer.consumer_id))
+            )
+
+    def _message_posted(self, consumer_id: int, offset: int) -> None:
+        waiter = self._waiters.get(consumer_id)
+        if waiter is None:
+            return
+        waiter.customer_offset = offset
+        self._window.pop(offset, None)
+        reply = self._replies.get(offset)
+        if reply is not None:
+            if waiter.kind is ConsumerKind.STREAM:
+                self._deliver(consumer_id, reply.events)
+            self._resolve(consumer_id, reply)
+        else:
+            open_turn = self._tracker.open_turn_answering(offset)
+            if open_turn is not None and waiter.kind is ConsumerKind.STREAM:
+                self._deliver(consumer_id, open_turn[1])
+        floor = self._unposted_floor()
+        self._replies = (
+            {} if floor is None else {o: r for o, r in self._replies.items() if o >= floor}
+        )
+
+    def _subscribe(self, consumer_id: int, capacity: int, since: int | None) -> None:
+        if self._refuse_if_closed(consumer_id):
+            return
+        if since is None:
+            reader = _Reader(0, _Flow(capacity))
+            self._readers[consumer_id] = reader
+            backlog = tuple(self._window.values())
+            self._window.clear()
+            if backlog:
+                self._deliver(consumer_id, backlog)
+            return
+        reader = _Reader(since, _Flow(capacity))
+        self._readers[consumer_id] = reader
+        if since < self._next_offset:
+            reader.held = []
+            reader.history_before = self._next_offset
+            self._window = {o: e for o, e in self._window.items() if o < since}
+            self._effects.append(FetchHistory(consumer_id, since, self._next_offset))
+
+    def _history_fetched(
+        self, consumer_id: int, events: tuple[Event, ...], error: SupervisorError | None
+    ) -> None:
+        reader = self._readers.get(consumer_id)
+        if reader is None or reader.held is None:
+            return
+        if error is not None:
+            del self._readers[consumer_id]
+            self._fail(consumer_id, error)
+            return
+        history = tuple(
+            e for e in events if reader.since <= e.offset < reader.history_before
+        ) + tuple(reader.held)
+        reader.held = None
+        if history:
+            self._deliver(consumer_id, history)
+
+    def _flow(self, consumer_id: int) -> _Flow | None:
+        waiter = self._waiters.get(consumer_id)
+        if waiter is not None:
+            return waiter.flow
+        reader = self._readers.get(consumer_id)
+        return reader.flow if reader is not None else None
+
+    def _deliver(self, consumer_id: int, events: tuple[Event, ...]) -> None:
+        flow = self._flow(consumer_id)
+        if flow is not None:
+            flow.delivered += len(events)
+        self._outbox.setdefault(consumer_id, []).extend(events)
+
+    def _flush(self, consumer_id: int) -> None:
+        pending = self._outbox.pop(consumer_id, None)
+        if pending:
+            self._effects.append(Deliver(consumer_id, tuple(pending)))
+
+    def _flush_outbox(self) -> None:
+        for consumer_id in list(self._outbox):
+            self._flush(consumer_id)
+
+    def _resolve(self, consumer_id: int, reply: Reply) -> None:
+        self._flush(consumer_id)
+        del self._waiters[consumer_id]
+        for event in reply.events:
+            self._window.pop(event.offset, None)
+        self._effects.append(Resolve(consumer_id, reply))
+
+    def _fail(self, consumer_id: int, error: SupervisorError) -> None:
+        self._flush(consumer_id)
+        self._effects.append(Fail(consumer_id, error))
+
+    def _fail_everyone(self, error: SupervisorError) -> None:
+        for consumer_id in [*self._waiters, *self._readers]:
+            self._fail(consumer_id, error)
+        self._waiters.clear()
+        self._readers.clear()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _stop(self, error: SupervisorError) -> None:
+        if self._state is SessionState.STOPPED:
+            return
+        if self._poll_open:
+            self._poll_open = False
+            self._effects.append(CancelPoll())
+        self._fail_everyone(error)
+        self._transition(SessionState.STOPPED)
+
+    def _transition(self, target: SessionState) -> None:
+        check_transition(self._state, target)
+        self._state = target

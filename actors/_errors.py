@@ -1,0 +1,97 @@
+"""The error tree. Every message says what happened, to which session, and what to do.
+
+```
+SupervisorError
+├── TransientError          the same call may succeed later
+│   ├── ParlantUnavailable  the server could not be reached or answered 5xx/429
+│   └── ReplyTimeout        the deadline passed; the late reply still reaches events()
+└── PermanentError          retrying the same call will fail the same way
+    ├── SessionNotFound     Parlant answered 404 for the session
+    ├── AccessDenied        Parlant answered 401/403
+    ├── SessionClosed       the session was closed while the call waited
+    ├── SessionFailed       the session's actor kept crashing and was given up
+    ├── SupervisorStopped   the supervisor is stopped or stopping
+    └── InvalidInput        the call's arguments are wrong (also a ValueError)
+```
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+__all__ = [
+    "AccessDenied",
+    "InvalidInput",
+    "ParlantUnavailable",
+    "PermanentError",
+    "ReplyTimeout",
+    "SessionClosed",
+    "SessionFailed",
+    "SessionNotFound",
+    "SupervisorError",
+    "SupervisorStopped",
+    "TransientError",
+]
+
+
+class SupervisorError(Exception):
+    """Base of every error this library raises.
+
+    Attributes:
+        session_id: The Parlant session concerned, or None when the error concerns no session.
+    """
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class TransientError(SupervisorError):
+    """The same call may succeed if tried again later."""
+
+
+class PermanentError(SupervisorError):
+    """Retrying the same call will fail the same way."""
+
+
+@final
+class ParlantUnavailable(TransientError):
+    """The Parlant server could not be reached, or answered with a server error."""
+
+
+@final
+class ReplyTimeout(TransientError):
+    """No completed reply before the deadline.
+
+    The reply is not lost: when it arrives it goes to the session's `events()` readers.
+    """
+
+
+@final
+class SessionNotFound(PermanentError):
+    """Parlant does not know the session (404): it never existed or was deleted."""
+
+
+@final
+class AccessDenied(PermanentError):
+    """Parlant refused access to the session (401/403)."""
+
+
+@final
+class SessionClosed(PermanentError):
+    """The session was closed (by `close()` or by reaping) while the call was waiting."""
+
+
+@final
+class SessionFailed(PermanentError):
+    """The session's actor failed more often than its restart intensity allows."""
+
+
+@final
+class SupervisorStopped(PermanentError):
+    """The supervisor is stopped or stopping and takes no new calls."""
+
+
+@final
+class InvalidInput(PermanentError, ValueError):
+    """The call's arguments are wrong; nothing was sent to Parlant."""

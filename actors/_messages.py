@@ -1,0 +1,366 @@
+"""What a SessionActor is told (messages) and what its core decides (effects).
+
+Commands are named in the imperative, facts in the past tense. Every one is a frozen,
+slotted dataclass: messages cross threads, so nothing in them may change.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, final
+
+from parlant.client.types import Event
+
+from actors._errors import SupervisorError
+from actors._reply import Reply
+
+__all__ = [
+    "AwaitReply",
+    "CancelPoll",
+    "Consumer",
+    "ConsumerKind",
+    "Deliver",
+    "Effect",
+    "EventsConsumed",
+    "EventsReceived",
+    "Fail",
+    "FailureKind",
+    "FetchHistory",
+    "HistoryFetched",
+    "Message",
+    "MessagePosted",
+    "PollFailed",
+    "PollFailure",
+    "PollTimedOut",
+    "PostFailed",
+    "PostMessage",
+    "Resolve",
+    "Schedule",
+    "Start",
+    "StartPoll",
+    "Stop",
+    "Subscribe",
+    "TimerFired",
+    "TimerKind",
+    "Unsubscribe",
+]
+
+
+@final
+class ConsumerKind(enum.Enum):
+    """ASK: one turn, resolved whole. STREAM: one turn, live. READER: every event, live."""
+
+    ASK = "ask"
+    STREAM = "stream"
+    READER = "reader"
+
+
+class Consumer(Protocol):
+    """A caller-side receiver of a session's events. It outlives the actor that feeds it.
+
+    The actor calls these methods from its own thread; they must not block.
+    """
+
+    @property
+    def consumer_id(self) -> int:
+        """Unique within the process."""
+        ...
+
+    @property
+    def kind(self) -> ConsumerKind:
+        """What the consumer waits for."""
+        ...
+
+    @property
+    def capacity(self) -> int:
+        """Undelivered events it may hold before its session's polling pauses."""
+        ...
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        """Queue events for the caller (never blocks)."""
+        ...
+
+    def resolve(self, reply: Reply) -> None:
+        """The turn this consumer waited for completed."""
+        ...
+
+    def fail(self, error: SupervisorError) -> None:
+        """The consumer will get nothing more; `error` says why."""
+        ...
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Begin polling at `from_offset`."""
+
+    from_offset: int = 0
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop polling and fail every consumer with `error` (the actor then stops)."""
+
+    error: SupervisorError
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EventsReceived:
+    """Poll `generation` returned these events (offset order)."""
+
+    generation: int
+    events: tuple[Event, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PollTimedOut:
+    """Poll `generation` ended with no events: 504, an empty 200 or the client's own timeout.
+
+    Attributes:
+        reason: `gateway_timeout`, `empty` or `client_timeout`.
+    """
+
+    generation: int
+    reason: str
+
+
+@final
+class FailureKind(enum.Enum):
+    """Why a poll failed. TERMINAL kinds end the session; the others back off and retry."""
+
+    SERVER_ERROR = "server_error"
+    RATE_LIMITED = "rate_limited"
+    NETWORK = "network"
+    MALFORMED = "malformed"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when retrying cannot help (the session is gone or forbidden)."""
+        return self in (FailureKind.NOT_FOUND, FailureKind.FORBIDDEN)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PollFailure:
+    """What went wrong with a poll.
+
+    Attributes:
+        kind: The class of failure.
+        detail: A short description (status line or exception text), never a message body.
+        status: The HTTP status, when there was one.
+        retry_after: Seconds the server asked us to wait (429/503 `Retry-After`).
+    """
+
+    kind: FailureKind
+    detail: str
+    status: int | None = None
+    retry_after: float | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PollFailed:
+    """Poll `generation` failed."""
+
+    generation: int
+    failure: PollFailure
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AwaitReply:
+    """Post `text` as the customer, then give `consumer` the turn that answers it.
+
+    Attributes:
+        consumer: An ASK or STREAM consumer.
+        text: The customer's message.
+        deadline: Clock time by which the turn must complete, or None to wait forever.
+    """
+
+    consumer: Consumer
+    text: str
+    deadline: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MessagePosted:
+    """Parlant stored the consumer's customer message at `offset`."""
+
+    consumer_id: int
+    offset: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PostFailed:
+    """Posting the consumer's customer message failed; nothing was stored."""
+
+    consumer_id: int
+    error: SupervisorError
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Give a READER every event from now on; first the unclaimed window, or history.
+
+    Attributes:
+        consumer: A READER consumer.
+        since: Re-read the session from this offset (from the server) instead of the window.
+    """
+
+    consumer: Consumer
+    since: int | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """The caller abandoned the consumer (stopped iterating, closed it)."""
+
+    consumer_id: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class HistoryFetched:
+    """The events a reader asked to re-read, [min_offset, before_offset), or the error."""
+
+    consumer_id: int
+    events: tuple[Event, ...]
+    error: SupervisorError | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EventsConsumed:
+    """The consumer's caller has taken `taken` events in all so far."""
+
+    consumer_id: int
+    taken: int
+
+
+@final
+class TimerKind(enum.Enum):
+    """What a timer is for."""
+
+    RETRY_POLL = "retry_poll"
+    DEADLINE = "deadline"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the core scheduled came due. A stale one (old `generation`) is ignored.
+
+    Attributes:
+        kind: What it is for.
+        generation: The poll generation (RETRY_POLL) or consumer id (DEADLINE) it concerns.
+    """
+
+    kind: TimerKind
+    generation: int
+
+
+Message = (
+    Start
+    | Stop
+    | EventsReceived
+    | PollTimedOut
+    | PollFailed
+    | AwaitReply
+    | MessagePosted
+    | PostFailed
+    | Subscribe
+    | Unsubscribe
+    | HistoryFetched
+    | EventsConsumed
+    | TimerFired
+)
+
+# --- effects --------------------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StartPoll:
+    """Open `GET /events?min_offset=..&wait_for_data=..`; tell the outcome with `generation`."""
+
+    generation: int
+    min_offset: int
+    wait_for_data: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CancelPoll:
+    """Cancel the open poll, if any."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PostMessage:
+    """Post the consumer's text as a customer message; tell `MessagePosted` or `PostFailed`."""
+
+    consumer_id: int
+    text: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FetchHistory:
+    """Read events [min_offset, before_offset) once; tell `HistoryFetched`."""
+
+    consumer_id: int
+    min_offset: int
+    before_offset: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand events to a consumer."""
+
+    consumer_id: int
+    events: tuple[Event, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """The consumer's turn completed."""
+
+    consumer_id: int
+    reply: Reply
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """The consumer gets `error` and nothing more."""
+
+    consumer_id: int
+    error: SupervisorError
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Tell `timer` to this actor at clock time `at`."""
+
+    at: float
+    timer: TimerFired
+
+
+Effect = StartPoll | CancelPoll | PostMessage | FetchHistory | Deliver | Resolve | Fail | Schedule

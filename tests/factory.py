@@ -1,0 +1,53 @@
+"""Build Parlant events shaped like the real server's (see tests/data/parlant-samples)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parlant.client.types import Event
+
+from actors._events import PREAMBLE_TAG, event_list_adapter
+
+
+def _event(offset: int, source: str, kind: str, trace_id: str, data: dict[str, Any]) -> Event:
+    raw = {
+        "id": f"ev{offset:08d}",
+        "source": source,
+        "kind": kind,
+        "offset": offset,
+        "creation_utc": "2026-11-26T05:28:12.621741Z",
+        "trace_id": trace_id,
+        "correlation_id": trace_id,
+        "data": data,
+        "metadata": {},
+        "deleted": False,
+    }
+    return event_list_adapter.validate_python([raw])[0]
+
+
+def customer(offset: int, text: str = "hello") -> Event:
+    participant = {"id": "cust", "display_name": "customer"}
+    data = {"message": text, "participant": participant, "flagged": False, "tags": []}
+    return _event(offset, "customer", "message", "<main>", data)
+
+
+def status(offset: int, trace_id: str, name: str, stage: str | None = None) -> Event:
+    inner: dict[str, Any] = {} if stage is None else {"stage": stage}
+    return _event(offset, "ai_agent", "status", trace_id, {"status": name, "data": inner})
+
+
+def agent(offset: int, trace_id: str, text: str, *, preamble: bool = False) -> Event:
+    data: dict[str, Any] = {"message": text, "participant": {"id": "agent", "display_name": "A"}}
+    if preamble:
+        data["tags"] = [PREAMBLE_TAG]
+    return _event(offset, "ai_agent", "message", trace_id, data)
+
+
+def turn(start: int, trace_id: str, text: str) -> list[Event]:
+    """acknowledged, typing, message, completed ready at start .. start+3."""
+    return [
+        status(start, trace_id, "acknowledged"),
+        status(start + 1, trace_id, "typing"),
+        agent(start + 2, trace_id, text),
+        status(start + 3, trace_id, "ready", "completed"),
+    ]

@@ -1,0 +1,498 @@
+"""SessionCore: every state transition and delivery rule, fed by hand (no threads, no clock)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+from parlant.client.types import Event
+
+from actors import (
+    AccessDenied,
+    Backoff,
+    IllegalTransition,
+    Reply,
+    ReplyTimeout,
+    SessionClosed,
+    SessionCore,
+    SessionNotFound,
+    SessionSettings,
+    SessionState,
+    SupervisorError,
+)
+from actors._messages import (
+    AwaitReply,
+    CancelPoll,
+    ConsumerKind,
+    Deliver,
+    Effect,
+    EventsConsumed,
+    EventsReceived,
+    Fail,
+    FailureKind,
+    FetchHistory,
+    HistoryFetched,
+    MessagePosted,
+    PollFailed,
+    PollFailure,
+    PollTimedOut,
+    PostFailed,
+    PostMessage,
+    Resolve,
+    Schedule,
+    Start,
+    StartPoll,
+    Stop,
+    Subscribe,
+    TimerFired,
+    TimerKind,
+    Unsubscribe,
+)
+from tests.factory import agent, customer, status, turn
+from tests.samples import events
+
+SID = "sess1"
+
+
+@dataclass(frozen=True)
+class Handle:
+    consumer_id: int
+    kind: ConsumerKind
+    capacity: int = 100
+
+    def deliver(self, events: Sequence[Event]) -> None: ...
+    def resolve(self, reply: Reply) -> None: ...
+    def fail(self, error: SupervisorError) -> None: ...
+
+
+class Driver:
+    """Feeds a core and answers its polls the way the poller would."""
+
+    def __init__(self, **settings: object) -> None:
+        merged: dict[str, object] = {"wait_for_data": 60, "wait_jitter": 0, **settings}
+        self.core = SessionCore(SID, SessionSettings(**merged), random.Random(7))  # type: ignore[arg-type]
+        self.now = 0.0
+        self.poll: StartPoll | None = None
+        self.effects: list[Effect] = []
+
+    def send(self, message: object) -> list[Effect]:
+        effects = self.core.handle(message, self.now)  # type: ignore[arg-type]
+        for effect in effects:
+            if isinstance(effect, StartPoll):
+                self.poll = effect
+        self.effects.extend(effects)
+        return effects
+
+    def start(self, from_offset: int = 0) -> list[Effect]:
+        return self.send(Start(from_offset))
+
+    def receive(self, *evs: Event) -> list[Effect]:
+        assert self.poll is not None
+        return self.send(EventsReceived(self.poll.generation, tuple(evs)))
+
+    def ask(
+        self, consumer_id: int, kind: ConsumerKind = ConsumerKind.ASK, **kw: object
+    ) -> list[Effect]:
+        return self.send(AwaitReply(Handle(consumer_id, kind, **kw), "question", None))  # type: ignore[arg-type]
+
+    def of(self, kind: type, consumer_id: int | None = None) -> list[object]:
+        return [
+            e
+            for e in self.effects
+            if isinstance(e, kind)
+            and (consumer_id is None or getattr(e, "consumer_id", None) == consumer_id)
+        ]
+
+    def delivered(self, consumer_id: int) -> list[int]:
+        return [ev.offset for d in self.of(Deliver, consumer_id) for ev in d.events]  # type: ignore[attr-defined]
+
+
+# --- transitions ----------------------------------------------------------------------------
+
+
+def test_start_opens_the_first_poll_at_the_start_offset() -> None:
+    d = Driver()
+    assert d.core.state is SessionState.STARTING
+    assert d.start(5) == [StartPoll(1, 5, 60)]
+    assert d.core.state is SessionState.POLLING
+
+
+def test_polling_continues_after_events_and_after_a_completed_ready() -> None:
+    d = Driver()
+    d.start()
+    effects = d.receive(*events("one_turn"))
+    assert effects[-1] == StartPoll(2, 10, 60)
+    assert d.core.state is SessionState.POLLING
+
+
+@pytest.mark.parametrize("reason", ["gateway_timeout", "empty", "client_timeout"])
+def test_an_empty_poll_is_normal_and_polls_again_at_once_from_the_same_offset(reason: str) -> None:
+    d = Driver()
+    d.start(3)
+    assert d.send(PollTimedOut(1, reason)) == [StartPoll(2, 3, 60)]
+
+
+def test_wait_for_data_is_jittered_within_its_bounds() -> None:
+    d = Driver(wait_jitter=15)
+    d.start()
+    waits = set()
+    for _ in range(200):
+        assert d.poll is not None
+        d.send(PollTimedOut(d.poll.generation, "gateway_timeout"))
+        waits.add(d.poll.wait_for_data)
+    assert min(waits) >= 45
+    assert max(waits) <= 60
+    assert len(waits) > 5
+
+
+def test_a_stale_or_duplicate_outcome_is_ignored() -> None:
+    d = Driver()
+    d.start()
+    d.send(PollTimedOut(1, "empty"))
+    assert d.send(EventsReceived(1, (customer(0),))) == []  # generation 1 is closed
+    assert d.send(PollFailed(1, PollFailure(FailureKind.NETWORK, "reset"))) == []
+    assert d.core.state is SessionState.POLLING
+
+
+def test_a_redelivered_offset_is_dropped() -> None:
+    d = Driver()
+    d.start()
+    d.send(Subscribe(Handle(1, ConsumerKind.READER)))
+    d.receive(customer(0), customer(1))
+    d.receive(customer(1), customer(2))
+    assert d.delivered(1) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        FailureKind.SERVER_ERROR,
+        FailureKind.NETWORK,
+        FailureKind.MALFORMED,
+        FailureKind.RATE_LIMITED,
+    ],
+)
+def test_a_transient_failure_backs_off_then_polls_again(kind: FailureKind) -> None:
+    d = Driver()
+    d.start()
+    d.now = 100.0
+    effects = d.send(PollFailed(1, PollFailure(kind, "boom")))
+    assert d.core.state is SessionState.BACKING_OFF
+    [schedule] = effects
+    assert isinstance(schedule, Schedule)
+    assert schedule.timer == TimerFired(TimerKind.RETRY_POLL, 1)
+    assert 100.0 <= schedule.at <= 100.0 + Backoff().base
+    assert d.core.snapshot().consecutive_failures == 1
+    assert d.send(schedule.timer) == [StartPoll(2, 0, 60)]
+    assert d.core.state is SessionState.POLLING
+
+
+def test_backoff_grows_with_consecutive_failures_and_honours_retry_after() -> None:
+    d = Driver()
+    d.start()
+    ceilings = []
+    for attempt in range(6):
+        assert d.poll is not None
+        [schedule] = d.send(
+            PollFailed(d.poll.generation, PollFailure(FailureKind.SERVER_ERROR, "503"))
+        )
+        assert isinstance(schedule, Schedule)
+        ceilings.append(min(30.0, 0.5 * 2**attempt))
+        assert schedule.at - d.now <= ceilings[-1]
+        d.send(schedule.timer)
+    assert d.poll is not None
+    [schedule] = d.send(
+        PollFailed(
+            d.poll.generation, PollFailure(FailureKind.RATE_LIMITED, "429", 429, retry_after=42.0)
+        )
+    )
+    assert isinstance(schedule, Schedule)
+    assert schedule.at - d.now >= 42.0
+
+
+def test_a_good_poll_resets_the_failure_count() -> None:
+    d = Driver()
+    d.start()
+    [schedule] = d.send(PollFailed(1, PollFailure(FailureKind.NETWORK, "refused")))
+    d.send(schedule.timer)  # type: ignore[attr-defined]
+    d.send(PollTimedOut(2, "gateway_timeout"))
+    assert d.core.snapshot().consecutive_failures == 0
+
+
+def test_a_stale_retry_timer_is_ignored() -> None:
+    d = Driver()
+    d.start()
+    d.send(PollFailed(1, PollFailure(FailureKind.NETWORK, "refused")))
+    assert d.send(TimerFired(TimerKind.RETRY_POLL, 0)) == []
+    assert d.core.state is SessionState.BACKING_OFF
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [(FailureKind.NOT_FOUND, SessionNotFound), (FailureKind.FORBIDDEN, AccessDenied)],
+)
+def test_not_found_or_forbidden_is_terminal_and_fails_every_consumer(
+    kind: FailureKind, error: type
+) -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(Subscribe(Handle(2, ConsumerKind.READER)))
+    effects = d.send(PollFailed(1, PollFailure(kind, "404 Session not found", 404)))
+    assert d.core.state is SessionState.FAILED
+    failed = {e.consumer_id: e.error for e in effects if isinstance(e, Fail)}
+    assert set(failed) == {1, 2}
+    assert all(isinstance(err, error) and SID in str(err) for err in failed.values())
+    assert not any(isinstance(e, StartPoll) for e in effects)
+    [late] = d.ask(3)
+    assert isinstance(late, Fail)
+    assert isinstance(late.error, error)
+
+
+def test_a_full_consumer_pauses_polling_and_reading_resumes_it() -> None:
+    d = Driver()
+    d.start()
+    d.send(Subscribe(Handle(1, ConsumerKind.READER, capacity=2)))
+    effects = d.receive(customer(0), customer(1), customer(2))
+    assert not any(isinstance(e, StartPoll) for e in effects)
+    assert d.core.state is SessionState.PAUSED
+    assert d.core.snapshot().pauses_total == 1
+    assert d.send(EventsConsumed(1, 1)) == []  # still 2 outstanding: stays paused
+    assert d.send(EventsConsumed(1, 3)) == [StartPoll(2, 3, 60)]
+    assert d.core.state is SessionState.POLLING
+    assert d.delivered(1) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("setup", ["starting", "polling", "paused", "backing_off", "failed"])
+def test_stop_from_every_state_fails_consumers_and_cancels_an_open_poll(setup: str) -> None:
+    d = Driver()
+    if setup != "starting":
+        d.start()
+    if setup == "paused":
+        d.send(Subscribe(Handle(9, ConsumerKind.READER, capacity=1)))
+        d.receive(customer(0))
+    if setup == "backing_off":
+        d.send(PollFailed(1, PollFailure(FailureKind.NETWORK, "refused")))
+    if setup == "failed":
+        d.send(PollFailed(1, PollFailure(FailureKind.NOT_FOUND, "404")))
+    d.ask(1)
+    closed = SessionClosed("closed", session_id=SID)
+    effects = d.send(Stop(closed))
+    assert d.core.state is SessionState.STOPPED
+    assert (CancelPoll() in effects) is (setup == "polling")
+    assert not any(isinstance(e, StartPoll) for e in effects)
+    if setup != "failed":
+        assert Fail(1, closed) in effects
+    assert d.send(Stop(closed)) == []  # idempotent
+
+
+def test_illegal_transitions_raise() -> None:
+    d = Driver()
+    d.send(Stop(SessionClosed("closed")))
+    with pytest.raises(IllegalTransition):
+        d.start()
+
+
+# --- replies ---------------------------------------------------------------------------------
+
+
+def test_an_ask_posts_its_message_and_schedules_its_deadline() -> None:
+    d = Driver()
+    d.start()
+    effects = d.send(AwaitReply(Handle(1, ConsumerKind.ASK), "hi", 120.0))
+    assert effects == [PostMessage(1, "hi"), Schedule(120.0, TimerFired(TimerKind.DEADLINE, 1))]
+
+
+def test_an_ask_resolves_at_the_completed_ready_not_at_intermediate_readies() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(MessagePosted(1, 0))
+    turn_events = events("one_turn")
+    d.receive(*turn_events[:9])  # includes two intermediate readies
+    assert d.of(Resolve) == []
+    d.receive(turn_events[9])
+    [resolve] = d.of(Resolve)
+    reply = resolve.reply  # type: ignore[attr-defined]
+    assert reply.answers == (0,)
+    assert reply.text == "echo: Tell me about CKD stage 3"
+    assert [(m.text, m.is_preamble) for m in reply.messages] == [
+        ("One moment.", True),
+        ("echo: Tell me about CKD stage 3", False),
+    ]
+
+
+def test_a_turn_that_arrives_before_the_post_is_acknowledged_still_resolves_the_ask() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.receive(*events("one_turn"))  # the poll outran the POST's answer
+    assert d.of(Resolve) == []
+    d.send(MessagePosted(1, 0))
+    [resolve] = d.of(Resolve, 1)
+    assert resolve.reply.text == "echo: Tell me about CKD stage 3"  # type: ignore[attr-defined]
+
+
+def test_a_stream_posted_late_gets_the_open_turn_so_far_then_the_rest_live() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1, ConsumerKind.STREAM)
+    d.receive(*events("one_turn")[:5])
+    d.send(MessagePosted(1, 0))
+    assert d.delivered(1) == [1, 2, 3, 4]
+    d.receive(*events("one_turn")[5:])
+    assert d.delivered(1) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert len(d.of(Resolve, 1)) == 1
+
+
+def test_a_superseded_turn_resolves_both_asks_with_the_next_turn() -> None:
+    d = Driver()
+    d.start(10)
+    d.ask(1)
+    d.send(MessagePosted(1, 10))
+    d.ask(2, ConsumerKind.STREAM)
+    d.send(MessagePosted(2, 12))
+    d.receive(*events("superseded_turn"))
+    replies = {r.consumer_id: r.reply for r in d.of(Resolve)}  # type: ignore[attr-defined]
+    assert set(replies) == {1, 2}
+    assert replies[1] is replies[2]
+    assert replies[1].answers == (10, 12)
+    assert replies[1].text == "echo: second question"
+    # the stream saw its answering turn live (message 12 was never claimed by the cancelled one)
+    assert d.delivered(2) == [15, 16, 17, 18, 23, 24, 25, 26, 27]
+
+
+def test_a_stale_ready_of_an_earlier_turn_does_not_end_a_later_ask() -> None:
+    d = Driver()
+    d.start()
+    d.receive(customer(0, "first"), *turn(1, "T1", "answer one")[:2])  # turn 1 still open
+    d.ask(2)
+    d.send(MessagePosted(2, 3))
+    d.receive(customer(3, "second"), *turn(1, "T1", "answer one")[2:])  # T1 completes
+    assert d.of(Resolve) == []
+    d.receive(*turn(6, "T2", "answer two"))
+    [resolve] = d.of(Resolve)
+    assert resolve.reply.text == "answer two"  # type: ignore[attr-defined]
+    assert resolve.reply.answers == (3,)  # type: ignore[attr-defined]
+
+
+def test_a_turn_with_no_agent_message_is_an_empty_reply() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(MessagePosted(1, 0))
+    d.receive(customer(0), status(1, "T", "acknowledged"), status(2, "T", "ready", "completed"))
+    [resolve] = d.of(Resolve)
+    assert resolve.reply.messages == ()
+    assert resolve.reply.text == ""
+
+
+def test_a_failed_post_fails_the_ask() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    error = SessionNotFound("gone", session_id=SID)
+    assert d.send(PostFailed(1, error)) == [Fail(1, error)]
+    assert d.core.snapshot().waiting_replies == 0
+
+
+def test_the_deadline_fails_the_ask_and_its_late_reply_reaches_the_next_reader() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(MessagePosted(1, 0))
+    d.receive(customer(0), *turn(1, "T", "late")[:2])
+    [fail] = d.send(TimerFired(TimerKind.DEADLINE, 1))
+    assert isinstance(fail, Fail)
+    assert isinstance(fail.error, ReplyTimeout)
+    assert SID in str(fail.error)
+    d.receive(*turn(1, "T", "late")[2:])
+    d.send(Subscribe(Handle(2, ConsumerKind.READER)))
+    assert d.delivered(2) == [1, 2, 3, 4]  # the whole late turn; the own message was claimed
+    assert d.send(TimerFired(TimerKind.DEADLINE, 1)) == []  # a second firing is stale
+
+
+# --- readers and the unclaimed window --------------------------------------------------------
+
+
+def test_a_follow_up_after_ready_with_nobody_asking_waits_for_the_next_reader() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(MessagePosted(1, 0))
+    d.receive(customer(0), *turn(1, "T", "answer"))
+    d.receive(agent(5, "F", "a follow-up"))
+    assert d.core.snapshot().buffered == 1  # the answered turn was claimed by the ask
+    d.send(Subscribe(Handle(2, ConsumerKind.READER)))
+    assert d.delivered(2) == [5]
+    d.receive(agent(6, "F", "another"))
+    assert d.delivered(2) == [5, 6]
+    assert d.core.snapshot().buffered == 0
+
+
+def test_a_reader_sees_every_event_while_it_reads() -> None:
+    d = Driver()
+    d.start()
+    d.send(Subscribe(Handle(1, ConsumerKind.READER)))
+    d.ask(2)
+    d.send(MessagePosted(2, 0))
+    d.receive(customer(0), *turn(1, "T", "answer"))
+    assert d.delivered(1) == [0, 1, 2, 3, 4]
+    assert len(d.of(Resolve, 2)) == 1
+
+
+def test_the_window_is_bounded_and_counts_evictions() -> None:
+    d = Driver(window_size=3)
+    d.start()
+    d.receive(*(agent(i, "F", f"m{i}") for i in range(5)))
+    snapshot = d.core.snapshot()
+    assert (snapshot.buffered, snapshot.evicted_total) == (3, 2)
+    assert d.core.state is SessionState.POLLING  # unclaimed events never stop polling
+    d.send(Subscribe(Handle(1, ConsumerKind.READER)))
+    assert d.delivered(1) == [2, 3, 4]
+
+
+def test_a_reader_since_an_offset_gets_history_from_the_server_then_live_events() -> None:
+    d = Driver()
+    d.start()
+    d.receive(*(agent(i, "F", f"m{i}") for i in range(4)))
+    [fetch] = d.send(Subscribe(Handle(1, ConsumerKind.READER), since=1))
+    assert fetch == FetchHistory(1, 1, 4)
+    assert d.core.checkpoint == 1
+    d.receive(agent(4, "F", "live"))  # arrives while the history is being read
+    assert d.delivered(1) == []
+    d.send(HistoryFetched(1, tuple(agent(i, "F", f"m{i}") for i in range(6))))
+    assert d.delivered(1) == [1, 2, 3, 4]
+
+
+def test_a_reader_whose_history_fails_gets_the_error() -> None:
+    d = Driver()
+    d.start()
+    d.receive(agent(0, "F", "m"))
+    d.send(Subscribe(Handle(1, ConsumerKind.READER), since=0))
+    error = SessionNotFound("gone", session_id=SID)
+    assert d.send(HistoryFetched(1, (), error)) == [Fail(1, error)]
+
+
+def test_unsubscribe_forgets_the_consumer() -> None:
+    d = Driver()
+    d.start()
+    d.send(Subscribe(Handle(1, ConsumerKind.READER, capacity=1)))
+    d.receive(customer(0))
+    assert d.core.state is SessionState.PAUSED
+    assert d.send(Unsubscribe(1)) == [StartPoll(2, 1, 60)]
+    assert d.core.snapshot().readers == 0
+
+
+def test_checkpoint_is_the_lowest_offset_a_live_consumer_needs() -> None:
+    d = Driver()
+    d.start()
+    d.receive(customer(0), customer(1))
+    assert d.core.checkpoint == 2
+    d.ask(1)  # registered at 2, not yet posted
+    d.receive(customer(2), customer(3))
+    assert d.core.checkpoint == 2
+    d.send(MessagePosted(1, 3))
+    assert d.core.checkpoint == 3
