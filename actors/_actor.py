@@ -1,0 +1,244 @@
+"""SessionActor: the pykka shell around a SessionCore.
+
+Every handler reads the same way: feed the message to the core, carry out what it decides.
+Nothing here blocks: the long-poll and the posts run on the I/O loop and come back as messages.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import queue
+import random
+import threading
+import weakref
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, final
+
+import pykka
+import structlog
+
+from actors._clock import Clock
+from actors._core import SessionCore, SessionSettings, SessionSnapshot
+from actors._errors import SessionFailed, SupervisorError, SupervisorStopped
+from actors._io import IOLoop
+from actors._messages import (
+    AwaitReply,
+    CancelPoll,
+    Consumer,
+    Deliver,
+    Effect,
+    Fail,
+    FetchHistory,
+    HistoryFetched,
+    Message,
+    MessagePosted,
+    PollFailed,
+    PostFailed,
+    PostMessage,
+    Resolve,
+    Schedule,
+    Start,
+    StartPoll,
+    Stop,
+    Subscribe,
+)
+from actors._parlant import ParlantApi, translate_error
+from actors._poller import Poller
+from actors._state import SessionState
+
+__all__ = ["Barrier", "SessionActor", "SessionRuntime"]
+
+_log = structlog.get_logger("parlant_supervisor")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Answered once every message sent to the actor before it has been handled."""
+
+
+@final
+@dataclass(slots=True)
+class SessionRuntime:
+    """What every SessionActor of one supervisor shares.
+
+    Attributes:
+        io: The I/O loop.
+        poller: Runs the long-polls.
+        api: Posts messages and reads history.
+        clock: The injected clock.
+        settings: How sessions poll and buffer.
+        board: The latest snapshot of every live session (read by `statistics()`).
+        checkpoints: Where each session stopped, so a re-activated session resumes there.
+        mailboxes: Each live session's actor inbox (its depth is a health figure).
+        threads: Threads of live SessionActors (joined at shutdown).
+        started_total: Session actors started (written by the Supervisor actor only).
+    """
+
+    io: IOLoop
+    poller: Poller
+    api: ParlantApi
+    clock: Clock
+    settings: SessionSettings
+    board: dict[str, SessionSnapshot] = field(default_factory=dict)
+    checkpoints: dict[str, int] = field(default_factory=dict)
+    mailboxes: dict[str, queue.Queue[Any]] = field(default_factory=dict)
+    threads: weakref.WeakSet[threading.Thread] = field(default_factory=weakref.WeakSet)
+    started_total: int = 0
+
+    def checkpoint_of(self, session_id: str) -> int:
+        """Where a new actor for the session starts: its live or last checkpoint, else 0."""
+        live = self.board.get(session_id)
+        return live.checkpoint if live is not None else self.checkpoints.get(session_id, 0)
+
+
+@final
+class SessionActor(pykka.ThreadingActor):
+    """Owns one Parlant session: its offset, its consumers and its polling.
+
+    Daemon thread: an app that forgets `stop()` can still exit; `stop()` joins it anyway.
+    """
+
+    use_daemon_thread = True
+
+    def __init__(self, session_id: str, runtime: SessionRuntime, start_offset: int) -> None:
+        super().__init__()
+        self.session_id = session_id
+        self._runtime = runtime
+        self._start_offset = start_offset
+        self._core = SessionCore(session_id, runtime.settings, random.Random())
+        self._consumers: dict[int, Consumer] = {}
+        self._snapshot: SessionSnapshot | None = None
+        self._log = _log.bind(session_id=session_id)
+
+    # --- pykka hooks ----------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._runtime.threads.add(threading.current_thread())
+        inbox = self.actor_inbox
+        if isinstance(inbox, queue.Queue):
+            self._runtime.mailboxes[self.session_id] = inbox
+        self._handle(Start(self._start_offset))
+        self._log.info("session.started", from_offset=self._start_offset)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Barrier):
+            return None
+        if isinstance(message, AwaitReply | Subscribe):
+            self._consumers[message.consumer.consumer_id] = message.consumer
+        self._handle(message)
+        return None
+
+    def on_stop(self) -> None:
+        if self._core.state is not SessionState.STOPPED:
+            self._handle(
+                Stop(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
+            )
+        self._retire()
+        self._log.info("session.stopped", checkpoint=self._core.checkpoint)
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        crash = type(exception_value).__name__ if exception_value is not None else "unknown"
+        error = SessionFailed(
+            f"session {self.session_id}: its actor crashed ({crash}: {exception_value}); "
+            "open the session again to continue",
+            session_id=self.session_id,
+        )
+        for consumer in self._consumers.values():
+            consumer.fail(error)
+        self._consumers.clear()
+        self._retire()
+        self._log.error("session.crashed", error=repr(exception_value))
+
+    # --- the shell ------------------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        before = self._core.state
+        for effect in self._core.handle(message, self._runtime.clock.now()):
+            self._apply(effect)
+        self._snapshot = self._core.snapshot()
+        self._runtime.board[self.session_id] = self._snapshot
+        if isinstance(message, PollFailed):
+            self._log.warning(
+                "session.poll_failed",
+                kind=message.failure.kind.value,
+                detail=message.failure.detail,
+                consecutive_failures=self._snapshot.consecutive_failures,
+            )
+        after = self._core.state
+        if after is not before and after is not SessionState.POLLING:
+            self._log.info("session.state_changed", state=after.value, previous=before.value)
+
+    def _apply(self, effect: Effect) -> None:
+        match effect:
+            case StartPoll():
+                self._runtime.poller.start(self.session_id, effect, self._tell)
+            case CancelPoll():
+                self._runtime.poller.cancel(self.session_id)
+            case PostMessage(consumer_id, text):
+                posting = self._runtime.io.submit(
+                    self._runtime.api.post_customer_message(self.session_id, text)
+                )
+                posting.add_done_callback(lambda done: self._posted(consumer_id, done))
+            case FetchHistory(consumer_id, min_offset, _):
+                reading = self._runtime.io.submit(
+                    self._runtime.api.read_events(self.session_id, min_offset)
+                )
+                reading.add_done_callback(lambda done: self._fetched(consumer_id, done))
+            case Deliver(consumer_id, events):
+                self._consumers[consumer_id].deliver(events)
+            case Resolve(consumer_id, reply):
+                self._consumers.pop(consumer_id).resolve(reply)
+            case Fail(consumer_id, error):
+                consumer = self._consumers.pop(consumer_id, None)
+                if consumer is not None:
+                    consumer.fail(error)
+            case Schedule(at, timer):
+                self._runtime.clock.call_at(at, lambda: self._tell(timer))
+
+    def _tell(self, message: Message) -> None:
+        """Tell this actor something from another thread; dropped if it has stopped."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
+
+    def _posted(self, consumer_id: int, done: concurrent.futures.Future[int]) -> None:
+        error = _failure_of(done)
+        if error is None:
+            self._tell(MessagePosted(consumer_id, done.result()))
+        else:
+            self._tell(PostFailed(consumer_id, self._translate(error)))
+
+    def _fetched(self, consumer_id: int, done: concurrent.futures.Future[Any]) -> None:
+        error = _failure_of(done)
+        if error is None:
+            self._tell(HistoryFetched(consumer_id, tuple(done.result())))
+        else:
+            self._tell(HistoryFetched(consumer_id, (), self._translate(error)))
+
+    def _translate(self, error: BaseException) -> SupervisorError:
+        if isinstance(error, concurrent.futures.CancelledError):
+            return SupervisorStopped(f"session {self.session_id}: the supervisor stopped")
+        assert isinstance(error, Exception)
+        return translate_error(error, self._runtime.api.base_url, self.session_id)
+
+    def _retire(self) -> None:
+        self._runtime.poller.release(self.session_id)
+        self._runtime.checkpoints[self.session_id] = self._core.checkpoint
+        # a successor for the same session may already be running: leave its entries alone
+        if self._runtime.board.get(self.session_id) is self._snapshot:
+            del self._runtime.board[self.session_id]
+        if self._runtime.mailboxes.get(self.session_id) is self.actor_inbox:
+            del self._runtime.mailboxes[self.session_id]
+
+
+def _failure_of(future: concurrent.futures.Future[Any]) -> BaseException | None:
+    if future.cancelled():
+        return concurrent.futures.CancelledError()
+    return future.exception()

@@ -1,0 +1,88 @@
+"""One thread running one asyncio event loop: every session's HTTP and every timer."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, TypeVar, final
+
+__all__ = ["IOLoop"]
+
+T = TypeVar("T")
+_STOP_GRACE: Final = 5.0
+
+
+@final
+class IOLoop:
+    """Owns the I/O thread. Thread-safe: every method may be called from any thread.
+
+    The thread is a daemon so a crashed embedding app can still exit, but `stop()` joins it:
+    after `stop()` no thread of ours is left.
+    """
+
+    def __init__(self, name: str = "parlant-supervisor-io") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = threading.Event()
+        self._stopped = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop (use only from coroutines and callbacks running on it)."""
+        return self._loop
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The I/O thread."""
+        return self._thread
+
+    def start(self) -> None:
+        """Start the thread and return once its loop runs."""
+        self._thread.start()
+        self._started.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._started.set)
+        self._loop.run_forever()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run `coroutine` on the loop; its result arrives in the returned future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Call `callback(*args)` on the loop as soon as possible (dropped after `stop()`)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> None:
+        """Call `callback()` on the loop at loop time `when` (`time.monotonic()` scale)."""
+        self.call_soon(self._loop.call_at, when, callback)
+
+    def stop(self, timeout: float = _STOP_GRACE) -> bool:
+        """Cancel every task, stop the loop and join the thread. Returns False on timeout."""
+        if self._stopped:
+            return True
+        self._stopped = True
+        if not self._thread.is_alive():
+            self._loop.close()
+            return True
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            self.submit(self._cancel_everything()).result(timeout)
+        self.call_soon(self._loop.stop)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        self._loop.close()
+        return True
+
+    async def _cancel_everything(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._loop.shutdown_asyncgens()

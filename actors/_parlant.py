@@ -1,0 +1,126 @@
+"""Parlant's short requests (post a message, create a session, re-read history), via parlant-client.
+
+They share one small connection pool on the I/O loop; long-polls never use it (see _poller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, final
+
+import httpx
+from parlant.client import AsyncParlantClient
+from parlant.client.core.api_error import ApiError
+from parlant.client.types import Event
+
+from actors._errors import (
+    AccessDenied,
+    InvalidInput,
+    ParlantUnavailable,
+    SessionNotFound,
+    SupervisorError,
+)
+
+__all__ = ["ParlantApi", "translate_error"]
+
+_REQUEST_TIMEOUT: Final = 30.0
+_POOL_SIZE: Final = 64
+
+
+def translate_error(error: Exception, base_url: str, session_id: str | None) -> SupervisorError:
+    """Our error for a failed short request: what happened, to which session, what to do."""
+    where = f"session {session_id}" if session_id else "Parlant"
+    if isinstance(error, SupervisorError):
+        return error
+    if isinstance(error, ApiError):
+        status = error.status_code
+        if status == 404:
+            return SessionNotFound(
+                f"{where}: Parlant answered 404 ({error.body}); it was deleted or never existed",
+                session_id=session_id,
+            )
+        if status in (401, 403):
+            return AccessDenied(
+                f"{where}: Parlant refused the request ({status}); check the credentials",
+                session_id=session_id,
+            )
+        if status == 422:
+            return InvalidInput(
+                f"{where}: Parlant rejected the request as invalid: {error.body}",
+                session_id=session_id,
+            )
+        return ParlantUnavailable(
+            f"{where}: Parlant at {base_url} answered {status}; try again later",
+            session_id=session_id,
+        )
+    if isinstance(error, httpx.HTTPError):
+        return ParlantUnavailable(
+            f"{where}: could not reach Parlant at {base_url} ({type(error).__name__}: {error}); "
+            "check that the server is up, then try again",
+            session_id=session_id,
+        )
+    return ParlantUnavailable(
+        f"{where}: unexpected answer from Parlant at {base_url} ({type(error).__name__}: {error})",
+        session_id=session_id,
+    )
+
+
+@final
+class ParlantApi:
+    """The short calls. Coroutines: run them on the I/O loop (`IOLoop.submit`)."""
+
+    def __init__(self, base_url: str, *, headers: Mapping[str, str] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers or {})
+        self._http: httpx.AsyncClient | None = None
+        self._client: AsyncParlantClient | None = None
+
+    def _parlant(self) -> AsyncParlantClient:
+        if self._client is None:
+            self._http = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=_REQUEST_TIMEOUT,
+                limits=httpx.Limits(max_connections=_POOL_SIZE),
+                trust_env=False,
+            )
+            self._client = AsyncParlantClient(base_url=self.base_url, httpx_client=self._http)
+        return self._client
+
+    async def post_customer_message(self, session_id: str, text: str) -> int:
+        """Post `text` as the customer's message; returns the event's offset."""
+        event = await self._parlant().sessions.create_event(
+            session_id, kind="message", source="customer", message=text
+        )
+        return event.offset
+
+    async def read_events(self, session_id: str, min_offset: int) -> list[Event]:
+        """Every event at or after `min_offset`, without waiting."""
+        return await self._parlant().sessions.list_events(
+            session_id, min_offset=min_offset, wait_for_data=0
+        )
+
+    async def create_customer(self, name: str) -> str:
+        """Create a customer; returns its id."""
+        return (await self._parlant().customers.create(name=name)).id
+
+    async def create_session(
+        self, agent_id: str, customer_id: str | None, title: str | None
+    ) -> str:
+        """Create a session (no greeting); returns its id."""
+        session = await self._parlant().sessions.create(
+            agent_id=agent_id, customer_id=customer_id, title=title, allow_greeting=False
+        )
+        return session.id
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete a session on the server (its open polls get 404)."""
+        await self._parlant().sessions.delete(session_id)
+
+    async def ping(self) -> None:
+        """Raise unless the server answers (lists agents)."""
+        await self._parlant().agents.list()
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        if self._http is not None:
+            await self._http.aclose()

@@ -1,0 +1,182 @@
+"""Every session's long-poll, run concurrently on the one I/O loop.
+
+Each session gets its own small HTTP client (a pool of one connection, reused poll after poll):
+one shared connection pool for thousands of concurrent long-polls costs O(N) per request and
+O(N^2) in a wave of 504s (DESIGN.md, measured). The actor decides what to poll; the poller only
+runs the request and tells the outcome back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Final, final
+from urllib.parse import quote
+
+import httpx
+import pydantic
+
+from actors._events import parse_events
+from actors._io import IOLoop
+from actors._messages import (
+    EventsReceived,
+    FailureKind,
+    Message,
+    PollFailed,
+    PollFailure,
+    PollTimedOut,
+    StartPoll,
+)
+
+__all__ = ["Poller", "classify_status", "retry_after_seconds"]
+
+TIMEOUT_MARGIN: Final = 10.0
+"""Seconds the client waits past `wait_for_data`, so the server's 504 normally comes first."""
+
+_CONNECT_TIMEOUT: Final = 10.0
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The `Retry-After` header in seconds, when it is given in seconds (dates are ignored)."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def classify_status(status: int) -> FailureKind:
+    """The failure kind of an HTTP status that is neither 200 nor 504."""
+    if status == 404:
+        return FailureKind.NOT_FOUND
+    if status in (401, 403):
+        return FailureKind.FORBIDDEN
+    if status == 429:
+        return FailureKind.RATE_LIMITED
+    return FailureKind.SERVER_ERROR
+
+
+@final
+class Poller:
+    """Runs long-polls on the I/O loop. `start` and `cancel` may be called from any thread.
+
+    Guarantees: at most one open poll per session (a new one replaces the old); a cancelled
+    poll tells nothing; every other poll tells exactly one outcome.
+    """
+
+    def __init__(
+        self,
+        io: IOLoop,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout_margin: float = TIMEOUT_MARGIN,
+    ) -> None:
+        self._io = io
+        self._base_url = base_url.rstrip("/")
+        self._headers = dict(headers or {})
+        self._timeout_margin = timeout_margin
+        self._ssl = ssl.create_default_context()
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._polls: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def open_polls(self) -> int:
+        """Polls in flight now (read from any thread; approximate while it changes)."""
+        return len(self._polls)
+
+    def start(self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]) -> None:
+        """Open `poll` for the session; its outcome goes to `tell` (called on the I/O loop)."""
+        self._io.call_soon(self._start, session_id, poll, tell)
+
+    def cancel(self, session_id: str) -> None:
+        """Cancel the session's open poll, if any; it tells nothing."""
+        self._io.call_soon(self._cancel, session_id)
+
+    def release(self, session_id: str) -> None:
+        """Cancel the session's poll and close its connection (the session is going away)."""
+        self._io.call_soon(self._release, session_id)
+
+    async def aclose(self) -> None:
+        """Cancel every poll and close every connection (on the I/O loop)."""
+        for session_id in list(self._clients):
+            self._release(session_id)
+
+    # --- on the I/O loop ------------------------------------------------------------------
+
+    def _start(self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]) -> None:
+        self._cancel(session_id)
+        task = self._io.loop.create_task(self._poll(session_id, poll, tell))
+        self._polls[session_id] = task
+        task.add_done_callback(lambda done: self._forget(session_id, done))
+
+    def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
+        if self._polls.get(session_id) is task:
+            del self._polls[session_id]
+
+    def _cancel(self, session_id: str) -> None:
+        task = self._polls.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _release(self, session_id: str) -> None:
+        self._cancel(session_id)
+        client = self._clients.pop(session_id, None)
+        if client is not None:
+            task = self._io.loop.create_task(client.aclose())
+            task.add_done_callback(lambda _: None)
+
+    def _client(self, session_id: str) -> httpx.AsyncClient:
+        client = self._clients.get(session_id)
+        if client is None:
+            client = httpx.AsyncClient(
+                base_url=self._base_url,
+                headers=self._headers,
+                verify=self._ssl,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                trust_env=False,
+            )
+            self._clients[session_id] = client
+        return client
+
+    async def _poll(
+        self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]
+    ) -> None:
+        tell(await self._outcome(session_id, poll))
+
+    async def _outcome(self, session_id: str, poll: StartPoll) -> Message:
+        generation = poll.generation
+        timeout = httpx.Timeout(poll.wait_for_data + self._timeout_margin, connect=_CONNECT_TIMEOUT)
+        try:
+            response = await self._client(session_id).get(
+                f"/sessions/{quote(session_id, safe='')}/events",
+                params={"min_offset": poll.min_offset, "wait_for_data": poll.wait_for_data},
+                timeout=timeout,
+            )
+        except (httpx.ReadTimeout, httpx.WriteTimeout):
+            return PollTimedOut(generation, "client_timeout")
+        except httpx.HTTPError as error:
+            detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            return PollFailed(generation, PollFailure(FailureKind.NETWORK, detail))
+        status = response.status_code
+        if status == 200:
+            try:
+                events = parse_events(response.content)
+            except pydantic.ValidationError as error:
+                detail = (
+                    f"200 with a body that is not a list of events ({error.error_count()} errors)"
+                )
+                return PollFailed(generation, PollFailure(FailureKind.MALFORMED, detail, 200))
+            if not events:
+                return PollTimedOut(generation, "empty")
+            return EventsReceived(generation, tuple(events))
+        if status == 504:
+            return PollTimedOut(generation, "gateway_timeout")
+        detail = f"HTTP {status} {response.reason_phrase}".rstrip()
+        retry_after = retry_after_seconds(response.headers)
+        return PollFailed(
+            generation, PollFailure(classify_status(status), detail, status, retry_after)
+        )

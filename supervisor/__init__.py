@@ -1,0 +1,54 @@
+"""parlant-session-supervisor: keeps conversations with Parlant agents alive and correct.
+
+A Supervisor actor spawns one SessionActor per Parlant session; each owns its polling loop,
+offset and consumers, polls continuously (`ready` ends a reply, never the polling), and answers
+each ask with the turn that answers its own message.
+
+Example:
+    >>> from supervisor import SessionSupervisor
+    >>> with SessionSupervisor("http://127.0.0.1:8800") as sup:
+    ...     reply = sup.ask(session_id, "Tell me about CKD stage 3", timeout=120)
+"""
+
+from actors import (
+    AccessDenied,
+    Backoff,
+    InvalidInput,
+    ParlantUnavailable,
+    PermanentError,
+    Reply,
+    ReplyMessage,
+    ReplyTimeout,
+    SessionClosed,
+    SessionFailed,
+    SessionNotFound,
+    SessionState,
+    SupervisorError,
+    SupervisorStopped,
+    TransientError,
+)
+from supervisor._config import SupervisorConfig
+from supervisor._facade import SessionSupervisor
+from supervisor._statistics import StopSummary, SupervisorStatistics
+
+__all__ = [
+    "AccessDenied",
+    "Backoff",
+    "InvalidInput",
+    "ParlantUnavailable",
+    "PermanentError",
+    "Reply",
+    "ReplyMessage",
+    "ReplyTimeout",
+    "SessionClosed",
+    "SessionFailed",
+    "SessionNotFound",
+    "SessionState",
+    "SessionSupervisor",
+    "StopSummary",
+    "SupervisorConfig",
+    "SupervisorError",
+    "SupervisorStatistics",
+    "SupervisorStopped",
+    "TransientError",
+]

@@ -1,0 +1,61 @@
+"""SupervisorConfig: every knob, with the defaults a production backend wants."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import final
+
+from actors import Backoff, SessionSettings
+
+__all__ = ["SupervisorConfig"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    """How the supervisor polls, buffers and shuts down.
+
+    Attributes:
+        wait_for_data: Seconds each long-poll asks Parlant to wait (Parlant's default is 60).
+        wait_jitter: Polls wait uniformly in [wait_for_data - wait_jitter, wait_for_data], so
+            sessions opened together do not re-poll together.
+        window_size: Unclaimed events (follow-ups, late replies) kept per session for the next
+            `events()` reader; older ones are evicted from memory but stay on the server.
+        consumer_capacity: Events a stream or reader may leave unread before its session's
+            polling pauses (lossless backpressure).
+        backoff: Retry delays for failed polls.
+        headers: HTTP headers sent on every request (e.g. authorization).
+        max_message_length: Longest customer message accepted, in characters.
+        actor_stack_size: Stack size of each session's thread, in bytes (0: the interpreter's
+            default). Small stacks keep thousands of sessions cheap.
+        stop_timeout: Default deadline, in seconds, for `stop()`.
+    """
+
+    wait_for_data: int = 60
+    wait_jitter: int = 15
+    window_size: int = 1000
+    consumer_capacity: int = 1000
+    backoff: Backoff = field(default_factory=Backoff)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    max_message_length: int = 32_768
+    actor_stack_size: int = 256 * 1024
+    stop_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.consumer_capacity < 1:
+            raise ValueError(f"consumer_capacity must be >= 1, got {self.consumer_capacity}")
+        if self.max_message_length < 1:
+            raise ValueError(f"max_message_length must be >= 1, got {self.max_message_length}")
+        if self.stop_timeout <= 0:
+            raise ValueError(f"stop_timeout must be > 0, got {self.stop_timeout}")
+        self.session_settings()  # validates the polling knobs
+
+    def session_settings(self) -> SessionSettings:
+        """The per-session part of the configuration."""
+        return SessionSettings(
+            wait_for_data=self.wait_for_data,
+            wait_jitter=self.wait_jitter,
+            window_size=self.window_size,
+            backoff=self.backoff,
+        )

@@ -1,0 +1,189 @@
+"""Consumers live on the caller's side of the actors: they survive the actor that feeds them.
+
+A `_Channel` is a thread-safe queue that threads and asyncio tasks can both wait on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Generic, TypeVar, final
+
+from parlant.client.types import Event
+
+from actors import Reply, SupervisorError
+from actors._messages import ConsumerKind, EventsConsumed, Message
+
+__all__ = ["Ended", "EventConsumer", "ReplyConsumer", "next_consumer_id"]
+
+T = TypeVar("T")
+
+_ids: Final = itertools.count(1)
+
+
+def next_consumer_id() -> int:
+    """A process-wide unique consumer id."""
+    return next(_ids)
+
+
+class Ended(Exception):
+    """The channel is closed and drained (normal end of a stream)."""
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@final
+class _Channel(Generic[T]):
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._items: deque[T] = deque()
+        self._closed = False
+        self._error: SupervisorError | None = None
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, items: Iterable[T]) -> None:
+        with self._condition:
+            if self._closed:
+                return
+            self._items.extend(items)
+            self._notify()
+
+    def close(self, error: SupervisorError | None = None) -> None:
+        with self._condition:
+            if self._closed:
+                return
+            self._closed = True
+            self._error = error
+            self._notify()
+
+    def _notify(self) -> None:
+        self._condition.notify_all()
+        for loop, future in self._async_waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, future)
+        self._async_waiters.clear()
+
+    def _take(self) -> T:
+        """With the lock held and nothing to wait for: the next item, or the end."""
+        if self._items:
+            return self._items.popleft()
+        if self._error is not None:
+            raise self._error
+        raise Ended
+
+    def get(self, timeout: float | None = None) -> T:
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._items or self._closed, timeout):
+                raise TimeoutError
+            return self._take()
+
+    async def aget(self) -> T:
+        while True:
+            with self._condition:
+                if self._items or self._closed:
+                    return self._take()
+                loop = asyncio.get_running_loop()
+                future: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.append((loop, future))
+            await future
+
+
+@final
+class ReplyConsumer:
+    """An `ask`: waits for one whole turn."""
+
+    kind: Final = ConsumerKind.ASK
+
+    def __init__(self, capacity: int) -> None:
+        self.consumer_id = next_consumer_id()
+        self.capacity = capacity
+        self._channel: _Channel[Reply] = _Channel()
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        """Asks take the turn whole at `resolve`; nothing is delivered to them piecemeal."""
+
+    def resolve(self, reply: Reply) -> None:
+        self._channel.put((reply,))
+        self._channel.close()
+
+    def fail(self, error: SupervisorError) -> None:
+        self._channel.close(error)
+
+    def wait(self, timeout: float | None) -> Reply:
+        """Block until resolved; raises the failure, or TimeoutError after `timeout` seconds."""
+        return self._channel.get(timeout)
+
+    async def wait_async(self) -> Reply:
+        """Wait until resolved; raises the failure."""
+        return await self._channel.aget()
+
+
+@final
+class EventConsumer:
+    """A stream (one turn, live) or a reader (every event, live).
+
+    Tells its session how far the caller has read once the session may think it is half
+    full and the queue has drained to half its capacity: a paused session resumes polling,
+    and a reader that keeps up costs one message per `capacity / 2` events.
+    """
+
+    def __init__(
+        self, kind: ConsumerKind, capacity: int, notify: Callable[[Message], None]
+    ) -> None:
+        self.consumer_id = next_consumer_id()
+        self.kind = kind
+        self.capacity = capacity
+        self._notify = notify
+        self._channel: _Channel[Event] = _Channel()
+        self._received = 0
+        self._taken = 0
+        self._reported = 0
+        self._low_water = capacity // 2
+
+    @property
+    def finished(self) -> bool:
+        """True once nothing more will be delivered."""
+        return self._channel.closed
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        self._received += len(events)
+        self._channel.put(events)
+
+    def resolve(self, reply: Reply) -> None:
+        self._channel.close()
+
+    def fail(self, error: SupervisorError) -> None:
+        self._channel.close(error)
+
+    def get(self, timeout: float | None = None) -> Event:
+        """The next event; raises `Ended` at the end, the failure, or TimeoutError."""
+        return self._took(self._channel.get(timeout))
+
+    async def get_async(self) -> Event:
+        """The next event; raises `Ended` at the end, or the failure."""
+        return self._took(await self._channel.aget())
+
+    def _took(self, event: Event) -> Event:
+        self._taken += 1
+        unreported = self._received - self._reported
+        if (
+            unreported >= max(1, self.capacity // 2)
+            and len(self._channel) <= self._low_water
+            and not self._channel.closed
+        ):
+            self._reported = self._taken
+            self._notify(EventsConsumed(self.consumer_id, self._taken))
+        return event

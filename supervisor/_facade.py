@@ -1,0 +1,475 @@
+"""SessionSupervisor: the thread-safe facade a backend embeds for its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import enum
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar, final
+
+import pykka
+import structlog
+from parlant.client.types import Event
+
+from actors import (
+    InvalidInput,
+    Reply,
+    SessionClosed,
+    SessionState,
+    SupervisorError,
+    SupervisorStopped,
+)
+from actors._actor import SessionRuntime
+from actors._clock import Clock, Deadline, SystemClock
+from actors._io import IOLoop
+from actors._messages import AwaitReply, ConsumerKind, Message, Subscribe, Unsubscribe
+from actors._parlant import ParlantApi, translate_error
+from actors._poller import Poller
+from supervisor._config import SupervisorConfig
+from supervisor._consumers import Ended, EventConsumer, ReplyConsumer
+from supervisor._statistics import StopSummary, SupervisorStatistics
+from supervisor._supervisor import Close, ListSessions, Open, Route, StopAll, Supervisor
+
+__all__ = ["SessionSupervisor"]
+
+T = TypeVar("T")
+_log = structlog.get_logger("parlant_supervisor")
+_SAFETY_MARGIN: Final = 30.0
+"""Real seconds a blocked caller waits past its deadline before giving up on the actor."""
+_QUIET_ENDINGS: Final = (SessionClosed, SupervisorStopped)
+"""A reader's iteration simply ends when its session is closed or the supervisor stops."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Internals:
+    """What `supervisor.testing` needs to see inside (not public API)."""
+
+    supervisor: pykka.ActorRef[Supervisor]
+    io: IOLoop
+    runtime: SessionRuntime
+
+
+class _Lifecycle(enum.Enum):
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@final
+class SessionSupervisor:
+    """Keeps Parlant conversations alive: one supervised actor per session, polling continuously.
+
+    Thread-safe; every blocking call has an `a`-prefixed asyncio twin. Use it as a context
+    manager (or `async with`), or call `stop()`: it owns threads.
+
+    Example:
+        >>> with SessionSupervisor("http://127.0.0.1:8800") as sup:
+        ...     reply = sup.ask(session_id, "Tell me about CKD stage 3", timeout=120)
+        ...     print(reply.text)
+    """
+
+    def __init__(
+        self,
+        parlant_url: str,
+        *,
+        config: SupervisorConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """Start the I/O thread and the Supervisor actor (sessions start on first use).
+
+        Args:
+            parlant_url: Base URL of the Parlant server, e.g. `http://127.0.0.1:8800`.
+            config: Polling, buffering and shutdown settings.
+            clock: A clock to use instead of the system's (tests pass a `FakeClock`).
+        """
+        if not parlant_url.startswith(("http://", "https://")):
+            raise InvalidInput(f"parlant_url must be an http(s) URL, got {parlant_url!r}")
+        self.config = config or SupervisorConfig()
+        self.parlant_url = parlant_url.rstrip("/")
+        self._lifecycle = _Lifecycle.RUNNING
+        self._lock = threading.Lock()
+        self._io = IOLoop()
+        self._io.start()
+        self._clock = clock or SystemClock(self._io)
+        self._runtime = SessionRuntime(
+            io=self._io,
+            poller=Poller(self._io, self.parlant_url, headers=self.config.headers),
+            api=ParlantApi(self.parlant_url, headers=self.config.headers),
+            clock=self._clock,
+            settings=self.config.session_settings(),
+        )
+        self._supervisor = Supervisor.start(self._runtime, self.config.actor_stack_size)
+        _log.info("supervisor.started", parlant_url=self.parlant_url)
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def create_session(
+        self, agent_id: str, *, customer_id: str | None = None, title: str | None = None
+    ) -> str:
+        """Create a Parlant session with `agent_id` (a guest customer if none) and open it.
+
+        Returns:
+            The new session's id.
+        """
+        return self._run(self.acreate_session(agent_id, customer_id=customer_id, title=title))
+
+    async def acreate_session(
+        self, agent_id: str, *, customer_id: str | None = None, title: str | None = None
+    ) -> str:
+        """Asyncio twin of `create_session`."""
+        self._check_running()
+        _require_id("agent_id", agent_id)
+        session_id = await self._on_io(
+            self._runtime.api.create_session(agent_id, customer_id, title)
+        )
+        self.open(session_id, since=0)
+        return session_id
+
+    def create_customer(self, name: str) -> str:
+        """Create a Parlant customer; returns its id."""
+        return self._run(self.acreate_customer(name))
+
+    async def acreate_customer(self, name: str) -> str:
+        """Asyncio twin of `create_customer`."""
+        self._check_running()
+        _require_id("name", name)
+        return await self._on_io(self._runtime.api.create_customer(name))
+
+    def open(self, session_id: str, *, since: int | None = None) -> None:
+        """Start polling a session now rather than on first use.
+
+        Args:
+            session_id: The Parlant session.
+            since: Offset to start reading at. By default a session is read from where this
+                supervisor last stopped reading it, or from its beginning.
+        """
+        self._check_running()
+        _require_id("session_id", session_id)
+        if since is not None and since < 0:
+            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        self._supervisor.tell(Open(session_id, since))
+
+    def close(self, session_id: str) -> None:
+        """Stop polling a session; its waiting calls fail with `SessionClosed`.
+
+        The session stays on the server; using it again re-opens it where it stopped.
+        """
+        future = self._close_future(session_id)
+        if future is not None:
+            future.get(timeout=self.config.stop_timeout)
+
+    async def aclose(self, session_id: str) -> None:
+        """Asyncio twin of `close`."""
+        future = self._close_future(session_id)
+        if future is not None:
+            await asyncio.to_thread(future.get, timeout=self.config.stop_timeout)
+
+    def _close_future(self, session_id: str) -> pykka.Future[Any] | None:
+        self._check_running()
+        _require_id("session_id", session_id)
+        error = SessionClosed(
+            f"session {session_id} was closed while this call waited; open it again to continue",
+            session_id=session_id,
+        )
+        future: pykka.Future[Any] | None = self._supervisor.ask(
+            Close(session_id, error), block=True
+        )
+        return future
+
+    def sessions(self) -> list[str]:
+        """Ids of the sessions with a live actor."""
+        self._check_running()
+        sessions: list[str] = self._supervisor.ask(ListSessions(), block=True)
+        return sessions
+
+    # --- conversations --------------------------------------------------------------------
+
+    def ask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
+        """Post `message` as the customer and return the agent turn that answers it.
+
+        Args:
+            session_id: The Parlant session.
+            message: The customer's message.
+            timeout: Seconds until `ReplyTimeout`; None waits as long as it takes.
+
+        Raises:
+            ReplyTimeout: No completed reply in time (it will still reach `events()`).
+            SessionNotFound, AccessDenied: Parlant refused the session.
+            ParlantUnavailable: Parlant could not be reached to post the message.
+            SessionClosed, SupervisorStopped, InvalidInput: as named.
+        """
+        consumer = ReplyConsumer(self.config.consumer_capacity)
+        self._await_reply(session_id, message, timeout, consumer)
+        try:
+            return consumer.wait(None if timeout is None else timeout + _SAFETY_MARGIN)
+        except TimeoutError:
+            raise self._unresponsive(session_id) from None
+
+    async def aask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
+        """Asyncio twin of `ask`."""
+        consumer = ReplyConsumer(self.config.consumer_capacity)
+        self._await_reply(session_id, message, timeout, consumer)
+        guard = None if timeout is None else timeout + _SAFETY_MARGIN
+        try:
+            return await asyncio.wait_for(consumer.wait_async(), guard)
+        except TimeoutError:
+            raise self._unresponsive(session_id) from None
+
+    def stream(
+        self, session_id: str, message: str, *, timeout: float | None = None
+    ) -> Iterator[Event]:
+        """Post `message` and yield the answering turn's events live, ending at its `ready`.
+
+        The message is posted at once, before the first `next()`. Close the iterator (or
+        finish it) to release it; an abandoned one pauses its session when full.
+        """
+        consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
+        self._await_reply(session_id, message, timeout, consumer)
+        return self._iterate(session_id, consumer, timeout)
+
+    def astream(
+        self, session_id: str, message: str, *, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """Asyncio twin of `stream`."""
+        consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
+        self._await_reply(session_id, message, timeout, consumer)
+        return self._aiterate(session_id, consumer)
+
+    def events(self, session_id: str, *, since: int | None = None) -> Iterator[Event]:
+        """Yield every event of the session as it arrives, follow-ups after `ready` included.
+
+        First come the events that arrived while nobody was reading and that no ask or stream
+        took (follow-ups, human-agent messages, late replies); with `since`, instead, every
+        event from that offset is re-read from the server. Each event is yielded once. The
+        iteration ends when the session is closed or the supervisor stops.
+        """
+        consumer = self._event_consumer(session_id, ConsumerKind.READER)
+        if since is not None and since < 0:
+            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        self._route(session_id, Subscribe(consumer, since))
+        return self._iterate(session_id, consumer, None)
+
+    def aevents(self, session_id: str, *, since: int | None = None) -> AsyncIterator[Event]:
+        """Asyncio twin of `events`."""
+        consumer = self._event_consumer(session_id, ConsumerKind.READER)
+        if since is not None and since < 0:
+            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        self._route(session_id, Subscribe(consumer, since))
+        return self._aiterate(session_id, consumer)
+
+    def _event_consumer(self, session_id: str, kind: ConsumerKind) -> EventConsumer:
+        return EventConsumer(
+            kind,
+            self.config.consumer_capacity,
+            lambda message: self._route_quietly(session_id, message),
+        )
+
+    def _await_reply(
+        self,
+        session_id: str,
+        message: str,
+        timeout: float | None,
+        consumer: ReplyConsumer | EventConsumer,
+    ) -> None:
+        self._check_running()
+        _require_id("session_id", session_id)
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidInput(
+                f"session {session_id}: the message is empty; nothing was sent",
+                session_id=session_id,
+            )
+        if len(message) > self.config.max_message_length:
+            raise InvalidInput(
+                f"session {session_id}: the message has {len(message)} characters, more than "
+                f"max_message_length={self.config.max_message_length}; nothing was sent",
+                session_id=session_id,
+            )
+        if timeout is not None and not timeout > 0:
+            raise InvalidInput(f"timeout must be > 0 seconds, got {timeout}", session_id=session_id)
+        deadline = None if timeout is None else self._clock.now() + timeout
+        self._route(session_id, AwaitReply(consumer, message, deadline))
+
+    def _iterate(
+        self, session_id: str, consumer: EventConsumer, timeout: float | None
+    ) -> Iterator[Event]:
+        guard = None if timeout is None else timeout + _SAFETY_MARGIN
+        try:
+            while True:
+                try:
+                    yield consumer.get(guard)
+                except Ended:
+                    return
+                except TimeoutError:
+                    raise self._unresponsive(session_id) from None
+                except _QUIET_ENDINGS:
+                    if consumer.kind is ConsumerKind.READER:
+                        return
+                    raise
+        finally:
+            if not consumer.finished:
+                self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
+
+    async def _aiterate(self, session_id: str, consumer: EventConsumer) -> AsyncIterator[Event]:
+        try:
+            while True:
+                try:
+                    yield await consumer.get_async()
+                except Ended:
+                    return
+                except _QUIET_ENDINGS:
+                    if consumer.kind is ConsumerKind.READER:
+                        return
+                    raise
+        finally:
+            if not consumer.finished:
+                self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
+
+    # --- figures and lifecycle ------------------------------------------------------------
+
+    def statistics(self) -> SupervisorStatistics:
+        """The supervisor's figures now (cheap: no actor is asked)."""
+        runtime = self._runtime
+        return SupervisorStatistics.collect(
+            running=self._lifecycle is _Lifecycle.RUNNING,
+            snapshots=list(runtime.board.values()),
+            mailbox_depths=[inbox.qsize() for inbox in list(runtime.mailboxes.values())],
+            sessions_started_total=runtime.started_total,
+            open_polls=runtime.poller.open_polls,
+        )
+
+    def stop(self, timeout: float | None = None) -> StopSummary:
+        """Refuse new calls, fail waiting ones with `SupervisorStopped`, stop every thread.
+
+        Idempotent. Returns what was stopped and whether `timeout` (default
+        `config.stop_timeout`) held.
+        """
+        with self._lock:
+            if self._lifecycle is not _Lifecycle.RUNNING:
+                return StopSummary(0, 0, deadline_met=True)
+            self._lifecycle = _Lifecycle.STOPPING
+        budget = self.config.stop_timeout if timeout is None else timeout
+        deadline = Deadline(budget)
+        before = self.statistics()
+        error = SupervisorStopped("the supervisor is stopping; no call can complete")
+        met = True
+        try:
+            futures: list[pykka.Future[Any]] = self._supervisor.ask(
+                StopAll(error), block=True, timeout=budget
+            )
+            for future in futures:
+                future.get(timeout=max(0.0, deadline.remaining()))
+        except (pykka.Timeout, pykka.ActorDeadError):
+            met = False
+        self._supervisor.stop(timeout=max(0.1, deadline.remaining()))
+        try:
+            self._io.submit(self._close_http()).result(timeout=max(0.1, deadline.remaining()))
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            met = False
+        met &= self._io.stop(timeout=max(0.1, deadline.remaining()))
+        for thread in list(self._runtime.threads):
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline.remaining()))
+                met &= not thread.is_alive()
+        self._lifecycle = _Lifecycle.STOPPED
+        summary = StopSummary(
+            sessions_stopped=before.sessions,
+            calls_failed=before.waiting_replies + before.readers,
+            deadline_met=met,
+        )
+        _log.info(
+            "supervisor.stopped",
+            sessions_stopped=summary.sessions_stopped,
+            calls_failed=summary.calls_failed,
+            deadline_met=summary.deadline_met,
+        )
+        return summary
+
+    async def astop(self, timeout: float | None = None) -> StopSummary:
+        """Asyncio twin of `stop` (runs it on a worker thread)."""
+        return await asyncio.to_thread(self.stop, timeout)
+
+    async def _close_http(self) -> None:
+        await self._runtime.poller.aclose()
+        await self._runtime.api.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _internals(self) -> _Internals:
+        return _Internals(self._supervisor, self._io, self._runtime)
+
+    def _check_running(self) -> None:
+        if self._lifecycle is not _Lifecycle.RUNNING:
+            raise SupervisorStopped("the supervisor is stopped; create a new one to continue")
+
+    def _route(self, session_id: str, message: Message) -> None:
+        try:
+            self._supervisor.tell(Route(session_id, message))
+        except pykka.ActorDeadError:
+            raise SupervisorStopped(
+                "the supervisor is stopped; create a new one to continue", session_id=session_id
+            ) from None
+
+    def _route_quietly(self, session_id: str, message: Message) -> None:
+        """Route a housekeeping message; after shutdown there is nobody to tell."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._supervisor.tell(Route(session_id, message))
+
+    def _unresponsive(self, session_id: str) -> SupervisorError:
+        state = self._runtime.board.get(session_id)
+        where = state.state.value if state is not None else SessionState.STOPPED.value
+        return SupervisorStopped(
+            f"session {session_id}: its actor did not answer {_SAFETY_MARGIN:.0f} s past the "
+            f"deadline (state {where}); the supervisor is likely overloaded or stopping",
+            session_id=session_id,
+        )
+
+    async def _on_io(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await asyncio.wrap_future(self._io.submit(coroutine))
+        except Exception as error:
+            raise translate_error(error, self.parlant_url, None) from error
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run one of our coroutines to completion from a plain thread."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        coroutine.close()
+        raise RuntimeError(
+            "a blocking SessionSupervisor call was made on a running event loop; "
+            "use its asyncio twin (the `a`-prefixed method) instead"
+        )
+
+
+def _require_id(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")

@@ -1,0 +1,107 @@
+"""A frozen snapshot of the supervisor's figures, read by metrics and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import final
+
+from actors import SessionSnapshot, SessionState
+
+__all__ = ["StopSummary", "SupervisorStatistics"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SupervisorStatistics:
+    """The supervisor's figures at one moment. Per-session figures come as sum and max only.
+
+    Attributes:
+        running: False once `stop()` has begun.
+        sessions: Sessions with a live actor.
+        sessions_by_state: How many sessions are in each state (every state present).
+        sessions_started_total: Session actors started since the supervisor started.
+        open_polls: Long-polls in flight now.
+        buffered_events: Unclaimed events held in memory, summed over sessions.
+        buffered_events_max: The most any one session holds.
+        mailbox_depth: Messages waiting in session actors' mailboxes, summed.
+        mailbox_depth_max: The deepest session mailbox.
+        waiting_replies: Asks and streams waiting for their turn.
+        readers: `events()` readers subscribed.
+        evicted_events_total: Unclaimed events dropped from memory (still on the server).
+        backpressure_pauses_total: Times a session paused polling for a slow consumer.
+        failing_sessions: Sessions whose last poll failed (backing off).
+    """
+
+    running: bool
+    sessions: int
+    sessions_by_state: Mapping[SessionState, int]
+    sessions_started_total: int
+    open_polls: int
+    buffered_events: int
+    buffered_events_max: int
+    mailbox_depth: int
+    mailbox_depth_max: int
+    waiting_replies: int
+    readers: int
+    evicted_events_total: int
+    backpressure_pauses_total: int
+    failing_sessions: int
+
+    @classmethod
+    def collect(
+        cls,
+        *,
+        running: bool,
+        snapshots: Iterable[SessionSnapshot],
+        mailbox_depths: Iterable[int],
+        sessions_started_total: int,
+        open_polls: int,
+    ) -> SupervisorStatistics:
+        """Aggregate per-session snapshots."""
+        by_state = dict.fromkeys(SessionState, 0)
+        buffered: list[int] = []
+        waiting = readers = evicted = pauses = failing = 0
+        for snapshot in snapshots:
+            by_state[snapshot.state] += 1
+            buffered.append(snapshot.buffered)
+            waiting += snapshot.waiting_replies
+            readers += snapshot.readers
+            evicted += snapshot.evicted_total
+            pauses += snapshot.pauses_total
+            failing += snapshot.consecutive_failures > 0
+        depths = list(mailbox_depths)
+        return cls(
+            running=running,
+            sessions=len(buffered),
+            sessions_by_state=MappingProxyType(by_state),
+            sessions_started_total=sessions_started_total,
+            open_polls=open_polls,
+            buffered_events=sum(buffered),
+            buffered_events_max=max(buffered, default=0),
+            mailbox_depth=sum(depths),
+            mailbox_depth_max=max(depths, default=0),
+            waiting_replies=waiting,
+            readers=readers,
+            evicted_events_total=evicted,
+            backpressure_pauses_total=pauses,
+            failing_sessions=failing,
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StopSummary:
+    """What `stop()` did.
+
+    Attributes:
+        sessions_stopped: Session actors stopped.
+        calls_failed: Asks, streams and readers that were failed with `SupervisorStopped`.
+        deadline_met: True when everything stopped before the deadline; False means some
+            thread was still running when `stop()` gave up waiting (it is a daemon thread).
+    """
+
+    sessions_stopped: int
+    calls_failed: int
+    deadline_met: bool

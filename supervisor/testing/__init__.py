@@ -1,0 +1,30 @@
+"""Test support that users can import too, like `structlog.testing`.
+
+- `ParlantEmulator` + `EmulatorServer`: a Parlant-compatible server on 127.0.0.1 with
+  scriptable agents (`echo`, `scripted`, or any `AgentScript`).
+- `FakeClock` and `settle()`: tests that never sleep.
+"""
+
+from supervisor.testing._clock import FakeClock
+from supervisor.testing._emulator import (
+    AgentScript,
+    EmulatedAgent,
+    ParlantEmulator,
+    TurnContext,
+    echo,
+    scripted,
+)
+from supervisor.testing._server import EmulatorServer
+from supervisor.testing._settle import settle
+
+__all__ = [
+    "AgentScript",
+    "EmulatedAgent",
+    "EmulatorServer",
+    "FakeClock",
+    "ParlantEmulator",
+    "TurnContext",
+    "echo",
+    "scripted",
+    "settle",
+]

@@ -1,0 +1,576 @@
+"""A Parlant-compatible server for tests, demos and benchmarks (an ASGI app).
+
+It speaks the subset of Parlant's HTTP API that conversations use, with the JSON shapes and
+long-poll semantics measured on a real 3.3.2 server (PARLANT.md): 504 after `wait_for_data`
+with no data, 404 for unknown or deleted sessions (open polls included), customer messages
+traced `<main>`, agent turns that open with `acknowledged` and complete with a `ready` whose
+`data.stage` is `completed`, preambles, intermediate readies, and superseded turns whose
+cancelled trace keeps emitting. parlant-client talks to it unchanged.
+
+Agents are scripted in Python: a script receives a `TurnContext` and writes the turn's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import random
+import string
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from actors._events import PREAMBLE_TAG
+
+__all__ = ["AgentScript", "EmulatedAgent", "ParlantEmulator", "TurnContext", "echo", "scripted"]
+
+MAIN_TRACE: Final = "<main>"
+_ID_ALPHABET: Final = string.ascii_letters + string.digits
+
+
+def _now_utc() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _not_found(what: str, ident: str) -> JSONResponse:
+    return JSONResponse({"detail": f"{what} not found (id='{ident}')"}, status_code=404)
+
+
+def _unprocessable(message: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": [{"type": "value_error", "loc": ["body"], "msg": message}]},
+        status_code=422,
+    )
+
+
+@final
+class TurnContext:
+    """What an agent script sees of the turn it is writing.
+
+    Attributes:
+        session_id: The session.
+        messages: Texts of the customer messages this turn answers, oldest first.
+        trace_id: The turn's trace id.
+    """
+
+    def __init__(
+        self, emulator: ParlantEmulator, session: _Session, trace_id: str, messages: list[str]
+    ) -> None:
+        self._emulator = emulator
+        self._session = session
+        self.session_id = session.id
+        self.trace_id = trace_id
+        self.messages = messages
+
+    @property
+    def message(self) -> str:
+        """The latest customer message (the one the turn mostly answers)."""
+        return self.messages[-1]
+
+    def status(self, name: str, **data: Any) -> None:
+        """Write an agent status event (`typing`, `processing`, an intermediate `ready`...)."""
+        self._session.append_status(self.trace_id, name, data)
+
+    def say(self, text: str, *, preamble: bool = False) -> None:
+        """Write an agent message in this turn (a preamble is tagged `__preamble__`)."""
+        self._session.append_agent_message(self.trace_id, text, preamble=preamble)
+
+    def follow_up(self, text: str) -> None:
+        """After this turn completes, write an agent message outside any turn (its own trace)."""
+        self._session.follow_ups.append(text)
+
+    async def sleep(self, seconds: float) -> None:
+        """Take this long (server-side time: models a slow agent)."""
+        await asyncio.sleep(seconds)
+
+    async def gate(self, name: str) -> None:
+        """Wait until the test calls `ParlantEmulator.release(name)`."""
+        await self._emulator.gate(name).wait()
+
+
+AgentScript = Callable[[TurnContext], Awaitable[None]]
+"""Writes one turn's events between the emulator's `acknowledged` and completed `ready`."""
+
+
+def echo(prefix: str = "echo: ") -> AgentScript:
+    """An agent that answers each turn with its latest customer message, prefixed."""
+
+    async def script(turn: TurnContext) -> None:
+        turn.status("typing")
+        turn.say(f"{prefix}{turn.message}")
+
+    return script
+
+
+def scripted(replies: Mapping[str, str | Sequence[str]], default: str) -> AgentScript:
+    """An agent with fixed answers: the first key found in the message (case-insensitive) wins.
+
+    A value that is a sequence is sent as several messages in one turn.
+    """
+
+    async def script(turn: TurnContext) -> None:
+        turn.status("typing")
+        lowered = turn.message.lower()
+        answer: str | Sequence[str] = default
+        for key, value in replies.items():
+            if key.lower() in lowered:
+                answer = value
+                break
+        for text in [answer] if isinstance(answer, str) else answer:
+            turn.say(text)
+
+    return script
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EmulatedAgent:
+    """An agent the emulator serves.
+
+    Attributes:
+        name: Its name (`GET /agents` lists it).
+        script: Writes each turn.
+        description: Free text.
+        preamble: Like the stock server, send "One moment." and an intermediate `ready`
+            before the script runs.
+        intermediate_ready: Write an empty `ready` before the completed one, as the stock
+            server does.
+        delay: Seconds between `acknowledged` and the script (a thinking agent).
+    """
+
+    name: str
+    script: AgentScript = field(default_factory=echo)
+    description: str = ""
+    preamble: bool = False
+    intermediate_ready: bool = False
+    delay: float = 0.0
+
+
+@dataclass(slots=True)
+class _Session:
+    id: str
+    agent_id: str
+    customer_id: str
+    title: str | None
+    creation_utc: str = field(default_factory=_now_utc)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    consumption_offsets: dict[str, int] = field(default_factory=lambda: {"client": 0})
+    metadata: dict[str, Any] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    deleted: bool = False
+    turn_task: asyncio.Task[None] | None = None
+    turn_trace: str | None = None
+    unanswered: list[str] = field(default_factory=list)
+    follow_ups: list[str] = field(default_factory=list)
+    customer_name: str = "customer"
+    agent_name: str = "agent"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agent_id": self.agent_id,
+            "customer_id": self.customer_id,
+            "creation_utc": self.creation_utc,
+            "title": self.title,
+            "mode": "auto",
+            "consumption_offsets": dict(self.consumption_offsets),
+            "metadata": dict(self.metadata),
+            "labels": [],
+        }
+
+    def append(self, source: str, kind: str, trace_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        event = {
+            "id": _new_id(),
+            "source": source,
+            "kind": kind,
+            "offset": len(self.events),
+            "creation_utc": _now_utc(),
+            "trace_id": trace_id,
+            "correlation_id": trace_id,
+            "data": data,
+            "metadata": {},
+            "deleted": False,
+        }
+        self.events.append(event)
+        self.wake()
+        return event
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def append_status(self, trace_id: str, name: str, data: dict[str, Any]) -> None:
+        self.append("ai_agent", "status", trace_id, {"status": name, "data": data})
+
+    def append_agent_message(self, trace_id: str, text: str, *, preamble: bool) -> None:
+        data: dict[str, Any] = {
+            "message": text,
+            "participant": {"id": self.agent_id, "display_name": self.agent_name},
+        }
+        if preamble:
+            data["tags"] = [PREAMBLE_TAG]
+        self.append("ai_agent", "message", trace_id, data)
+
+
+_rng = random.Random()
+
+
+def _new_id() -> str:
+    return "".join(_rng.choices(_ID_ALPHABET, k=10))
+
+
+@final
+class ParlantEmulator:
+    """The emulator's state and its ASGI app (`emulator.app`); serve it with `EmulatorServer`.
+
+    All state lives on the event loop that serves the app; from other threads use
+    `EmulatorServer.call`.
+    """
+
+    def __init__(self, agents: Sequence[EmulatedAgent] = (), *, stray_events: bool = True) -> None:
+        """Create an emulator serving `agents` (ids are assigned; see `agent_id`).
+
+        Args:
+            agents: Agents created up front. More can be created over HTTP (`POST /agents`).
+            stray_events: Like the real server, let a superseded turn's trace keep emitting
+                (`typing`, a preamble, an empty `ready`, `processing`) after its cancellation.
+        """
+        self._agents: dict[str, tuple[dict[str, Any], EmulatedAgent]] = {}
+        self._customers: dict[str, dict[str, Any]] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._gates: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._stray_events = stray_events
+        self._open_polls = 0
+        self._closing = False
+        for agent in agents:
+            self._add_agent(agent)
+        self.app = Starlette(
+            routes=[
+                Route("/agents", self._create_agent, methods=["POST"]),
+                Route("/agents", self._list_agents, methods=["GET"]),
+                Route("/agents/{agent_id}", self._read_agent, methods=["GET"]),
+                Route("/customers", self._create_customer, methods=["POST"]),
+                Route("/sessions", self._create_session, methods=["POST"]),
+                Route("/sessions/{session_id}", self._read_session, methods=["GET"]),
+                Route("/sessions/{session_id}", self._update_session, methods=["PATCH"]),
+                Route("/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
+                Route("/sessions/{session_id}/events", self._list_events, methods=["GET"]),
+                Route("/sessions/{session_id}/events", self._create_event, methods=["POST"]),
+                Route("/healthz", self._health, methods=["GET"]),
+            ]
+        )
+
+    # --- for tests (call on the server's loop) ----------------------------------------------
+
+    def agent_id(self, name: str) -> str:
+        """The id of the agent called `name`."""
+        for agent_id, (body, _) in self._agents.items():
+            if body["name"] == name:
+                return agent_id
+        raise KeyError(f"no emulated agent named {name!r}")
+
+    def gate(self, name: str) -> asyncio.Event:
+        """The gate a script waits on with `TurnContext.gate(name)`."""
+        return self._gates.setdefault(name, asyncio.Event())
+
+    def release(self, name: str) -> None:
+        """Open a gate: every script waiting on it goes on."""
+        self.gate(name).set()
+
+    def session_events(self, session_id: str) -> list[dict[str, Any]]:
+        """Every event the session has, as the JSON the server sends."""
+        return list(self._sessions[session_id].events)
+
+    def post_agent_message(self, session_id: str, text: str) -> dict[str, Any]:
+        """Write an agent message outside any turn (a follow-up, as a scheduled task would)."""
+        session = self._sessions[session_id]
+        trace_id = uuid.uuid4().hex
+        session.append_agent_message(trace_id, text, preamble=False)
+        return session.events[-1]
+
+    def close(self) -> None:
+        """Answer every open long-poll with 503 and stop every agent turn (server shutdown)."""
+        self._closing = True
+        for session in self._sessions.values():
+            if session.turn_task is not None:
+                session.turn_task.cancel()
+            session.wake()
+        for task in self._background:
+            task.cancel()
+
+    def open_polls(self) -> int:
+        """How many long-polls are waiting now (for lifecycle tests)."""
+        return self._open_polls
+
+    # --- agents, customers, sessions ------------------------------------------------------
+
+    def _add_agent(self, agent: EmulatedAgent) -> dict[str, Any]:
+        agent_id = _new_id()
+        body: dict[str, Any] = {
+            "id": agent_id,
+            "name": agent.name,
+            "description": agent.description,
+            "max_engine_iterations": 3,
+            "composition_mode": "fluid",
+            "message_output_mode": "block",
+            "tags": [],
+        }
+        self._agents[agent_id] = (body, agent)
+        return body
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _create_agent(self, request: Request) -> Response:
+        payload = await _json_object(request)
+        if payload is None:
+            return _unprocessable("body must be a JSON object")
+        name = payload.get("name") or "Unnamed Agent"
+        description = payload.get("description") or ""
+        body = self._add_agent(EmulatedAgent(name=str(name), description=str(description)))
+        return JSONResponse(body, status_code=201)
+
+    async def _list_agents(self, request: Request) -> Response:
+        return JSONResponse([body for body, _ in self._agents.values()])
+
+    async def _read_agent(self, request: Request) -> Response:
+        agent_id = request.path_params["agent_id"]
+        if agent_id not in self._agents:
+            return _not_found("Agent", agent_id)
+        return JSONResponse(self._agents[agent_id][0])
+
+    async def _create_customer(self, request: Request) -> Response:
+        payload = await _json_object(request)
+        if payload is None:
+            return _unprocessable("body must be a JSON object")
+        customer_id = _new_id()
+        body: dict[str, Any] = {
+            "id": customer_id,
+            "creation_utc": _now_utc(),
+            "name": str(payload.get("name") or "customer"),
+            "metadata": payload.get("metadata") or {},
+            "tags": payload.get("tags") or [],
+        }
+        self._customers[customer_id] = body
+        return JSONResponse(body, status_code=201)
+
+    async def _create_session(self, request: Request) -> Response:
+        payload = await _json_object(request)
+        if payload is None or not isinstance(payload.get("agent_id"), str):
+            return _unprocessable("agent_id is required")
+        agent_id = payload["agent_id"]
+        if agent_id not in self._agents:
+            return _not_found("Agent", agent_id)
+        customer_id = payload.get("customer_id") or "guest"
+        if customer_id != "guest" and customer_id not in self._customers:
+            return _not_found("Customer", customer_id)
+        session = _Session(_new_id(), agent_id, customer_id, payload.get("title"))
+        if customer_id in self._customers:
+            session.customer_name = self._customers[customer_id]["name"]
+        session.metadata = payload.get("metadata") or {}
+        session.agent_name = self._agents[agent_id][0]["name"]
+        self._sessions[session.id] = session
+        return JSONResponse(session.to_json(), status_code=201)
+
+    def _session(self, request: Request) -> _Session | None:
+        session = self._sessions.get(request.path_params["session_id"])
+        return None if session is None or session.deleted else session
+
+    async def _read_session(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return _not_found("Session", request.path_params["session_id"])
+        return JSONResponse(session.to_json())
+
+    async def _update_session(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return _not_found("Session", request.path_params["session_id"])
+        payload = await _json_object(request)
+        if payload is None:
+            return _unprocessable("body must be a JSON object")
+        offsets = payload.get("consumption_offsets")
+        if isinstance(offsets, dict) and isinstance(offsets.get("client"), int):
+            session.consumption_offsets["client"] = offsets["client"]
+        if isinstance(payload.get("title"), str):
+            session.title = payload["title"]
+        return JSONResponse(session.to_json())
+
+    async def _delete_session(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return _not_found("Session", request.path_params["session_id"])
+        session.deleted = True
+        if session.turn_task is not None:
+            session.turn_task.cancel()
+        session.wake()
+        del self._sessions[session.id]
+        return Response(status_code=204)
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def _list_events(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return _not_found("Session", request.path_params["session_id"])
+        query = request.query_params
+        try:
+            min_offset = int(query.get("min_offset", "0"))
+            wait_for_data = int(query.get("wait_for_data", "60"))
+        except ValueError:
+            return _unprocessable("min_offset and wait_for_data must be integers")
+        if query.get("sse", "false").lower() == "true":
+            return JSONResponse(
+                {"detail": "the emulator serves long-polling only; sse=true is not emulated"},
+                status_code=501,
+            )
+        kinds = {k for k in query.get("kinds", "").split(",") if k}
+        source = query.get("source")
+        trace_id = query.get("trace_id")
+
+        def matching() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in session.events[max(min_offset, 0) :]
+                if (not kinds or e["kind"] in kinds)
+                and (source is None or e["source"] == source)
+                and (trace_id is None or e["trace_id"] == trace_id)
+            ]
+
+        found = matching()
+        if found or wait_for_data <= 0:
+            return _events_response(found)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_for_data
+        self._open_polls += 1
+        try:
+            while not found:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return JSONResponse({"detail": "Request timed out"}, status_code=504)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.changed.wait(), remaining)
+                if session.deleted:
+                    return _not_found("Session", session.id)
+                if self._closing:
+                    return JSONResponse({"detail": "Server shutting down"}, status_code=503)
+                found = matching()
+        finally:
+            self._open_polls -= 1
+        return _events_response(found)
+
+    async def _create_event(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return _not_found("Session", request.path_params["session_id"])
+        payload = await _json_object(request)
+        if payload is None:
+            return _unprocessable("body must be a JSON object")
+        kind, source, text = payload.get("kind"), payload.get("source"), payload.get("message")
+        if kind != "message" or source not in ("customer", "human_agent"):
+            return _unprocessable("only kind=message from customer or human_agent is supported")
+        if not isinstance(text, str):
+            return _unprocessable("message must be a string")
+        if source == "human_agent":
+            data: dict[str, Any] = {
+                "message": text,
+                "participant": {"id": "human", "display_name": "human agent"},
+            }
+            event = session.append("human_agent", "message", uuid.uuid4().hex, data)
+            return JSONResponse(event, status_code=201)
+        data = {
+            "message": text,
+            "participant": {"id": session.customer_id, "display_name": session.customer_name},
+            "flagged": False,
+            "tags": [],
+        }
+        event = session.append("customer", "message", MAIN_TRACE, data)
+        session.unanswered.append(text)
+        self._start_turn(session)
+        return JSONResponse(event, status_code=201)
+
+    # --- turns ----------------------------------------------------------------------------
+
+    def _start_turn(self, session: _Session) -> None:
+        running = session.turn_task
+        if running is not None and not running.done() and session.turn_trace is not None:
+            running.cancel()
+            self._supersede(session, session.turn_trace)
+        trace_id = uuid.uuid4().hex
+        session.turn_trace = trace_id
+        session.append_status(trace_id, "acknowledged", {})
+        messages = list(session.unanswered)
+        task = asyncio.get_running_loop().create_task(self._run_turn(session, trace_id, messages))
+        session.turn_task = task
+
+    def _supersede(self, session: _Session, trace_id: str) -> None:
+        """What the real server does to a turn overtaken by a newer customer message."""
+        session.append_status(trace_id, "cancelled", {})
+        session.append_status(trace_id, "ready", {"stage": "completed", **_GUIDELINE_DATA})
+        if self._stray_events:
+            task = asyncio.get_running_loop().create_task(self._strays(session, trace_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _strays(self, session: _Session, trace_id: str) -> None:
+        """The captured strays: typing, a preamble, an empty ready, processing."""
+        for step in range(4):
+            await asyncio.sleep(0)
+            if session.deleted:
+                return
+            if step == 0:
+                session.append_status(trace_id, "typing", {})
+            elif step == 1:
+                session.append_agent_message(trace_id, "One moment.", preamble=True)
+            elif step == 2:
+                session.append_status(trace_id, "ready", {})
+            else:
+                session.append_status(trace_id, "processing", {"stage": "Interpreting"})
+
+    async def _run_turn(self, session: _Session, trace_id: str, messages: list[str]) -> None:
+        agent = self._agents[session.agent_id][1]
+        context = TurnContext(self, session, trace_id, messages)
+        if agent.preamble:
+            context.status("typing")
+            context.say("One moment.", preamble=True)
+            context.status("ready")
+        if agent.delay:
+            await asyncio.sleep(agent.delay)
+        context.status("processing", stage="Interpreting")
+        await agent.script(context)
+        if agent.intermediate_ready:
+            context.status("ready")
+        session.unanswered.clear()
+        session.turn_trace = None
+        context.status("ready", stage="completed", **_GUIDELINE_DATA)
+        follow_ups, session.follow_ups = session.follow_ups, []
+        for text in follow_ups:
+            session.append_agent_message(uuid.uuid4().hex, text, preamble=False)
+
+
+_GUIDELINE_DATA: Final[dict[str, Any]] = {
+    "matched_guidelines": [],
+    "matched_journeys": [],
+    "matched_journey_states": [],
+}
+
+
+def _events_response(events: list[dict[str, Any]]) -> Response:
+    return Response(json.dumps(events), media_type="application/json")
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    try:
+        payload = await request.json()
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
