@@ -161,10 +161,12 @@ class SessionActor(pykka.ThreadingActor):
 
     def _handle(self, message: Message) -> None:
         before = self._core.state
-        for effect in self._core.handle(message, self._runtime.clock.now()):
-            self._apply(effect)
+        effects = self._core.handle(message, self._runtime.clock.now())
+        # published before the effects run: a caller woken by them sees figures that agree
         self._snapshot = self._core.snapshot()
         self._runtime.board[self.session_id] = self._snapshot
+        for effect in effects:
+            self._apply(effect)
         if isinstance(message, PollFailed):
             self._log.warning(
                 "session.poll_failed",

@@ -182,6 +182,7 @@ class SessionCore:
         self._waiters: dict[int, _Waiter] = {}
         self._readers: dict[int, _Reader] = {}
         self._replies: dict[int, Reply] = {}
+        self._own_posts: set[int] = set()
         self._evicted_total = 0
         self._pauses_total = 0
         self._effects: list[Effect] = []
@@ -348,7 +349,10 @@ class SessionCore:
         claimed = False
         match update:
             case CustomerSpoke():
-                claimed = any(w.customer_offset == event.offset for w in self._waiters.values())
+                claimed = event.offset in self._own_posts or any(
+                    w.customer_offset == event.offset for w in self._waiters.values()
+                )
+                self._own_posts.discard(event.offset)
             case TurnProgressed(_, answers, _) | TurnCancelled(_, answers, _):
                 for consumer_id in self._waiting_for(answers, ConsumerKind.STREAM):
                     self._deliver(consumer_id, (event,))
@@ -435,11 +439,14 @@ class SessionCore:
             )
 
     def _message_posted(self, consumer_id: int, offset: int) -> None:
+        # our own message is news to no reader, even if its ask already timed out
+        self._window.pop(offset, None)
         waiter = self._waiters.get(consumer_id)
         if waiter is None:
+            if offset >= self._next_offset:
+                self._own_posts.add(offset)
             return
         waiter.customer_offset = offset
-        self._window.pop(offset, None)
         reply = self._replies.get(offset)
         if reply is not None:
             if waiter.kind is ConsumerKind.STREAM:

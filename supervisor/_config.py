@@ -26,6 +26,9 @@ class SupervisorConfig:
             polling pauses (lossless backpressure).
         backoff: Retry delays for failed polls.
         headers: HTTP headers sent on every request (e.g. authorization).
+        request_concurrency: Short requests (posting a message, creating a session, re-reading
+            history) in flight at once, over as many pooled connections. Long-polls do not count:
+            each session has its own connection.
         max_message_length: Longest customer message accepted, in characters.
         actor_stack_size: Stack size of each session's thread, in bytes (0: the interpreter's
             default). Small stacks keep thousands of sessions cheap.
@@ -38,6 +41,7 @@ class SupervisorConfig:
     consumer_capacity: int = 1000
     backoff: Backoff = field(default_factory=Backoff)
     headers: Mapping[str, str] = field(default_factory=dict)
+    request_concurrency: int = 8
     max_message_length: int = 32_768
     actor_stack_size: int = 256 * 1024
     stop_timeout: float = 10.0
@@ -45,6 +49,8 @@ class SupervisorConfig:
     def __post_init__(self) -> None:
         if self.consumer_capacity < 1:
             raise ValueError(f"consumer_capacity must be >= 1, got {self.consumer_capacity}")
+        if self.request_concurrency < 1:
+            raise ValueError(f"request_concurrency must be >= 1, got {self.request_concurrency}")
         if self.max_message_length < 1:
             raise ValueError(f"max_message_length must be >= 1, got {self.max_message_length}")
         if self.stop_timeout <= 0:

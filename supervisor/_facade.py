@@ -100,7 +100,11 @@ class SessionSupervisor:
         self._runtime = SessionRuntime(
             io=self._io,
             poller=Poller(self._io, self.parlant_url, headers=self.config.headers),
-            api=ParlantApi(self.parlant_url, headers=self.config.headers),
+            api=ParlantApi(
+                self.parlant_url,
+                headers=self.config.headers,
+                concurrency=self.config.request_concurrency,
+            ),
             clock=self._clock,
             settings=self.config.session_settings(),
         )

@@ -19,9 +19,10 @@ import json
 import random
 import string
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -96,8 +97,15 @@ class TurnContext:
         await self._emulator.gate(name).wait()
 
 
-AgentScript = Callable[[TurnContext], Awaitable[None]]
-"""Writes one turn's events between the emulator's `acknowledged` and completed `ready`."""
+class AgentScript(Protocol):
+    """Writes one turn's events between the emulator's `acknowledged` and completed `ready`.
+
+    Any `async def script(turn: TurnContext) -> None` is one.
+    """
+
+    def __call__(self, turn: TurnContext, /) -> Awaitable[None]:
+        """Write the turn (`turn.status`, `turn.say`, ...); may await gates and sleeps."""
+        ...
 
 
 def echo(prefix: str = "echo: ") -> AgentScript:
@@ -172,6 +180,7 @@ class _Session:
     follow_ups: list[str] = field(default_factory=list)
     customer_name: str = "customer"
     agent_name: str = "agent"
+    on_change: Callable[[], None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -206,6 +215,8 @@ class _Session:
     def wake(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+        if self.on_change is not None:
+            self.on_change()
 
     def append_status(self, trace_id: str, name: str, data: dict[str, Any]) -> None:
         self.append("ai_agent", "status", trace_id, {"status": name, "data": data})
@@ -251,6 +262,9 @@ class ParlantEmulator:
         self._stray_events = stray_events
         self._open_polls = 0
         self._closing = False
+        self._injected: dict[str, list[int]] = {}
+        self._served: Counter[tuple[str, int]] = Counter()
+        self._progress = asyncio.Event()
         for agent in agents:
             self._add_agent(agent)
         self.app = Starlette(
@@ -306,6 +320,27 @@ class ParlantEmulator:
             session.wake()
         for task in self._background:
             task.cancel()
+
+    def inject_poll_failures(self, session_id: str, statuses: Sequence[int]) -> None:
+        """Answer the session's next polls with these statuses (e.g. [500, 503, 429]), in order.
+
+        A 429 or 503 carries `Retry-After: 1`.
+        """
+        self._injected.setdefault(session_id, []).extend(statuses)
+
+    def served(self, session_id: str, status: int) -> int:
+        """How many polls of the session were answered with `status`."""
+        return self._served[(session_id, status)]
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Wait (on the server's loop) until `predicate()` holds; it is re-checked whenever a
+        poll is answered or an event is written."""
+        while not predicate():
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _note_progress(self) -> None:
+        self._progress.set()
 
     def open_polls(self) -> int:
         """How many long-polls are waiting now (for lifecycle tests)."""
@@ -374,6 +409,7 @@ class ParlantEmulator:
         if customer_id != "guest" and customer_id not in self._customers:
             return _not_found("Customer", customer_id)
         session = _Session(_new_id(), agent_id, customer_id, payload.get("title"))
+        session.on_change = self._note_progress
         if customer_id in self._customers:
             session.customer_name = self._customers[customer_id]["name"]
         session.metadata = payload.get("metadata") or {}
@@ -419,6 +455,18 @@ class ParlantEmulator:
     # --- events ---------------------------------------------------------------------------
 
     async def _list_events(self, request: Request) -> Response:
+        response = await self._answer_poll(request)
+        session_id = request.path_params["session_id"]
+        self._served[(session_id, response.status_code)] += 1
+        self._note_progress()
+        return response
+
+    async def _answer_poll(self, request: Request) -> Response:
+        injected = self._injected.get(request.path_params["session_id"])
+        if injected:
+            status = injected.pop(0)
+            headers = {"Retry-After": "1"} if status in (429, 503) else None
+            return JSONResponse({"detail": f"injected {status}"}, status, headers=headers)
         session = self._session(request)
         if session is None:
             return _not_found("Session", request.path_params["session_id"])

@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar, final
 
@@ -43,7 +43,9 @@ class EmulatorServer:
     ) -> None:
         self.emulator = emulator
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
+        # without it every response waits ~40 ms for a delayed ACK (Nagle)
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self._socket.listen(backlog)
@@ -95,6 +97,11 @@ class EmulatorServer:
 
         self._loop.call_soon_threadsafe(run)
         return future.result(timeout=30)
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run a coroutine on the server's loop and return its result (e.g. `emulator.until`)."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def stop(self) -> None:
         """Stop serving (open long-polls are answered 503) and join the thread."""

@@ -414,6 +414,17 @@ def test_the_deadline_fails_the_ask_and_its_late_reply_reaches_the_next_reader()
     assert d.send(TimerFired(TimerKind.DEADLINE, 1)) == []  # a second firing is stale
 
 
+def test_the_own_message_of_an_ask_that_timed_out_before_its_post_returned_stays_unread() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(TimerFired(TimerKind.DEADLINE, 1))  # the deadline beat the POST's answer
+    d.send(MessagePosted(1, 0))
+    d.receive(customer(0), agent(1, "F", "unrelated"))
+    d.send(Subscribe(Handle(2, ConsumerKind.READER)))
+    assert d.delivered(2) == [1]
+
+
 # --- readers and the unclaimed window --------------------------------------------------------
 
 

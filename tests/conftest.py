@@ -1,0 +1,59 @@
+"""Fixtures: emulators on 127.0.0.1, supervisors that are always stopped, a log watcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from supervisor import SessionSupervisor, SupervisorConfig
+from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantEmulator
+from tests.logwatch import LogWatcher
+
+
+@pytest.fixture
+def logs() -> Iterator[LogWatcher]:
+    watcher = LogWatcher()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, watcher])
+    yield watcher
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., EmulatorServer]]:
+    """serve(*agents, **emulator_options) -> a running emulator server (stopped after the test)."""
+    servers: list[EmulatorServer] = []
+
+    def start(*agents: EmulatedAgent, **options: Any) -> EmulatorServer:
+        server = EmulatorServer(ParlantEmulator(agents or (EmulatedAgent("echo"),), **options))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def supervise() -> Iterator[Callable[..., SessionSupervisor]]:
+    """supervise(url, clock=None, **config) -> a supervisor, stopped after the test.
+
+    Teardown also checks that stopping met its deadline and left none of our threads alive.
+    """
+    supervisors: list[SessionSupervisor] = []
+
+    def start(url: str, clock: Any = None, **config: Any) -> SessionSupervisor:
+        settings: dict[str, Any] = {"wait_for_data": 30, "wait_jitter": 5, **config}
+        supervisor = SessionSupervisor(url, config=SupervisorConfig(**settings), clock=clock)
+        supervisors.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in supervisors:
+        summary = supervisor.stop()
+        assert summary.deadline_met
+        internals = supervisor._internals()
+        assert not internals.io.thread.is_alive()
+        assert not any(thread.is_alive() for thread in internals.runtime.threads)

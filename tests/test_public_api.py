@@ -1,0 +1,107 @@
+"""The public surface is small and pinned: changing it is a deliberate act."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+import actors
+import metrics
+import supervisor
+import supervisor.testing
+
+PINNED = {
+    "supervisor": [
+        "AccessDenied",
+        "Backoff",
+        "InvalidInput",
+        "ParlantUnavailable",
+        "PermanentError",
+        "Reply",
+        "ReplyMessage",
+        "ReplyTimeout",
+        "SessionClosed",
+        "SessionFailed",
+        "SessionNotFound",
+        "SessionState",
+        "SessionSupervisor",
+        "StopSummary",
+        "SupervisorConfig",
+        "SupervisorError",
+        "SupervisorStatistics",
+        "SupervisorStopped",
+        "TransientError",
+    ],
+    "supervisor.testing": [
+        "AgentScript",
+        "EmulatedAgent",
+        "EmulatorServer",
+        "FakeClock",
+        "ParlantEmulator",
+        "TurnContext",
+        "echo",
+        "scripted",
+        "settle",
+    ],
+    "actors": [
+        "AccessDenied",
+        "Backoff",
+        "IllegalTransition",
+        "InvalidInput",
+        "ParlantUnavailable",
+        "PermanentError",
+        "Reply",
+        "ReplyMessage",
+        "ReplyTimeout",
+        "SessionClosed",
+        "SessionCore",
+        "SessionFailed",
+        "SessionNotFound",
+        "SessionSettings",
+        "SessionSnapshot",
+        "SessionState",
+        "SupervisorError",
+        "SupervisorStopped",
+        "TransientError",
+        "TurnTracker",
+    ],
+    "metrics": [],
+}
+
+
+@pytest.mark.parametrize("package", sorted(PINNED))
+def test_public_names_are_pinned_and_documented(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(PINNED[package])
+    for name in module.__all__:
+        value = getattr(module, name)
+        assert getattr(value, "__doc__", None), f"{package}.{name} has no docstring"
+
+
+def test_import_supervisor_is_this_project_not_the_pypi_process_manager() -> None:
+    # PyPI's unrelated `supervisor` (the process manager) also installs a package of that name
+    root = Path(__file__).resolve().parents[1]
+    assert Path(supervisor.__file__).resolve().parent == root / "supervisor"
+    assert hasattr(supervisor, "SessionSupervisor")
+    assert Path(actors.__file__).resolve().parent == root / "actors"
+    assert Path(metrics.__file__).resolve().parent == root / "metrics"
+    assert supervisor.testing.FakeClock.__module__.startswith("supervisor.testing")
+
+
+def test_errors_form_one_tree_split_by_whether_a_retry_can_help() -> None:
+    transient = {supervisor.ReplyTimeout, supervisor.ParlantUnavailable}
+    permanent = {
+        supervisor.SessionNotFound,
+        supervisor.AccessDenied,
+        supervisor.SessionClosed,
+        supervisor.SessionFailed,
+        supervisor.SupervisorStopped,
+        supervisor.InvalidInput,
+    }
+    assert all(issubclass(e, supervisor.TransientError) for e in transient)
+    assert all(issubclass(e, supervisor.PermanentError) for e in permanent)
+    assert issubclass(supervisor.InvalidInput, ValueError)
+    for error in transient | permanent:
+        assert issubclass(error, supervisor.SupervisorError)
