@@ -7,7 +7,7 @@ import concurrent.futures
 import contextlib
 import enum
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, final
@@ -227,7 +227,7 @@ class SessionSupervisor:
 
     def stream(
         self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Post `message` and yield the answering turn's events live, ending at its `ready`.
 
         The message is posted at once, before the first `next()`. Close the iterator (or
@@ -239,13 +239,13 @@ class SessionSupervisor:
 
     def astream(
         self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Asyncio twin of `stream`."""
         consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
         self._await_reply(session_id, message, timeout, consumer)
         return self._aiterate(session_id, consumer)
 
-    def events(self, session_id: str, *, since: int | None = None) -> Iterator[Event]:
+    def events(self, session_id: str, *, since: int | None = None) -> Generator[Event, None, None]:
         """Yield every event of the session as it arrives, follow-ups after `ready` included.
 
         First come the events that arrived while nobody was reading and that no ask or stream
@@ -259,7 +259,7 @@ class SessionSupervisor:
         self._route(session_id, Subscribe(consumer, since))
         return self._iterate(session_id, consumer, None)
 
-    def aevents(self, session_id: str, *, since: int | None = None) -> AsyncIterator[Event]:
+    def aevents(self, session_id: str, *, since: int | None = None) -> AsyncGenerator[Event, None]:
         """Asyncio twin of `events`."""
         consumer = self._event_consumer(session_id, ConsumerKind.READER)
         if since is not None and since < 0:
@@ -301,7 +301,7 @@ class SessionSupervisor:
 
     def _iterate(
         self, session_id: str, consumer: EventConsumer, timeout: float | None
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         guard = None if timeout is None else timeout + _SAFETY_MARGIN
         try:
             while True:
@@ -319,7 +319,9 @@ class SessionSupervisor:
             if not consumer.finished:
                 self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
 
-    async def _aiterate(self, session_id: str, consumer: EventConsumer) -> AsyncIterator[Event]:
+    async def _aiterate(
+        self, session_id: str, consumer: EventConsumer
+    ) -> AsyncGenerator[Event, None]:
         try:
             while True:
                 try:

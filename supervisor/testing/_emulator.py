@@ -374,8 +374,12 @@ class ParlantEmulator:
         body = self._add_agent(EmulatedAgent(name=str(name), description=str(description)))
         return JSONResponse(body, status_code=201)
 
+    def agents(self) -> list[dict[str, Any]]:
+        """Every agent, as the JSON the server sends."""
+        return [body for body, _ in self._agents.values()]
+
     async def _list_agents(self, request: Request) -> Response:
-        return JSONResponse([body for body, _ in self._agents.values()])
+        return JSONResponse(self.agents())
 
     async def _read_agent(self, request: Request) -> Response:
         agent_id = request.path_params["agent_id"]
