@@ -280,6 +280,7 @@ class ParlantEmulator:
                 Route("/sessions/{session_id}/events", self._list_events, methods=["GET"]),
                 Route("/sessions/{session_id}/events", self._create_event, methods=["POST"]),
                 Route("/healthz", self._health, methods=["GET"]),
+                Route("/_emulator/stats", self._stats, methods=["GET"]),
             ]
         )
 
@@ -364,6 +365,10 @@ class ParlantEmulator:
 
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def _stats(self, request: Request) -> Response:
+        """Not Parlant's API: what harnesses in another process need to see."""
+        return JSONResponse({"open_polls": self._open_polls, "sessions": len(self._sessions)})
 
     async def _create_agent(self, request: Request) -> Response:
         payload = await _json_object(request)

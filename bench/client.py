@@ -1,0 +1,267 @@
+"""One measured client, in a process of its own: this library, or the hand-made baseline.
+
+`python -m bench.client --impl library|baseline --sessions N --url URL` prints one JSON line:
+sessions reached with an open poll, RSS and threads per session, delivery latency of an event
+written on the server to the consumer holding it (p50/p99, all other sessions idle and
+polling), the same for a raw single long-poll (the floor), open and stop times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import statistics
+import threading
+import time
+from typing import Any
+
+import httpx
+import structlog
+from parlant.client import AsyncParlantClient
+from parlant.client.errors import GatewayTimeoutError
+from parlant.client.types import Event
+
+from supervisor import SessionSupervisor, SupervisorConfig
+
+WAIT_FOR_DATA = 30
+SAMPLES = 60
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+class Server:
+    """Plain HTTP to the emulator: setup, writing sample events, counting open polls."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=60)
+        self.agent_id = self.http.get("/agents").json()[0]["id"]
+
+    def create_sessions(self, count: int) -> list[str]:
+        return [
+            self.http.post("/sessions", json={"agent_id": self.agent_id}).json()["id"]
+            for _ in range(count)
+        ]
+
+    def write(self, session_id: str, text: str) -> None:
+        response = self.http.post(
+            f"/sessions/{session_id}/events",
+            json={"kind": "message", "source": "human_agent", "message": text},
+        )
+        response.raise_for_status()
+
+    def open_polls(self) -> int:
+        return int(self.http.get("/_emulator/stats").json()["open_polls"])
+
+    def wait_for_open_polls(self, count: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.open_polls() < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.open_polls()} of {count} polls open")
+            time.sleep(0.05)
+
+
+def floor_latency(server: Server, session_id: str) -> list[float]:
+    """A raw single long-poll: write an event, time until the open poll returns it."""
+    samples = []
+    with httpx.Client(base_url=str(server.http.base_url), timeout=60) as raw:
+        offset = len(raw.get(f"/sessions/{session_id}/events", params={"wait_for_data": 0}).json())
+        for i in range(SAMPLES):
+            result: dict[str, float] = {}
+
+            def poll(at: int = offset, out: dict[str, float] = result) -> None:
+                raw.get(
+                    f"/sessions/{session_id}/events",
+                    params={"min_offset": at, "wait_for_data": WAIT_FOR_DATA},
+                )
+                out["t"] = time.perf_counter()
+
+            thread = threading.Thread(target=poll)
+            thread.start()
+            wait_until_polled(server, 1)
+            start = time.perf_counter()
+            server.write(session_id, f"floor {i}")
+            thread.join(timeout=WAIT_FOR_DATA + 10)
+            samples.append(result["t"] - start)
+            offset += 1
+    return samples
+
+
+def wait_until_polled(server: Server, count: int) -> None:
+    server.wait_for_open_polls(count)
+
+
+# --- this library -----------------------------------------------------------------------------
+
+
+def run_library(server: Server, sessions: list[str]) -> dict[str, Any]:
+    sup = SessionSupervisor(
+        str(server.http.base_url), config=SupervisorConfig(wait_for_data=WAIT_FOR_DATA)
+    )
+    started = time.perf_counter()
+    for session_id in sessions:
+        sup.open(session_id, since=0)
+    server.wait_for_open_polls(len(sessions))
+    opened = time.perf_counter() - started
+    measured = measure_idle(server, sessions)
+    samples = []
+    sampled = random.Random(1).sample(sessions, min(SAMPLES, len(sessions)))
+    for i, session_id in enumerate(sampled):
+        reader = sup.events(session_id)
+        start = time.perf_counter()
+        server.write(session_id, f"sample {i}")
+        next(reader)
+        samples.append(time.perf_counter() - start)
+        reader.close()
+    started = time.perf_counter()
+    summary = sup.stop(timeout=60)
+    return {
+        **measured,
+        "open_s": opened,
+        "latency": samples,
+        "stop_s": time.perf_counter() - started,
+        "stop_deadline_met": summary.deadline_met,
+        "threads_after_stop": threading.active_count(),
+    }
+
+
+# --- the hand-made baseline -------------------------------------------------------------------
+
+
+class Baseline:
+    """The pattern this library replaces, written faithfully: a task and a queue per session.
+
+    Its known bugs are kept (it stops reading a reply at the first `ready`, events of two
+    waiters share one queue, nothing supervises the tasks). Its pool is unbounded: with
+    httpx's default limit of 100 connections it could not hold more than 100 polls open.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.AsyncClient(
+            timeout=WAIT_FOR_DATA + 10,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+        )
+        self.client = AsyncParlantClient(base_url=url, httpx_client=self.http)
+        self.queues: dict[str, asyncio.Queue[Event]] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def open(self, session_id: str) -> None:
+        self.queues[session_id] = asyncio.Queue()
+        self.tasks[session_id] = asyncio.create_task(self._poll(session_id))
+
+    async def _poll(self, session_id: str) -> None:
+        offset = 0
+        while True:
+            try:
+                events = await self.client.sessions.list_events(
+                    session_id, min_offset=offset, wait_for_data=WAIT_FOR_DATA
+                )
+            except GatewayTimeoutError:
+                continue
+            except httpx.HTTPError:
+                await asyncio.sleep(1)
+                continue
+            for event in events:
+                await self.queues[session_id].put(event)
+                offset = event.offset + 1
+
+    async def stop(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.http.aclose()
+
+
+def run_baseline(server: Server, sessions: list[str]) -> dict[str, Any]:
+    async def scenario() -> dict[str, Any]:
+        baseline = Baseline(str(server.http.base_url))
+        started = time.perf_counter()
+        for session_id in sessions:
+            baseline.open(session_id)
+        await asyncio.to_thread(server.wait_for_open_polls, len(sessions))
+        opened = time.perf_counter() - started
+        measured = await asyncio.to_thread(measure_idle, server, sessions)
+        samples = []
+        sampled = random.Random(1).sample(sessions, min(SAMPLES, len(sessions)))
+        for i, session_id in enumerate(sampled):
+            queue = baseline.queues[session_id]
+            start = time.perf_counter()
+            await asyncio.to_thread(server.write, session_id, f"sample {i}")
+            await queue.get()
+            samples.append(time.perf_counter() - start)
+        started = time.perf_counter()
+        await baseline.stop()
+        return {
+            **measured,
+            "open_s": opened,
+            "latency": samples,
+            "stop_s": time.perf_counter() - started,
+            "stop_deadline_met": True,
+            "threads_after_stop": threading.active_count() - 1,  # asyncio.to_thread's worker
+        }
+
+    return asyncio.run(scenario())
+
+
+def measure_idle(server: Server, sessions: list[str]) -> dict[str, Any]:
+    """Figures with every session polling and nothing happening."""
+    return {
+        "sessions_polling": server.open_polls(),
+        "rss_bytes": rss_bytes(),
+        "threads": threading.active_count(),
+        "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--impl", choices=["library", "baseline"], required=True)
+    parser.add_argument("--sessions", type=int, required=True)
+    parser.add_argument("--url", required=True)
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    server = Server(args.url)
+    sessions = server.create_sessions(args.sessions)
+    floor = floor_latency(server, sessions[0])
+    baseline_rss, baseline_threads = rss_bytes(), threading.active_count()
+    run = run_library if args.impl == "library" else run_baseline
+    result = run(server, sessions)
+    latency = result.pop("latency")
+    print(
+        json.dumps(
+            {
+                "impl": args.impl,
+                "sessions": args.sessions,
+                "sessions_polling": result["sessions_polling"],
+                "rss_per_session_bytes": (result["rss_bytes"] - baseline_rss) / args.sessions,
+                "threads": result["threads"] - baseline_threads,
+                "latency_p50_ms": statistics.median(latency) * 1000,
+                "latency_p99_ms": percentile(latency, 99) * 1000,
+                "floor_p50_ms": statistics.median(floor) * 1000,
+                "floor_p99_ms": percentile(floor, 99) * 1000,
+                "open_s": result["open_s"],
+                "stop_s": result["stop_s"],
+                "stop_deadline_met": result["stop_deadline_met"],
+                "threads_after_stop": result["threads_after_stop"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Benchmark this library against the hand-made asyncio baseline, in the same run.
+
+    python -m bench.run [--sizes 100,1000] [--json bench/results/latest.json]
+
+The emulator runs in a process of its own; each measurement runs in a fresh client process,
+alternating library and baseline at each size, so RSS and threads are the client's alone.
+Ratios are library / baseline: absolute times on a shared machine are noisy, ratios less so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+FIGURES = [
+    ("sessions_polling", "sessions with an open poll", "{:.0f}"),
+    ("rss_per_session_bytes", "RSS per session (KiB)", "{:.1f}"),
+    ("threads", "threads", "{:.0f}"),
+    ("latency_p50_ms", "delivery p50 (ms)", "{:.2f}"),
+    ("latency_p99_ms", "delivery p99 (ms)", "{:.2f}"),
+    ("floor_p50_ms", "raw long-poll p50 (ms)", "{:.2f}"),
+    ("open_s", "open all (s)", "{:.2f}"),
+    ("stop_s", "stop all (s)", "{:.2f}"),
+]
+
+
+def measure(impl: str, sessions: int) -> dict[str, Any]:
+    """One client run against a fresh server (a dead client's polls linger on a reused one)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.client",
+                "--impl",
+                impl,
+                "--sessions",
+                str(sessions),
+                "--url",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--sizes", default="100,1000", help="comma-separated session counts")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    results: list[dict[str, Any]] = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=2 * len(sizes))
+        for size in sizes:
+            for impl in ("library", "baseline"):
+                progress.update(task, description=f"{impl}, {size} sessions")
+                results.append(measure(impl, size))
+                progress.advance(task)
+    machine = {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    table = Table(
+        title=f"library vs baseline ({machine['cores']} cores, Python {machine['python']})"
+    )
+    table.add_column("figure")
+    for size in sizes:
+        for column in ("library", "baseline", "ratio"):
+            table.add_column(f"{size}: {column}", justify="right")
+    for key, label, fmt in FIGURES:
+        row = [label]
+        for size in sizes:
+            lib = next(r for r in results if r["impl"] == "library" and r["sessions"] == size)
+            base = next(r for r in results if r["impl"] == "baseline" and r["sessions"] == size)
+            scale = 1024 if key == "rss_per_session_bytes" else 1
+            ratio = lib[key] / base[key] if base[key] else float("nan")
+            row += [fmt.format(lib[key] / scale), fmt.format(base[key] / scale), f"{ratio:.2f}x"]
+        table.add_row(*row)
+    console.print(table)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    console.print(f"written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
