@@ -13,8 +13,9 @@ from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantEmulator
 from tests.logwatch import LogWatcher
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def logs() -> Iterator[LogWatcher]:
+    """Every test's structlog events, kept for inspection instead of printed."""
     watcher = LogWatcher()
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, watcher])
     yield watcher
