@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from supervisor import (
     InvalidInput,
+    Reply,
     ReplyTimeout,
     SessionClosed,
     SessionNotFound,
@@ -37,6 +39,19 @@ def new_session(server: EmulatorServer, sup: SessionSupervisor, agent: str = "ec
 def until_events(server: EmulatorServer, session_id: str, count: int) -> None:
     emulator = server.emulator
     server.run(emulator.until(lambda: len(emulator.session_events(session_id)) >= count))
+
+
+@contextlib.contextmanager
+def asking(
+    server: EmulatorServer, sup: SessionSupervisor, session_id: str, text: str, timeout: float = 60
+) -> Iterator[concurrent.futures.Future[Reply]]:
+    """An ask on another thread, yielded once the turn answering it is under way on the server
+    (its message, `acknowledged` and `processing` are written)."""
+    written = len(server.call(server.emulator.session_events, session_id))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sup.ask, session_id, text, timeout=timeout)
+        until_events(server, session_id, written + 3)
+        yield pending
 
 
 def gated(name: str) -> EmulatedAgent:
@@ -165,9 +180,7 @@ def test_an_ask_past_its_deadline_raises_and_its_late_reply_reaches_events(
     sup = supervise(server.url, clock=clock)
     session_id = new_session(server, sup, "late")
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(sup.ask, session_id, "are you there?", timeout=120)
-        until_events(server, session_id, 3)  # posted, acknowledged, processing
+    with asking(server, sup, session_id, "are you there?", timeout=120) as pending:
         settle(sup)
         clock.advance(120)
         with pytest.raises(ReplyTimeout, match=session_id):
@@ -210,11 +223,10 @@ def test_concurrent_asks_in_a_superseded_turn_both_resolve_with_the_turn_that_an
     sup = supervise(server.url)
     session_id = new_session(server, sup, "busy")
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(sup.ask, session_id, "first question", timeout=60)
-        until_events(server, session_id, 3)  # the first turn is under way
-        second = pool.submit(sup.ask, session_id, "second question", timeout=60)
-        until_events(server, session_id, 6)  # cancelled + completed ready of the first turn
+    with (
+        asking(server, sup, session_id, "first question") as first,
+        asking(server, sup, session_id, "second question") as second,  # supersedes the first
+    ):
         server.call(server.emulator.release, "busy")
         replies = [first.result(timeout=30), second.result(timeout=30)]
 
@@ -233,9 +245,7 @@ def test_a_stale_ready_of_an_earlier_turn_does_not_end_a_later_stream(
     sup = supervise(server.url)
     session_id = new_session(server, sup, "busy")
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        first = pool.submit(sup.ask, session_id, "first", timeout=60)
-        until_events(server, session_id, 3)
+    with asking(server, sup, session_id, "first") as first:
         stream = sup.stream(session_id, "second", timeout=60)
         until_events(server, session_id, 6)  # the first turn's completed ready is now stale
         server.call(server.emulator.release, "busy")
@@ -379,9 +389,7 @@ def test_a_session_deleted_during_an_open_poll_fails_its_waiting_ask(
     sup = supervise(server.url)
     session_id = new_session(server, sup, "never")
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(sup.ask, session_id, "hello", timeout=60)
-        until_events(server, session_id, 3)
+    with asking(server, sup, session_id, "hello") as pending:
         server.run(_delete(server, session_id))
         with pytest.raises(SessionNotFound, match=session_id):
             pending.result(timeout=30)
@@ -400,9 +408,7 @@ def test_stop_fails_waiting_calls_and_refuses_new_ones(serve: Serve, supervise: 
     sup = supervise(server.url)
     session_id = new_session(server, sup, "never")
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(sup.ask, session_id, "hello", timeout=60)
-        until_events(server, session_id, 3)
+    with asking(server, sup, session_id, "hello") as pending:
         settle(sup)
         summary = sup.stop()
         with pytest.raises(SupervisorStopped):
@@ -420,9 +426,7 @@ def test_closing_a_session_fails_its_waiting_ask(serve: Serve, supervise: Superv
     sup = supervise(server.url)
     session_id = new_session(server, sup, "never")
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(sup.ask, session_id, "hello", timeout=60)
-        until_events(server, session_id, 3)
+    with asking(server, sup, session_id, "hello") as pending:
         settle(sup)
         sup.close(session_id)
         with pytest.raises(SessionClosed, match=session_id):
