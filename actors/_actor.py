@@ -46,7 +46,9 @@ from actors._messages import (
 )
 from actors._parlant import ParlantApi, translate_error
 from actors._poller import Poller
+from actors._reply import Reply
 from actors._state import SessionState
+from metrics import Recorder
 
 __all__ = ["Barrier", "SessionActor", "SessionRuntime"]
 
@@ -69,6 +71,7 @@ class SessionRuntime:
         poller: Runs the long-polls.
         api: Posts messages and reads history.
         clock: The injected clock.
+        recorder: Where metrics go.
         settings: How sessions poll and buffer.
         board: The latest snapshot of every live session (read by `statistics()`).
         checkpoints: Where each session stopped, so a re-activated session resumes there.
@@ -81,6 +84,7 @@ class SessionRuntime:
     poller: Poller
     api: ParlantApi
     clock: Clock
+    recorder: Recorder
     settings: SessionSettings
     board: dict[str, SessionSnapshot] = field(default_factory=dict)
     checkpoints: dict[str, int] = field(default_factory=dict)
@@ -110,6 +114,7 @@ class SessionActor(pykka.ThreadingActor):
         self._start_offset = start_offset
         self._core = SessionCore(session_id, runtime.settings, random.Random())
         self._consumers: dict[int, Consumer] = {}
+        self._asked_at: dict[int, float] = {}
         self._snapshot: SessionSnapshot | None = None
         self._log = _log.bind(session_id=session_id)
 
@@ -121,6 +126,7 @@ class SessionActor(pykka.ThreadingActor):
         if isinstance(inbox, queue.Queue):
             self._runtime.mailboxes[self.session_id] = inbox
         self._handle(Start(self._start_offset))
+        self._runtime.recorder.session_started()
         self._log.info("session.started", from_offset=self._start_offset)
 
     def on_receive(self, message: Any) -> Any:
@@ -128,6 +134,8 @@ class SessionActor(pykka.ThreadingActor):
             return None
         if isinstance(message, AwaitReply | Subscribe):
             self._consumers[message.consumer.consumer_id] = message.consumer
+        if isinstance(message, AwaitReply):
+            self._asked_at[message.consumer.consumer_id] = self._runtime.clock.now()
         self._handle(message)
         return None
 
@@ -137,6 +145,7 @@ class SessionActor(pykka.ThreadingActor):
                 Stop(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
             )
         self._retire()
+        self._runtime.recorder.session_stopped()
         self._log.info("session.stopped", checkpoint=self._core.checkpoint)
 
     def on_failure(
@@ -151,22 +160,24 @@ class SessionActor(pykka.ThreadingActor):
             "open the session again to continue",
             session_id=self.session_id,
         )
-        for consumer in self._consumers.values():
-            consumer.fail(error)
-        self._consumers.clear()
+        for consumer_id in list(self._consumers):
+            self._finish(consumer_id, error)
         self._retire()
+        self._runtime.recorder.session_failed("crashed")
         self._log.error("session.crashed", error=repr(exception_value))
 
     # --- the shell ------------------------------------------------------------------------
 
     def _handle(self, message: Message) -> None:
         before = self._core.state
+        evicted_before = self._snapshot.evicted_total if self._snapshot is not None else 0
         effects = self._core.handle(message, self._runtime.clock.now())
         # published before the effects run: a caller woken by them sees figures that agree
         self._snapshot = self._core.snapshot()
         self._runtime.board[self.session_id] = self._snapshot
         for effect in effects:
             self._apply(effect)
+        self._record(before, evicted_before)
         if isinstance(message, PollFailed):
             self._log.warning(
                 "session.poll_failed",
@@ -197,13 +208,38 @@ class SessionActor(pykka.ThreadingActor):
             case Deliver(consumer_id, events):
                 self._consumers[consumer_id].deliver(events)
             case Resolve(consumer_id, reply):
-                self._consumers.pop(consumer_id).resolve(reply)
+                self._finish(consumer_id, reply)
             case Fail(consumer_id, error):
-                consumer = self._consumers.pop(consumer_id, None)
-                if consumer is not None:
-                    consumer.fail(error)
+                self._finish(consumer_id, error)
             case Schedule(at, timer):
                 self._runtime.clock.call_at(at, lambda: self._tell(timer))
+
+    def _finish(self, consumer_id: int, result: Reply | SupervisorError) -> None:
+        """Hand a consumer its reply or its error, and count how the ask or stream ended."""
+        consumer = self._consumers.pop(consumer_id, None)
+        if consumer is None:
+            return
+        asked_at = self._asked_at.pop(consumer_id, None)
+        if asked_at is not None:
+            outcome = "answered" if isinstance(result, Reply) else result.outcome
+            seconds = self._runtime.clock.now() - asked_at
+            self._runtime.recorder.reply_finished(consumer.kind.value, outcome, seconds)
+        if isinstance(result, Reply):
+            consumer.resolve(result)
+        else:
+            consumer.fail(result)
+
+    def _record(self, before: SessionState, evicted_before: int) -> None:
+        assert self._snapshot is not None
+        after = self._snapshot.state
+        if after is SessionState.PAUSED and before is not SessionState.PAUSED:
+            self._runtime.recorder.backpressure_paused()
+        if after is SessionState.FAILED and before is not SessionState.FAILED:
+            failure = self._snapshot.last_failure
+            self._runtime.recorder.session_failed(failure.kind.value if failure else "crashed")
+        evicted = self._snapshot.evicted_total - evicted_before
+        if evicted:
+            self._runtime.recorder.events_evicted(evicted)
 
     def _tell(self, message: Message) -> None:
         """Tell this actor something from another thread; dropped if it has stopped."""

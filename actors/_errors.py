@@ -17,7 +17,7 @@ SupervisorError
 
 from __future__ import annotations
 
-from typing import final
+from typing import ClassVar, final
 
 __all__ = [
     "AccessDenied",
@@ -39,7 +39,10 @@ class SupervisorError(Exception):
 
     Attributes:
         session_id: The Parlant session concerned, or None when the error concerns no session.
+        outcome: A short stable label for metrics (`timeout`, `not_found`, ...).
     """
+
+    outcome: ClassVar[str] = "failed"
 
     def __init__(self, message: str, *, session_id: str | None = None) -> None:
         super().__init__(message)
@@ -58,6 +61,8 @@ class PermanentError(SupervisorError):
 class ParlantUnavailable(TransientError):
     """The Parlant server could not be reached, or answered with a server error."""
 
+    outcome = "unavailable"
+
 
 @final
 class ReplyTimeout(TransientError):
@@ -66,32 +71,46 @@ class ReplyTimeout(TransientError):
     The reply is not lost: when it arrives it goes to the session's `events()` readers.
     """
 
+    outcome = "timeout"
+
 
 @final
 class SessionNotFound(PermanentError):
     """Parlant does not know the session (404): it never existed or was deleted."""
+
+    outcome = "not_found"
 
 
 @final
 class AccessDenied(PermanentError):
     """Parlant refused access to the session (401/403)."""
 
+    outcome = "forbidden"
+
 
 @final
 class SessionClosed(PermanentError):
     """The session was closed (by `close()` or by reaping) while the call was waiting."""
+
+    outcome = "closed"
 
 
 @final
 class SessionFailed(PermanentError):
     """The session's actor failed more often than its restart intensity allows."""
 
+    outcome = "crashed"
+
 
 @final
 class SupervisorStopped(PermanentError):
     """The supervisor is stopped or stopping and takes no new calls."""
 
+    outcome = "stopped"
+
 
 @final
 class InvalidInput(PermanentError, ValueError):
     """The call's arguments are wrong; nothing was sent to Parlant."""
+
+    outcome = "invalid"

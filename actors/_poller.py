@@ -28,8 +28,9 @@ from actors._messages import (
     PollTimedOut,
     StartPoll,
 )
+from metrics import Recorder
 
-__all__ = ["Poller", "classify_status", "retry_after_seconds"]
+__all__ = ["Poller", "classify_status", "outcome_label", "retry_after_seconds"]
 
 TIMEOUT_MARGIN: Final = 10.0
 """Seconds the client waits past `wait_for_data`, so the server's 504 normally comes first."""
@@ -46,6 +47,15 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def outcome_label(outcome: Message) -> str:
+    """The metrics label of a poll's outcome (`events`, `gateway_timeout`, `network`, ...)."""
+    if isinstance(outcome, PollTimedOut):
+        return outcome.reason
+    if isinstance(outcome, PollFailed):
+        return outcome.failure.kind.value
+    return "events"
 
 
 def classify_status(status: int) -> FailureKind:
@@ -71,11 +81,13 @@ class Poller:
         self,
         io: IOLoop,
         base_url: str,
+        recorder: Recorder,
         *,
         headers: Mapping[str, str] | None = None,
         timeout_margin: float = TIMEOUT_MARGIN,
     ) -> None:
         self._io = io
+        self._recorder = recorder
         self._base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
         self._timeout_margin = timeout_margin

@@ -15,6 +15,7 @@ from typing import Any, Final, Self, TypeVar, final
 import pykka
 import structlog
 from parlant.client.types import Event
+from prometheus_client import CollectorRegistry
 
 from actors import (
     InvalidInput,
@@ -30,6 +31,7 @@ from actors._io import IOLoop
 from actors._messages import AwaitReply, ConsumerKind, Message, Subscribe, Unsubscribe
 from actors._parlant import ParlantApi, translate_error
 from actors._poller import Poller
+from metrics import StatisticsCollector, SupervisorMetrics
 from supervisor._config import SupervisorConfig
 from supervisor._consumers import Ended, EventConsumer, ReplyConsumer
 from supervisor._statistics import StopSummary, SupervisorStatistics
@@ -80,6 +82,7 @@ class SessionSupervisor:
         *,
         config: SupervisorConfig | None = None,
         clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         """Start the I/O thread and the Supervisor actor (sessions start on first use).
 
@@ -87,6 +90,9 @@ class SessionSupervisor:
             parlant_url: Base URL of the Parlant server, e.g. `http://127.0.0.1:8800`.
             config: Polling, buffering and shutdown settings.
             clock: A clock to use instead of the system's (tests pass a `FakeClock`).
+            registry: Where the metrics are registered: by default a registry of this
+                supervisor's own (`self.registry`); pass `prometheus_client.REGISTRY` for the
+                global one. One supervisor per registry; `stop()` unregisters them.
         """
         if not parlant_url.startswith(("http://", "https://")):
             raise InvalidInput(f"parlant_url must be an http(s) URL, got {parlant_url!r}")
@@ -94,18 +100,23 @@ class SessionSupervisor:
         self.parlant_url = parlant_url.rstrip("/")
         self._lifecycle = _Lifecycle.RUNNING
         self._lock = threading.Lock()
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._metrics = SupervisorMetrics(self.registry)
+        self._collector = StatisticsCollector(self.statistics)
+        self.registry.register(self._collector)
         self._io = IOLoop()
         self._io.start()
         self._clock = clock or SystemClock(self._io)
         self._runtime = SessionRuntime(
             io=self._io,
-            poller=Poller(self._io, self.parlant_url, headers=self.config.headers),
+            poller=Poller(self._io, self.parlant_url, self._metrics, headers=self.config.headers),
             api=ParlantApi(
                 self.parlant_url,
                 headers=self.config.headers,
                 concurrency=self.config.request_concurrency,
             ),
             clock=self._clock,
+            recorder=self._metrics,
             settings=self.config.session_settings(),
         )
         self._supervisor = Supervisor.start(self._runtime, self.config.actor_stack_size)
@@ -383,6 +394,8 @@ class SessionSupervisor:
                 thread.join(max(0.0, deadline.remaining()))
                 met &= not thread.is_alive()
         self._lifecycle = _Lifecycle.STOPPED
+        self.registry.unregister(self._collector)
+        self._metrics.unregister()
         summary = StopSummary(
             sessions_stopped=before.sessions,
             calls_failed=before.waiting_replies + before.readers,

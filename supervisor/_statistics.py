@@ -32,6 +32,8 @@ class SupervisorStatistics:
         evicted_events_total: Unclaimed events dropped from memory (still on the server).
         backpressure_pauses_total: Times a session paused polling for a slow consumer.
         failing_sessions: Sessions whose last poll failed (backing off).
+        buffered_events_per_session: Each live session's unclaimed events (no order, no ids).
+        mailbox_depth_per_session: Each live session's mailbox depth (no order, no ids).
     """
 
     running: bool
@@ -48,6 +50,8 @@ class SupervisorStatistics:
     evicted_events_total: int
     backpressure_pauses_total: int
     failing_sessions: int
+    buffered_events_per_session: tuple[int, ...]
+    mailbox_depth_per_session: tuple[int, ...]
 
     @classmethod
     def collect(
@@ -87,6 +91,8 @@ class SupervisorStatistics:
             evicted_events_total=evicted,
             backpressure_pauses_total=pauses,
             failing_sessions=failing,
+            buffered_events_per_session=tuple(buffered),
+            mailbox_depth_per_session=tuple(depths),
         )
 
 

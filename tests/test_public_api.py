@@ -67,7 +67,16 @@ PINNED = {
         "TransientError",
         "TurnTracker",
     ],
-    "metrics": [],
+    "metrics": [
+        "PREFIX",
+        "MetricsServer",
+        "Recorder",
+        "StatisticsCollector",
+        "StatisticsSource",
+        "SupervisorMetrics",
+        "make_asgi_app",
+        "start_http_server",
+    ],
 }
 
 

@@ -1,0 +1,123 @@
+"""Gauges computed at scrape time from the supervisor's statistics snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final, Protocol, final
+
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from metrics._instruments import PREFIX
+
+__all__ = ["DEPTH_BUCKETS", "StatisticsCollector", "StatisticsSource", "depth_histogram"]
+
+DEPTH_BUCKETS: Final = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+"""Upper bounds of the per-session depth histograms (then +Inf)."""
+
+
+def depth_histogram(depths: Iterable[int]) -> tuple[tuple[tuple[str, float], ...], float]:
+    """Cumulative Prometheus buckets ((le, count), ..., ("+Inf", n)) and the sum of `depths`."""
+    values = list(depths)
+    buckets = tuple(
+        (f"{bound:g}", float(sum(1 for v in values if v <= bound))) for bound in DEPTH_BUCKETS
+    )
+    return (*buckets, ("+Inf", float(len(values)))), float(sum(values))
+
+
+class StatisticsSource(Protocol):
+    """What the collector reads (the supervisor's `SupervisorStatistics` is one)."""
+
+    @property
+    def running(self) -> bool: ...
+    @property
+    def sessions_by_state(self) -> Mapping[Any, int]:
+        """Count per state; each key's `.value` is the state's label (an enum member)."""
+        ...
+
+    @property
+    def open_polls(self) -> int: ...
+    @property
+    def buffered_events(self) -> int: ...
+    @property
+    def buffered_events_max(self) -> int: ...
+    @property
+    def mailbox_depth(self) -> int: ...
+    @property
+    def mailbox_depth_max(self) -> int: ...
+    @property
+    def waiting_replies(self) -> int: ...
+    @property
+    def readers(self) -> int: ...
+    @property
+    def buffered_events_per_session(self) -> Sequence[int]: ...
+    @property
+    def mailbox_depth_per_session(self) -> Sequence[int]: ...
+
+
+@final
+class StatisticsCollector(Collector):
+    """A custom collector: every gauge is read from one fresh snapshot per scrape."""
+
+    def __init__(self, snapshot: Callable[[], StatisticsSource]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        """No description ahead of time: the registry then calls `collect` lazily."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._snapshot()
+        yield _gauge("up", "1 while the supervisor runs, 0 once it is stopping.", stats.running)
+        sessions = GaugeMetricFamily(
+            f"{PREFIX}_sessions", "Sessions with a live actor, by state.", labels=["state"]
+        )
+        for state, count in stats.sessions_by_state.items():
+            sessions.add_metric([str(state.value)], count)
+        yield sessions
+        yield _gauge("open_polls", "Long-polls in flight.", stats.open_polls)
+        yield _gauge(
+            "buffered_events",
+            "Unclaimed events held in memory, all sessions.",
+            stats.buffered_events,
+        )
+        yield _gauge(
+            "buffered_events_max",
+            "Unclaimed events held by the fullest session.",
+            stats.buffered_events_max,
+        )
+        yield _gauge(
+            "mailbox_depth",
+            "Messages waiting in session mailboxes, all sessions.",
+            stats.mailbox_depth,
+        )
+        yield _gauge(
+            "mailbox_depth_max",
+            "Messages waiting in the deepest session mailbox.",
+            stats.mailbox_depth_max,
+        )
+        yield _gauge(
+            "waiting_replies", "Asks and streams waiting for their turn.", stats.waiting_replies
+        )
+        yield _gauge("readers", "events() readers subscribed.", stats.readers)
+        yield _histogram(
+            "session_buffered_events",
+            "Unclaimed events held per session.",
+            stats.buffered_events_per_session,
+        )
+        yield _histogram(
+            "session_mailbox_depth",
+            "Messages waiting per session mailbox.",
+            stats.mailbox_depth_per_session,
+        )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=float(value))
+
+
+def _histogram(name: str, documentation: str, depths: Sequence[int]) -> HistogramMetricFamily:
+    buckets, total = depth_histogram(depths)
+    return HistogramMetricFamily(
+        f"{PREFIX}_{name}", documentation, buckets=list(buckets), sum_value=total
+    )

@@ -1,0 +1,197 @@
+"""Counters and histograms, recorded as things happen, on an injected `CollectorRegistry`.
+
+No label carries a session id: the label values are small fixed sets.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol, final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["PREFIX", "Recorder", "SupervisorMetrics"]
+
+PREFIX: Final = "parlant_supervisor"
+
+POLL_OUTCOMES: Final = (
+    "events",
+    "empty",
+    "gateway_timeout",
+    "client_timeout",
+    "server_error",
+    "rate_limited",
+    "network",
+    "malformed",
+    "not_found",
+    "forbidden",
+)
+REPLY_OUTCOMES: Final = (
+    "answered",
+    "timeout",
+    "closed",
+    "stopped",
+    "not_found",
+    "forbidden",
+    "unavailable",
+    "crashed",
+    "invalid",
+)
+EVENT_KINDS: Final = ("message", "status", "tool", "custom", "other")
+FAILURE_REASONS: Final = ("not_found", "forbidden", "crashed")
+
+_POLL_BUCKETS: Final = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 45, 60, 75)
+_REPLY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class Recorder(Protocol):
+    """What the actor layer reports. Every method is cheap and thread-safe."""
+
+    def session_started(self) -> None:
+        """A session actor started."""
+        ...
+
+    def session_stopped(self) -> None:
+        """A session actor stopped (closed, or the supervisor stopped)."""
+        ...
+
+    def session_failed(self, reason: str) -> None:
+        """A session failed: `not_found`, `forbidden` or `crashed`."""
+        ...
+
+    def poll_finished(self, outcome: str, seconds: float) -> None:
+        """A long-poll ended with `outcome` (one of POLL_OUTCOMES) after `seconds`."""
+        ...
+
+    def events_received(self, kind: str, count: int) -> None:
+        """`count` events of `kind` arrived."""
+        ...
+
+    def reply_finished(self, kind: str, outcome: str, seconds: float) -> None:
+        """An ask or stream (`kind`) ended with `outcome` after `seconds`."""
+        ...
+
+    def backpressure_paused(self) -> None:
+        """A session paused polling for a consumer that stopped reading."""
+        ...
+
+    def events_evicted(self, count: int) -> None:
+        """Unclaimed events dropped from memory (they stay on the server)."""
+        ...
+
+
+@final
+class SupervisorMetrics:
+    """The supervisor's counters and histograms, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._started = Counter(
+            f"{PREFIX}_sessions_started",
+            "Session actors started (first use, re-open, or after a crash).",
+            registry=registry,
+        )
+        self._stopped = Counter(
+            f"{PREFIX}_sessions_stopped",
+            "Session actors stopped (closed, or the supervisor stopped).",
+            registry=registry,
+        )
+        self._failed = Counter(
+            f"{PREFIX}_session_failures",
+            "Sessions that failed, by reason (not_found, forbidden, crashed).",
+            ["reason"],
+            registry=registry,
+        )
+        self._polls = Counter(
+            f"{PREFIX}_polls",
+            "Long-polls by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._poll_duration = Histogram(
+            f"{PREFIX}_poll_duration_seconds",
+            "Time a long-poll was open.",
+            buckets=_POLL_BUCKETS,
+            registry=registry,
+        )
+        self._events = Counter(
+            f"{PREFIX}_events_received",
+            "Events received from Parlant, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self._replies = Counter(
+            f"{PREFIX}_replies",
+            "Asks and streams by kind and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self._reply_latency = Histogram(
+            f"{PREFIX}_reply_latency_seconds",
+            "Time from an ask or stream to the ready that completes its turn.",
+            buckets=_REPLY_BUCKETS,
+            registry=registry,
+        )
+        self._pauses = Counter(
+            f"{PREFIX}_backpressure_pauses",
+            "Times a session paused polling because a consumer stopped reading.",
+            registry=registry,
+        )
+        self._evicted = Counter(
+            f"{PREFIX}_events_evicted",
+            "Unclaimed events dropped from memory because a session's window was full.",
+            registry=registry,
+        )
+        self._collectors = (
+            self._started,
+            self._stopped,
+            self._failed,
+            self._polls,
+            self._poll_duration,
+            self._events,
+            self._replies,
+            self._reply_latency,
+            self._pauses,
+            self._evicted,
+        )
+        # every label value exists from the start: rate() and alerts see zeros, not gaps
+        for outcome in POLL_OUTCOMES:
+            self._polls.labels(outcome)
+        for kind in EVENT_KINDS:
+            self._events.labels(kind)
+        for reason in FAILURE_REASONS:
+            self._failed.labels(reason)
+        for reply_kind in ("ask", "stream"):
+            for outcome in REPLY_OUTCOMES:
+                self._replies.labels(reply_kind, outcome)
+
+    def unregister(self) -> None:
+        """Remove every instrument from the registry (the supervisor has stopped)."""
+        for collector in self._collectors:
+            self.registry.unregister(collector)
+
+    def session_started(self) -> None:
+        self._started.inc()
+
+    def session_stopped(self) -> None:
+        self._stopped.inc()
+
+    def session_failed(self, reason: str) -> None:
+        self._failed.labels(reason).inc()
+
+    def poll_finished(self, outcome: str, seconds: float) -> None:
+        self._polls.labels(outcome).inc()
+        self._poll_duration.observe(seconds)
+
+    def events_received(self, kind: str, count: int) -> None:
+        self._events.labels(kind if kind in EVENT_KINDS else "other").inc(count)
+
+    def reply_finished(self, kind: str, outcome: str, seconds: float) -> None:
+        self._replies.labels(kind, outcome).inc()
+        if outcome == "answered":
+            self._reply_latency.observe(seconds)
+
+    def backpressure_paused(self) -> None:
+        self._pauses.inc()
+
+    def events_evicted(self, count: int) -> None:
+        self._evicted.inc(count)
