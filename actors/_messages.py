@@ -134,7 +134,10 @@ class PollTimedOut:
 
 @final
 class FailureKind(enum.Enum):
-    """Why a poll failed. TERMINAL kinds end the session; the others back off and retry."""
+    """Why a poll failed. TERMINAL kinds end the session; the others back off and retry.
+
+    INTERNAL is a bug in the poll itself: reported (logged, counted) and retried like the rest.
+    """
 
     SERVER_ERROR = "server_error"
     RATE_LIMITED = "rate_limited"
@@ -142,6 +145,7 @@ class FailureKind(enum.Enum):
     MALFORMED = "malformed"
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
+    INTERNAL = "internal"
 
     @property
     def is_terminal(self) -> bool:

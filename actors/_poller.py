@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Final, final
 from urllib.parse import quote
 
 import httpx
 import pydantic
+import structlog
 
 from actors._events import parse_events
 from actors._io import IOLoop
@@ -29,6 +31,8 @@ from actors._messages import (
     StartPoll,
 )
 from metrics import Recorder
+
+_log = structlog.get_logger("parlant_supervisor")
 
 __all__ = ["Poller", "classify_status", "outcome_label", "retry_after_seconds"]
 
@@ -157,7 +161,19 @@ class Poller:
     async def _poll(
         self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]
     ) -> None:
-        tell(await self._outcome(session_id, poll))
+        started = self._io.loop.time()
+        try:
+            outcome = await self._outcome(session_id, poll)
+        except Exception as error:  # a bug here must not leave the session waiting forever
+            _log.exception("session.poll_crashed", session_id=session_id)
+            detail = f"internal error: {type(error).__name__}: {error}"
+            outcome = PollFailed(poll.generation, PollFailure(FailureKind.INTERNAL, detail))
+        self._recorder.poll_finished(outcome_label(outcome), self._io.loop.time() - started)
+        if isinstance(outcome, EventsReceived):
+            kinds = Counter(str(event.kind) for event in outcome.events)
+            for kind, count in kinds.items():
+                self._recorder.events_received(kind, count)
+        tell(outcome)
 
     async def _outcome(self, session_id: str, poll: StartPoll) -> Message:
         generation = poll.generation

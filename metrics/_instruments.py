@@ -24,6 +24,7 @@ POLL_OUTCOMES: Final = (
     "malformed",
     "not_found",
     "forbidden",
+    "internal",
 )
 REPLY_OUTCOMES: Final = (
     "answered",

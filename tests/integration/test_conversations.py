@@ -431,3 +431,30 @@ def test_closing_a_session_fails_its_waiting_ask(serve: Serve, supervise: Superv
         sup.close(session_id)
         with pytest.raises(SessionClosed, match=session_id):
             pending.result(timeout=30)
+
+
+def test_a_bug_inside_a_poll_is_reported_and_retried_not_left_hanging(
+    serve: Serve, supervise: Supervise, logs: LogWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors._poller import Poller
+
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock)
+    real_outcome = Poller._outcome
+    calls = {"n": 0}
+
+    async def buggy_once(self: Poller, session_id: str, poll: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("a bug")
+        return await real_outcome(self, session_id, poll)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Poller, "_outcome", buggy_once)
+    session_id = new_session(server, sup)
+
+    [crash] = logs.wait_for("session.poll_crashed", session_id=session_id)
+    logs.wait_for("session.poll_failed", kind="internal", session_id=session_id)
+    clock.advance(sup.config.backoff.cap)
+    assert sup.ask(session_id, "still alive?").text == "echo: still alive?"
+    assert crash["log_level"] == "error"
