@@ -107,9 +107,12 @@ class SessionActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, session_id: str, runtime: SessionRuntime, start_offset: int) -> None:
+    def __init__(
+        self, session_id: str, runtime: SessionRuntime, start_offset: int, *, reactivated: bool
+    ) -> None:
         super().__init__()
         self.session_id = session_id
+        self._reactivated = reactivated
         self._runtime = runtime
         self._start_offset = start_offset
         self._core = SessionCore(session_id, runtime.settings, random.Random())
@@ -126,7 +129,7 @@ class SessionActor(pykka.ThreadingActor):
         if isinstance(inbox, queue.Queue):
             self._runtime.mailboxes[self.session_id] = inbox
         self._handle(Start(self._start_offset))
-        self._runtime.recorder.session_started()
+        self._runtime.recorder.session_started(reactivated=self._reactivated)
         self._log.info("session.started", from_offset=self._start_offset)
 
     def on_receive(self, message: Any) -> Any:

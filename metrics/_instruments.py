@@ -47,8 +47,8 @@ _REPLY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 3
 class Recorder(Protocol):
     """What the actor layer reports. Every method is cheap and thread-safe."""
 
-    def session_started(self) -> None:
-        """A session actor started."""
+    def session_started(self, *, reactivated: bool) -> None:
+        """A session actor started; `reactivated` when an earlier one had stopped."""
         ...
 
     def session_stopped(self) -> None:
@@ -89,6 +89,11 @@ class SupervisorMetrics:
         self._started = Counter(
             f"{PREFIX}_sessions_started",
             "Session actors started (first use, re-open, or after a crash).",
+            registry=registry,
+        )
+        self._reactivated = Counter(
+            f"{PREFIX}_sessions_reactivated",
+            "Session actors started again for a session whose earlier actor had stopped.",
             registry=registry,
         )
         self._stopped = Counter(
@@ -144,6 +149,7 @@ class SupervisorMetrics:
         )
         self._collectors = (
             self._started,
+            self._reactivated,
             self._stopped,
             self._failed,
             self._polls,
@@ -170,8 +176,10 @@ class SupervisorMetrics:
         for collector in self._collectors:
             self.registry.unregister(collector)
 
-    def session_started(self) -> None:
+    def session_started(self, *, reactivated: bool) -> None:
         self._started.inc()
+        if reactivated:
+            self._reactivated.inc()
 
     def session_stopped(self) -> None:
         self._stopped.inc()

@@ -125,9 +125,11 @@ class Supervisor(pykka.ThreadingActor):
         ref = self._sessions.get(session_id)
         if ref is not None and ref.is_alive():
             return ref
-        start = since if since is not None else self._runtime.checkpoint_of(session_id)
+        runtime = self._runtime
+        reactivated = session_id in runtime.checkpoints or session_id in runtime.board
+        start = since if since is not None else runtime.checkpoint_of(session_id)
         with _thread_stack_size(self._stack_size):
-            ref = SessionActor.start(session_id, self._runtime, start)
+            ref = SessionActor.start(session_id, runtime, start, reactivated=reactivated)
         self._sessions[session_id] = ref
         self._runtime.started_total += 1
         return ref

@@ -63,7 +63,13 @@ def test_a_conversation_is_counted_and_exposed_without_session_ids(
     assert value(found, "parlant_supervisor_reply_latency_seconds_count") == 1
     assert value(found, "parlant_supervisor_events_received_total", kind="message") == 2
     assert value(found, "parlant_supervisor_session_buffered_events_count") == 1
+    assert value(found, "parlant_supervisor_sessions_reactivated_total") == 0
     assert session_id not in generate_latest(sup.registry).decode()
+    sup.close(session_id)
+    sup.ask(session_id, "back again", timeout=30)  # re-activates the closed session
+    found = samples(sup.registry)
+    assert value(found, "parlant_supervisor_sessions_reactivated_total") == 1
+    assert value(found, "parlant_supervisor_sessions_stopped_total") == 1
 
 
 def test_failures_and_timeouts_are_counted_by_outcome(serve: Serve, supervise: Supervise) -> None:
