@@ -21,6 +21,7 @@ from actors._errors import (
     TransientError,
 )
 from actors._reply import Reply, ReplyMessage
+from actors._restarts import RestartPolicy
 from actors._state import IllegalTransition, SessionState
 from actors._turns import TurnTracker
 
@@ -34,6 +35,7 @@ __all__ = [
     "Reply",
     "ReplyMessage",
     "ReplyTimeout",
+    "RestartPolicy",
     "SessionClosed",
     "SessionCore",
     "SessionFailed",

@@ -12,6 +12,7 @@ import queue
 import random
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, final
@@ -21,7 +22,7 @@ import structlog
 
 from actors._clock import Clock
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
-from actors._errors import SessionFailed, SupervisorError, SupervisorStopped
+from actors._errors import SupervisorError, SupervisorStopped
 from actors._io import IOLoop
 from actors._messages import (
     AwaitReply,
@@ -38,6 +39,7 @@ from actors._messages import (
     PostFailed,
     PostMessage,
     Resolve,
+    ResumeReply,
     Schedule,
     Start,
     StartPoll,
@@ -50,7 +52,7 @@ from actors._reply import Reply
 from actors._state import SessionState
 from metrics import Recorder
 
-__all__ = ["Barrier", "SessionActor", "SessionRuntime"]
+__all__ = ["ActorCrashed", "Barrier", "SessionActor", "SessionRuntime"]
 
 _log = structlog.get_logger("parlant_supervisor")
 
@@ -59,6 +61,28 @@ _log = structlog.get_logger("parlant_supervisor")
 @dataclass(frozen=True, slots=True)
 class Barrier:
     """Answered once every message sent to the actor before it has been handled."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ActorCrashed:
+    """Told to the supervisor by a SessionActor from inside the handler that raised.
+
+    Attributes:
+        session_id: The session.
+        actor_urn: Which actor crashed (a successor may already run).
+        checkpoint: Where a successor must resume so no consumer misses anything.
+        error: What was raised.
+    """
+
+    session_id: str
+    actor_urn: str
+    checkpoint: int
+    error: Exception
+
+
+def _unwired(*_: object) -> None:
+    raise RuntimeError("SessionRuntime.route/report used before the supervisor wired them")
 
 
 @final
@@ -78,6 +102,8 @@ class SessionRuntime:
         mailboxes: Each live session's actor inbox (its depth is a health figure).
         threads: Threads of live SessionActors (joined at shutdown).
         started_total: Session actors started (written by the Supervisor actor only).
+        route: Tells a message to a session's current actor, by session id.
+        report: Tells the supervisor a fact (an `ActorCrashed`).
     """
 
     io: IOLoop
@@ -91,6 +117,8 @@ class SessionRuntime:
     mailboxes: dict[str, queue.Queue[Any]] = field(default_factory=dict)
     threads: weakref.WeakSet[threading.Thread] = field(default_factory=weakref.WeakSet)
     started_total: int = 0
+    route: Callable[[str, Message], None] = _unwired
+    report: Callable[[ActorCrashed], None] = _unwired
 
     def checkpoint_of(self, session_id: str) -> int:
         """Where a new actor for the session starts: its live or last checkpoint, else 0."""
@@ -117,7 +145,6 @@ class SessionActor(pykka.ThreadingActor):
         self._start_offset = start_offset
         self._core = SessionCore(session_id, runtime.settings, random.Random())
         self._consumers: dict[int, Consumer] = {}
-        self._asked_at: dict[int, float] = {}
         self._snapshot: SessionSnapshot | None = None
         self._log = _log.bind(session_id=session_id)
 
@@ -128,19 +155,34 @@ class SessionActor(pykka.ThreadingActor):
         inbox = self.actor_inbox
         if isinstance(inbox, queue.Queue):
             self._runtime.mailboxes[self.session_id] = inbox
-        self._handle(Start(self._start_offset))
+        self._guarded(Start(self._start_offset))
         self._runtime.recorder.session_started(reactivated=self._reactivated)
         self._log.info("session.started", from_offset=self._start_offset)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Barrier):
             return None
-        if isinstance(message, AwaitReply | Subscribe):
+        if isinstance(message, AwaitReply | ResumeReply | Subscribe):
             self._consumers[message.consumer.consumer_id] = message.consumer
-        if isinstance(message, AwaitReply):
-            self._asked_at[message.consumer.consumer_id] = self._runtime.clock.now()
-        self._handle(message)
+        if isinstance(message, MessagePosted) and message.consumer_id in self._consumers:
+            self._consumers[message.consumer_id].customer_offset = message.offset
+        self._guarded(message)
         return None
+
+    def _guarded(self, message: Message) -> None:
+        """Handle `message`; on a bug, report the crash to the supervisor, then die.
+
+        Reported from inside the handler: pykka marks the actor stopped before `on_failure`
+        runs, so a report from there would race with the supervisor's next message.
+        """
+        try:
+            self._handle(message)
+        except Exception as error:
+            self._log.error("session.crashed", error=repr(error), message=type(message).__name__)
+            self._runtime.report(
+                ActorCrashed(self.session_id, self.actor_urn, self._core.checkpoint, error)
+            )
+            raise
 
     def on_stop(self) -> None:
         if self._core.state is not SessionState.STOPPED:
@@ -157,17 +199,8 @@ class SessionActor(pykka.ThreadingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        crash = type(exception_value).__name__ if exception_value is not None else "unknown"
-        error = SessionFailed(
-            f"session {self.session_id}: its actor crashed ({crash}: {exception_value}); "
-            "open the session again to continue",
-            session_id=self.session_id,
-        )
-        for consumer_id in list(self._consumers):
-            self._finish(consumer_id, error)
+        # the consumers live on: the supervisor re-attaches them to this actor's successor
         self._retire()
-        self._runtime.recorder.session_failed("crashed")
-        self._log.error("session.crashed", error=repr(exception_value))
 
     # --- the shell ------------------------------------------------------------------------
 
@@ -195,9 +228,9 @@ class SessionActor(pykka.ThreadingActor):
     def _apply(self, effect: Effect) -> None:
         match effect:
             case StartPoll():
-                self._runtime.poller.start(self.session_id, effect, self._tell)
+                self._runtime.poller.start(self.session_id, self.actor_urn, effect, self._tell)
             case CancelPoll():
-                self._runtime.poller.cancel(self.session_id)
+                self._runtime.poller.cancel(self.session_id, self.actor_urn)
             case PostMessage(consumer_id, text):
                 posting = self._runtime.io.submit(
                     self._runtime.api.post_customer_message(self.session_id, text)
@@ -222,7 +255,7 @@ class SessionActor(pykka.ThreadingActor):
         consumer = self._consumers.pop(consumer_id, None)
         if consumer is None:
             return
-        asked_at = self._asked_at.pop(consumer_id, None)
+        asked_at = consumer.asked_at
         if asked_at is not None:
             outcome = "answered" if isinstance(result, Reply) else result.outcome
             seconds = self._runtime.clock.now() - asked_at
@@ -249,19 +282,29 @@ class SessionActor(pykka.ThreadingActor):
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(message)
 
+    # Answers of posts and history reads go to the session's *current* actor: this one may
+    # have crashed and been replaced while the request was on its way.
+
     def _posted(self, consumer_id: int, done: concurrent.futures.Future[int]) -> None:
         error = _failure_of(done)
         if error is None:
-            self._tell(MessagePosted(consumer_id, done.result()))
+            offset = done.result()
+            # kept on the consumer, which outlives actors: a MessagePosted told into a mailbox
+            # whose actor then crashes is lost with it
+            consumer = self._consumers.get(consumer_id)
+            if consumer is not None:
+                consumer.customer_offset = offset
+            self._runtime.route(self.session_id, MessagePosted(consumer_id, offset))
         else:
-            self._tell(PostFailed(consumer_id, self._translate(error)))
+            self._runtime.route(self.session_id, PostFailed(consumer_id, self._translate(error)))
 
     def _fetched(self, consumer_id: int, done: concurrent.futures.Future[Any]) -> None:
         error = _failure_of(done)
         if error is None:
-            self._tell(HistoryFetched(consumer_id, tuple(done.result())))
+            answer = HistoryFetched(consumer_id, tuple(done.result()))
         else:
-            self._tell(HistoryFetched(consumer_id, (), self._translate(error)))
+            answer = HistoryFetched(consumer_id, (), self._translate(error))
+        self._runtime.route(self.session_id, answer)
 
     def _translate(self, error: BaseException) -> SupervisorError:
         if isinstance(error, concurrent.futures.CancelledError):
@@ -270,7 +313,7 @@ class SessionActor(pykka.ThreadingActor):
         return translate_error(error, self._runtime.api.base_url, self.session_id)
 
     def _retire(self) -> None:
-        self._runtime.poller.release(self.session_id)
+        self._runtime.poller.release(self.session_id, self.actor_urn)
         self._runtime.checkpoints[self.session_id] = self._core.checkpoint
         # a successor for the same session may already be running: leave its entries alone
         if self._runtime.board.get(self.session_id) is self._snapshot:

@@ -41,6 +41,7 @@ from actors._messages import (
     PostFailed,
     PostMessage,
     Resolve,
+    ResumeReply,
     Schedule,
     Start,
     StartPoll,
@@ -197,8 +198,13 @@ class SessionCore:
 
     @property
     def checkpoint(self) -> int:
-        """The lowest offset any live consumer still needs (`next_offset` when none)."""
+        """The lowest offset a live consumer or the unclaimed window still needs.
+
+        `next_offset` when none: where a restarted or re-activated actor resumes.
+        """
         needed = [self._next_offset]
+        if self._window:
+            needed.append(next(iter(self._window)))
         for waiter in self._waiters.values():
             offset = waiter.customer_offset
             needed.append(waiter.registered_at if offset is None else offset)
@@ -245,6 +251,12 @@ class SessionCore:
                     self._poll_failed(failure, now)
             case AwaitReply():
                 self._await_reply(message, now)
+            case ResumeReply(consumer, customer_offset, deadline):
+                if not self._refuse_if_closed(consumer.consumer_id):
+                    self._resume_reply(consumer.consumer_id, consumer.kind, consumer.capacity)
+                    if customer_offset is not None:
+                        self._message_posted(consumer.consumer_id, customer_offset)
+                    self._schedule_deadline(consumer.consumer_id, deadline)
             case MessagePosted(consumer_id, offset):
                 self._message_posted(consumer_id, offset)
             case PostFailed(consumer_id, error):
@@ -429,14 +441,16 @@ class SessionCore:
         consumer = message.consumer
         if self._refuse_if_closed(consumer.consumer_id):
             return
-        self._waiters[consumer.consumer_id] = _Waiter(
-            consumer.kind, self._next_offset, _Flow(consumer.capacity)
-        )
+        self._resume_reply(consumer.consumer_id, consumer.kind, consumer.capacity)
         self._effects.append(PostMessage(consumer.consumer_id, message.text))
-        if message.deadline is not None:
-            self._effects.append(
-                Schedule(message.deadline, TimerFired(TimerKind.DEADLINE, consumer.consumer_id))
-            )
+        self._schedule_deadline(consumer.consumer_id, message.deadline)
+
+    def _resume_reply(self, consumer_id: int, kind: ConsumerKind, capacity: int) -> None:
+        self._waiters[consumer_id] = _Waiter(kind, self._next_offset, _Flow(capacity))
+
+    def _schedule_deadline(self, consumer_id: int, deadline: float | None) -> None:
+        if deadline is not None:
+            self._effects.append(Schedule(deadline, TimerFired(TimerKind.DEADLINE, consumer_id)))
 
     def _message_posted(self, consumer_id: int, offset: int) -> None:
         # our own message is news to no reader, even if its ask already timed out
@@ -446,6 +460,8 @@ class SessionCore:
             if offset >= self._next_offset:
                 self._own_posts.add(offset)
             return
+        if waiter.customer_offset == offset:
+            return  # told twice (once on resumption, once by the POST's answer)
         waiter.customer_offset = offset
         reply = self._replies.get(offset)
         if reply is not None:

@@ -37,6 +37,7 @@ __all__ = [
     "PostFailed",
     "PostMessage",
     "Resolve",
+    "ResumeReply",
     "Schedule",
     "Start",
     "StartPoll",
@@ -78,8 +79,19 @@ class Consumer(Protocol):
         """Undelivered events it may hold before its session's polling pauses."""
         ...
 
+    @property
+    def finished(self) -> bool:
+        """True once it was resolved or failed, or its caller abandoned it."""
+        ...
+
+    customer_offset: int | None
+    """The offset of its customer message, once known (kept across actor restarts)."""
+
+    asked_at: float | None
+    """Clock time it was asked (None for readers): reply latency is measured from it."""
+
     def deliver(self, events: Sequence[Event]) -> None:
-        """Queue events for the caller (never blocks)."""
+        """Queue events for the caller (never blocks); offsets it already had are dropped."""
         ...
 
     def resolve(self, reply: Reply) -> None:
@@ -198,6 +210,23 @@ class AwaitReply:
 
 @final
 @dataclass(frozen=True, slots=True)
+class ResumeReply:
+    """Re-attach an ask or stream that survived its session actor's crash; nothing is posted.
+
+    Attributes:
+        consumer: The surviving consumer.
+        customer_offset: Its message's offset, if the dead actor had learned it (else the
+            `MessagePosted` still on its way will say).
+        deadline: Its deadline, as before.
+    """
+
+    consumer: Consumer
+    customer_offset: int | None
+    deadline: float | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class MessagePosted:
     """Parlant stored the consumer's customer message at `offset`."""
 
@@ -284,6 +313,7 @@ Message = (
     | PollTimedOut
     | PollFailed
     | AwaitReply
+    | ResumeReply
     | MessagePosted
     | PostFailed
     | Subscribe

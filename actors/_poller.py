@@ -98,33 +98,46 @@ class Poller:
         self._ssl = ssl.create_default_context()
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._polls: dict[str, asyncio.Task[None]] = {}
+        self._owners: dict[str, str] = {}
 
     @property
     def open_polls(self) -> int:
         """Polls in flight now (read from any thread; approximate while it changes)."""
         return len(self._polls)
 
-    def start(self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]) -> None:
-        """Open `poll` for the session; its outcome goes to `tell` (called on the I/O loop)."""
-        self._io.call_soon(self._start, session_id, poll, tell)
+    def start(
+        self, session_id: str, owner: str, poll: StartPoll, tell: Callable[[Message], None]
+    ) -> None:
+        """Open `poll` for the session on behalf of actor `owner` (it becomes the owner).
 
-    def cancel(self, session_id: str) -> None:
-        """Cancel the session's open poll, if any; it tells nothing."""
-        self._io.call_soon(self._cancel, session_id)
+        The outcome goes to `tell` (called on the I/O loop).
+        """
+        self._io.call_soon(self._start, session_id, owner, poll, tell)
 
-    def release(self, session_id: str) -> None:
-        """Cancel the session's poll and close its connection (the session is going away)."""
-        self._io.call_soon(self._release, session_id)
+    def cancel(self, session_id: str, owner: str) -> None:
+        """Cancel the session's open poll, if `owner` still owns it; it tells nothing."""
+        self._io.call_soon(self._cancel, session_id, owner)
+
+    def release(self, session_id: str, owner: str) -> None:
+        """Cancel the poll and close the connection, if `owner` still owns the session.
+
+        A crashed actor's release can arrive after its successor's first poll: ownership keeps
+        it from cancelling the successor's.
+        """
+        self._io.call_soon(self._release, session_id, owner)
 
     async def aclose(self) -> None:
         """Cancel every poll and close every connection (on the I/O loop)."""
         for session_id in list(self._clients):
-            self._release(session_id)
+            self._release(session_id, None)
 
     # --- on the I/O loop ------------------------------------------------------------------
 
-    def _start(self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]) -> None:
-        self._cancel(session_id)
+    def _start(
+        self, session_id: str, owner: str, poll: StartPoll, tell: Callable[[Message], None]
+    ) -> None:
+        self._cancel(session_id, None)
+        self._owners[session_id] = owner
         task = self._io.loop.create_task(self._poll(session_id, poll, tell))
         self._polls[session_id] = task
         task.add_done_callback(lambda done: self._forget(session_id, done))
@@ -133,13 +146,21 @@ class Poller:
         if self._polls.get(session_id) is task:
             del self._polls[session_id]
 
-    def _cancel(self, session_id: str) -> None:
+    def _owns(self, session_id: str, owner: str | None) -> bool:
+        return owner is None or self._owners.get(session_id, owner) == owner
+
+    def _cancel(self, session_id: str, owner: str | None) -> None:
+        if not self._owns(session_id, owner):
+            return
         task = self._polls.pop(session_id, None)
         if task is not None:
             task.cancel()
 
-    def _release(self, session_id: str) -> None:
-        self._cancel(session_id)
+    def _release(self, session_id: str, owner: str | None) -> None:
+        if not self._owns(session_id, owner):
+            return
+        self._cancel(session_id, None)
+        self._owners.pop(session_id, None)
         client = self._clients.pop(session_id, None)
         if client is not None:
             task = self._io.loop.create_task(client.aclose())

@@ -55,6 +55,10 @@ class Recorder(Protocol):
         """A session actor stopped (closed, or the supervisor stopped)."""
         ...
 
+    def session_restarted(self) -> None:
+        """A crashed session actor was replaced by a new one."""
+        ...
+
     def session_failed(self, reason: str) -> None:
         """A session failed: `not_found`, `forbidden` or `crashed`."""
         ...
@@ -96,6 +100,11 @@ class SupervisorMetrics:
             "Session actors started again for a session whose earlier actor had stopped.",
             registry=registry,
         )
+        self._restarts = Counter(
+            f"{PREFIX}_session_restarts",
+            "Crashed session actors restarted by the supervisor.",
+            registry=registry,
+        )
         self._stopped = Counter(
             f"{PREFIX}_sessions_stopped",
             "Session actors stopped (closed, or the supervisor stopped).",
@@ -103,7 +112,7 @@ class SupervisorMetrics:
         )
         self._failed = Counter(
             f"{PREFIX}_session_failures",
-            "Sessions that failed, by reason (not_found, forbidden, crashed).",
+            "Sessions given up, by reason (not_found, forbidden, crashed past the restart limit).",
             ["reason"],
             registry=registry,
         )
@@ -150,6 +159,7 @@ class SupervisorMetrics:
         self._collectors = (
             self._started,
             self._reactivated,
+            self._restarts,
             self._stopped,
             self._failed,
             self._polls,
@@ -183,6 +193,9 @@ class SupervisorMetrics:
 
     def session_stopped(self) -> None:
         self._stopped.inc()
+
+    def session_restarted(self) -> None:
+        self._restarts.inc()
 
     def session_failed(self, reason: str) -> None:
         self._failed.labels(reason).inc()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import final
 
 from actors import Backoff, SessionSettings
+from actors._restarts import RestartPolicy
 
 __all__ = ["SupervisorConfig"]
 
@@ -33,6 +34,8 @@ class SupervisorConfig:
         actor_stack_size: Stack size of each session's thread, in bytes (0: the interpreter's
             default). Small stacks keep thousands of sessions cheap.
         stop_timeout: Default deadline, in seconds, for `stop()`.
+        restart_policy: How often a session's actor may crash (and be restarted from its
+            checkpoint, after a jittered delay) before the session is given up.
     """
 
     wait_for_data: int = 60
@@ -45,6 +48,7 @@ class SupervisorConfig:
     max_message_length: int = 32_768
     actor_stack_size: int = 256 * 1024
     stop_timeout: float = 10.0
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     def __post_init__(self) -> None:
         if self.consumer_capacity < 1:

@@ -110,7 +110,14 @@ class ReplyConsumer:
     def __init__(self, capacity: int) -> None:
         self.consumer_id = next_consumer_id()
         self.capacity = capacity
+        self.customer_offset: int | None = None
+        self.asked_at: float | None = None
         self._channel: _Channel[Reply] = _Channel()
+
+    @property
+    def finished(self) -> bool:
+        """True once resolved or failed."""
+        return self._channel.closed
 
     def deliver(self, events: Sequence[Event]) -> None:
         """Asks take the turn whole at `resolve`; nothing is delivered to them piecemeal."""
@@ -146,6 +153,9 @@ class EventConsumer:
         self.consumer_id = next_consumer_id()
         self.kind = kind
         self.capacity = capacity
+        self.customer_offset: int | None = None
+        self.asked_at: float | None = None
+        self.next_offset: int | None = None
         self._notify = notify
         self._channel: _Channel[Event] = _Channel()
         self._received = 0
@@ -155,12 +165,32 @@ class EventConsumer:
 
     @property
     def finished(self) -> bool:
-        """True once nothing more will be delivered."""
+        """True once nothing more will be delivered (or its caller abandoned it)."""
         return self._channel.closed
 
+    def abandon(self) -> None:
+        """The caller stopped reading: deliver nothing more."""
+        self._channel.close()
+
     def deliver(self, events: Sequence[Event]) -> None:
-        self._received += len(events)
-        self._channel.put(events)
+        """Queue events; offsets below `next_offset` (a restarted actor's re-reads) are dropped."""
+        floor = self.next_offset
+        fresh = [e for e in events if floor is None or e.offset >= floor]
+        if fresh:
+            self.next_offset = fresh[-1].offset + 1
+            self._received += len(fresh)
+            self._channel.put(fresh)
+        if len(fresh) < len(events):
+            # dropped duplicates count as consumed, or the session could stay paused for them
+            dropped = len(events) - len(fresh)
+            self._received += dropped
+            self._taken += dropped
+            self._reported = self._taken
+            self._notify(EventsConsumed(self.consumer_id, self._taken))
+
+    def rebase(self) -> None:
+        """Start flow accounting afresh: a new actor (counting from zero) takes over."""
+        self._received = self._taken = self._reported = 0
 
     def resolve(self, reply: Reply) -> None:
         self._channel.close()

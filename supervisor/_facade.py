@@ -119,7 +119,14 @@ class SessionSupervisor:
             recorder=self._metrics,
             settings=self.config.session_settings(),
         )
-        self._supervisor = Supervisor.start(self._runtime, self.config.actor_stack_size)
+        self._supervisor = Supervisor.start(
+            self._runtime, self.config.actor_stack_size, self.config.restart_policy
+        )
+        supervisor = self._supervisor
+        self._runtime.route = lambda session_id, message: _tell_quietly(
+            supervisor, Route(session_id, message)
+        )
+        self._runtime.report = lambda crash: _tell_quietly(supervisor, crash)
         _log.info("supervisor.started", parlant_url=self.parlant_url)
 
     # --- sessions -------------------------------------------------------------------------
@@ -307,7 +314,8 @@ class SessionSupervisor:
             )
         if timeout is not None and not timeout > 0:
             raise InvalidInput(f"timeout must be > 0 seconds, got {timeout}", session_id=session_id)
-        deadline = None if timeout is None else self._clock.now() + timeout
+        consumer.asked_at = self._clock.now()
+        deadline = None if timeout is None else consumer.asked_at + timeout
         self._route(session_id, AwaitReply(consumer, message, deadline))
 
     def _iterate(
@@ -328,6 +336,7 @@ class SessionSupervisor:
                     raise
         finally:
             if not consumer.finished:
+                consumer.abandon()
                 self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
 
     async def _aiterate(
@@ -345,6 +354,7 @@ class SessionSupervisor:
                     raise
         finally:
             if not consumer.finished:
+                consumer.abandon()
                 self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
 
     # --- figures and lifecycle ------------------------------------------------------------
@@ -458,8 +468,7 @@ class SessionSupervisor:
 
     def _route_quietly(self, session_id: str, message: Message) -> None:
         """Route a housekeeping message; after shutdown there is nobody to tell."""
-        with contextlib.suppress(pykka.ActorDeadError):
-            self._supervisor.tell(Route(session_id, message))
+        _tell_quietly(self._supervisor, Route(session_id, message))
 
     def _unresponsive(self, session_id: str) -> SupervisorError:
         state = self._runtime.board.get(session_id)
@@ -487,6 +496,12 @@ class SessionSupervisor:
             "a blocking SessionSupervisor call was made on a running event loop; "
             "use its asyncio twin (the `a`-prefixed method) instead"
         )
+
+
+def _tell_quietly(ref: pykka.ActorRef[Supervisor], message: object) -> None:
+    """Tell the Supervisor actor; after shutdown there is nobody left to tell."""
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)
 
 
 def _require_id(name: str, value: object) -> None:

@@ -7,17 +7,26 @@ message through here, and the supervisor spawns the session's actor on first use
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, final
 
 import pykka
 import structlog
 
-from actors._actor import SessionActor, SessionRuntime
-from actors._errors import SupervisorError
-from actors._messages import Message, Stop
+from actors._actor import ActorCrashed, SessionActor, SessionRuntime
+from actors._errors import SessionFailed, SupervisorError
+from actors._messages import (
+    AwaitReply,
+    Consumer,
+    Message,
+    ResumeReply,
+    Stop,
+    Subscribe,
+)
+from actors._restarts import RestartPolicy, RestartTracker
 
 __all__ = ["Close", "ListSessions", "Open", "Route", "SessionRefs", "StopAll", "Supervisor"]
 
@@ -75,6 +84,33 @@ class SessionRefs:
     """The answer is the live SessionActors' refs (for `supervisor.testing.settle`)."""
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class RestartSession:
+    """A crashed session's restart delay has passed (stale if `generation` moved on)."""
+
+    session_id: str
+    generation: int
+
+
+@dataclass(slots=True)
+class _Session:
+    """What the supervisor keeps per session, across its actors' lives."""
+
+    consumers: dict[int, AwaitReply | Subscribe] = field(default_factory=dict)
+    restarts: RestartTracker | None = None
+    restarting: list[Message] | None = None  # messages held while a restart is pending
+    resume_from: int = 0
+    generation: int = 0
+    failed: SessionFailed | None = None
+
+    def live_consumers(self) -> list[AwaitReply | Subscribe]:
+        finished = [cid for cid, reg in self.consumers.items() if reg.consumer.finished]
+        for consumer_id in finished:
+            del self.consumers[consumer_id]
+        return list(self.consumers.values())
+
+
 @contextlib.contextmanager
 def _thread_stack_size(size: int) -> Iterator[None]:
     """Threads started inside get `size`-byte stacks (threading.stack_size is process-wide)."""
@@ -91,15 +127,27 @@ def _thread_stack_size(size: int) -> Iterator[None]:
 
 @final
 class Supervisor(pykka.ThreadingActor):
-    """Spawns, addresses and stops SessionActors."""
+    """Spawns, addresses, restarts and stops SessionActors (one-for-one supervision).
+
+    A session actor that crashes reports it from inside its handler; the supervisor restarts
+    the session from its checkpoint after a jittered delay, re-attaches the asks, streams and
+    readers that outlived the crash (consumers drop what they already had), and holds messages
+    for the session meanwhile. Past the restart intensity the session is given up: its callers
+    get `SessionFailed` until someone `open()`s it again.
+    """
 
     use_daemon_thread = True
 
-    def __init__(self, runtime: SessionRuntime, actor_stack_size: int) -> None:
+    def __init__(
+        self, runtime: SessionRuntime, actor_stack_size: int, restart_policy: RestartPolicy
+    ) -> None:
         super().__init__()
         self._runtime = runtime
         self._stack_size = actor_stack_size
-        self._sessions: dict[str, pykka.ActorRef[SessionActor]] = {}
+        self._policy = restart_policy
+        self._rng = random.Random()
+        self._actors: dict[str, pykka.ActorRef[SessionActor]] = {}
+        self._sessions: dict[str, _Session] = {}
 
     def on_start(self) -> None:
         self._runtime.threads.add(threading.current_thread())
@@ -109,20 +157,29 @@ class Supervisor(pykka.ThreadingActor):
             case Route(session_id, inner):
                 self._deliver(session_id, inner)
             case Open(session_id, since):
-                self._actor(session_id, since)
+                self._session(session_id).failed = None
+                if self._session(session_id).restarting is None:
+                    self._actor(session_id, since)
+            case ActorCrashed():
+                self._crashed(message)
+            case RestartSession(session_id, generation):
+                self._restart(session_id, generation)
             case Close(session_id, error):
                 return self._close(session_id, error)
             case StopAll(error):
                 futures = [self._close(session_id, error) for session_id in list(self._sessions)]
                 return [f for f in futures if f is not None]
             case ListSessions():
-                return list(self._sessions)
+                return list(self._actors)
             case SessionRefs():
-                return list(self._sessions.values())
+                return list(self._actors.values())
         return None
 
+    def _session(self, session_id: str) -> _Session:
+        return self._sessions.setdefault(session_id, _Session())
+
     def _actor(self, session_id: str, since: int | None = None) -> pykka.ActorRef[SessionActor]:
-        ref = self._sessions.get(session_id)
+        ref = self._actors.get(session_id)
         if ref is not None and ref.is_alive():
             return ref
         runtime = self._runtime
@@ -130,22 +187,108 @@ class Supervisor(pykka.ThreadingActor):
         start = since if since is not None else runtime.checkpoint_of(session_id)
         with _thread_stack_size(self._stack_size):
             ref = SessionActor.start(session_id, runtime, start, reactivated=reactivated)
-        self._sessions[session_id] = ref
-        self._runtime.started_total += 1
+        self._actors[session_id] = ref
+        runtime.started_total += 1
         return ref
 
     def _deliver(self, session_id: str, message: Message) -> None:
+        session = self._session(session_id)
+        if isinstance(message, AwaitReply | Subscribe):
+            if session.failed is not None:
+                message.consumer.fail(session.failed)
+                return
+            session.consumers[message.consumer.consumer_id] = message
+        if session.restarting is not None:
+            session.restarting.append(message)
+            return
         try:
             self._actor(session_id).tell(message)
         except pykka.ActorDeadError:
             # it died between our liveness check and the tell: a fresh actor takes over
-            self._sessions.pop(session_id, None)
+            self._actors.pop(session_id, None)
             self._actor(session_id).tell(message)
 
+    def _crashed(self, crash: ActorCrashed) -> None:
+        ref = self._actors.get(crash.session_id)
+        if ref is None or ref.actor_urn != crash.actor_urn:
+            return  # a predecessor's late report
+        del self._actors[crash.session_id]
+        session = self._session(crash.session_id)
+        if session.restarts is None:
+            session.restarts = RestartTracker(self._policy, self._rng)
+        decision = session.restarts.crashed(self._runtime.clock.now())
+        log = _log.bind(session_id=crash.session_id)
+        if decision.restart_at is None:
+            session.failed = SessionFailed(
+                f"session {crash.session_id}: its actor crashed {decision.restarts_in_window + 1} "
+                f"times within {self._policy.restart_window:g} s (last: "
+                f"{type(crash.error).__name__}: {crash.error}); it was given up: open() it "
+                "again once the cause is fixed",
+                session_id=crash.session_id,
+            )
+            for registration in session.live_consumers():
+                registration.consumer.fail(session.failed)
+            session.consumers.clear()
+            self._runtime.checkpoints[crash.session_id] = crash.checkpoint
+            self._runtime.recorder.session_failed("crashed")
+            log.error("session.given_up", restarts=decision.restarts_in_window)
+            return
+        session.generation += 1
+        session.resume_from = crash.checkpoint
+        session.restarting = []
+        generation = session.generation
+        self._runtime.clock.call_at(
+            decision.restart_at,
+            lambda: self._tell_self(RestartSession(crash.session_id, generation)),
+        )
+        log.warning(
+            "session.restart_scheduled",
+            at=decision.restart_at,
+            restarts=decision.restarts_in_window,
+            checkpoint=crash.checkpoint,
+        )
+
+    def _tell_self(self, message: object) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
+
+    def _restart(self, session_id: str, generation: int) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or session.generation != generation or session.restarting is None:
+            return
+        held, session.restarting = session.restarting, None
+        ref = self._actor(session_id, since=session.resume_from)
+        self._runtime.recorder.session_restarted()
+        _log.info("session.restarted", session_id=session_id, from_offset=session.resume_from)
+        pending = {id(m) for m in held}
+        for registration in session.live_consumers():
+            if id(registration) in pending:
+                continue  # registered while restarting: it is among the held messages
+            ref.tell(_resumption(registration))
+        for message in held:
+            ref.tell(message)
+
     def _close(self, session_id: str, error: SupervisorError) -> pykka.Future[Any] | None:
-        ref = self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
+        if session is not None and session.restarting is not None:
+            for registration in session.live_consumers():
+                registration.consumer.fail(error)
+        ref = self._actors.pop(session_id, None)
         if ref is None:
             return None
         with contextlib.suppress(pykka.ActorDeadError):
             ref.tell(Stop(error))
         return ref.stop(block=False)
+
+
+def _resumption(registration: AwaitReply | Subscribe) -> Message:
+    """How a consumer that outlived its session's actor is attached to the successor."""
+    consumer: Consumer = registration.consumer
+    rebase = getattr(consumer, "rebase", None)
+    if callable(rebase):
+        rebase()
+    if isinstance(registration, Subscribe):
+        next_offset = getattr(consumer, "next_offset", None)
+        since = next_offset if next_offset is not None else registration.since
+        return Subscribe(consumer, since)
+    return ResumeReply(consumer, consumer.customer_offset, registration.deadline)

@@ -471,7 +471,7 @@ def test_a_reader_since_an_offset_gets_history_from_the_server_then_live_events(
     d.receive(*(agent(i, "F", f"m{i}") for i in range(4)))
     [fetch] = d.send(Subscribe(Handle(1, ConsumerKind.READER), since=1))
     assert fetch == FetchHistory(1, 1, 4)
-    assert d.core.checkpoint == 1
+    assert d.core.checkpoint == 0  # event 0 still waits, unclaimed, for a later reader
     d.receive(agent(4, "F", "live"))  # arrives while the history is being read
     assert d.delivered(1) == []
     d.send(HistoryFetched(1, tuple(agent(i, "F", f"m{i}") for i in range(6))))
@@ -497,10 +497,13 @@ def test_unsubscribe_forgets_the_consumer() -> None:
     assert d.core.snapshot().readers == 0
 
 
-def test_checkpoint_is_the_lowest_offset_a_live_consumer_needs() -> None:
+def test_checkpoint_is_the_lowest_offset_a_live_consumer_or_the_window_needs() -> None:
     d = Driver()
     d.start()
-    d.receive(customer(0), customer(1))
+    d.receive(agent(0, "F", "unclaimed follow-up"))
+    assert d.core.checkpoint == 0  # the window's follow-up must survive a restart
+    d.send(Subscribe(Handle(9, ConsumerKind.READER)))  # takes it; later events go to it too
+    d.receive(customer(1))
     assert d.core.checkpoint == 2
     d.ask(1)  # registered at 2, not yet posted
     d.receive(customer(2), customer(3))

@@ -1,0 +1,117 @@
+"""One-for-one supervision: crashed session actors restart from their checkpoint, and the
+asks, streams and readers that outlived them get every event exactly once."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from actors import SessionCore
+from actors._messages import EventsReceived, Message
+from supervisor import RestartPolicy, SessionFailed, SessionSupervisor
+from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, echo, settle
+from tests.logwatch import LogWatcher
+
+Serve = Callable[..., EmulatorServer]
+Supervise = Callable[..., SessionSupervisor]
+
+
+@pytest.fixture
+def crash_on_agent_message(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Make a session actor crash when a poll brings an agent message, `budget` times."""
+    state = {"budget": 1, "crashes": 0}
+    handle = SessionCore.handle
+
+    def crashing(self: SessionCore, message: Message, now: float) -> Any:
+        if (
+            state["budget"] > 0
+            and isinstance(message, EventsReceived)
+            and any(e.kind == "message" and e.source == "ai_agent" for e in message.events)
+        ):
+            state["budget"] -= 1
+            state["crashes"] += 1
+            raise RuntimeError("injected bug")
+        return handle(self, message, now)
+
+    monkeypatch.setattr(SessionCore, "handle", crashing)
+    return state
+
+
+def test_a_crash_mid_turn_restarts_from_the_checkpoint_and_loses_or_repeats_nothing(
+    serve: Serve,
+    supervise: Supervise,
+    logs: LogWatcher,
+    crash_on_agent_message: dict[str, int],
+) -> None:
+    server = serve(EmulatedAgent("stock", echo(), preamble=True, intermediate_ready=True))
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock)
+    session_id = sup.create_session(server.call(server.emulator.agent_id, "stock"))
+    reader = sup.events(session_id)
+
+    stream = sup.stream(session_id, "Tell me about CKD stage 3", timeout=600)
+    logs.wait_for("session.restart_scheduled", session_id=session_id)
+    clock.advance(sup.config.restart_policy.backoff.cap)
+    streamed = list(stream)
+    read = [next(reader) for _ in range(10)]  # the customer message and the whole turn
+
+    written = server.call(server.emulator.session_events, session_id)
+    assert crash_on_agent_message["crashes"] == 1
+    assert [e.offset for e in streamed] == [e["offset"] for e in written[1:10]]
+    assert [e.offset for e in read] == [e["offset"] for e in written[:10]]
+    assert streamed[-1].data["data"]["stage"] == "completed"
+    assert sup.ask(session_id, "and now?", timeout=600).text == "echo: and now?"
+    logs.wait_for("session.restarted", session_id=session_id)
+    assert b"parlant_supervisor_session_restarts_total 1.0" in generate_latest(sup.registry)
+
+
+def test_an_ask_waiting_through_a_crash_gets_its_reply(
+    serve: Serve, supervise: Supervise, logs: LogWatcher, crash_on_agent_message: dict[str, int]
+) -> None:
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock)
+    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sup.ask, session_id, "survive this", timeout=600)
+        logs.wait_for("session.restart_scheduled", session_id=session_id)
+        clock.advance(sup.config.restart_policy.backoff.cap)
+        reply = pending.result(timeout=30)
+
+    assert reply.text == "echo: survive this"
+    assert crash_on_agent_message["crashes"] == 1
+
+
+def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
+    serve: Serve, supervise: Supervise, logs: LogWatcher, crash_on_agent_message: dict[str, int]
+) -> None:
+    server = serve()
+    clock = FakeClock()
+    policy = RestartPolicy(max_restarts=2, restart_window=60)
+    sup = supervise(server.url, clock=clock, restart_policy=policy)
+    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+    crash_on_agent_message["budget"] = 3  # one more crash than the policy allows restarts
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sup.ask, session_id, "hello", timeout=600)
+        for restarts in (1, 2):
+            logs.wait_for("session.restart_scheduled", count=restarts, session_id=session_id)
+            clock.advance(policy.backoff.cap)
+        with pytest.raises(SessionFailed, match=rf"{session_id}.*3 times.*injected bug"):
+            pending.result(timeout=30)
+
+    logs.wait_for("session.given_up", session_id=session_id)
+    with pytest.raises(SessionFailed):
+        sup.ask(session_id, "still broken?", timeout=600)
+    exposition = generate_latest(sup.registry).decode()
+    assert 'parlant_supervisor_session_failures_total{reason="crashed"} 1.0' in exposition
+    assert "parlant_supervisor_session_restarts_total 2.0" in exposition
+
+    sup.open(session_id)  # the cause is fixed (the crash budget is spent): start again
+    assert sup.ask(session_id, "better now?", timeout=600).text == "echo: better now?"
+    settle(sup)
