@@ -37,8 +37,11 @@ class LogWatcher:
             if not self._condition.wait_for(
                 lambda: len(self.matching(event, **fields)) >= count, timeout
             ):
+                seen = [
+                    (e["event"], e.get("session_id"), e.get("kind"), e.get("state"))
+                    for e in self.events[-20:]
+                ]
                 raise AssertionError(
-                    f"no {count} x {event} {fields} within {timeout} s; saw "
-                    f"{[e['event'] for e in self.events][-20:]}"
+                    f"no {count} x {event} {fields} within {timeout} s; saw {seen}"
                 )
             return self.matching(event, **fields)

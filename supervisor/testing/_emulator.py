@@ -322,10 +322,20 @@ class ParlantEmulator:
         for task in self._background:
             task.cancel()
 
+    def create_session(self, agent_name: str) -> str:
+        """Create a session directly (no client involved yet); returns its id."""
+        agent_id = self.agent_id(agent_name)
+        session = _Session(_new_id(), agent_id, "guest", None)
+        session.on_change = self._note_progress
+        session.agent_name = agent_name
+        self._sessions[session.id] = session
+        return session.id
+
     def inject_poll_failures(self, session_id: str, statuses: Sequence[int]) -> None:
         """Answer the session's next polls with these statuses (e.g. [500, 503, 429]), in order.
 
-        A 429 or 503 carries `Retry-After: 1`.
+        A 429 or 503 carries `Retry-After: 1`. Inject before any client polls the session: a
+        cancelled poll's request may still reach the server later and take an injected answer.
         """
         self._injected.setdefault(session_id, []).extend(statuses)
 

@@ -129,9 +129,7 @@ def test_a_failing_poll_is_retried_with_backoff_and_reported(
     server = serve()
     clock = FakeClock()
     sup = supervise(server.url, clock=clock)
-    agent_id = server.call(server.emulator.agent_id, "echo")
-    session_id = sup.create_session(agent_id)
-    sup.close(session_id)
+    session_id = server.call(server.emulator.create_session, "echo")
     server.call(server.emulator.inject_poll_failures, session_id, [500, 503])
 
     sup.open(session_id)

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import metrics
 from supervisor import ReplyTimeout, SessionNotFound, SessionSupervisor
 from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, TurnContext, settle
+from tests.logwatch import LogWatcher
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
@@ -72,15 +73,16 @@ def test_a_conversation_is_counted_and_exposed_without_session_ids(
     assert value(found, "parlant_supervisor_sessions_stopped_total") == 1
 
 
-def test_failures_and_timeouts_are_counted_by_outcome(serve: Serve, supervise: Supervise) -> None:
+def test_failures_and_timeouts_are_counted_by_outcome(
+    serve: Serve, supervise: Supervise, logs: LogWatcher
+) -> None:
     async def never(turn: TurnContext) -> None:
         await turn.gate("never")
 
     server = serve(EmulatedAgent("echo"), EmulatedAgent("never", never))
     clock = FakeClock()
     sup = supervise(server.url, clock=clock)
-    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
-    sup.close(session_id)
+    session_id = server.call(server.emulator.create_session, "echo")
     server.call(server.emulator.inject_poll_failures, session_id, [500])
     sup.open(session_id)
     with pytest.raises(SessionNotFound):
@@ -88,7 +90,7 @@ def test_failures_and_timeouts_are_counted_by_outcome(serve: Serve, supervise: S
     silent = sup.create_session(server.call(server.emulator.agent_id, "never"))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, silent, "hello?", timeout=5)
-        server.run(server.emulator.until(lambda: server.emulator.served(session_id, 500) == 1))
+        logs.wait_for("session.poll_failed", kind="server_error", session_id=session_id)
         emulator = server.emulator
         server.run(emulator.until(lambda: len(emulator.session_events(silent)) >= 3))
         settle(sup)
