@@ -193,6 +193,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def _deliver(self, session_id: str, message: Message) -> None:
         session = self._session(session_id)
+        summons = isinstance(message, AwaitReply | Subscribe)
         if isinstance(message, AwaitReply | Subscribe):
             if session.failed is not None:
                 message.consumer.fail(session.failed)
@@ -201,12 +202,16 @@ class Supervisor(pykka.ThreadingActor):
         if session.restarting is not None:
             session.restarting.append(message)
             return
+        ref = self._actors.get(session_id)
+        if not summons and (ref is None or not ref.is_alive()):
+            return  # housekeeping for a closed session must not re-open it
         try:
             self._actor(session_id).tell(message)
         except pykka.ActorDeadError:
             # it died between our liveness check and the tell: a fresh actor takes over
             self._actors.pop(session_id, None)
-            self._actor(session_id).tell(message)
+            if summons:
+                self._actor(session_id).tell(message)
 
     def _crashed(self, crash: ActorCrashed) -> None:
         ref = self._actors.get(crash.session_id)
