@@ -38,6 +38,7 @@ from actors._messages import (
     PollFailed,
     PostFailed,
     PostMessage,
+    Reap,
     Resolve,
     ResumeReply,
     Schedule,
@@ -52,7 +53,7 @@ from actors._reply import Reply
 from actors._state import SessionState
 from metrics import Recorder
 
-__all__ = ["ActorCrashed", "Barrier", "SessionActor", "SessionRuntime"]
+__all__ = ["ActorCrashed", "Barrier", "ReapRequested", "SessionActor", "SessionRuntime"]
 
 _log = structlog.get_logger("parlant_supervisor")
 
@@ -81,6 +82,15 @@ class ActorCrashed:
     error: Exception
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class ReapRequested:
+    """Told to the supervisor by a SessionActor idle for its TTL."""
+
+    session_id: str
+    actor_urn: str
+
+
 def _unwired(*_: object) -> None:
     raise RuntimeError("SessionRuntime.route/report used before the supervisor wired them")
 
@@ -103,7 +113,7 @@ class SessionRuntime:
         threads: Threads of live SessionActors (joined at shutdown).
         started_total: Session actors started (written by the Supervisor actor only).
         route: Tells a message to a session's current actor, by session id.
-        report: Tells the supervisor a fact (an `ActorCrashed`).
+        report: Tells the supervisor a fact (`ActorCrashed`, `ReapRequested`).
     """
 
     io: IOLoop
@@ -118,7 +128,7 @@ class SessionRuntime:
     threads: weakref.WeakSet[threading.Thread] = field(default_factory=weakref.WeakSet)
     started_total: int = 0
     route: Callable[[str, Message], None] = _unwired
-    report: Callable[[ActorCrashed], None] = _unwired
+    report: Callable[[ActorCrashed | ReapRequested], None] = _unwired
 
     def checkpoint_of(self, session_id: str) -> int:
         """Where a new actor for the session starts: its live or last checkpoint, else 0."""
@@ -249,6 +259,8 @@ class SessionActor(pykka.ThreadingActor):
                 self._finish(consumer_id, error)
             case Schedule(at, timer):
                 self._runtime.clock.call_at(at, lambda: self._tell(timer))
+            case Reap():
+                self._runtime.report(ReapRequested(self.session_id, self.actor_urn))
 
     def _finish(self, consumer_id: int, result: Reply | SupervisorError) -> None:
         """Hand a consumer its reply or its error, and count how the ask or stream ended."""

@@ -40,6 +40,7 @@ from actors._messages import (
     PollTimedOut,
     PostFailed,
     PostMessage,
+    Reap,
     Resolve,
     ResumeReply,
     Schedule,
@@ -70,14 +71,19 @@ class SessionSettings:
         window_size: Unclaimed events kept in memory for the next `events()` reader; past it
             the oldest are evicted from memory (they stay on the server: re-read with `since`).
         backoff: Delays between retries of a failed poll.
+        idle_ttl: Seconds a session may sit with no ask, stream, reader or unclaimed event
+            before it is reaped (None: never).
     """
 
     wait_for_data: int = 60
     wait_jitter: int = 15
     window_size: int = 1000
     backoff: Backoff = field(default_factory=Backoff)
+    idle_ttl: float | None = None
 
     def __post_init__(self) -> None:
+        if self.idle_ttl is not None and self.idle_ttl <= 0:
+            raise ValueError(f"idle_ttl must be > 0 seconds or None, got {self.idle_ttl}")
         if self.wait_for_data < 0 or not 0 <= self.wait_jitter <= self.wait_for_data:
             raise ValueError(
                 "need wait_for_data >= 0 and 0 <= wait_jitter <= wait_for_data, got "
@@ -184,6 +190,8 @@ class SessionCore:
         self._readers: dict[int, _Reader] = {}
         self._replies: dict[int, Reply] = {}
         self._own_posts: set[int] = set()
+        self._idle_generation = 0
+        self._idle_armed = False
         self._evicted_total = 0
         self._pauses_total = 0
         self._effects: list[Effect] = []
@@ -276,6 +284,9 @@ class SessionCore:
             case TimerFired(TimerKind.RETRY_POLL, generation):
                 if self._state is SessionState.BACKING_OFF and generation == self._generation:
                     self._transition(SessionState.POLLING)
+            case TimerFired(TimerKind.IDLE, generation):
+                if generation == self._idle_generation and self._idle():
+                    self._effects.append(Reap())
             case TimerFired(TimerKind.DEADLINE, consumer_id):
                 if self._waiters.pop(consumer_id, None) is not None:
                     self._fail(
@@ -288,8 +299,35 @@ class SessionCore:
                     )
         self._poll_if_due()
         self._flush_outbox()
+        self._watch_idleness(now)
         effects, self._effects = self._effects, []
         return effects
+
+    # --- idleness -------------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return (
+            not self._waiters
+            and not self._readers
+            and not self._window
+            and self._state in (SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF)
+        )
+
+    def _watch_idleness(self, now: float) -> None:
+        """Arm a timer when the session becomes idle; any activity makes the timer stale."""
+        ttl = self._settings.idle_ttl
+        if ttl is None:
+            return
+        idle = self._idle()
+        if idle and not self._idle_armed:
+            self._idle_generation += 1
+            self._idle_armed = True
+            self._effects.append(
+                Schedule(now + ttl, TimerFired(TimerKind.IDLE, self._idle_generation))
+            )
+        elif not idle and self._idle_armed:
+            self._idle_generation += 1
+            self._idle_armed = False
 
     # --- polling --------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "PollTimedOut",
     "PostFailed",
     "PostMessage",
+    "Reap",
     "Resolve",
     "ResumeReply",
     "Schedule",
@@ -290,6 +291,7 @@ class TimerKind(enum.Enum):
 
     RETRY_POLL = "retry_poll"
     DEADLINE = "deadline"
+    IDLE = "idle"
 
 
 @final
@@ -299,7 +301,8 @@ class TimerFired:
 
     Attributes:
         kind: What it is for.
-        generation: The poll generation (RETRY_POLL) or consumer id (DEADLINE) it concerns.
+        generation: The poll generation (RETRY_POLL), consumer id (DEADLINE) or idle
+            generation (IDLE) it concerns.
     """
 
     kind: TimerKind
@@ -390,6 +393,13 @@ class Fail:
 
 @final
 @dataclass(frozen=True, slots=True)
+class Reap:
+    """The session has been idle for its TTL: ask the supervisor to stop it (it resumes from
+    its checkpoint on next use)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Schedule:
     """Tell `timer` to this actor at clock time `at`."""
 
@@ -397,4 +407,6 @@ class Schedule:
     timer: TimerFired
 
 
-Effect = StartPoll | CancelPoll | PostMessage | FetchHistory | Deliver | Resolve | Fail | Schedule
+Effect = (
+    StartPoll | CancelPoll | PostMessage | FetchHistory | Deliver | Resolve | Fail | Schedule | Reap
+)

@@ -59,6 +59,10 @@ class Recorder(Protocol):
         """A crashed session actor was replaced by a new one."""
         ...
 
+    def session_reaped(self) -> None:
+        """An idle session's actor was stopped (it resumes on next use)."""
+        ...
+
     def session_failed(self, reason: str) -> None:
         """A session failed: `not_found`, `forbidden` or `crashed`."""
         ...
@@ -103,6 +107,11 @@ class SupervisorMetrics:
         self._restarts = Counter(
             f"{PREFIX}_session_restarts",
             "Crashed session actors restarted by the supervisor.",
+            registry=registry,
+        )
+        self._reaped = Counter(
+            f"{PREFIX}_sessions_reaped",
+            "Idle session actors stopped after idle_ttl (re-activated on next use).",
             registry=registry,
         )
         self._stopped = Counter(
@@ -160,6 +169,7 @@ class SupervisorMetrics:
             self._started,
             self._reactivated,
             self._restarts,
+            self._reaped,
             self._stopped,
             self._failed,
             self._polls,
@@ -196,6 +206,9 @@ class SupervisorMetrics:
 
     def session_restarted(self) -> None:
         self._restarts.inc()
+
+    def session_reaped(self) -> None:
+        self._reaped.inc()
 
     def session_failed(self, reason: str) -> None:
         self._failed.labels(reason).inc()

@@ -36,6 +36,9 @@ class SupervisorConfig:
         stop_timeout: Default deadline, in seconds, for `stop()`.
         restart_policy: How often a session's actor may crash (and be restarted from its
             checkpoint, after a jittered delay) before the session is given up.
+        idle_ttl: Seconds a session may sit with no ask, stream, reader or unclaimed event
+            before its actor is reaped; the next call re-activates it from its checkpoint.
+            None: never reap.
     """
 
     wait_for_data: int = 60
@@ -49,6 +52,7 @@ class SupervisorConfig:
     actor_stack_size: int = 256 * 1024
     stop_timeout: float = 10.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    idle_ttl: float | None = 600.0
 
     def __post_init__(self) -> None:
         if self.consumer_capacity < 1:
@@ -68,4 +72,5 @@ class SupervisorConfig:
             wait_jitter=self.wait_jitter,
             window_size=self.window_size,
             backoff=self.backoff,
+            idle_ttl=self.idle_ttl,
         )

@@ -16,8 +16,8 @@ from typing import Any, final
 import pykka
 import structlog
 
-from actors._actor import ActorCrashed, SessionActor, SessionRuntime
-from actors._errors import SessionFailed, SupervisorError
+from actors._actor import ActorCrashed, ReapRequested, SessionActor, SessionRuntime
+from actors._errors import SessionClosed, SessionFailed, SupervisorError
 from actors._messages import (
     AwaitReply,
     Consumer,
@@ -162,6 +162,8 @@ class Supervisor(pykka.ThreadingActor):
                     self._actor(session_id, since)
             case ActorCrashed():
                 self._crashed(message)
+            case ReapRequested(session_id, actor_urn):
+                self._reap(session_id, actor_urn)
             case RestartSession(session_id, generation):
                 self._restart(session_id, generation)
             case Close(session_id, error):
@@ -252,6 +254,19 @@ class Supervisor(pykka.ThreadingActor):
             restarts=decision.restarts_in_window,
             checkpoint=crash.checkpoint,
         )
+
+    def _reap(self, session_id: str, actor_urn: str) -> None:
+        """Stop an idle session's actor, unless a call reached it since it asked."""
+        ref = self._actors.get(session_id)
+        session = self._sessions.get(session_id)
+        if ref is None or ref.actor_urn != actor_urn:
+            return
+        if session is not None and (session.live_consumers() or session.restarting is not None):
+            return  # consumers register through us: one registered after the actor asked
+        error = SessionClosed(f"session {session_id} was reaped while idle", session_id=session_id)
+        self._close(session_id, error)
+        self._runtime.recorder.session_reaped()
+        _log.info("session.reaped", session_id=session_id)
 
     def _tell_self(self, message: object) -> None:
         with contextlib.suppress(pykka.ActorDeadError):

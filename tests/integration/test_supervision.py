@@ -115,3 +115,53 @@ def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
     sup.open(session_id)  # the cause is fixed (the crash budget is spent): start again
     assert sup.ask(session_id, "better now?", timeout=600).text == "echo: better now?"
     settle(sup)
+
+
+def test_an_idle_session_is_reaped_and_reactivated_transparently(
+    serve: Serve, supervise: Supervise, logs: LogWatcher
+) -> None:
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock, idle_ttl=300)
+    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+    assert sup.ask(session_id, "first", timeout=600).text == "echo: first"
+    settle(sup)
+
+    clock.advance(300)
+    logs.wait_for("session.reaped", session_id=session_id)
+    settle(sup)
+    assert sup.sessions() == []
+    assert sup.statistics().open_polls == 0
+
+    reader = sup.events(session_id)  # re-activates from the checkpoint: nothing old replayed
+    assert sup.ask(session_id, "second", timeout=600).text == "echo: second"
+    assert [next(reader).offset for _ in range(3)] == [6, 7, 8]  # the second turn, live
+    exposition = generate_latest(sup.registry).decode()
+    assert "parlant_supervisor_sessions_reaped_total 1.0" in exposition
+    assert "parlant_supervisor_sessions_reactivated_total 1.0" in exposition
+
+
+def test_a_session_with_a_reader_or_a_waiting_ask_is_never_reaped(
+    serve: Serve, supervise: Supervise, logs: LogWatcher
+) -> None:
+    async def never(turn: Any) -> None:
+        await turn.gate("never")
+
+    server = serve(EmulatedAgent("echo"), EmulatedAgent("never", never))
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock, idle_ttl=300)
+    reading = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+    asking = sup.create_session(server.call(server.emulator.agent_id, "never"))
+    reader = sup.events(reading)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sup.ask, asking, "hello?", timeout=None)
+        server.run(server.emulator.until(lambda: len(server.emulator.session_events(asking)) >= 3))
+        settle(sup)
+        clock.advance(3000)
+        settle(sup)
+        assert sorted(sup.sessions()) == sorted([reading, asking])
+        assert logs.matching("session.reaped") == []
+        server.call(server.emulator.release, "never")
+        assert pending.result(timeout=30).text == ""
+    reader.close()

@@ -40,6 +40,7 @@ from actors._messages import (
     PollTimedOut,
     PostFailed,
     PostMessage,
+    Reap,
     Resolve,
     Schedule,
     Start,
@@ -510,3 +511,36 @@ def test_checkpoint_is_the_lowest_offset_a_live_consumer_or_the_window_needs() -
     assert d.core.checkpoint == 2
     d.send(MessagePosted(1, 3))
     assert d.core.checkpoint == 3
+
+
+# --- idleness --------------------------------------------------------------------------------
+
+
+def idle_timers(effects: list[Effect]) -> list[Schedule]:
+    return [e for e in effects if isinstance(e, Schedule) and e.timer.kind is TimerKind.IDLE]
+
+
+def test_an_idle_session_arms_its_ttl_and_is_reaped_when_it_fires() -> None:
+    d = Driver(idle_ttl=300.0)
+    [timer] = idle_timers(d.start())
+    assert timer.at == 300.0
+    d.send(PollTimedOut(1, "gateway_timeout"))  # a 504 is not activity
+    assert d.send(timer.timer) == [Reap()]
+
+
+def test_any_consumer_or_unclaimed_event_makes_the_ttl_timer_stale() -> None:
+    d = Driver(idle_ttl=300.0)
+    [first] = idle_timers(d.start())
+    d.ask(1)
+    assert d.send(first.timer) == []  # stale: an ask came in
+    d.send(MessagePosted(1, 0))
+    d.now = 50.0
+    [second] = idle_timers(d.receive(customer(0), *turn(1, "T", "answer")))
+    assert second.at == 350.0  # counted from the end of the activity
+    d.receive(agent(5, "F", "follow-up nobody read"))
+    assert d.send(second.timer) == []  # an unclaimed event waits for a reader: not idle
+
+
+def test_without_a_ttl_a_session_is_never_reaped() -> None:
+    d = Driver()
+    assert idle_timers(d.start()) == []
