@@ -391,7 +391,9 @@ class SessionSupervisor:
             )
             for future in futures:
                 future.get(timeout=max(0.0, deadline.remaining()))
-        except (pykka.Timeout, pykka.ActorDeadError):
+        except pykka.ActorDeadError:
+            pass  # the supervisor crashed and already stopped its sessions (threads joined below)
+        except pykka.Timeout:
             met = False
         self._supervisor.stop(timeout=max(0.1, deadline.remaining()))
         try:

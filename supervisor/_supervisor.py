@@ -11,13 +11,14 @@ import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, final
 
 import pykka
 import structlog
 
 from actors._actor import ActorCrashed, ReapRequested, SessionActor, SessionRuntime
-from actors._errors import SessionClosed, SessionFailed, SupervisorError
+from actors._errors import SessionClosed, SessionFailed, SupervisorError, SupervisorStopped
 from actors._messages import (
     AwaitReply,
     Consumer,
@@ -152,10 +153,31 @@ class Supervisor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._runtime.threads.add(threading.current_thread())
 
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """A bug in the supervisor itself: leave no orphans, tell every caller plainly."""
+        error = SupervisorStopped(
+            f"the supervisor crashed ({type(exception_value).__name__}: {exception_value}); "
+            "every session was stopped: stop() this SessionSupervisor and create a new one"
+        )
+        _log.error("supervisor.crashed", error=repr(exception_value))
+        for session_id in list(self._sessions):
+            session = self._sessions[session_id]
+            for registration in session.live_consumers():
+                registration.consumer.fail(error)
+            self._close(session_id, error)
+        for session_id in list(self._actors):
+            self._close(session_id, error)
+
     def on_receive(self, message: Any) -> Any:
         match message:
             case Route(session_id, inner):
-                self._deliver(session_id, inner)
+                if self._admit(session_id, inner):
+                    self._deliver(session_id, inner)
             case Open(session_id, since):
                 self._session(session_id).failed = None
                 if self._session(session_id).restarting is None:
@@ -193,14 +215,19 @@ class Supervisor(pykka.ThreadingActor):
         runtime.started_total += 1
         return ref
 
+    def _admit(self, session_id: str, message: Message) -> bool:
+        """Record a new consumer first, so that even a crash of ours reaches it."""
+        if isinstance(message, AwaitReply | Subscribe):
+            session = self._session(session_id)
+            if session.failed is not None:
+                message.consumer.fail(session.failed)
+                return False
+            session.consumers[message.consumer.consumer_id] = message
+        return True
+
     def _deliver(self, session_id: str, message: Message) -> None:
         session = self._session(session_id)
         summons = isinstance(message, AwaitReply | Subscribe)
-        if isinstance(message, AwaitReply | Subscribe):
-            if session.failed is not None:
-                message.consumer.fail(session.failed)
-                return
-            session.consumers[message.consumer.consumer_id] = message
         if session.restarting is not None:
             session.restarting.append(message)
             return

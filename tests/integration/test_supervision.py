@@ -165,3 +165,44 @@ def test_a_session_with_a_reader_or_a_waiting_ask_is_never_reaped(
         server.call(server.emulator.release, "never")
         assert pending.result(timeout=30).text == ""
     reader.close()
+
+
+def test_a_crash_of_the_supervisor_itself_stops_everything_with_a_clear_error(
+    serve: Serve, logs: LogWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supervisor import SupervisorStopped
+    from supervisor._supervisor import Supervisor
+
+    async def never(turn: Any) -> None:
+        await turn.gate("never")
+
+    server = serve(EmulatedAgent("never", never))
+    sup = SessionSupervisor(server.url)
+    session_id = sup.create_session(server.call(server.emulator.agent_id, "never"))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sup.ask, session_id, "hello?", timeout=None)
+        server.run(
+            server.emulator.until(lambda: len(server.emulator.session_events(session_id)) >= 3)
+        )
+        settle(sup)
+        deliver = Supervisor._deliver
+
+        def broken(self: Supervisor, session: str, message: Message) -> None:  # a bug
+            if session == "trigger":
+                raise RuntimeError("a bug in the supervisor")
+            deliver(self, session, message)
+
+        monkeypatch.setattr(Supervisor, "_deliver", broken)
+        trigger = sup.events("trigger")  # routed by a tell: the supervisor's handler raises
+        logs.wait_for("supervisor.crashed")
+        with pytest.raises(SupervisorStopped, match="supervisor crashed"):
+            pending.result(timeout=30)
+
+    assert list(trigger) == []  # its reader ends, as at any stop
+    with pytest.raises(SupervisorStopped):
+        sup.ask(session_id, "anyone?")
+    summary = sup.stop()
+    assert summary.deadline_met
+    internals = sup._internals()
+    assert not internals.io.thread.is_alive()
+    assert not any(thread.is_alive() for thread in internals.runtime.threads)
