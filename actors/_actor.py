@@ -174,8 +174,6 @@ class SessionActor(pykka.ThreadingActor):
             return None
         if isinstance(message, AwaitReply | ResumeReply | Subscribe):
             self._consumers[message.consumer.consumer_id] = message.consumer
-        if isinstance(message, MessagePosted) and message.consumer_id in self._consumers:
-            self._consumers[message.consumer_id].customer_offset = message.offset
         self._guarded(message)
         return None
 
