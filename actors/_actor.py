@@ -27,12 +27,14 @@ from actors._io import IOLoop
 from actors._messages import (
     AwaitReply,
     CancelPoll,
+    CheckpointLoaded,
     Consumer,
     Deliver,
     Effect,
     Fail,
     FetchHistory,
     HistoryFetched,
+    LoadCheckpoint,
     Message,
     MessagePosted,
     PollFailed,
@@ -41,6 +43,7 @@ from actors._messages import (
     Reap,
     Resolve,
     ResumeReply,
+    SaveCheckpoint,
     Schedule,
     Start,
     StartPoll,
@@ -114,6 +117,7 @@ class SessionRuntime:
         started_total: Session actors started (written by the Supervisor actor only).
         route: Tells a message to a session's current actor, by session id.
         report: Tells the supervisor a fact (`ActorCrashed`, `ReapRequested`).
+        saves: Checkpoint writes in flight (`stop()` lets them finish).
     """
 
     io: IOLoop
@@ -129,6 +133,7 @@ class SessionRuntime:
     started_total: int = 0
     route: Callable[[str, Message], None] = _unwired
     report: Callable[[ActorCrashed | ReapRequested], None] = _unwired
+    saves: set[concurrent.futures.Future[None]] = field(default_factory=set)
 
     def checkpoint_of(self, session_id: str) -> int:
         """Where a new actor for the session starts: its live or last checkpoint, else 0."""
@@ -146,7 +151,12 @@ class SessionActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(
-        self, session_id: str, runtime: SessionRuntime, start_offset: int, *, reactivated: bool
+        self,
+        session_id: str,
+        runtime: SessionRuntime,
+        start_offset: int | None,
+        *,
+        reactivated: bool,
     ) -> None:
         super().__init__()
         self.session_id = session_id
@@ -259,6 +269,17 @@ class SessionActor(pykka.ThreadingActor):
                 self._runtime.clock.call_at(at, lambda: self._tell(timer))
             case Reap():
                 self._runtime.report(ReapRequested(self.session_id, self.actor_urn))
+            case LoadCheckpoint():
+                loading = self._runtime.io.submit(
+                    self._runtime.api.read_checkpoint(self.session_id)
+                )
+                loading.add_done_callback(self._checkpoint_loaded)
+            case SaveCheckpoint(offset):
+                saving = self._runtime.io.submit(
+                    self._runtime.api.save_checkpoint(self.session_id, offset)
+                )
+                self._runtime.saves.add(saving)
+                saving.add_done_callback(self._checkpoint_saved)
 
     def _finish(self, consumer_id: int, result: Reply | SupervisorError) -> None:
         """Hand a consumer its reply or its error, and count how the ask or stream ended."""
@@ -321,6 +342,19 @@ class SessionActor(pykka.ThreadingActor):
             return SupervisorStopped(f"session {self.session_id}: the supervisor stopped")
         assert isinstance(error, Exception)
         return translate_error(error, self._runtime.api.base_url, self.session_id)
+
+    def _checkpoint_loaded(self, done: concurrent.futures.Future[int | None]) -> None:
+        error = _failure_of(done)
+        if error is not None:
+            # not fatal: the session is read from its start, and consumers drop what they had
+            self._log.warning("session.checkpoint_unreadable", error=repr(error))
+        self._tell(CheckpointLoaded(None if error is not None else done.result()))
+
+    def _checkpoint_saved(self, done: concurrent.futures.Future[None]) -> None:
+        self._runtime.saves.discard(done)
+        error = _failure_of(done)
+        if error is not None:
+            self._log.warning("session.checkpoint_not_saved", error=repr(error))
 
     def _retire(self) -> None:
         self._runtime.poller.release(self.session_id, self.actor_urn)

@@ -24,6 +24,7 @@ from actors._errors import (
 from actors._messages import (
     AwaitReply,
     CancelPoll,
+    CheckpointLoaded,
     ConsumerKind,
     Deliver,
     Effect,
@@ -33,6 +34,7 @@ from actors._messages import (
     FailureKind,
     FetchHistory,
     HistoryFetched,
+    LoadCheckpoint,
     Message,
     MessagePosted,
     PollFailed,
@@ -43,6 +45,7 @@ from actors._messages import (
     Reap,
     Resolve,
     ResumeReply,
+    SaveCheckpoint,
     Schedule,
     Start,
     StartPoll,
@@ -73,6 +76,8 @@ class SessionSettings:
         backoff: Delays between retries of a failed poll.
         idle_ttl: Seconds a session may sit with no ask, stream, reader or unclaimed event
             before it is reaped (None: never).
+        checkpoint_interval: Store the checkpoint in Parlant (its consumption offset) at
+            most this often, and once more when the session stops (None: never store it).
     """
 
     wait_for_data: int = 60
@@ -80,8 +85,13 @@ class SessionSettings:
     window_size: int = 1000
     backoff: Backoff = field(default_factory=Backoff)
     idle_ttl: float | None = None
+    checkpoint_interval: float | None = None
 
     def __post_init__(self) -> None:
+        if self.checkpoint_interval is not None and self.checkpoint_interval <= 0:
+            raise ValueError(
+                f"checkpoint_interval must be > 0 seconds or None, got {self.checkpoint_interval}"
+            )
         if self.idle_ttl is not None and self.idle_ttl <= 0:
             raise ValueError(f"idle_ttl must be > 0 seconds or None, got {self.idle_ttl}")
         if self.wait_for_data < 0 or not 0 <= self.wait_jitter <= self.wait_for_data:
@@ -192,6 +202,9 @@ class SessionCore:
         self._own_posts: set[int] = set()
         self._idle_generation = 0
         self._idle_armed = False
+        self._saved_checkpoint: int | None = None
+        self._saved_at = float("-inf")
+        self._save_armed = False
         self._evicted_total = 0
         self._pauses_total = 0
         self._effects: list[Effect] = []
@@ -241,9 +254,14 @@ class SessionCore:
         """Account for `message` at clock time `now`; returns what the shell must do, in order."""
         self._effects = []
         match message:
-            case Start(from_offset):
-                self._transition(SessionState.POLLING)
-                self._next_offset = from_offset
+            case Start(None):
+                check_transition(self._state, SessionState.POLLING)
+                self._effects.append(LoadCheckpoint())
+            case Start(int() as from_offset):
+                self._begin(from_offset)
+            case CheckpointLoaded(stored):
+                if self._state is SessionState.STARTING:  # else: stopped while it loaded
+                    self._begin(stored)
             case Stop(error):
                 self._stop(error)
             case EventsReceived(generation, events):
@@ -284,6 +302,8 @@ class SessionCore:
             case TimerFired(TimerKind.RETRY_POLL, generation):
                 if self._state is SessionState.BACKING_OFF and generation == self._generation:
                     self._transition(SessionState.POLLING)
+            case TimerFired(TimerKind.CHECKPOINT, _):
+                self._save_armed = False
             case TimerFired(TimerKind.IDLE, generation):
                 if generation == self._idle_generation and self._idle():
                     self._effects.append(Reap())
@@ -300,8 +320,25 @@ class SessionCore:
         self._poll_if_due()
         self._flush_outbox()
         self._watch_idleness(now)
+        self._save_checkpoint(now, final=self._state is SessionState.STOPPED)
         effects, self._effects = self._effects, []
         return effects
+
+    def _save_checkpoint(self, now: float, *, final: bool) -> None:
+        """Store a changed checkpoint in Parlant, at most once per interval (and at the end)."""
+        interval = self._settings.checkpoint_interval
+        if interval is None or self._state is SessionState.STARTING:
+            return
+        checkpoint = self.checkpoint
+        if checkpoint == self._saved_checkpoint:
+            return
+        if final or now - self._saved_at >= interval:
+            self._saved_checkpoint, self._saved_at = checkpoint, now
+            self._effects.append(SaveCheckpoint(checkpoint))
+        elif not self._save_armed:
+            self._save_armed = True
+            at = self._saved_at + interval
+            self._effects.append(Schedule(at, TimerFired(TimerKind.CHECKPOINT, 0)))
 
     # --- idleness -------------------------------------------------------------------------
 
@@ -330,6 +367,11 @@ class SessionCore:
             self._idle_armed = False
 
     # --- polling --------------------------------------------------------------------------
+
+    def _begin(self, from_offset: int | None) -> None:
+        self._transition(SessionState.POLLING)
+        self._next_offset = from_offset or 0
+        self._saved_checkpoint = from_offset
 
     def _claim_poll(self, generation: int) -> bool:
         """True if this outcome is for the open poll (a stale or cancelled one is ignored)."""

@@ -19,6 +19,7 @@ from actors._reply import Reply
 __all__ = [
     "AwaitReply",
     "CancelPoll",
+    "CheckpointLoaded",
     "Consumer",
     "ConsumerKind",
     "Deliver",
@@ -29,6 +30,7 @@ __all__ = [
     "FailureKind",
     "FetchHistory",
     "HistoryFetched",
+    "LoadCheckpoint",
     "Message",
     "MessagePosted",
     "PollFailed",
@@ -39,6 +41,7 @@ __all__ = [
     "Reap",
     "Resolve",
     "ResumeReply",
+    "SaveCheckpoint",
     "Schedule",
     "Start",
     "StartPoll",
@@ -110,9 +113,17 @@ class Consumer(Protocol):
 @final
 @dataclass(frozen=True, slots=True)
 class Start:
-    """Begin polling at `from_offset`."""
+    """Begin polling at `from_offset`; None: at the checkpoint stored in Parlant (load it)."""
 
-    from_offset: int = 0
+    from_offset: int | None = 0
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CheckpointLoaded:
+    """The checkpoint stored in Parlant (None: none stored, or it could not be read)."""
+
+    offset: int | None
 
 
 @final
@@ -292,6 +303,7 @@ class TimerKind(enum.Enum):
     RETRY_POLL = "retry_poll"
     DEADLINE = "deadline"
     IDLE = "idle"
+    CHECKPOINT = "checkpoint"
 
 
 @final
@@ -311,6 +323,7 @@ class TimerFired:
 
 Message = (
     Start
+    | CheckpointLoaded
     | Stop
     | EventsReceived
     | PollTimedOut
@@ -393,6 +406,20 @@ class Fail:
 
 @final
 @dataclass(frozen=True, slots=True)
+class LoadCheckpoint:
+    """Read the session's checkpoint stored in Parlant; tell `CheckpointLoaded`."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SaveCheckpoint:
+    """Store `offset` as the session's checkpoint in Parlant (its consumption offset)."""
+
+    offset: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Reap:
     """The session has been idle for its TTL: ask the supervisor to stop it (it resumes from
     its checkpoint on next use)."""
@@ -408,5 +435,15 @@ class Schedule:
 
 
 Effect = (
-    StartPoll | CancelPoll | PostMessage | FetchHistory | Deliver | Resolve | Fail | Schedule | Reap
+    StartPoll
+    | CancelPoll
+    | PostMessage
+    | FetchHistory
+    | Deliver
+    | Resolve
+    | Fail
+    | Schedule
+    | Reap
+    | LoadCheckpoint
+    | SaveCheckpoint
 )

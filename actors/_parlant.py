@@ -16,7 +16,7 @@ from typing import Final, TypeVar, final
 import httpx
 from parlant.client import AsyncParlantClient
 from parlant.client.core.api_error import ApiError
-from parlant.client.types import Event
+from parlant.client.types import ConsumptionOffsetsUpdateParams, Event
 
 from actors._errors import (
     AccessDenied,
@@ -140,6 +140,21 @@ class ParlantApi:
             )
         )
         return session.id
+
+    async def read_checkpoint(self, session_id: str) -> int | None:
+        """The checkpoint stored as the session's `consumption_offsets.client`, if any.
+
+        Parlant calls it a consumption offset; we store the first offset still needed there.
+        """
+        session = await self._call(lambda parlant: parlant.sessions.retrieve(session_id))
+        return session.consumption_offsets.client
+
+    async def save_checkpoint(self, session_id: str, offset: int) -> None:
+        """Store `offset` as the session's `consumption_offsets.client`."""
+        offsets = ConsumptionOffsetsUpdateParams(client=offset)
+        await self._call(
+            lambda parlant: parlant.sessions.update(session_id, consumption_offsets=offsets)
+        )
 
     async def delete_session(self, session_id: str) -> None:
         """Delete a session on the server (its open polls get 404)."""

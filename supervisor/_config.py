@@ -39,6 +39,11 @@ class SupervisorConfig:
         idle_ttl: Seconds a session may sit with no ask, stream, reader or unclaimed event
             before its actor is reaped; the next call re-activates it from its checkpoint.
             None: never reap.
+        durable_checkpoints: Store each session's checkpoint in Parlant (the session's
+            `consumption_offsets.client`), so a backend that restarts resumes every session
+            where it stopped. Costs one request per `checkpoint_interval` per active session.
+        checkpoint_interval: Seconds between two checkpoint writes of one session (one more
+            is written when the session stops).
     """
 
     wait_for_data: int = 60
@@ -53,6 +58,8 @@ class SupervisorConfig:
     stop_timeout: float = 10.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     idle_ttl: float | None = 600.0
+    durable_checkpoints: bool = False
+    checkpoint_interval: float = 5.0
 
     def __post_init__(self) -> None:
         if self.consumer_capacity < 1:
@@ -73,4 +80,5 @@ class SupervisorConfig:
             window_size=self.window_size,
             backoff=self.backoff,
             idle_ttl=self.idle_ttl,
+            checkpoint_interval=self.checkpoint_interval if self.durable_checkpoints else None,
         )

@@ -426,6 +426,8 @@ class SessionSupervisor:
         return await asyncio.to_thread(self.stop, timeout)
 
     async def _close_http(self) -> None:
+        saves = [asyncio.wrap_future(save) for save in list(self._runtime.saves)]
+        await asyncio.gather(*saves, return_exceptions=True)  # the final checkpoints
         await self._runtime.poller.aclose()
         await self._runtime.api.aclose()
 

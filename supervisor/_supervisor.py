@@ -203,12 +203,15 @@ class Supervisor(pykka.ThreadingActor):
         return self._sessions.setdefault(session_id, _Session())
 
     def _actor(self, session_id: str, since: int | None = None) -> pykka.ActorRef[SessionActor]:
+        start: int | None
         ref = self._actors.get(session_id)
         if ref is not None and ref.is_alive():
             return ref
         runtime = self._runtime
         reactivated = session_id in runtime.checkpoints or session_id in runtime.board
         start = since if since is not None else runtime.checkpoint_of(session_id)
+        if since is None and not reactivated and runtime.settings.checkpoint_interval is not None:
+            start = None  # durable checkpoints: resume where Parlant says we stopped
         with _thread_stack_size(self._stack_size):
             ref = SessionActor.start(session_id, runtime, start, reactivated=reactivated)
         self._actors[session_id] = ref

@@ -305,6 +305,10 @@ class ParlantEmulator:
         """Every event the session has, as the JSON the server sends."""
         return list(self._sessions[session_id].events)
 
+    def session_consumption_offset(self, session_id: str) -> int:
+        """The session's stored `consumption_offsets.client`."""
+        return self._sessions[session_id].consumption_offsets["client"]
+
     def post_agent_message(self, session_id: str, text: str) -> dict[str, Any]:
         """Write an agent message outside any turn (a follow-up, as a scheduled task would)."""
         session = self._sessions[session_id]

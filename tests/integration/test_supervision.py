@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 
 from actors import SessionCore
 from actors._messages import EventsReceived, Message
-from supervisor import RestartPolicy, SessionFailed, SessionSupervisor
+from supervisor import RestartPolicy, SessionFailed, SessionSupervisor, SupervisorConfig
 from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, echo, settle
 from tests.logwatch import LogWatcher
 
@@ -206,3 +206,29 @@ def test_a_crash_of_the_supervisor_itself_stops_everything_with_a_clear_error(
     internals = sup._internals()
     assert not internals.io.thread.is_alive()
     assert not any(thread.is_alive() for thread in internals.runtime.threads)
+
+
+def test_a_restarted_backend_resumes_each_session_from_its_checkpoint_stored_in_parlant(
+    serve: Serve,
+) -> None:
+    server = serve()
+    config = SupervisorConfig(durable_checkpoints=True, wait_for_data=30)
+    first = SessionSupervisor(server.url, config=config)
+    session_id = first.create_session(server.call(server.emulator.agent_id, "echo"))
+    first.ask(session_id, "one", timeout=30)
+    first.ask(session_id, "two", timeout=30)
+    first.stop()
+    stored = server.call(server.emulator.session_consumption_offset, session_id)
+    written = len(server.call(server.emulator.session_events, session_id))
+
+    second = SessionSupervisor(server.url, config=config)  # the backend, restarted
+    try:
+        reader = second.events(session_id)
+        server.call(server.emulator.post_agent_message, session_id, "while you were away")
+        first_read = next(reader)
+    finally:
+        second.stop()
+
+    assert stored == written  # everything up to here was consumed
+    assert first_read.offset == written  # nothing old was replayed
+    assert first_read.data["message"] == "while you were away"

@@ -25,6 +25,7 @@ from actors import (
 from actors._messages import (
     AwaitReply,
     CancelPoll,
+    CheckpointLoaded,
     ConsumerKind,
     Deliver,
     Effect,
@@ -34,6 +35,7 @@ from actors._messages import (
     FailureKind,
     FetchHistory,
     HistoryFetched,
+    LoadCheckpoint,
     MessagePosted,
     PollFailed,
     PollFailure,
@@ -42,6 +44,7 @@ from actors._messages import (
     PostMessage,
     Reap,
     Resolve,
+    SaveCheckpoint,
     Schedule,
     Start,
     StartPoll,
@@ -544,3 +547,44 @@ def test_any_consumer_or_unclaimed_event_makes_the_ttl_timer_stale() -> None:
 def test_without_a_ttl_a_session_is_never_reaped() -> None:
     d = Driver()
     assert idle_timers(d.start()) == []
+
+
+# --- durable checkpoints ---------------------------------------------------------------------
+
+
+def test_without_a_start_offset_the_session_loads_its_stored_checkpoint_before_polling() -> None:
+    d = Driver(checkpoint_interval=5.0)
+    assert d.send(Start(None)) == [LoadCheckpoint()]
+    assert d.core.state is SessionState.STARTING
+    d.ask(1)  # calls are taken meanwhile; nothing is polled yet
+    assert d.poll is None
+    d.send(CheckpointLoaded(12))
+    assert d.poll == StartPoll(1, 12, 60)
+
+
+def test_an_unreadable_or_missing_checkpoint_starts_from_the_beginning() -> None:
+    d = Driver(checkpoint_interval=5.0)
+    d.send(Start(None))
+    d.send(CheckpointLoaded(None))
+    assert d.poll == StartPoll(1, 0, 60)
+
+
+def test_checkpoints_are_saved_at_most_once_per_interval_and_once_at_the_end() -> None:
+    d = Driver(checkpoint_interval=5.0)
+    d.start()
+    d.now = 10.0
+    d.receive(customer(0))  # unclaimed: the checkpoint stays 0, nothing to save
+    d.send(Subscribe(Handle(1, ConsumerKind.READER)))
+    assert d.of(SaveCheckpoint) == [SaveCheckpoint(1)]
+    d.now = 11.0
+    effects = d.receive(customer(1))
+    [timer] = [e for e in effects if isinstance(e, Schedule)]
+    assert timer.at == 15.0
+    assert d.of(SaveCheckpoint) == [SaveCheckpoint(1)]
+    d.now = 15.0
+    d.send(timer.timer)
+    assert d.of(SaveCheckpoint) == [SaveCheckpoint(1), SaveCheckpoint(2)]
+    d.now = 16.0
+    d.receive(customer(2))
+    d.send(Stop(SessionClosed("closed")))
+    assert d.of(SaveCheckpoint)[-1] == SaveCheckpoint(3)
