@@ -338,8 +338,9 @@ class ParlantEmulator:
     def inject_poll_failures(self, session_id: str, statuses: Sequence[int]) -> None:
         """Answer the session's next polls with these statuses (e.g. [500, 503, 429]), in order.
 
-        A 429 or 503 carries `Retry-After: 1`. Inject before any client polls the session: a
-        cancelled poll's request may still reach the server later and take an injected answer.
+        A 429 or 503 carries `Retry-After: 1`; a 200 has a body that is not a list of events.
+        Inject before any client polls the session: a cancelled poll's request may still reach
+        the server later and take an injected answer.
         """
         self._injected.setdefault(session_id, []).extend(statuses)
 
@@ -488,6 +489,8 @@ class ParlantEmulator:
         injected = self._injected.get(request.path_params["session_id"])
         if injected:
             status = injected.pop(0)
+            if status == 200:  # a 200 whose body is not a list of events
+                return JSONResponse({"detail": "injected malformed body"}, 200)
             headers = {"Retry-After": "1"} if status in (429, 503) else None
             return JSONResponse({"detail": f"injected {status}"}, status, headers=headers)
         session = self._session(request)

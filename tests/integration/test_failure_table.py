@@ -1,0 +1,81 @@
+"""Rows of DESIGN.md's failure table over real HTTP, one test each (more in test_conversations)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from supervisor import AccessDenied, ParlantUnavailable, SessionState, SessionSupervisor
+from supervisor.testing import EmulatorServer, FakeClock, settle
+from tests.logwatch import LogWatcher
+
+Serve = Callable[..., EmulatorServer]
+Supervise = Callable[..., SessionSupervisor]
+
+
+def failing_session(server: EmulatorServer, statuses: list[int]) -> str:
+    session_id = server.call(server.emulator.create_session, "echo")
+    server.call(server.emulator.inject_poll_failures, session_id, statuses)
+    return session_id
+
+
+def test_a_429_backs_off_for_at_least_its_retry_after_then_recovers(
+    serve: Serve, supervise: Supervise, logs: LogWatcher
+) -> None:
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock)
+    session_id = failing_session(server, [429])
+
+    sup.open(session_id)
+    [failure] = logs.wait_for("session.poll_failed", kind="rate_limited", session_id=session_id)
+    settle(sup)
+    clock.advance(0.99)  # Retry-After: 1 is a floor the jittered backoff may not undercut
+    settle(sup)
+    assert sup.statistics().sessions_by_state[SessionState.BACKING_OFF] == 1
+    clock.advance(sup.config.backoff.cap)
+    assert sup.ask(session_id, "may I?").text == "echo: may I?"
+    assert failure["detail"] == "HTTP 429 Too Many Requests"
+
+
+def test_a_401_is_terminal_with_a_clear_error(serve: Serve, supervise: Supervise) -> None:
+    server = serve()
+    sup = supervise(server.url)
+    session_id = failing_session(server, [401])
+
+    with pytest.raises(AccessDenied, match=rf"{session_id}.*credentials"):
+        sup.ask(session_id, "let me in", timeout=30)
+    settle(sup)
+    assert sup.statistics().sessions_by_state[SessionState.FAILED] == 1
+
+
+def test_a_malformed_body_is_retried_not_taken_for_events(
+    serve: Serve, supervise: Supervise, logs: LogWatcher
+) -> None:
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock)
+    session_id = failing_session(server, [200])
+
+    sup.open(session_id)
+    [failure] = logs.wait_for("session.poll_failed", kind="malformed", session_id=session_id)
+    clock.advance(sup.config.backoff.cap)
+    assert sup.ask(session_id, "still parsing?").text == "echo: still parsing?"
+    assert "not a list of events" in failure["detail"]
+
+
+def test_a_refused_connection_backs_off_and_an_ask_fails_as_unavailable(
+    supervise: Supervise, logs: LogWatcher
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sup = supervise(f"http://127.0.0.1:{port}", clock=FakeClock())
+
+    with pytest.raises(ParlantUnavailable, match=rf"session s1.*127\.0\.0\.1:{port}"):
+        sup.ask("s1", "anyone home?", timeout=30)
+    logs.wait_for("session.poll_failed", kind="network", session_id="s1")
+    settle(sup)
+    assert sup.statistics().sessions_by_state[SessionState.BACKING_OFF] == 1
