@@ -26,19 +26,11 @@ from supervisor.testing import (
     echo,
     settle,
 )
+from tests.helpers import new_session, until_events
 from tests.logwatch import LogWatcher
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
-
-
-def new_session(server: EmulatorServer, sup: SessionSupervisor, agent: str = "echo") -> str:
-    return sup.create_session(server.call(server.emulator.agent_id, agent))
-
-
-def until_events(server: EmulatorServer, session_id: str, count: int) -> None:
-    emulator = server.emulator
-    server.run(emulator.until(lambda: len(emulator.session_events(session_id)) >= count))
 
 
 @contextlib.contextmanager

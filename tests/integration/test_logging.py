@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from supervisor import SessionNotFound, SessionSupervisor
 from supervisor.testing import EmulatorServer
+from tests.helpers import new_session
 
 SECRET = "my creatinine is 2.1 and I am scared"
 
@@ -18,7 +19,7 @@ def test_no_log_event_carries_message_text_and_each_names_its_session(
 ) -> None:
     server = serve()
     with capture_logs() as events, SessionSupervisor(server.url) as sup:
-        session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+        session_id = new_session(server, sup, "echo")
         assert sup.ask(session_id, SECRET, timeout=30).text == f"echo: {SECRET}"
         with pytest.raises(SessionNotFound):  # the failure paths log too
             sup.ask("NoSuchSession", SECRET, timeout=30)

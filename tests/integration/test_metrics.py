@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import metrics
 from supervisor import ReplyTimeout, SessionNotFound, SessionSupervisor
 from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, TurnContext, settle
+from tests.helpers import new_session, until_events
 from tests.logwatch import LogWatcher
 
 Serve = Callable[..., EmulatorServer]
@@ -40,7 +41,7 @@ def value(found: Samples, name: str, **labels: str) -> float:
 
 
 def converse(server: EmulatorServer, sup: SessionSupervisor) -> str:
-    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+    session_id = new_session(server, sup, "echo")
     assert sup.ask(session_id, "hello", timeout=30).text == "echo: hello"
     settle(sup)
     return session_id
@@ -87,12 +88,11 @@ def test_failures_and_timeouts_are_counted_by_outcome(
     sup.open(session_id)
     with pytest.raises(SessionNotFound):
         sup.ask("NoSuchSession", "anyone?", timeout=30)
-    silent = sup.create_session(server.call(server.emulator.agent_id, "never"))
+    silent = new_session(server, sup, "never")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, silent, "hello?", timeout=5)
         logs.wait_for("session.poll_failed", kind="server_error", session_id=session_id)
-        emulator = server.emulator
-        server.run(emulator.until(lambda: len(emulator.session_events(silent)) >= 3))
+        until_events(server, silent, 3)
         settle(sup)
         clock.advance(5)
         with pytest.raises(ReplyTimeout):

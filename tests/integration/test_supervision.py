@@ -14,6 +14,7 @@ from actors import SessionCore
 from actors._messages import EventsReceived, Message
 from supervisor import RestartPolicy, SessionFailed, SessionSupervisor, SupervisorConfig
 from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, echo, settle
+from tests.helpers import new_session, until_events
 from tests.logwatch import LogWatcher
 
 Serve = Callable[..., EmulatorServer]
@@ -50,7 +51,7 @@ def test_a_crash_mid_turn_restarts_from_the_checkpoint_and_loses_or_repeats_noth
     server = serve(EmulatedAgent("stock", echo(), preamble=True, intermediate_ready=True))
     clock = FakeClock()
     sup = supervise(server.url, clock=clock)
-    session_id = sup.create_session(server.call(server.emulator.agent_id, "stock"))
+    session_id = new_session(server, sup, "stock")
     reader = sup.events(session_id)
 
     stream = sup.stream(session_id, "Tell me about CKD stage 3", timeout=600)
@@ -75,7 +76,7 @@ def test_an_ask_waiting_through_a_crash_gets_its_reply(
     server = serve()
     clock = FakeClock()
     sup = supervise(server.url, clock=clock)
-    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+    session_id = new_session(server, sup, "echo")
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, session_id, "survive this", timeout=600)
@@ -94,7 +95,7 @@ def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
     clock = FakeClock()
     policy = RestartPolicy(max_restarts=2, restart_window=60)
     sup = supervise(server.url, clock=clock, restart_policy=policy)
-    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+    session_id = new_session(server, sup, "echo")
     crash_on_agent_message["budget"] = 3  # one more crash than the policy allows restarts
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -123,7 +124,7 @@ def test_an_idle_session_is_reaped_and_reactivated_transparently(
     server = serve()
     clock = FakeClock()
     sup = supervise(server.url, clock=clock, idle_ttl=300)
-    session_id = sup.create_session(server.call(server.emulator.agent_id, "echo"))
+    session_id = new_session(server, sup, "echo")
     assert sup.ask(session_id, "first", timeout=600).text == "echo: first"
     settle(sup)
 
@@ -150,13 +151,13 @@ def test_a_session_with_a_reader_or_a_waiting_ask_is_never_reaped(
     server = serve(EmulatedAgent("echo"), EmulatedAgent("never", never))
     clock = FakeClock()
     sup = supervise(server.url, clock=clock, idle_ttl=300)
-    reading = sup.create_session(server.call(server.emulator.agent_id, "echo"))
-    asking = sup.create_session(server.call(server.emulator.agent_id, "never"))
+    reading = new_session(server, sup, "echo")
+    asking = new_session(server, sup, "never")
     reader = sup.events(reading)
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, asking, "hello?", timeout=None)
-        server.run(server.emulator.until(lambda: len(server.emulator.session_events(asking)) >= 3))
+        until_events(server, asking, 3)
         settle(sup)
         clock.advance(3000)
         settle(sup)
@@ -178,7 +179,7 @@ def test_a_crash_of_the_supervisor_itself_stops_everything_with_a_clear_error(
 
     server = serve(EmulatedAgent("never", never))
     sup = SessionSupervisor(server.url)
-    session_id = sup.create_session(server.call(server.emulator.agent_id, "never"))
+    session_id = new_session(server, sup, "never")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, session_id, "hello?", timeout=None)
         server.run(
@@ -214,7 +215,7 @@ def test_a_restarted_backend_resumes_each_session_from_its_checkpoint_stored_in_
     server = serve()
     config = SupervisorConfig(durable_checkpoints=True, wait_for_data=30)
     first = SessionSupervisor(server.url, config=config)
-    session_id = first.create_session(server.call(server.emulator.agent_id, "echo"))
+    session_id = new_session(server, first, "echo")
     first.ask(session_id, "one", timeout=30)
     first.ask(session_id, "two", timeout=30)
     first.stop()

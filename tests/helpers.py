@@ -1,0 +1,17 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+from supervisor import SessionSupervisor
+from supervisor.testing import EmulatorServer
+
+
+def new_session(server: EmulatorServer, sup: SessionSupervisor, agent: str = "echo") -> str:
+    """A new Parlant session with the emulator's agent called `agent`, opened by `sup`."""
+    return sup.create_session(server.call(server.emulator.agent_id, agent))
+
+
+def until_events(server: EmulatorServer, session_id: str, count: int) -> None:
+    """Return once the session has at least `count` events on the server."""
+    emulator = server.emulator
+    server.run(emulator.until(lambda: len(emulator.session_events(session_id)) >= count))
