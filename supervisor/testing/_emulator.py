@@ -344,6 +344,10 @@ class ParlantEmulator:
         """
         self._injected.setdefault(session_id, []).extend(statuses)
 
+    def pending_failures(self, session_id: str) -> int:
+        """Injected poll failures not served yet."""
+        return len(self._injected.get(session_id, ()))
+
     def served(self, session_id: str, status: int) -> int:
         """How many polls of the session were answered with `status`."""
         return self._served[(session_id, status)]
