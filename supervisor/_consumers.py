@@ -14,7 +14,7 @@ from typing import Final, Generic, TypeVar, final
 
 from parlant.client.types import Event
 
-from actors import Reply, SupervisorError
+from actors import Reply, SessionClosed, SupervisorError, SupervisorStopped
 from actors._messages import ConsumerKind, EventsConsumed, Message
 
 __all__ = ["Ended", "EventConsumer", "ReplyConsumer", "next_consumer_id"]
@@ -22,6 +22,7 @@ __all__ = ["Ended", "EventConsumer", "ReplyConsumer", "next_consumer_id"]
 T = TypeVar("T")
 
 _ids: Final = itertools.count(1)
+_QUIET_ENDINGS: Final = (SessionClosed, SupervisorStopped)
 
 
 def next_consumer_id() -> int:
@@ -196,7 +197,9 @@ class EventConsumer:
         self._channel.close()
 
     def fail(self, error: SupervisorError) -> None:
-        self._channel.close(error)
+        # a reader's iteration simply ends when its session is closed or the supervisor stops
+        quiet = self.kind is ConsumerKind.READER and isinstance(error, _QUIET_ENDINGS)
+        self._channel.close(None if quiet else error)
 
     def get(self, timeout: float | None = None) -> Event:
         """The next event; raises `Ended` at the end, the failure, or TimeoutError."""

@@ -43,8 +43,6 @@ T = TypeVar("T")
 _log = structlog.get_logger("parlant_supervisor")
 _SAFETY_MARGIN: Final = 30.0
 """Real seconds a blocked caller waits past its deadline before giving up on the actor."""
-_QUIET_ENDINGS: Final = (SessionClosed, SupervisorStopped)
-"""A reader's iteration simply ends when its session is closed or the supervisor stops."""
 
 
 @final
@@ -330,14 +328,8 @@ class SessionSupervisor:
                     return
                 except TimeoutError:
                     raise self._unresponsive(session_id) from None
-                except _QUIET_ENDINGS:
-                    if consumer.kind is ConsumerKind.READER:
-                        return
-                    raise
         finally:
-            if not consumer.finished:
-                consumer.abandon()
-                self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
+            self._release(session_id, consumer)
 
     async def _aiterate(
         self, session_id: str, consumer: EventConsumer
@@ -348,14 +340,14 @@ class SessionSupervisor:
                     yield await consumer.get_async()
                 except Ended:
                     return
-                except _QUIET_ENDINGS:
-                    if consumer.kind is ConsumerKind.READER:
-                        return
-                    raise
         finally:
-            if not consumer.finished:
-                consumer.abandon()
-                self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
+            self._release(session_id, consumer)
+
+    def _release(self, session_id: str, consumer: EventConsumer) -> None:
+        """The caller stopped iterating: its session stops feeding the consumer."""
+        if not consumer.finished:
+            consumer.abandon()
+            self._route_quietly(session_id, Unsubscribe(consumer.consumer_id))
 
     # --- figures and lifecycle ------------------------------------------------------------
 
