@@ -44,6 +44,9 @@ class SupervisorConfig:
             where it stopped. Costs one request per `checkpoint_interval` per active session.
         checkpoint_interval: Seconds between two checkpoint writes of one session (one more
             is written when the session stops).
+        poll_timeout_margin: Seconds a poll waits for its answer past `wait_for_data` before
+            the connection is taken for hung and the poll is opened again (Parlant's own 504
+            normally comes first).
     """
 
     wait_for_data: int = 60
@@ -60,6 +63,7 @@ class SupervisorConfig:
     idle_ttl: float | None = 600.0
     durable_checkpoints: bool = False
     checkpoint_interval: float = 5.0
+    poll_timeout_margin: float = 10.0
 
     def __post_init__(self) -> None:
         if self.consumer_capacity < 1:
@@ -68,6 +72,8 @@ class SupervisorConfig:
             raise ValueError(f"request_concurrency must be >= 1, got {self.request_concurrency}")
         if self.max_message_length < 1:
             raise ValueError(f"max_message_length must be >= 1, got {self.max_message_length}")
+        if self.poll_timeout_margin <= 0:
+            raise ValueError(f"poll_timeout_margin must be > 0, got {self.poll_timeout_margin}")
         if self.stop_timeout <= 0:
             raise ValueError(f"stop_timeout must be > 0, got {self.stop_timeout}")
         self.session_settings()  # validates the polling knobs

@@ -107,7 +107,13 @@ class SessionSupervisor:
         self._clock = clock or SystemClock(self._io)
         self._runtime = SessionRuntime(
             io=self._io,
-            poller=Poller(self._io, self.parlant_url, self._metrics, headers=self.config.headers),
+            poller=Poller(
+                self._io,
+                self.parlant_url,
+                self._metrics,
+                headers=self.config.headers,
+                timeout_margin=self.config.poll_timeout_margin,
+            ),
             api=ParlantApi(
                 self.parlant_url,
                 headers=self.config.headers,

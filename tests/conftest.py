@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from supervisor import SessionSupervisor, SupervisorConfig
-from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantEmulator
+from supervisor.testing import EmulatedAgent, EmulatorServer, FaultProxy, ParlantEmulator
 from tests.logwatch import LogWatcher
 
 
@@ -35,6 +35,21 @@ def serve() -> Iterator[Callable[..., EmulatorServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Callable[[str], FaultProxy]]:
+    """proxy(upstream_url) -> a fault-injecting proxy in front of it (stopped after the test)."""
+    proxies: list[FaultProxy] = []
+
+    def start(upstream: str) -> FaultProxy:
+        fault_proxy = FaultProxy(upstream)
+        proxies.append(fault_proxy)
+        return fault_proxy
+
+    yield start
+    for fault_proxy in proxies:
+        fault_proxy.stop()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from supervisor import SessionSupervisor
 from supervisor.testing import EmulatorServer
 
@@ -15,3 +18,8 @@ def until_events(server: EmulatorServer, session_id: str, count: int) -> None:
     """Return once the session has at least `count` events on the server."""
     emulator = server.emulator
     server.run(emulator.until(lambda: len(emulator.session_events(session_id)) >= count))
+
+
+def messages(events: Iterable[dict[str, Any]]) -> list[str]:
+    """The texts of the message events among `events` (as the server sends them), in order."""
+    return [event["data"]["message"] for event in events if event["kind"] == "message"]

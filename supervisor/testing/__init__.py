@@ -2,6 +2,8 @@
 
 - `ParlantEmulator` + `EmulatorServer`: a Parlant-compatible server on 127.0.0.1 with
   scriptable agents (`echo`, `scripted`, or any `AgentScript`).
+- `FaultProxy` and its faults (`Reset`, `ResetMidResponse`, `Drop`, `Hang`, `Delay`,
+  `Respond`): real sockets failing in chosen, seeded ways, in front of any Parlant URL.
 - `FakeClock` and `settle()`: tests that never sleep.
 """
 
@@ -14,15 +16,33 @@ from supervisor.testing._emulator import (
     echo,
     scripted,
 )
+from supervisor.testing._proxy import (
+    Delay,
+    Drop,
+    Fault,
+    FaultProxy,
+    Hang,
+    Reset,
+    ResetMidResponse,
+    Respond,
+)
 from supervisor.testing._server import EmulatorServer
 from supervisor.testing._settle import settle
 
 __all__ = [
     "AgentScript",
+    "Delay",
+    "Drop",
     "EmulatedAgent",
     "EmulatorServer",
     "FakeClock",
+    "Fault",
+    "FaultProxy",
+    "Hang",
     "ParlantEmulator",
+    "Reset",
+    "ResetMidResponse",
+    "Respond",
     "TurnContext",
     "echo",
     "scripted",

@@ -1,0 +1,511 @@
+"""A fault-injecting HTTP proxy on 127.0.0.1, in front of the emulator or any Parlant URL.
+
+It parses HTTP/1.1 on both sides with h11 (keep-alive connections carry many requests, and a
+fault belongs to one request, not to one connection), forwards each request upstream on a
+connection of its own per client connection, and, for the requests a rule or the random
+"chaos" picks, injects a fault instead: a reset before or in the middle of the response, a
+clean close without an answer, a hang, a delay, or a synthetic status (5xx, 429 with
+Retry-After, a malformed 200). `refuse()` makes the port refuse connections until `accept()`.
+
+Toxiproxy is the maintained tool for this, but it is a Go server that PyPI does not ship and it
+works on byte streams, so it cannot aim a fault at "the next poll of session X" on a keep-alive
+connection; mitmproxy can, but it is a heavy dependency for a test helper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import socket
+import struct
+from collections import Counter, deque
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Self, TypeAlias, TypeVar, final
+from urllib.parse import urlsplit
+
+import h11
+
+from supervisor.testing._loop import LoopThread
+from supervisor.testing._server import http_url, listening_socket
+
+__all__ = [
+    "Delay",
+    "Drop",
+    "Fault",
+    "FaultProxy",
+    "Hang",
+    "Reset",
+    "ResetMidResponse",
+    "Respond",
+]
+
+T = TypeVar("T")
+
+_READ_SIZE: Final = 65536
+_BACKLOG: Final = 16384
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Reset the connection (TCP RST) as soon as the request arrives; nothing is forwarded."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ResetMidResponse:
+    """Forward the request, send the response's head and half its body, then reset.
+
+    The server did the work (a posted message exists, a poll's events were read) but the
+    client never learns the outcome.
+    """
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Close the connection cleanly without answering; nothing is forwarded."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Hang:
+    """Never answer: nothing is forwarded; the connection stays open until the client leaves."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Forward the request and hold its response back for `seconds`."""
+
+    seconds: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Answer with `status` (and `body`) instead of forwarding the request.
+
+    Example: `Respond(429, retry_after=2)`, `Respond(503)`, or a malformed 200 with
+    `Respond(200, body=b"<html>maintenance</html>")`.
+    """
+
+    status: int
+    body: bytes = b'{"detail": "injected by FaultProxy"}'
+    retry_after: float | None = None
+
+
+Fault: TypeAlias = Reset | ResetMidResponse | Drop | Hang | Delay | Respond
+"""One fault, met by one request."""
+
+
+def fault_name(fault: Fault) -> str:
+    """A short label for counting faults: `reset`, `respond_503`, `delay`, ..."""
+    if isinstance(fault, Respond):
+        return f"respond_{fault.status}"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(fault).__name__).lower()
+
+
+@dataclass(slots=True)
+class _Rule:
+    method: str | None
+    path: re.Pattern[str] | None
+    faults: deque[Fault]
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path is None or self.path.search(path) is not None
+        )
+
+
+@dataclass(slots=True)
+class _Chaos:
+    rate: float
+    faults: tuple[Fault, ...]
+    rng: random.Random
+    rule: _Rule
+    left: int | None
+
+    def draw(self, method: str, path: str) -> Fault | None:
+        """A fault for this request, or None (the request is forwarded untouched)."""
+        if self.left == 0 or not self.rule.matches(method, path):
+            return None
+        if self.rng.random() >= self.rate:
+            return None
+        if self.left is not None:
+            self.left -= 1
+        return self.rng.choice(self.faults)
+
+
+@dataclass(slots=True)
+class _State:
+    rules: list[_Rule] = field(default_factory=list)
+    chaos: _Chaos | None = None
+    injected: Counter[str] = field(default_factory=Counter)
+    forwarded: int = 0
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while its request was being served."""
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (SO_LINGER 0) instead of a clean FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def _response_head(status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
+    return h11.Response(status_code=status, headers=headers)
+
+
+@final
+class FaultProxy:
+    """An HTTP/1.1 proxy on a free loopback port that injects faults into chosen requests.
+
+    Faults are queued by `inject` for the next requests that match, or drawn at random by
+    `chaos` with a seed; `refuse()` / `accept()` (or `with proxy.outage():`) make the port
+    refuse connections. All methods may be called from any thread.
+
+    Example:
+        >>> with FaultProxy(server.url) as proxy:
+        ...     proxy.inject(ResetMidResponse(), Respond(503), method="GET", path="/events")
+        ...     sup = SessionSupervisor(proxy.url)
+    """
+
+    def __init__(self, upstream: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise ValueError(f"FaultProxy forwards to an http:// URL, got {upstream!r}")
+        self._upstream = (parts.hostname, parts.port or 80)
+        self.host = host
+        self._state = _State()
+        self._thread = LoopThread("fault-proxy")
+        self._socket = listening_socket(host, port, _BACKLOG)
+        self.port: int = self._socket.getsockname()[1]
+        self._server: asyncio.Server | None = self._thread.run(self._listen(self._socket))
+
+    @property
+    def url(self) -> str:
+        """The base URL to give a Parlant client instead of the upstream's."""
+        return http_url(self.host, self.port)
+
+    # --- what to inject (any thread) --------------------------------------------------------
+
+    def inject(self, *faults: Fault, method: str | None = None, path: str | None = None) -> None:
+        """Queue `faults`, one each for the next requests that match.
+
+        Args:
+            faults: Met in order by successive matching requests.
+            method: Match only this HTTP method (e.g. "GET" for polls, "POST" for messages).
+            path: A regular expression searched in the request's path (without the query).
+        """
+        rule = _Rule(method, re.compile(path) if path is not None else None, deque(faults))
+        self._thread.call(self._state.rules.append, rule)
+
+    def chaos(
+        self,
+        rate: float,
+        faults: Sequence[Fault],
+        *,
+        seed: int,
+        limit: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """From now on, each matching request meets a fault drawn from `faults` with
+        probability `rate` (seeded), until `limit` faults were injected or `calm()`."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be within [0, 1], got {rate}")
+        if not faults:
+            raise ValueError("chaos needs at least one fault to draw from")
+        rule = _Rule(method, re.compile(path) if path is not None else None, deque())
+        chaos = _Chaos(rate, tuple(faults), random.Random(seed), rule, limit)
+        self._thread.call(setattr, self._state, "chaos", chaos)
+
+    def calm(self) -> None:
+        """Stop the chaos and drop every queued fault not yet met."""
+
+        def clear() -> None:
+            self._state.chaos = None
+            self._state.rules.clear()
+
+        self._thread.call(clear)
+
+    @property
+    def pending(self) -> int:
+        """Queued faults that no request has met yet."""
+        return self._thread.call(lambda: sum(len(rule.faults) for rule in self._state.rules))
+
+    @property
+    def injected(self) -> Counter[str]:
+        """Faults injected so far, by kind (`reset`, `hang`, `respond_503`, `refused`, ...)."""
+        return self._thread.call(lambda: Counter(self._state.injected))
+
+    @property
+    def forwarded(self) -> int:
+        """Requests forwarded upstream so far (with or without a delay or a reset)."""
+        return self._thread.call(lambda: self._state.forwarded)
+
+    # --- outages ------------------------------------------------------------------------
+
+    def refuse(self) -> None:
+        """Stop listening (new connections are refused) and reset every open connection."""
+        self._thread.run(self._refuse())
+
+    def accept(self) -> None:
+        """Listen again on the same port."""
+        if self._server is None:
+            self._socket = listening_socket(self.host, self.port, _BACKLOG)
+            self._server = self._thread.run(self._listen(self._socket))
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """Refuse connections for the duration of the block."""
+        self.refuse()
+        try:
+            yield
+        finally:
+            self.accept()
+
+    def stop(self) -> None:
+        """Close every connection and the listening socket, and join the proxy's thread."""
+        if self._thread.alive:
+            self._thread.run(self._refuse(count=False))
+        self._thread.stop()
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- on the proxy's loop ------------------------------------------------------------
+
+    async def _listen(self, sock: socket.socket) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, sock=sock, backlog=_BACKLOG)
+
+    async def _refuse(self, *, count: bool = True) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        if count:
+            self._state.injected["refused"] += 1
+        for writer in list(self._state.writers):
+            _reset(writer)
+
+    def _fault_for(self, method: str, path: str) -> Fault | None:
+        state = self._state
+        fault: Fault | None
+        for rule in state.rules:
+            if rule.faults and rule.matches(method, path):
+                fault = rule.faults.popleft()
+                break
+        else:
+            fault = state.chaos.draw(method, path) if state.chaos is not None else None
+        state.rules = [rule for rule in state.rules if rule.faults]
+        if fault is not None:
+            state.injected[fault_name(fault)] += 1
+        return fault
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._state.writers.add(writer)
+        upstream = _Upstream(*self._upstream)
+        try:
+            await _Exchange(self, reader, writer, upstream).run()
+        except (ConnectionError, _ClientGone, h11.ProtocolError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._state.writers.discard(writer)
+            upstream.close()
+            writer.close()
+
+
+@final
+class _Upstream:
+    """One connection to the upstream server, opened on first use and again after a close."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._h11 = h11.Connection(h11.CLIENT)
+
+    async def exchange(self, request: h11.Request, body: bytes) -> tuple[h11.Response, list[bytes]]:
+        """Send the request; return the response's head and body (in the pieces it came)."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(*self._address)
+            self._h11 = h11.Connection(h11.CLIENT)
+        reader, writer = self._streams
+        conn = self._h11
+        writer.write(conn.send(request) or b"")
+        if body:
+            writer.write(conn.send(h11.Data(data=body)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+        head: h11.Response | None = None
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(_READ_SIZE))
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("upstream closed the connection mid-response")
+        assert head is not None
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:
+            self.close()
+        return head, chunks
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
+@final
+class _Exchange:
+    """One client connection: read each request, inject its fault or forward it."""
+
+    def __init__(
+        self,
+        proxy: FaultProxy,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: _Upstream,
+    ) -> None:
+        self._proxy = proxy
+        self._reader = reader
+        self._writer = writer
+        self._upstream = upstream
+        self._h11 = h11.Connection(h11.SERVER)
+
+    async def run(self) -> None:
+        while True:
+            received = await self._request()
+            if received is None:
+                return
+            request, body = received
+            method = request.method.decode()
+            path = request.target.decode().split("?", 1)[0]
+            fault = self._proxy._fault_for(method, path)
+            if isinstance(fault, Reset):
+                _reset(self._writer)
+                return
+            if isinstance(fault, Drop):
+                return
+            if isinstance(fault, Hang):
+                await self._until_client_leaves()
+                return
+            if isinstance(fault, Respond):
+                await self._respond(fault)
+            elif not await self._forward(request, body, fault):
+                return
+            if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+                return
+            self._h11.start_next_cycle()
+
+    async def _request(self) -> tuple[h11.Request, bytes] | None:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA:
+                self._h11.receive_data(await self._reader.read(_READ_SIZE))
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    async def _until_client_leaves(self) -> None:
+        while await self._reader.read(_READ_SIZE):
+            pass
+
+    async def _while_client_stays(self, work: Coroutine[Any, Any, T]) -> T:
+        """The result of `work`; raise _ClientGone (and cancel it) if the client leaves first."""
+        waiting = asyncio.ensure_future(work)
+        leaving = asyncio.ensure_future(self._until_client_leaves())
+        try:
+            await asyncio.wait([waiting, leaving], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancelled(leaving)  # the reader is free again before the next request
+        if not waiting.done():
+            await _cancelled(waiting)
+            raise _ClientGone
+        return waiting.result()
+
+    async def _forward(self, request: h11.Request, body: bytes, fault: Fault | None) -> bool:
+        """Forward the request and relay (or break) its response; False if the connection ended."""
+        self._proxy._state.forwarded += 1
+        try:
+            head, chunks = await self._while_client_stays(self._upstream.exchange(request, body))
+        except (OSError, h11.ProtocolError) as error:
+            self._upstream.close()
+            detail = f'{{"detail": "bad gateway: {type(error).__name__}"}}'.encode()
+            await self._respond(Respond(502, body=detail))
+            return True
+        if isinstance(fault, Delay):
+            await self._while_client_stays(asyncio.sleep(fault.seconds))
+        headers = [(name, value) for name, value in head.headers if name != b"connection"]
+        data = b"".join(chunks)
+        if isinstance(fault, ResetMidResponse):
+            framed = [
+                (n, v) for n, v in headers if n not in (b"content-length", b"transfer-encoding")
+            ]
+            framed.append((b"content-length", str(len(data)).encode()))
+            self._writer.write(self._h11.send(_response_head(head.status_code, framed)) or b"")
+            self._writer.write(self._h11.send(h11.Data(data=data[: len(data) // 2])) or b"")
+            await self._writer.drain()
+            _reset(self._writer)
+            return False
+        self._writer.write(self._h11.send(_response_head(head.status_code, headers)) or b"")
+        if data:
+            self._writer.write(self._h11.send(h11.Data(data=data)) or b"")
+        self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")
+        await self._writer.drain()
+        return True
+
+    async def _respond(self, fault: Respond) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(fault.body)).encode()),
+        ]
+        if fault.retry_after is not None:
+            headers.append((b"retry-after", f"{fault.retry_after:g}".encode()))
+        self._writer.write(self._h11.send(_response_head(fault.status, headers)) or b"")
+        self._writer.write(self._h11.send(h11.Data(data=fault.body)) or b"")
+        self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")
+        await self._writer.drain()

@@ -1,0 +1,219 @@
+"""Failure-table rows that need real sockets failing: resets, hangs, slow answers, outages.
+
+Each test puts a `FaultProxy` between the supervisor and the emulator and aims its faults at
+one session's polls (GET) or message posts (POST).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import httpx
+import pytest
+
+from supervisor import ParlantUnavailable, Reply, SessionState, SessionSupervisor
+from supervisor.testing import (
+    Delay,
+    Drop,
+    EmulatorServer,
+    FakeClock,
+    FaultProxy,
+    Hang,
+    Reset,
+    ResetMidResponse,
+    Respond,
+    settle,
+)
+from tests.helpers import messages
+from tests.logwatch import LogWatcher
+
+Serve = Callable[..., EmulatorServer]
+Supervise = Callable[..., SessionSupervisor]
+Proxy = Callable[[str], FaultProxy]
+
+
+class Rig(NamedTuple):
+    server: EmulatorServer
+    wire: FaultProxy
+    sup: SessionSupervisor
+    session_id: str  # a session no client has polled yet: faults aimed at it meet its polls
+
+
+def rig(serve: Serve, proxy: Proxy, supervise: Supervise, **config: Any) -> Rig:
+    """An emulator, a proxy in front of it, a supervisor behind the proxy, and a new session."""
+    server = serve()
+    wire = proxy(server.url)
+    sup = supervise(wire.url, **config)
+    return Rig(server, wire, sup, server.call(server.emulator.create_session, "echo"))
+
+
+def events_path(session_id: str) -> str:
+    return rf"^/sessions/{re.escape(session_id)}/events$"
+
+
+def polls(sup: SessionSupervisor, outcome: str) -> float:
+    value = sup.registry.get_sample_value("parlant_supervisor_polls_total", {"outcome": outcome})
+    return value or 0.0
+
+
+def offsets_seen(reader: Iterator[object], server: EmulatorServer, session_id: str) -> list[int]:
+    written = server.call(server.emulator.session_events, session_id)
+    return [next(reader).offset for _ in written]  # type: ignore[attr-defined]
+
+
+def written_offsets(server: EmulatorServer, session_id: str) -> list[int]:
+    return [event["offset"] for event in server.call(server.emulator.session_events, session_id)]
+
+
+@pytest.mark.parametrize(
+    ("faults", "names"),
+    [
+        pytest.param([ResetMidResponse()], ["reset_mid_response"], id="reset-mid-response"),
+        pytest.param([Reset(), Drop()], ["reset", "drop"], id="reset-and-drop"),
+        pytest.param(
+            [Respond(500), Respond(503, retry_after=1), Respond(200, body=b"<html>")],
+            ["respond_500", "respond_503", "respond_200"],
+            id="5xx-and-malformed",
+        ),
+    ],
+)
+def test_a_poll_broken_on_the_wire_is_retried_and_loses_or_repeats_nothing(
+    serve: Serve,
+    supervise: Supervise,
+    proxy: Proxy,
+    logs: LogWatcher,
+    faults: list[object],
+    names: list[str],
+) -> None:
+    clock = FakeClock()
+    server, wire, sup, session_id = rig(serve, proxy, supervise, clock=clock)
+    wire.inject(*faults, method="GET", path=events_path(session_id))  # type: ignore[arg-type]
+    reader = sup.events(session_id)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        asking = pool.submit(sup.ask, session_id, "are you there?", timeout=600)
+        for count in range(1, len(faults) + 1):
+            logs.wait_for("session.poll_failed", count=count, session_id=session_id)
+            settle(sup)
+            clock.advance(sup.config.backoff.cap)
+        reply: Reply = asking.result(timeout=30)
+
+    assert reply.text == "echo: are you there?"
+    assert offsets_seen(reader, server, session_id) == written_offsets(server, session_id)
+    assert wire.pending == 0
+    assert sorted(wire.injected.elements()) == sorted(names)
+
+
+def test_a_hung_connection_is_given_up_after_the_poll_timeout_and_polled_again(
+    serve: Serve, supervise: Supervise, proxy: Proxy
+) -> None:
+    _server, wire, sup, session_id = rig(
+        serve, proxy, supervise, wait_for_data=1, wait_jitter=0, poll_timeout_margin=0.5
+    )
+    wire.inject(Hang(), method="GET", path=events_path(session_id))
+
+    reply = sup.ask(session_id, "hello?", timeout=30)  # the first poll hangs for 1.5 s
+
+    assert reply.text == "echo: hello?"
+    assert polls(sup, "client_timeout") == 1
+    assert polls(sup, "network") == 0  # a hang is not a failure: no backoff
+    assert wire.injected == {"hang": 1}
+
+
+def test_slow_answers_are_waited_for_not_taken_for_failures(
+    serve: Serve, supervise: Supervise, proxy: Proxy
+) -> None:
+    _server, wire, sup, session_id = rig(serve, proxy, supervise)
+    wire.inject(Delay(0.3), method="GET", path=events_path(session_id))  # the first poll
+    wire.inject(Delay(0.3), method="POST", path=events_path(session_id))
+
+    reply = sup.ask(session_id, "take your time", timeout=30)
+
+    assert reply.text == "echo: take your time"
+    assert wire.injected == {"delay": 2}
+    assert polls(sup, "network") == polls(sup, "client_timeout") == 0
+
+
+def test_an_outage_fails_asks_as_unavailable_and_polling_resumes_when_it_ends(
+    serve: Serve, supervise: Supervise, proxy: Proxy, logs: LogWatcher
+) -> None:
+    clock = FakeClock()
+    server, wire, sup, session_id = rig(serve, proxy, supervise, clock=clock)
+    reader = sup.events(session_id)
+    assert sup.ask(session_id, "before", timeout=600).text == "echo: before"
+
+    with wire.outage():  # the open poll is reset, every new connection refused
+        logs.wait_for("session.poll_failed", kind="network", session_id=session_id)
+        with pytest.raises(ParlantUnavailable, match=session_id):
+            sup.ask(session_id, "during", timeout=600)
+        settle(sup)
+        clock.advance(sup.config.backoff.cap)  # retries while it lasts fail again
+        logs.wait_for("session.poll_failed", count=2, kind="network", session_id=session_id)
+        settle(sup)
+        assert sup.statistics().sessions_by_state[SessionState.BACKING_OFF] == 1
+    clock.advance(sup.config.backoff.cap)
+    assert sup.ask(session_id, "after", timeout=600).text == "echo: after"
+
+    assert offsets_seen(reader, server, session_id) == written_offsets(server, session_id)
+    assert wire.injected == {"refused": 1}
+
+
+def test_a_post_whose_answer_is_lost_fails_the_ask_but_its_reply_still_reaches_readers(
+    serve: Serve, supervise: Supervise, proxy: Proxy
+) -> None:
+    server, wire, sup, session_id = rig(serve, proxy, supervise)
+    wire.inject(ResetMidResponse(), method="POST", path=events_path(session_id))
+    reader = sup.events(session_id)
+
+    with pytest.raises(ParlantUnavailable, match=session_id):
+        sup.ask(session_id, "did this arrive?", timeout=30)
+
+    emulator = server.emulator
+    server.run(emulator.until(lambda: len(messages(emulator.session_events(session_id))) == 2))
+    seen = [next(reader) for _ in emulator.session_events(session_id)]
+    assert messages(event.model_dump() for event in seen) == [
+        "did this arrive?",
+        "echo: did this arrive?",
+    ]
+
+
+def test_chaos_is_seeded_bounded_and_aimed(serve: Serve, proxy: Proxy) -> None:
+    server = serve()
+    drawn: list[list[int]] = []
+    for _ in range(2):
+        wire = proxy(server.url)
+        wire.chaos(0.5, [Respond(503), Respond(500)], seed=7, limit=5, path="^/agents$")
+        with httpx.Client(base_url=wire.url) as client:
+            statuses = [client.get("/agents").status_code for _ in range(30)]
+            assert client.get("/healthz").status_code == 200  # not aimed at: untouched
+        drawn.append(statuses)
+        assert wire.injected.total() == 5
+        assert wire.forwarded == 26
+
+    assert drawn[0] == drawn[1]  # the same seed, the same faults at the same requests
+    assert drawn[0].count(200) == 25
+    assert set(drawn[0]) <= {200, 500, 503}
+
+
+def test_a_rate_limit_and_a_gateway_upstream_down_are_plain_http_answers(
+    serve: Serve, proxy: Proxy
+) -> None:
+    server = serve()
+    wire = proxy(server.url)
+    wire.inject(Respond(429, retry_after=2.5))
+    with httpx.Client(base_url=wire.url) as client:
+        limited = client.get("/agents")
+        server.stop()
+        down = client.get("/agents")
+
+    assert (limited.status_code, limited.headers["retry-after"]) == (429, "2.5")
+    assert down.status_code == 502
+    assert "bad gateway" in down.json()["detail"]
+
+
+def test_the_proxy_forwards_only_to_plain_http() -> None:
+    with pytest.raises(ValueError, match="http://"):
+        FaultProxy("https://parlant.example.com")
