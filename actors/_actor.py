@@ -20,6 +20,7 @@ from typing import Any, final
 import pykka
 import structlog
 
+from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
 from actors._errors import SupervisorError, SupervisorStopped
@@ -111,7 +112,8 @@ class SessionRuntime:
         recorder: Where metrics go.
         settings: How sessions poll and buffer.
         board: The latest snapshot of every live session (read by `statistics()`).
-        checkpoints: Where each session stopped, so a re-activated session resumes there.
+        checkpoints: Where each stopped session stopped, so a re-activated session resumes
+            there (bounded: see `CheckpointMemory`).
         mailboxes: Each live session's actor inbox (its depth is a health figure).
         threads: Threads of live SessionActors (joined at shutdown).
         started_total: Session actors started (written by the Supervisor actor only).
@@ -126,8 +128,8 @@ class SessionRuntime:
     clock: Clock
     recorder: Recorder
     settings: SessionSettings
+    checkpoints: CheckpointMemory
     board: dict[str, SessionSnapshot] = field(default_factory=dict)
-    checkpoints: dict[str, int] = field(default_factory=dict)
     mailboxes: dict[str, queue.Queue[Any]] = field(default_factory=dict)
     threads: weakref.WeakSet[threading.Thread] = field(default_factory=weakref.WeakSet)
     started_total: int = 0
@@ -138,7 +140,10 @@ class SessionRuntime:
     def checkpoint_of(self, session_id: str) -> int:
         """Where a new actor for the session starts: its live or last checkpoint, else 0."""
         live = self.board.get(session_id)
-        return live.checkpoint if live is not None else self.checkpoints.get(session_id, 0)
+        if live is not None:
+            return live.checkpoint
+        remembered = self.checkpoints.recall(session_id)
+        return remembered if remembered is not None else 0
 
 
 @final
@@ -358,7 +363,7 @@ class SessionActor(pykka.ThreadingActor):
 
     def _retire(self) -> None:
         self._runtime.poller.release(self.session_id, self.actor_urn)
-        self._runtime.checkpoints[self.session_id] = self._core.checkpoint
+        self._runtime.checkpoints.remember(self.session_id, self._core.checkpoint)
         # a successor for the same session may already be running: leave its entries alone
         if self._runtime.board.get(self.session_id) is self._snapshot:
             del self._runtime.board[self.session_id]

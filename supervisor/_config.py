@@ -44,6 +44,13 @@ class SupervisorConfig:
             where it stopped. Costs one request per `checkpoint_interval` per active session.
         checkpoint_interval: Seconds between two checkpoint writes of one session (one more
             is written when the session stops).
+        max_checkpoints: Stopped (reaped, closed, given-up) sessions whose checkpoint is kept
+            in memory, so that the next call resumes them where they stopped; past it the least
+            recently stopped are forgotten. A forgotten session starts over like a new one
+            (from offset 0, or from Parlant with durable checkpoints): a new `events()` reader
+            may see its history again, but nothing is lost.
+        checkpoint_ttl: Seconds a stopped session's checkpoint is kept in memory (None: until
+            `max_checkpoints` pushes it out).
         poll_timeout_margin: Seconds a poll waits for its answer past `wait_for_data` before
             the connection is taken for hung and the poll is opened again (Parlant's own 504
             normally comes first).
@@ -63,6 +70,8 @@ class SupervisorConfig:
     idle_ttl: float | None = 600.0
     durable_checkpoints: bool = False
     checkpoint_interval: float = 5.0
+    max_checkpoints: int = 100_000
+    checkpoint_ttl: float | None = 24 * 3600.0
     poll_timeout_margin: float = 10.0
 
     def __post_init__(self) -> None:
@@ -74,6 +83,10 @@ class SupervisorConfig:
             raise ValueError(f"max_message_length must be >= 1, got {self.max_message_length}")
         if self.poll_timeout_margin <= 0:
             raise ValueError(f"poll_timeout_margin must be > 0, got {self.poll_timeout_margin}")
+        if self.max_checkpoints < 1:
+            raise ValueError(f"max_checkpoints must be >= 1, got {self.max_checkpoints}")
+        if self.checkpoint_ttl is not None and self.checkpoint_ttl <= 0:
+            raise ValueError(f"checkpoint_ttl must be > 0 or None, got {self.checkpoint_ttl}")
         if self.stop_timeout <= 0:
             raise ValueError(f"stop_timeout must be > 0, got {self.stop_timeout}")
         self.session_settings()  # validates the polling knobs

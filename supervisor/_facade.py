@@ -26,6 +26,7 @@ from actors import (
     SupervisorStopped,
 )
 from actors._actor import SessionRuntime
+from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock, Deadline, SystemClock
 from actors._io import IOLoop
 from actors._messages import AwaitReply, ConsumerKind, Message, Subscribe, Unsubscribe
@@ -122,6 +123,11 @@ class SessionSupervisor:
             clock=self._clock,
             recorder=self._metrics,
             settings=self.config.session_settings(),
+            checkpoints=CheckpointMemory(
+                self._clock.now,
+                capacity=self.config.max_checkpoints,
+                ttl=self.config.checkpoint_ttl,
+            ),
         )
         self._supervisor = Supervisor.start(
             self._runtime, self.config.actor_stack_size, self.config.restart_policy
@@ -265,7 +271,7 @@ class SessionSupervisor:
         """Asyncio twin of `stream`."""
         consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
         self._await_reply(session_id, message, timeout, consumer)
-        return self._aiterate(session_id, consumer)
+        return self._aiterate(session_id, consumer, timeout)
 
     def events(self, session_id: str, *, since: int | None = None) -> Generator[Event, None, None]:
         """Yield every event of the session as it arrives, follow-ups after `ready` included.
@@ -287,7 +293,7 @@ class SessionSupervisor:
         if since is not None and since < 0:
             raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
         self._route(session_id, Subscribe(consumer, since))
-        return self._aiterate(session_id, consumer)
+        return self._aiterate(session_id, consumer, None)
 
     def _event_consumer(self, session_id: str, kind: ConsumerKind) -> EventConsumer:
         return EventConsumer(
@@ -338,14 +344,17 @@ class SessionSupervisor:
             self._release(session_id, consumer)
 
     async def _aiterate(
-        self, session_id: str, consumer: EventConsumer
+        self, session_id: str, consumer: EventConsumer, timeout: float | None
     ) -> AsyncGenerator[Event, None]:
+        guard = None if timeout is None else timeout + _SAFETY_MARGIN
         try:
             while True:
                 try:
-                    yield await consumer.get_async()
+                    yield await asyncio.wait_for(consumer.get_async(), guard)
                 except Ended:
                     return
+                except TimeoutError:
+                    raise self._unresponsive(session_id) from None
         finally:
             self._release(session_id, consumer)
 

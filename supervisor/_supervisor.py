@@ -208,7 +208,7 @@ class Supervisor(pykka.ThreadingActor):
         if ref is not None and ref.is_alive():
             return ref
         runtime = self._runtime
-        reactivated = session_id in runtime.checkpoints or session_id in runtime.board
+        reactivated = session_id in runtime.board or session_id in runtime.checkpoints
         start = since if since is not None else runtime.checkpoint_of(session_id)
         if since is None and not reactivated and runtime.settings.checkpoint_interval is not None:
             start = None  # durable checkpoints: resume where Parlant says we stopped
@@ -266,7 +266,7 @@ class Supervisor(pykka.ThreadingActor):
             for registration in session.live_consumers():
                 registration.consumer.fail(session.failed)
             session.consumers.clear()
-            self._runtime.checkpoints[crash.session_id] = crash.checkpoint
+            self._runtime.checkpoints.remember(crash.session_id, crash.checkpoint)
             self._runtime.recorder.session_failed("crashed")
             log.error("session.given_up", restarts=decision.restarts_in_window)
             return

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+import supervisor._facade
 from supervisor import SessionSupervisor, SupervisorConfig, SupervisorStopped
-from supervisor.testing import EmulatedAgent, EmulatorServer, TurnContext, settle
+from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, TurnContext, settle
+from tests.helpers import new_session
 
 Serve = Callable[..., EmulatorServer]
 
@@ -64,3 +66,36 @@ def test_a_blocking_call_on_a_running_loop_is_refused_with_a_pointer_to_the_twin
             sup.create_session(agent_id)
 
     asyncio.run(misuse())
+
+
+@pytest.mark.parametrize("call", ["ask", "aask", "stream", "astream"])
+def test_a_caller_is_not_left_waiting_if_the_session_never_answers_its_deadline(
+    serve: Serve,
+    supervise: Callable[..., SessionSupervisor],
+    monkeypatch: pytest.MonkeyPatch,
+    call: str,
+) -> None:
+    async def never(turn: TurnContext) -> None:
+        await turn.gate("never")
+
+    monkeypatch.setattr(supervisor._facade, "_SAFETY_MARGIN", 0.2)
+    server = serve(EmulatedAgent("never", never))
+    sup = supervise(server.url, clock=FakeClock())  # frozen: the actor never sees the deadline
+    session_id = new_session(server, sup, "never")
+
+    async def consume(events: AsyncIterator[object]) -> None:
+        async for _ in events:
+            pass
+
+    def wait_for_the_answer() -> None:
+        if call == "ask":
+            sup.ask(session_id, "hello?", timeout=0.3)
+        elif call == "aask":
+            asyncio.run(sup.aask(session_id, "hello?", timeout=0.3))
+        elif call == "stream":
+            list(sup.stream(session_id, "hello?", timeout=0.3))
+        else:
+            asyncio.run(consume(sup.astream(session_id, "hello?", timeout=0.3)))
+
+    with pytest.raises(SupervisorStopped, match="did not answer"):
+        wait_for_the_answer()

@@ -1,9 +1,11 @@
 """A seeded storm of mixed faults: every ask gets its own correct reply (or ParlantUnavailable
-when the outage cut its post's answer: the message was written, and its reply still reaches the
-readers), and every reader sees every event exactly once. Faults: 500, 503 and 429 (Retry-After) and malformed 200 bodies from the
-server; resets (before and mid-response), dropped connections, delays and 502s on the wire;
-an outage of every connection at once; and session actors crashing at random (restarted from
-their checkpoints). Hangs have their own test: each costs a poll timeout of real time."""
+when the outage cut its post's answer: the message was written, and its reply still reaches
+the readers), and every reader sees every event exactly once.
+
+Faults: 500, 503 and 429 (Retry-After) and malformed 200 bodies from the server; resets
+(before and mid-response), dropped connections, delays and 502s on the wire; an outage of
+every connection at once; and session actors crashing at random (restarted from their
+checkpoints). Hangs have their own test: each costs a poll timeout of real time."""
 
 from __future__ import annotations
 

@@ -142,6 +142,25 @@ def test_an_idle_session_is_reaped_and_reactivated_transparently(
     assert "parlant_supervisor_sessions_reactivated_total 1.0" in exposition
 
 
+def test_a_reaped_sessions_checkpoint_is_kept_for_its_ttl_then_it_starts_over(
+    serve: Serve, supervise: Supervise, logs: LogWatcher
+) -> None:
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock, idle_ttl=300, checkpoint_ttl=3600)
+    session_id = new_session(server, sup, "echo")
+    assert sup.ask(session_id, "first", timeout=600).text == "echo: first"
+    settle(sup)
+    clock.advance(300)
+    logs.wait_for("session.reaped", session_id=session_id)
+    settle(sup)
+
+    clock.advance(3600)  # the memory of where it stopped is gone: it starts over, from 0
+    reader = sup.events(session_id)
+    assert [next(reader).offset for _ in range(6)] == [0, 1, 2, 3, 4, 5]  # again, not lost
+    assert sup.statistics().sessions == 1
+
+
 def test_a_session_with_a_reader_or_a_waiting_ask_is_never_reaped(
     serve: Serve, supervise: Supervise, logs: LogWatcher
 ) -> None:
