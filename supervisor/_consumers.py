@@ -113,6 +113,7 @@ class ReplyConsumer:
         self.capacity = capacity
         self.customer_offset: int | None = None
         self.asked_at: float | None = None
+        self.next_offset: int | None = None  # an ask takes its turn whole, not by offsets
         self._channel: _Channel[Reply] = _Channel()
 
     @property
@@ -122,6 +123,9 @@ class ReplyConsumer:
 
     def deliver(self, events: Sequence[Event]) -> None:
         """Asks take the turn whole at `resolve`; nothing is delivered to them piecemeal."""
+
+    def rebase(self) -> None:
+        """Nothing to rebase: an ask keeps no flow accounting."""
 
     def resolve(self, reply: Reply) -> None:
         self._channel.put((reply,))

@@ -334,11 +334,9 @@ class Supervisor(pykka.ThreadingActor):
 def _resumption(registration: AwaitReply | Subscribe) -> Message:
     """How a consumer that outlived its session's actor is attached to the successor."""
     consumer: Consumer = registration.consumer
-    rebase = getattr(consumer, "rebase", None)
-    if callable(rebase):
-        rebase()
+    consumer.rebase()
     if isinstance(registration, Subscribe):
-        next_offset = getattr(consumer, "next_offset", None)
+        next_offset = consumer.next_offset
         since = next_offset if next_offset is not None else registration.since
         return Subscribe(consumer, since)
     return ResumeReply(consumer, consumer.customer_offset, registration.deadline)
