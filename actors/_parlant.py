@@ -10,7 +10,7 @@ connections, 6 s (emulator in the same process; measured with py-spy).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, TypeVar, final
 
 import httpx
@@ -159,6 +159,18 @@ class ParlantApi:
     async def delete_session(self, session_id: str) -> None:
         """Delete a session on the server (its open polls get 404)."""
         await self._call(lambda parlant: parlant.sessions.delete(session_id))
+
+    async def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
+        """Each named agent's id, found by name, else created."""
+        ids = {agent.name: agent.id for agent in await self._call(lambda p: p.agents.list())}
+        for name in names:
+            if name not in ids:
+                ids[name] = await self._create_agent(name)
+        return {name: ids[name] for name in names}
+
+    async def _create_agent(self, name: str) -> str:
+        agent = await self._call(lambda parlant: parlant.agents.create(name=name))
+        return agent.id
 
     async def ping(self) -> None:
         """Raise unless the server answers (lists agents)."""

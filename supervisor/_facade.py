@@ -7,7 +7,7 @@ import concurrent.futures
 import contextlib
 import enum
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Generator
+from collections.abc import AsyncGenerator, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, final
@@ -172,6 +172,43 @@ class SessionSupervisor:
         self._check_running()
         _require_id("name", name)
         return await self._on_io(self._runtime.api.create_customer(name))
+
+    def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
+        """Each named agent's id on the server, found by name, else created (name -> id)."""
+        return self._run(self.aensure_agents(names))
+
+    async def aensure_agents(self, names: Sequence[str]) -> dict[str, str]:
+        """Asyncio twin of `ensure_agents`."""
+        self._check_running()
+        for name in names:
+            _require_id("name", name)
+        return await self._on_io(self._runtime.api.ensure_agents(names))
+
+    def history(self, session_id: str, *, since: int = 0) -> list[Event]:
+        """The session's events from offset `since`, read from the server once (no waiting).
+
+        Unlike `events()`, nothing is consumed: it is a plain read of the log, e.g. to fetch
+        a reply that came after its ask's deadline.
+        """
+        return self._run(self.ahistory(session_id, since=since))
+
+    async def ahistory(self, session_id: str, *, since: int = 0) -> list[Event]:
+        """Asyncio twin of `history`."""
+        self._check_running()
+        _require_id("session_id", session_id)
+        if since < 0:
+            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        return await self._on_io(self._runtime.api.read_events(session_id, since), session_id)
+
+    def check_parlant(self) -> None:
+        """Return if Parlant answers a request now; else raise `ParlantUnavailable` (or
+        `AccessDenied` when it refuses the configured credentials)."""
+        self._run(self.acheck_parlant())
+
+    async def acheck_parlant(self) -> None:
+        """Asyncio twin of `check_parlant`."""
+        self._check_running()
+        await self._on_io(self._runtime.api.ping())
 
     def open(self, session_id: str, *, since: int | None = None) -> None:
         """Start polling a session now rather than on first use.
@@ -490,11 +527,11 @@ class SessionSupervisor:
             session_id=session_id,
         )
 
-    async def _on_io(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    async def _on_io(self, coroutine: Coroutine[Any, Any, T], session_id: str | None = None) -> T:
         try:
             return await asyncio.wrap_future(self._io.submit(coroutine))
         except Exception as error:
-            raise translate_error(error, self.parlant_url, None) from error
+            raise translate_error(error, self.parlant_url, session_id) from error
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run one of our coroutines to completion from a plain thread."""

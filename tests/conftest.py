@@ -9,7 +9,14 @@ import pytest
 import structlog
 
 from supervisor import SessionSupervisor, SupervisorConfig
-from supervisor.testing import EmulatedAgent, EmulatorServer, FaultProxy, ParlantEmulator
+from supervisor.backend import BackendSettings, create_app
+from supervisor.testing import (
+    AppServer,
+    EmulatedAgent,
+    EmulatorServer,
+    FaultProxy,
+    ParlantEmulator,
+)
 from tests.logwatch import LogWatcher
 
 
@@ -29,6 +36,25 @@ def serve() -> Iterator[Callable[..., EmulatorServer]]:
 
     def start(*agents: EmulatedAgent, **options: Any) -> EmulatorServer:
         server = EmulatorServer(ParlantEmulator(agents or (EmulatedAgent("echo"),), **options))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def backend() -> Iterator[Callable[..., AppServer]]:
+    """backend(**settings) -> the reference backend served on 127.0.0.1 (stopped after the test).
+
+    Without `parlant_url` it runs on its embedded default, like `python -m supervisor serve`.
+    """
+    servers: list[AppServer] = []
+
+    def start(**settings: Any) -> AppServer:
+        config = SupervisorConfig(wait_for_data=30, wait_jitter=5)
+        server = AppServer(create_app(BackendSettings(**{"supervisor": config, **settings})))
         servers.append(server)
         return server
 

@@ -37,6 +37,7 @@ PINNED = {
     ],
     "supervisor.testing": [
         "AgentScript",
+        "AppServer",
         "Delay",
         "Drop",
         "EmulatedAgent",
@@ -53,6 +54,14 @@ PINNED = {
         "echo",
         "scripted",
         "settle",
+    ],
+    "supervisor.backend": [
+        "BackendSettings",
+        "ChatAgent",
+        "Intent",
+        "MedicalWelfareAgent",
+        "ResearchPaperAgent",
+        "create_app",
     ],
     "actors": [
         "AccessDenied",

@@ -4,6 +4,7 @@
   scriptable agents (`echo`, `scripted`, or any `AgentScript`).
 - `FaultProxy` and its faults (`Reset`, `ResetMidResponse`, `Drop`, `Hang`, `Delay`,
   `Respond`): real sockets failing in chosen, seeded ways, in front of any Parlant URL.
+- `AppServer`: any ASGI app (the reference backend, yours) served by uvicorn on 127.0.0.1.
 - `FakeClock` and `settle()`: tests that never sleep.
 """
 
@@ -26,11 +27,12 @@ from supervisor.testing._proxy import (
     ResetMidResponse,
     Respond,
 )
-from supervisor.testing._server import EmulatorServer
+from supervisor.testing._server import AppServer, EmulatorServer
 from supervisor.testing._settle import settle
 
 __all__ = [
     "AgentScript",
+    "AppServer",
     "Delay",
     "Drop",
     "EmulatedAgent",

@@ -301,6 +301,10 @@ class ParlantEmulator:
         """Open a gate: every script waiting on it goes on."""
         self.gate(name).set()
 
+    def session_ids(self) -> list[str]:
+        """Every session's id, oldest first."""
+        return list(self._sessions)
+
     def session_events(self, session_id: str) -> list[dict[str, Any]]:
         """Every event the session has, as the JSON the server sends."""
         return list(self._sessions[session_id].events)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar, final
+from typing import Any, Literal, Self, TypeVar, final
 
 import uvicorn
 
 from supervisor.testing._loop import LoopThread
 
-__all__ = ["EmulatorServer", "listening_socket"]
+__all__ = ["AppServer", "EmulatorServer", "http_url", "listening_socket"]
 
 T = TypeVar("T")
 
@@ -35,61 +35,71 @@ def http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-@final
-class EmulatorServer:
-    """Runs an ASGI app on a free (or given) loopback port until `stop()`.
+class AppServer:
+    """Runs an ASGI app with uvicorn on a thread of its own, on a free (or given) port, until
+    `stop()`.
 
     The socket is bound and listening when the constructor returns, so `url` works at once;
-    connections made before uvicorn accepts wait in the kernel's backlog.
+    connections made before uvicorn accepts (after the app's lifespan start-up) wait in the
+    kernel's backlog. `stop()` drains requests in flight for up to `graceful_shutdown` seconds,
+    then runs the app's lifespan shutdown.
 
     Example:
-        >>> with EmulatorServer(ParlantEmulator([EmulatedAgent("echo")])) as server:
-        ...     client = ParlantClient(base_url=server.url)
+        >>> with AppServer(create_app()) as backend:
+        ...     httpx.post(f"{backend.url}/api/chat", json={...})
     """
 
     def __init__(
-        self, emulator: Any, *, host: str = "127.0.0.1", port: int = 0, backlog: int = 16384
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        backlog: int = 16384,
+        lifespan: Literal["on", "off"] = "on",
+        graceful_shutdown: int = 1,
     ) -> None:
-        self.emulator = emulator
+        self.app = app
         self._socket = listening_socket(host, port, backlog)
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
-            emulator.app,
+            app,
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan=lifespan,
             backlog=backlog,
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=graceful_shutdown,
             timeout_keep_alive=120,
         )
         self._server = uvicorn.Server(config)
-        self._thread = LoopThread("parlant-emulator")
+        self._thread = LoopThread("asgi-server")
         self._serving = self._thread.submit(self._server.serve(sockets=[self._socket]))
 
     @property
     def url(self) -> str:
-        """The base URL to give a Parlant client."""
+        """The server's base URL."""
         return http_url(self.host, self.port)
 
     def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run `function(*args)` on the server's loop (where the emulator's state lives)."""
+        """Run `function(*args)` on the server's loop (where the app's state lives)."""
         return self._thread.call(function, *args)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        """Run a coroutine on the server's loop and return its result (e.g. `emulator.until`)."""
+        """Run a coroutine on the server's loop and return its result."""
         return self._thread.run(coroutine, timeout)
 
     def stop(self) -> None:
-        """Stop serving (open long-polls are answered 503) and join the thread."""
+        """Stop accepting, drain requests in flight, run the lifespan shutdown, join the thread."""
         if self._thread.alive:
-            close = getattr(self.emulator, "close", None)
-            if callable(close):
-                self.call(close)
+            self._before_stop()
             self._server.should_exit = True
-            self._serving.exception(timeout=30)
+            self._serving.exception(timeout=60)
         self._thread.stop()
         self._socket.close()
+
+    def _before_stop(self) -> None:
+        """A hook for subclasses, run on the caller's thread while the server still runs."""
 
     def __enter__(self) -> Self:
         return self
@@ -101,3 +111,23 @@ class EmulatorServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@final
+class EmulatorServer(AppServer):
+    """Runs a `ParlantEmulator` on a free (or given) loopback port until `stop()`.
+
+    Example:
+        >>> with EmulatorServer(ParlantEmulator([EmulatedAgent("echo")])) as server:
+        ...     client = ParlantClient(base_url=server.url)
+    """
+
+    def __init__(
+        self, emulator: Any, *, host: str = "127.0.0.1", port: int = 0, backlog: int = 16384
+    ) -> None:
+        self.emulator = emulator
+        super().__init__(emulator.app, host=host, port=port, backlog=backlog, lifespan="off")
+
+    def _before_stop(self) -> None:
+        """Open long-polls are answered 503 at once instead of waiting for their timeout."""
+        self.call(self.emulator.close)

@@ -1,0 +1,69 @@
+"""The agents the backend routes to: thin classes over the supervisor, no polling of their own."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncGenerator
+from typing import ClassVar
+
+from parlant.client.types import Event
+
+from actors import Reply
+from supervisor._facade import SessionSupervisor
+
+__all__ = ["AGENTS", "ChatAgent", "Intent", "MedicalWelfareAgent", "ResearchPaperAgent"]
+
+
+class Intent(enum.StrEnum):
+    """Which agent a chat message is for."""
+
+    RESEARCH_PAPER = "research_paper"
+    MEDICAL_WELFARE = "medical_welfare"
+
+
+class ChatAgent:
+    """One Parlant agent, reached through the supervisor: the seed's `process` interface.
+
+    Subclasses name the Parlant agent (`name`, found or created by that name) and the intent
+    they serve. Sessions are Parlant session ids: mapping them to what clients see is the
+    web layer's business.
+    """
+
+    name: ClassVar[str]
+    intent: ClassVar[Intent]
+
+    def __init__(self, supervisor: SessionSupervisor, agent_id: str, *, timeout: float) -> None:
+        self.supervisor = supervisor
+        self.agent_id = agent_id
+        self.timeout = timeout
+
+    async def start(self) -> str:
+        """A new conversation: a new Parlant customer and session with this agent."""
+        customer_id = await self.supervisor.acreate_customer(f"{self.name} customer")
+        return await self.supervisor.acreate_session(self.agent_id, customer_id=customer_id)
+
+    async def process(self, message: str, session_id: str) -> Reply:
+        """Post `message` and return the turn that answers it (ReplyTimeout past `timeout`)."""
+        return await self.supervisor.aask(session_id, message, timeout=self.timeout)
+
+    def process_stream(self, message: str, session_id: str) -> AsyncGenerator[Event, None]:
+        """Post `message` and yield the answering turn's events live, ending at its `ready`."""
+        return self.supervisor.astream(session_id, message, timeout=self.timeout)
+
+
+class ResearchPaperAgent(ChatAgent):
+    """Summarises and finds research papers."""
+
+    name = "ResearchPaperAgent"
+    intent = Intent.RESEARCH_PAPER
+
+
+class MedicalWelfareAgent(ChatAgent):
+    """Explains welfare support for patients."""
+
+    name = "MedicalWelfareAgent"
+    intent = Intent.MEDICAL_WELFARE
+
+
+AGENTS: tuple[type[ChatAgent], ...] = (ResearchPaperAgent, MedicalWelfareAgent)
+"""The agent class of each intent."""

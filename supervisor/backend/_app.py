@@ -1,0 +1,403 @@
+"""The reference backend: `POST /api/chat` routed to an agent, on one SessionSupervisor.
+
+The supervisor is owned by the app's lifespan: created at start-up, stopped at shutdown (after
+uvicorn has drained the requests in flight). Parlant's ids never leave the process: clients
+hold opaque conversation tokens (`Conversations`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Final, final
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from parlant.client.types import Event
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from actors import (
+    AccessDenied,
+    InvalidInput,
+    ParlantUnavailable,
+    ReplyTimeout,
+    SessionClosed,
+    SessionFailed,
+    SessionNotFound,
+    SupervisorError,
+    SupervisorStopped,
+)
+from actors._events import is_preamble
+from supervisor._config import SupervisorConfig
+from supervisor._facade import SessionSupervisor
+from supervisor.backend._agents import AGENTS, ChatAgent, Intent
+from supervisor.backend._conversations import Conversation, Conversations
+from supervisor.backend._embedded import EMBEDDED_AGENTS
+from supervisor.testing import EmulatorServer, ParlantEmulator
+
+__all__ = ["BackendSettings", "create_app"]
+
+_MAX_BODY: Final = 1024 * 1024
+_RETRY_AFTER: Final = "5"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """How the backend runs.
+
+    Attributes:
+        parlant_url: The Parlant server; None starts the embedded emulator in-process, with
+            the two agents scripted for a meaningful demo.
+        ask_timeout: Seconds a chat request waits for the agent's reply before its 504.
+        supervisor: The supervisor's configuration.
+        max_conversations: Conversation tokens kept in memory (least recently used forgotten).
+    """
+
+    parlant_url: str | None = None
+    ask_timeout: float = 60.0
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    max_conversations: int = 1_000_000
+
+
+class ChatRequest(BaseModel):
+    """A customer's message for one of the agents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=32_768, description="The customer's message.")
+    intent: Intent = Field(description="Which agent answers.")
+    session_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The conversation to continue (from an earlier response); none starts one.",
+    )
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, message: str) -> str:
+        if not message.strip():
+            raise ValueError("message must not be blank")
+        return message
+
+
+class AgentMessage(BaseModel):
+    """One message of the agent's turn."""
+
+    text: str
+    preamble: bool = Field(description="A filler message sent while the reply was prepared.")
+
+
+class ChatResponse(BaseModel):
+    """The agent's turn answering the message."""
+
+    session_id: str = Field(description="Send it back to continue this conversation.")
+    intent: Intent
+    reply: str = Field(description="The agent's answer, preambles left out.")
+    messages: list[AgentMessage] = Field(description="Every agent message of the turn.")
+
+
+class ConversationMessage(BaseModel):
+    """One message of a conversation, the customer's or the agent's."""
+
+    offset: int
+    source: str = Field(description="`customer`, `ai_agent`, `human_agent`, ...")
+    text: str
+    preamble: bool
+
+
+class ErrorBody(BaseModel):
+    """What went wrong, and the conversation it concerns when there is one."""
+
+    detail: str
+    session_id: str | None = None
+
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        404: "Unknown session_id (or the conversation is gone).",
+        409: "The session_id belongs to another intent's agent.",
+        413: "The request body is too large.",
+        415: "The body is not JSON.",
+        503: "Parlant is unreachable, or the backend is shutting down.",
+        504: "No reply within the deadline; the late reply stays in the conversation.",
+    }.items()
+}
+
+
+class _Refused(Exception):
+    """A request refused with a status and a reason (rendered as ErrorBody)."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        session_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.session_id = session_id
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        body = ErrorBody(detail=self.detail, session_id=self.session_id)
+        return JSONResponse(
+            body.model_dump(exclude_none=True), status_code=self.status, headers=self.headers
+        )
+
+
+def _refusal(error: SupervisorError, token: str | None) -> _Refused:
+    """The HTTP answer to a supervisor error. Its message names Parlant's session id, which must
+    not reach the client: the detail is written here, in terms of the client's token."""
+    if isinstance(error, ReplyTimeout):
+        return _Refused(504, "no reply within the deadline; it stays in the conversation", token)
+    if isinstance(error, ParlantUnavailable):
+        detail = "Parlant is unreachable; nothing was lost, try again shortly"
+        return _Refused(503, detail, token, {"Retry-After": _RETRY_AFTER})
+    if isinstance(error, SupervisorStopped):
+        return _Refused(503, "the backend is shutting down", token, {"Retry-After": _RETRY_AFTER})
+    if isinstance(error, SessionNotFound | SessionClosed):
+        return _Refused(404, "this conversation no longer exists", token)
+    if isinstance(error, InvalidInput):
+        detail = str(error)
+        if error.session_id:
+            detail = detail.replace(f"session {error.session_id}", "this conversation")
+        return _Refused(422, detail, token)
+    if isinstance(error, SessionFailed):
+        return _Refused(503, "this conversation failed repeatedly; try again later", token)
+    if isinstance(error, AccessDenied):
+        return _Refused(502, "Parlant refused the backend's credentials", token)
+    return _Refused(500, f"unexpected error: {type(error).__name__}", token)
+
+
+@final
+class Backend:
+    """What the routes share: the supervisor, the agents (found lazily) and the tokens."""
+
+    def __init__(self, supervisor: SessionSupervisor, settings: BackendSettings) -> None:
+        self.supervisor = supervisor
+        self.settings = settings
+        self.conversations = Conversations(settings.max_conversations)
+        self._agents: dict[Intent, ChatAgent] = {}
+        self._lock = asyncio.Lock()
+
+    async def agent(self, intent: Intent) -> ChatAgent:
+        """The agent for an intent, found (else created) by name on first use."""
+        async with self._lock:
+            if not self._agents:
+                try:
+                    ids = await self.supervisor.aensure_agents([a.name for a in AGENTS])
+                except SupervisorError as error:
+                    raise _refusal(error, None) from None
+                timeout = self.settings.ask_timeout
+                self._agents = {
+                    a.intent: a(self.supervisor, ids[a.name], timeout=timeout) for a in AGENTS
+                }
+            return self._agents[intent]
+
+    async def conversation(self, request: ChatRequest) -> Conversation:
+        """The conversation a request continues, or a new one."""
+        if request.session_id is None:
+            agent = await self.agent(request.intent)
+            try:
+                session_id = await agent.start()
+            except SupervisorError as error:
+                raise _refusal(error, None) from None
+            return self.conversations.open(session_id, request.intent)
+        conversation = self.conversations.find(request.session_id)
+        if conversation is None:
+            raise _Refused(404, "unknown session_id", request.session_id)
+        if conversation.intent is not request.intent:
+            detail = f"this conversation is with the {conversation.intent.value} agent"
+            raise _Refused(409, detail, conversation.token)
+        return conversation
+
+
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+def _json_body(request: Request) -> None:
+    """Refuse non-JSON and oversized bodies before they are read."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise _Refused(415, f"send JSON (Content-Type: application/json), not {content_type!r}")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > _MAX_BODY:
+        raise _Refused(413, f"the body is larger than {_MAX_BODY} bytes")
+
+
+BackendDep = Annotated[Backend, Depends(_backend)]
+
+
+def _sse(kind: str, data: Any, event_id: int | None = None) -> bytes:
+    lines = [f"event: {kind}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return {"offset": event.offset, "kind": event.kind, "source": event.source, "data": event.data}
+
+
+def create_app(settings: BackendSettings | None = None) -> FastAPI:
+    """The backend as an ASGI app; serve it with uvicorn (`python -m supervisor serve`)."""
+    settings = settings or BackendSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        emulator = None
+        url = settings.parlant_url
+        if url is None:
+            emulator = EmulatorServer(ParlantEmulator(EMBEDDED_AGENTS))
+            url = emulator.url
+        supervisor = SessionSupervisor(url, config=settings.supervisor)
+        app.state.backend = Backend(supervisor, settings)
+        app.state.embedded = emulator
+        try:
+            yield
+        finally:
+            await supervisor.astop()
+            if emulator is not None:
+                await asyncio.to_thread(emulator.stop)
+
+    app = FastAPI(
+        title="parlant-session-supervisor reference backend",
+        summary="Chat with a research-paper or a medical-welfare agent over Parlant.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(_Refused)
+    async def refused(request: Request, error: _Refused) -> JSONResponse:
+        return error.response()
+
+    @app.post(
+        "/api/chat",
+        response_model=ChatResponse,
+        responses=_ERRORS,
+        dependencies=[Depends(_json_body)],
+    )
+    async def chat(body: ChatRequest, backend: BackendDep) -> ChatResponse:
+        """Send a message to the intent's agent; returns its reply and the conversation token."""
+        conversation = await backend.conversation(body)
+        agent = await backend.agent(conversation.intent)
+        try:
+            reply = await agent.process(body.message, conversation.session_id)
+        except SupervisorError as error:
+            raise _refusal(error, conversation.token) from None
+        return ChatResponse(
+            session_id=conversation.token,
+            intent=conversation.intent,
+            reply=reply.text,
+            messages=[AgentMessage(text=m.text, preamble=m.is_preamble) for m in reply.messages],
+        )
+
+    @app.post(
+        "/api/chat/stream",
+        responses={
+            **_ERRORS,
+            200: {"content": {"text/event-stream": {}}, "description": "The turn, live."},
+        },
+        response_class=StreamingResponse,
+        dependencies=[Depends(_json_body)],
+    )
+    async def chat_stream(body: ChatRequest, backend: BackendDep) -> StreamingResponse:
+        """The same, as Server-Sent Events: `session`, then the turn's events as they arrive
+        (`status`, `message`, ...), then `end` (or `error`)."""
+        conversation = await backend.conversation(body)
+        agent = await backend.agent(conversation.intent)
+        events = agent.process_stream(body.message, conversation.session_id)
+        try:
+            first = await anext(events)  # errors before the turn starts are HTTP errors
+        except SupervisorError as error:
+            raise _refusal(error, conversation.token) from None
+
+        async def frames() -> AsyncIterator[bytes]:
+            yield _sse("session", {"session_id": conversation.token})
+            yield _sse(first.kind, _event_json(first), first.offset)
+            try:
+                async for event in events:
+                    yield _sse(event.kind, _event_json(event), event.offset)
+            except SupervisorError as error:
+                refusal = _refusal(error, conversation.token)
+                yield _sse("error", {"status": refusal.status, "detail": refusal.detail})
+                return
+            finally:
+                await events.aclose()
+            yield _sse("end", {"session_id": conversation.token})
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
+
+    @app.delete("/api/sessions/{session_id}", status_code=204, responses={404: _ERRORS[404]})
+    async def close_session(session_id: str, backend: BackendDep) -> Response:
+        """End a conversation: its token stops working and its session stops being polled."""
+        conversation = backend.conversations.forget(session_id)
+        if conversation is None:
+            raise _Refused(404, "unknown session_id", session_id)
+        with contextlib.suppress(SupervisorError):
+            await backend.supervisor.aclose(conversation.session_id)
+        return Response(status_code=204)
+
+    @app.get(
+        "/api/sessions/{session_id}/messages",
+        response_model=list[ConversationMessage],
+        responses={404: _ERRORS[404], 503: _ERRORS[503]},
+    )
+    async def conversation_messages(
+        session_id: str, backend: BackendDep
+    ) -> list[ConversationMessage]:
+        """Every message of a conversation so far, e.g. a reply that came after its 504."""
+        conversation = backend.conversations.find(session_id)
+        if conversation is None:
+            raise _Refused(404, "unknown session_id", session_id)
+        try:
+            events = await backend.supervisor.ahistory(conversation.session_id)
+        except SupervisorError as error:
+            raise _refusal(error, conversation.token) from None
+        return [
+            ConversationMessage(
+                offset=event.offset,
+                source=event.source,
+                text=str(event.data.get("message", "")),
+                preamble=is_preamble(event),
+            )
+            for event in events
+            if event.kind == "message" and isinstance(event.data, dict)
+        ]
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics(backend: BackendDep) -> Response:
+        """The supervisor's Prometheus metrics."""
+        return Response(
+            generate_latest(backend.supervisor.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorBody}})
+    async def readyz(backend: BackendDep) -> dict[str, str]:
+        """The supervisor runs and Parlant answers."""
+        if not backend.supervisor.statistics().running:
+            raise _Refused(503, "the supervisor is not running")
+        try:
+            await backend.supervisor.acheck_parlant()
+        except SupervisorError as error:
+            raise _Refused(503, f"Parlant does not answer: {type(error).__name__}") from None
+        return {"status": "ready"}
+
+    return app
