@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
+
+import httpx
 
 from supervisor.testing import EmulatorServer
 
@@ -27,7 +31,8 @@ def test_demo_on_the_embedded_emulator_holds_every_conversation_and_exits_0() ->
     assert "embedded emulator" in out
     assert "preamble: One moment." in out
     assert "status: ready (completed)" in out
-    assert "follow-up after ready, read with events(): Would you like the full citations" in out
+    assert "follow-up after ready, in the history: Would you like the full citations" in out
+    assert "sessions started" in out  # the metrics summary, read from GET /metrics
     assert "demo finished" in out
     assert "session.started" not in out  # info logs only with --verbose
 
@@ -43,6 +48,34 @@ def test_demo_against_a_given_parlant_url_creates_its_agents_there(
     assert "reply: echo: Tell me about CKD stage 3" in result.stdout
     names = [a["name"] for a in server.call(server.emulator.agents)]
     assert {"ResearchPaperAgent", "MedicalWelfareAgent"} <= set(names)
+
+
+def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "serve", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # ends when uvicorn says it listens (or the process dies)
+            if f"Uvicorn running on http://127.0.0.1:{port}" in line:
+                break
+        body = {"message": "Tell me about CKD stage 3", "intent": "research_paper"}
+        response = httpx.post(f"http://127.0.0.1:{port}/api/chat", json=body, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert response.status_code == 200
+    assert response.json()["reply"].startswith("Chronic kidney disease stage 3")
+    assert "Application shutdown complete." in rest  # the lifespan stopped the supervisor
+    assert process.returncode == -signal.SIGTERM  # uvicorn re-raises it once drained
 
 
 def test_an_unknown_command_fails_with_usage() -> None:

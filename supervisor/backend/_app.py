@@ -121,10 +121,12 @@ class ErrorBody(BaseModel):
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
+        400: "The body could not be parsed at all (e.g. it is not UTF-8).",
         404: "Unknown session_id (or the conversation is gone).",
         409: "The session_id belongs to another intent's agent.",
         413: "The request body is too large.",
         415: "The body is not JSON.",
+        502: "Parlant refused the backend's credentials.",
         503: "Parlant is unreachable, or the backend is shutting down.",
         504: "No reply within the deadline; the late reply stays in the conversation.",
     }.items()

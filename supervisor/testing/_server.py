@@ -65,7 +65,10 @@ class AppServer:
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app,
-            log_level="warning",
+            # never reconfigure logging: it is process-wide, and an embedded emulator must not
+            # silence the logs of the uvicorn serving the app it is embedded in
+            log_config=None,
+            log_level=None,
             access_log=False,
             lifespan=lifespan,
             backlog=backlog,

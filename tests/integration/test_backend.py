@@ -109,7 +109,7 @@ def test_a_streamed_turn_arrives_as_server_sent_events_ending_at_ready(
     assert response.headers["content-type"].startswith("text/event-stream")
     frames = sse(response.text)
     kinds = [kind for kind, _ in frames]
-    assert kinds[0] == "session" and kinds[-1] == "end"
+    assert (kinds[0], kinds[-1]) == ("session", "end")
     assert frames[0][1]["session_id"] == frames[-1][1]["session_id"]
     messages = [data["data"]["message"] for kind, data in frames if kind == "message"]
     assert messages[0] == "One moment."
