@@ -57,7 +57,15 @@ from actors._reply import Reply
 from actors._state import SessionState
 from metrics import Recorder
 
-__all__ = ["ActorCrashed", "Barrier", "ReapRequested", "SessionActor", "SessionRuntime"]
+__all__ = [
+    "ActorCrashed",
+    "ActorKilled",
+    "Barrier",
+    "Kill",
+    "ReapRequested",
+    "SessionActor",
+    "SessionRuntime",
+]
 
 _log = structlog.get_logger("parlant_supervisor")
 
@@ -66,6 +74,18 @@ _log = structlog.get_logger("parlant_supervisor")
 @dataclass(frozen=True, slots=True)
 class Barrier:
     """Answered once every message sent to the actor before it has been handled."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """Makes the actor fail as a bug would (like Akka's `Kill`): for drills and tests."""
+
+    reason: str
+
+
+class ActorKilled(Exception):
+    """Raised by a SessionActor that was told `Kill`."""
 
 
 @final
@@ -192,13 +212,15 @@ class SessionActor(pykka.ThreadingActor):
         self._guarded(message)
         return None
 
-    def _guarded(self, message: Message) -> None:
+    def _guarded(self, message: Message | Kill) -> None:
         """Handle `message`; on a bug, report the crash to the supervisor, then die.
 
         Reported from inside the handler: pykka marks the actor stopped before `on_failure`
         runs, so a report from there would race with the supervisor's next message.
         """
         try:
+            if isinstance(message, Kill):
+                raise ActorKilled(message.reason)
             self._handle(message)
         except Exception as error:
             self._log.error("session.crashed", error=repr(error), message=type(message).__name__)

@@ -25,7 +25,7 @@ from actors import (
     SupervisorError,
     SupervisorStopped,
 )
-from actors._actor import SessionRuntime
+from actors._actor import Kill, SessionRuntime
 from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock, Deadline, SystemClock
 from actors._io import IOLoop
@@ -514,7 +514,7 @@ class SessionSupervisor:
                 "the supervisor is stopped; create a new one to continue", session_id=session_id
             ) from None
 
-    def _route_quietly(self, session_id: str, message: Message) -> None:
+    def _route_quietly(self, session_id: str, message: Message | Kill) -> None:
         """Route a housekeeping message; after shutdown there is nobody to tell."""
         _tell_quietly(self._supervisor, Route(session_id, message))
 

@@ -17,7 +17,7 @@ from typing import Any, final
 import pykka
 import structlog
 
-from actors._actor import ActorCrashed, ReapRequested, SessionActor, SessionRuntime
+from actors._actor import ActorCrashed, Kill, ReapRequested, SessionActor, SessionRuntime
 from actors._errors import SessionClosed, SessionFailed, SupervisorError, SupervisorStopped
 from actors._messages import (
     AwaitReply,
@@ -41,7 +41,7 @@ class Route:
     """Deliver `message` to the session's actor, spawning it if needed."""
 
     session_id: str
-    message: Message
+    message: Message | Kill
 
 
 @final
@@ -100,7 +100,7 @@ class _Session:
 
     consumers: dict[int, AwaitReply | Subscribe] = field(default_factory=dict)
     restarts: RestartTracker | None = None
-    restarting: list[Message] | None = None  # messages held while a restart is pending
+    restarting: list[Message | Kill] | None = None  # messages held while a restart is pending
     resume_from: int = 0
     generation: int = 0
     failed: SessionFailed | None = None
@@ -218,7 +218,7 @@ class Supervisor(pykka.ThreadingActor):
         runtime.started_total += 1
         return ref
 
-    def _admit(self, session_id: str, message: Message) -> bool:
+    def _admit(self, session_id: str, message: Message | Kill) -> bool:
         """Record a new consumer first, so that even a crash of ours reaches it."""
         if isinstance(message, AwaitReply | Subscribe):
             session = self._session(session_id)
@@ -228,7 +228,7 @@ class Supervisor(pykka.ThreadingActor):
             session.consumers[message.consumer.consumer_id] = message
         return True
 
-    def _deliver(self, session_id: str, message: Message) -> None:
+    def _deliver(self, session_id: str, message: Message | Kill) -> None:
         session = self._session(session_id)
         summons = isinstance(message, AwaitReply | Subscribe)
         if session.restarting is not None:

@@ -5,9 +5,11 @@
 - `FaultProxy` and its faults (`Reset`, `ResetMidResponse`, `Drop`, `Hang`, `Delay`,
   `Respond`): real sockets failing in chosen, seeded ways, in front of any Parlant URL.
 - `AppServer`: any ASGI app (the reference backend, yours) served by uvicorn on 127.0.0.1.
+- `kill_session_actor()`: a session's actor fails as a bug would (it is restarted).
 - `FakeClock` and `settle()`: tests that never sleep.
 """
 
+from supervisor.testing._chaos import kill_session_actor
 from supervisor.testing._clock import FakeClock
 from supervisor.testing._emulator import (
     AgentScript,
@@ -23,6 +25,7 @@ from supervisor.testing._proxy import (
     Fault,
     FaultProxy,
     Hang,
+    ProxyRecord,
     Reset,
     ResetMidResponse,
     Respond,
@@ -42,11 +45,13 @@ __all__ = [
     "FaultProxy",
     "Hang",
     "ParlantEmulator",
+    "ProxyRecord",
     "Reset",
     "ResetMidResponse",
     "Respond",
     "TurnContext",
     "echo",
+    "kill_session_actor",
     "scripted",
     "settle",
 ]

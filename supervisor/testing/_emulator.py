@@ -330,6 +330,17 @@ class ParlantEmulator:
         for task in self._background:
             task.cancel()
 
+    def reopen(self) -> None:
+        """Serve again after `close()` (a restart on a new loop, sessions kept), and re-run the
+        turns `close()` interrupted, as a server re-processing pending messages at boot would:
+        each interrupted trace is cancelled (so its claim returns) and a new turn starts."""
+        self._closing = False
+        for session in self._sessions.values():
+            if session.unanswered and session.turn_trace is not None:
+                self._supersede(session, session.turn_trace)
+                session.turn_task = None
+                self._start_turn(session)
+
     def create_session(self, agent_name: str) -> str:
         """Create a session directly (no client involved yet); returns its id."""
         agent_id = self.agent_id(agent_name)

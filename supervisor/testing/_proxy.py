@@ -20,6 +20,7 @@ import random
 import re
 import socket
 import struct
+import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "Fault",
     "FaultProxy",
     "Hang",
+    "ProxyRecord",
     "Reset",
     "ResetMidResponse",
     "Respond",
@@ -47,6 +49,7 @@ T = TypeVar("T")
 
 _READ_SIZE: Final = 65536
 _BACKLOG: Final = 16384
+_RECORDS: Final = 200_000
 
 
 @final
@@ -141,6 +144,19 @@ class _Chaos:
         return self.rng.choice(self.faults)
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class ProxyRecord:
+    """One request the proxy handled: when it ended (`time.monotonic()`), what it was, the fault
+    it met (None: forwarded untouched) and the status the client got (None: no answer)."""
+
+    at: float
+    method: str
+    path: str
+    fault: str | None
+    status: int | None
+
+
 @dataclass(slots=True)
 class _State:
     rules: list[_Rule] = field(default_factory=list)
@@ -148,6 +164,7 @@ class _State:
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: int = 0
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    records: deque[ProxyRecord] = field(default_factory=lambda: deque(maxlen=_RECORDS))
 
 
 class _ClientGone(Exception):
@@ -257,6 +274,10 @@ class FaultProxy:
         """Faults injected so far, by kind (`reset`, `hang`, `respond_503`, `refused`, ...)."""
         return self._thread.call(lambda: Counter(self._state.injected))
 
+    def records(self) -> list[ProxyRecord]:
+        """The requests handled so far (the latest 200,000), oldest first."""
+        return self._thread.call(lambda: list(self._state.records))
+
     @property
     def forwarded(self) -> int:
         """Requests forwarded upstream so far (with or without a delay or a reset)."""
@@ -315,6 +336,9 @@ class FaultProxy:
             self._state.injected["refused"] += 1
         for writer in list(self._state.writers):
             _reset(writer)
+
+    def _record(self, record: ProxyRecord) -> None:
+        self._state.records.append(record)
 
     def _fault_for(self, method: str, path: str) -> Fault | None:
         state = self._state
@@ -417,18 +441,26 @@ class _Exchange:
             method = request.method.decode()
             path = request.target.decode().split("?", 1)[0]
             fault = self._proxy._fault_for(method, path)
-            if isinstance(fault, Reset):
-                _reset(self._writer)
-                return
-            if isinstance(fault, Drop):
-                return
-            if isinstance(fault, Hang):
-                await self._until_client_leaves()
-                return
-            if isinstance(fault, Respond):
-                await self._respond(fault)
-            elif not await self._forward(request, body, fault):
-                return
+            status: int | None = None
+            try:
+                if isinstance(fault, Reset):
+                    _reset(self._writer)
+                    return
+                if isinstance(fault, Drop):
+                    return
+                if isinstance(fault, Hang):
+                    await self._until_client_leaves()
+                    return
+                if isinstance(fault, Respond):
+                    await self._respond(fault)
+                    status = fault.status
+                else:
+                    status = await self._forward(request, body, fault)
+                    if status is None:
+                        return
+            finally:
+                name = fault_name(fault) if fault is not None else None
+                self._proxy._record(ProxyRecord(time.monotonic(), method, path, name, status))
             if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
                 return
             self._h11.start_next_cycle()
@@ -467,8 +499,9 @@ class _Exchange:
             raise _ClientGone
         return waiting.result()
 
-    async def _forward(self, request: h11.Request, body: bytes, fault: Fault | None) -> bool:
-        """Forward the request and relay (or break) its response; False if the connection ended."""
+    async def _forward(self, request: h11.Request, body: bytes, fault: Fault | None) -> int | None:
+        """Forward the request and relay (or break) its response: the status the client got,
+        or None if the connection ended without a whole answer."""
         self._proxy._state.forwarded += 1
         try:
             head, chunks = await self._while_client_stays(self._upstream.exchange(request, body))
@@ -476,7 +509,7 @@ class _Exchange:
             self._upstream.close()
             detail = f'{{"detail": "bad gateway: {type(error).__name__}"}}'.encode()
             await self._respond(Respond(502, body=detail))
-            return True
+            return 502
         if isinstance(fault, Delay):
             await self._while_client_stays(asyncio.sleep(fault.seconds))
         headers = [(name, value) for name, value in head.headers if name != b"connection"]
@@ -490,13 +523,13 @@ class _Exchange:
             self._writer.write(self._h11.send(h11.Data(data=data[: len(data) // 2])) or b"")
             await self._writer.drain()
             _reset(self._writer)
-            return False
+            return None
         self._writer.write(self._h11.send(_response_head(head.status_code, headers)) or b"")
         if data:
             self._writer.write(self._h11.send(h11.Data(data=data)) or b"")
         self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")
         await self._writer.drain()
-        return True
+        return int(head.status_code)
 
     async def _respond(self, fault: Respond) -> None:
         headers = [
