@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, final
@@ -60,10 +61,11 @@ class AppServer:
         graceful_shutdown: int = 1,
     ) -> None:
         self.app = app
+        self._backlog = backlog
         self._socket = listening_socket(host, port, backlog)
         self.host = host
         self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(
+        self._config = uvicorn.Config(
             app,
             # never reconfigure logging: it is process-wide, and an embedded emulator must not
             # silence the logs of the uvicorn serving the app it is embedded in
@@ -75,9 +77,15 @@ class AppServer:
             timeout_graceful_shutdown=graceful_shutdown,
             timeout_keep_alive=120,
         )
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(self._config)
         self._thread = LoopThread("asgi-server")
         self._serving = self._thread.submit(self._server.serve(sockets=[self._socket]))
+
+    def _shut(self) -> None:
+        self._before_stop()
+        self._server.should_exit = True
+        self._serving.exception(timeout=60)
+        self._socket.close()
 
     @property
     def url(self) -> str:
@@ -95,9 +103,7 @@ class AppServer:
     def stop(self) -> None:
         """Stop accepting, drain requests in flight, run the lifespan shutdown, join the thread."""
         if self._thread.alive:
-            self._before_stop()
-            self._server.should_exit = True
-            self._serving.exception(timeout=60)
+            self._shut()
         self._thread.stop()
         self._socket.close()
 
@@ -134,3 +140,15 @@ class EmulatorServer(AppServer):
     def _before_stop(self) -> None:
         """Open long-polls are answered 503 at once instead of waiting for their timeout."""
         self.call(self.emulator.close)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop serving (like `stop()`: polls answered 503, turns interrupted), stay down for
+        `down_for` seconds (connections refused), then serve again on the same port with the
+        same sessions and offsets; interrupted turns run again (`ParlantEmulator.reopen`)."""
+        self._shut()
+        if down_for > 0:
+            threading.Event().wait(down_for)
+        self._socket = listening_socket(self.host, self.port, self._backlog)
+        self._server = uvicorn.Server(self._config)
+        self._serving = self._thread.submit(self._server.serve(sockets=[self._socket]))
+        self.call(self.emulator.reopen)

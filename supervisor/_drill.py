@@ -1,0 +1,567 @@
+"""Failure-recovery drills: conversations under injected faults, checked against the server's log.
+
+Each scenario opens `sessions` Parlant sessions behind a `FaultProxy`, holds `turns` asks in
+each (every message unique) with an `events()` reader per session, and injects its faults while
+they run. The accounting never trusts the supervisor: it reads every session's event log from
+the server directly (not through the proxy) and checks each reader's offsets against it (lost,
+duplicated) and each answered ask against the agent messages the server wrote after that very
+customer message (mis-attributed). A drill passes when nothing was lost, duplicated or
+mis-attributed and every ask was answered or failed with a clear error before its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Final, Literal
+
+import httpx
+
+from actors import (
+    Backoff,
+    ReplyTimeout,
+    RestartPolicy,
+    SessionNotFound,
+    SupervisorError,
+    SupervisorStopped,
+)
+from actors._events import PREAMBLE_TAG
+from supervisor._config import SupervisorConfig
+from supervisor._facade import SessionSupervisor
+from supervisor.testing import (
+    Delay,
+    Drop,
+    EmulatedAgent,
+    EmulatorServer,
+    Fault,
+    FaultProxy,
+    Hang,
+    ParlantEmulator,
+    ProxyRecord,
+    Reset,
+    ResetMidResponse,
+    Respond,
+    echo,
+    kill_session_actor,
+)
+
+__all__ = ["SCENARIOS", "DrillOptions", "ScenarioReport", "run_scenario"]
+
+_AGENT: Final = "DrillEchoAgent"
+_POLLS: Final = r"^/sessions/[^/]+/events$"
+_SETTLE_TIMEOUT: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DrillOptions:
+    """The size of a drill.
+
+    Attributes:
+        sessions: Sessions per scenario, conversing concurrently.
+        turns: Asks per session, one after the other.
+        faults: Faults each scenario aims to inject (scenarios bounded by the sessions inject
+            fewer: one deletion or one outage per session at most).
+        seed: Seeds every random choice (faults, which sessions, message nonces).
+        parlant_url: A Parlant server to drill against; None starts the emulator.
+        ask_timeout: Each ask's deadline, in seconds.
+    """
+
+    sessions: int = 20
+    turns: int = 4
+    faults: int = 100
+    seed: int = 0
+    parlant_url: str | None = None
+    ask_timeout: float = 60.0
+
+
+@dataclass(slots=True)
+class ScenarioReport:
+    """What one scenario did and found."""
+
+    scenario: str
+    faults: int = 0
+    asks: int = 0
+    answered: int = 0
+    failed_clearly: int = 0
+    timed_out: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    misattributed: int = 0
+    recovery_p50: float | None = None
+    recovery_p99: float | None = None
+    recovery_max: float | None = None
+    restarts: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Nothing lost, duplicated or mis-attributed; every ask answered or failed clearly."""
+        clean = self.lost == self.duplicated == self.misattributed == self.timed_out == 0
+        return clean and self.asks == self.answered + self.failed_clearly
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as plain JSON values."""
+        return {**asdict(self), "passed": self.passed}
+
+
+@dataclass(slots=True)
+class _Ask:
+    session_id: str
+    message: str
+    reply: str | None = None
+    error: str | None = None
+    timed_out: bool = False
+
+
+@dataclass(slots=True)
+class _Rig:
+    """What a scenario's fault injector may touch."""
+
+    options: DrillOptions
+    rng: random.Random
+    proxy: FaultProxy
+    supervisor: SessionSupervisor
+    truth: httpx.AsyncClient
+    sessions: list[str]
+    emulator: EmulatorServer | None
+    finished: asyncio.Event
+    faults: int = 0
+    marks: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    deleted: set[str] = field(default_factory=set)
+    started_turns: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def mark_all(self) -> None:
+        """Every session met a fault now (an outage, a restart)."""
+        now = time.monotonic()
+        for session_id in self.sessions:
+            self.marks[session_id].append(now)
+        self.faults += len(self.sessions)
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep unless the conversations finish first; True if they are still running."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.finished.wait(), seconds)
+        return not self.finished.is_set()
+
+
+Injector = Callable[[_Rig], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named way of failing: its faults, and the supervisor settings it needs."""
+
+    name: str
+    description: str
+    inject: Injector
+    config: Callable[[SupervisorConfig], SupervisorConfig] = lambda config: config
+    readers: Literal["live", "final", "stalled"] = "live"
+    pause_between_turns: float = 0.0
+    needs_emulator: bool = False
+
+
+def _chaos(
+    faults: Sequence[Fault], rate: float, method: str = "GET", post_rate: float = 0.0
+) -> Injector:
+    async def inject(rig: _Rig) -> None:
+        seed = rig.rng.randrange(2**32)
+        rig.proxy.chaos(
+            rate, faults, seed=seed, limit=rig.options.faults, method=method, path=_POLLS
+        )
+        await rig.finished.wait()
+        rig.proxy.calm()
+
+    async def inject_with_posts(rig: _Rig) -> None:
+        # a fault on a post (a message that may or may not have been written) fails that ask
+        # with a clear error; aimed at a few posts only, and only with resets
+        rig.proxy.inject(
+            *[rig.rng.choice(faults) for _ in range(max(1, int(post_rate * rig.options.faults)))],
+            method="POST",
+            path=_POLLS,
+        )
+        await inject(rig)
+
+    return inject_with_posts if post_rate else inject
+
+
+async def _kill_actors(rig: _Rig, budget: int | None = None) -> None:
+    kills = budget if budget is not None else rig.options.faults
+    while kills > 0 and await rig.pause(rig.rng.uniform(0.005, 0.03)):
+        session_id = rig.rng.choice(rig.sessions)
+        kill_session_actor(rig.supervisor, session_id, "killed by the drill")
+        rig.marks[session_id].append(time.monotonic())
+        rig.faults += 1
+        kills -= 1
+
+
+async def _outages(rig: _Rig) -> None:
+    for _ in range(3):
+        if not await rig.pause(rig.rng.uniform(0.2, 0.6)):
+            return
+        rig.mark_all()
+        rig.proxy.refuse()
+        await asyncio.sleep(rig.rng.uniform(0.3, 0.8))
+        rig.proxy.accept()
+
+
+async def _server_restarts(rig: _Rig) -> None:
+    assert rig.emulator is not None
+    for _ in range(2):
+        if not await rig.pause(rig.rng.uniform(0.2, 0.6)):
+            return
+        rig.mark_all()  # down for a while: the proxy answers 502
+        await asyncio.to_thread(rig.emulator.restart, rig.rng.uniform(0.1, 0.4))
+
+
+async def _delete_sessions(rig: _Rig) -> None:
+    victims = rig.rng.sample(rig.sessions, max(1, len(rig.sessions) // 4))
+    for session_id in victims:
+        if not await rig.pause(rig.rng.uniform(0.05, 0.3)):
+            return
+        response = await rig.truth.delete(f"/sessions/{session_id}")
+        if response.status_code in (200, 204):
+            rig.deleted.add(session_id)
+            rig.faults += 1
+
+
+async def _count_reaps(rig: _Rig) -> None:
+    await rig.finished.wait()
+    reaped = rig.supervisor.registry.get_sample_value("parlant_supervisor_sessions_reaped_total")
+    rig.faults += int(reaped or 0)
+
+
+async def _count_stalls(rig: _Rig) -> None:
+    await rig.finished.wait()
+    name = "parlant_supervisor_backpressure_pauses_total"
+    rig.faults += int(rig.supervisor.registry.get_sample_value(name) or 0)
+
+
+async def _mixed(rig: _Rig) -> None:
+    faults: list[Fault] = [
+        Reset(),
+        ResetMidResponse(),
+        Drop(),
+        Delay(0.2),
+        Respond(500),
+        Respond(503, retry_after=0.2),
+        Respond(429, retry_after=0.2),
+        Respond(200, body=b"<html>maintenance</html>"),
+        Hang(),
+    ]
+    seed = rig.rng.randrange(2**32)
+    limit = rig.options.faults // 2
+    rig.proxy.chaos(0.3, faults, seed=seed, limit=limit, method="GET", path=_POLLS)
+    kills = asyncio.ensure_future(_kill_actors(rig, budget=rig.options.faults // 4))
+    await _outages_once(rig)
+    await rig.finished.wait()
+    await kills
+    rig.proxy.calm()
+
+
+async def _outages_once(rig: _Rig) -> None:
+    if await rig.pause(rig.rng.uniform(0.2, 0.5)):
+        rig.mark_all()
+        rig.proxy.refuse()
+        await asyncio.sleep(0.5)
+        rig.proxy.accept()
+
+
+def _small_buffers(config: SupervisorConfig) -> SupervisorConfig:
+    return replace(config, consumer_capacity=4)
+
+
+def _short_ttl(config: SupervisorConfig) -> SupervisorConfig:
+    return replace(config, idle_ttl=0.2)
+
+
+SCENARIOS: Final[tuple[Scenario, ...]] = (
+    Scenario("actor-crash", "session actors killed mid-turn", _kill_actors),
+    Scenario("server-outage", "connections refused (open ones reset), then back", _outages),
+    Scenario(
+        "server-restart",
+        "the server restarts (sessions and offsets kept)",
+        _server_restarts,
+        needs_emulator=True,
+    ),
+    Scenario(
+        "5xx-burst", "500/502/503 on polls", _chaos([Respond(500), Respond(502), Respond(503)], 0.5)
+    ),
+    Scenario("slow-responses", "polls answered late", _chaos([Delay(0.1), Delay(0.4)], 0.5)),
+    Scenario("hung-connections", "polls never answered", _chaos([Hang()], 0.15)),
+    Scenario(
+        "connection-resets",
+        "resets before and mid-response, clean drops (a few posts too)",
+        _chaos([Reset(), ResetMidResponse(), Drop()], 0.4, post_rate=0.05),
+    ),
+    Scenario(
+        "malformed-bodies",
+        "200 answers that are not events",
+        _chaos([Respond(200, body=b"<html>maintenance</html>")], 0.5),
+    ),
+    Scenario(
+        "rate-limited",
+        "429 with Retry-After on polls",
+        _chaos([Respond(429, retry_after=0.2)], 0.4),
+    ),
+    Scenario("session-deleted", "sessions deleted mid-conversation (404)", _delete_sessions),
+    Scenario(
+        "ttl-expiry-mid-turn",
+        "idle sessions reaped between turns, re-activated by the next ask",
+        _count_reaps,
+        config=_short_ttl,
+        readers="final",
+        pause_between_turns=0.5,
+    ),
+    Scenario(
+        "buffer-full",
+        "readers that stop reading (polling pauses, then resumes)",
+        _count_stalls,
+        config=_small_buffers,
+        readers="stalled",
+    ),
+    Scenario("mixed", "all of the above at random, with the seed", _mixed),
+)
+"""Every scenario, in the order `--scenario all` runs them."""
+
+
+def drill_config() -> SupervisorConfig:
+    """Settings that make recovery quick enough to drill hundreds of faults in seconds."""
+    return SupervisorConfig(
+        wait_for_data=2,
+        wait_jitter=1,
+        poll_timeout_margin=1.0,
+        backoff=Backoff(base=0.05, cap=0.5),
+        restart_policy=RestartPolicy(
+            max_restarts=10_000, restart_window=60, backoff=Backoff(base=0.01, cap=0.2)
+        ),
+        idle_ttl=None,
+    )
+
+
+async def run_scenario(
+    scenario: Scenario,
+    options: DrillOptions,
+    progress: Callable[[ScenarioReport, SessionSupervisor | None], None] = lambda r, s: None,
+) -> ScenarioReport:
+    """Run one scenario and account for every ask and every event."""
+    report = ScenarioReport(scenario.name)
+    if scenario.needs_emulator and options.parlant_url is not None:
+        report.skipped = "needs the embedded emulator (it restarts the server)"
+        return report
+    started = time.monotonic()
+    rng = random.Random(f"{options.seed}/{scenario.name}")
+    emulator = None
+    if options.parlant_url is None:
+        emulator = EmulatorServer(ParlantEmulator([EmulatedAgent(_AGENT, echo())]))
+    upstream = options.parlant_url or (emulator.url if emulator else "")
+    proxy = FaultProxy(upstream)
+    supervisor = SessionSupervisor(proxy.url, config=scenario.config(drill_config()))
+    truth = httpx.AsyncClient(base_url=upstream, timeout=30)
+    try:
+        [agent_id] = (await supervisor.aensure_agents([_AGENT])).values()
+        sessions = [await supervisor.acreate_session(agent_id) for _ in range(options.sessions)]
+        rig = _Rig(options, rng, proxy, supervisor, truth, sessions, emulator, asyncio.Event())
+        await _run(rig, scenario, report, progress)
+        report.faults = rig.faults + proxy.injected.total()
+        report.recovery_p50, report.recovery_p99, report.recovery_max = _recovery(
+            proxy.records(), rig.marks
+        )
+        restarts = supervisor.registry.get_sample_value("parlant_supervisor_sessions_started_total")
+        report.restarts = max(0, int(restarts or 0) - len(sessions))
+    finally:
+        await truth.aclose()
+        await supervisor.astop()
+        await asyncio.to_thread(proxy.stop)
+        if emulator is not None:
+            await asyncio.to_thread(emulator.stop)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _run(
+    rig: _Rig,
+    scenario: Scenario,
+    report: ScenarioReport,
+    progress: Callable[[ScenarioReport, SessionSupervisor | None], None],
+) -> None:
+    supervisor = rig.supervisor
+    seen: dict[str, list[int]] = defaultdict(list)
+    readers = (
+        {
+            sid: asyncio.ensure_future(_read(rig, sid, seen, scenario.readers))
+            for sid in rig.sessions
+        }
+        if scenario.readers != "final"
+        else {}
+    )
+    injector = asyncio.ensure_future(scenario.inject(rig))
+    conversations = asyncio.gather(
+        *(_converse(rig, sid, scenario.pause_between_turns) for sid in rig.sessions)
+    )
+    ticker = asyncio.ensure_future(_tick(rig, report, conversations, progress))
+    asks: list[_Ask] = [ask for asked in await conversations for ask in asked]
+    rig.finished.set()
+    await injector
+    await ticker
+    rig.proxy.calm()
+    written = {sid: await _written(rig, sid) for sid in rig.sessions if sid not in rig.deleted}
+    if scenario.readers == "final":
+        for session_id in written:
+            readers[session_id] = asyncio.ensure_future(_read(rig, session_id, seen, "final"))
+    await _caught_up(seen, written)
+    for reader in readers.values():
+        reader.cancel()
+    await asyncio.gather(*readers.values(), return_exceptions=True)
+    _account(report, asks, written, seen)
+    progress(report, supervisor)
+
+
+async def _converse(rig: _Rig, session_id: str, pause: float) -> list[_Ask]:
+    asks = []
+    for turn in range(rig.options.turns):
+        message = f"drill {session_id} turn {turn} #{rig.rng.randrange(10**9)}"
+        ask = _Ask(session_id, message)
+        asks.append(ask)
+        rig.started_turns[session_id] += 1
+        try:
+            reply = await rig.supervisor.aask(session_id, message, timeout=rig.options.ask_timeout)
+            ask.reply = reply.text
+        except (ReplyTimeout, SupervisorStopped):  # no answer in time: what drills must not see
+            ask.timed_out = True
+        except SupervisorError as error:
+            ask.error = type(error).__name__
+            if isinstance(error, SessionNotFound):
+                break
+        if pause:
+            await asyncio.sleep(pause)
+    return asks
+
+
+async def _read(rig: _Rig, session_id: str, seen: dict[str, list[int]], mode: str) -> None:
+    events = rig.supervisor.aevents(session_id, since=0 if mode == "final" else None)
+    if mode == "stalled":
+        await asyncio.sleep(1.0)  # subscribed, but not reading: its session pauses polling
+    try:
+        async for event in events:
+            seen[session_id].append(event.offset)
+    except SupervisorError:
+        pass  # a deleted session's reader ends with its error
+    finally:
+        await events.aclose()
+
+
+async def _written(rig: _Rig, session_id: str) -> list[dict[str, Any]]:
+    """The session's whole log, read from the server itself, not through the supervisor."""
+    response = await rig.truth.get(
+        f"/sessions/{session_id}/events", params={"min_offset": 0, "wait_for_data": 0}
+    )
+    response.raise_for_status()
+    events: list[dict[str, Any]] = response.json()
+    return events
+
+
+async def _caught_up(seen: dict[str, list[int]], written: dict[str, list[dict[str, Any]]]) -> None:
+    """Wait (bounded) until every reader has as many events as its session has."""
+    deadline = time.monotonic() + _SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        if all(len(seen[sid]) >= len(events) for sid, events in written.items()):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _tick(
+    rig: _Rig,
+    report: ScenarioReport,
+    conversations: asyncio.Future[Any],
+    progress: Callable[[ScenarioReport, SessionSupervisor | None], None],
+) -> None:
+    while not conversations.done():
+        report.faults = rig.faults + rig.proxy.injected.total()
+        report.asks = sum(rig.started_turns.values())
+        progress(report, rig.supervisor)
+        await asyncio.sleep(0.2)
+
+
+def _account(
+    report: ScenarioReport,
+    asks: list[_Ask],
+    written: dict[str, list[dict[str, Any]]],
+    seen: dict[str, list[int]],
+) -> None:
+    report.asks = len(asks)
+    for ask in asks:
+        if ask.timed_out:
+            report.timed_out += 1
+        elif ask.error is not None:
+            report.failed_clearly += 1
+            report.errors[ask.error] = report.errors.get(ask.error, 0) + 1
+        else:
+            report.answered += 1
+            events = written.get(ask.session_id)
+            if events is not None and ask.reply != _answer_in_log(events, ask.message):
+                report.misattributed += 1
+    for session_id, events in written.items():
+        offsets = [event["offset"] for event in events]
+        got = seen.get(session_id, [])
+        report.lost += len(set(offsets) - set(got))
+        report.duplicated += len(got) - len(set(got))
+
+
+def _answer_in_log(events: list[dict[str, Any]], message: str) -> str | None:
+    """The agent's answer to `message` as the server logged it: the non-preamble agent messages
+    after that customer message, up to the next customer message."""
+    answer: list[str] | None = None
+    for event in events:
+        if event["kind"] != "message":
+            continue
+        data = event["data"]
+        if event["source"] == "customer":
+            if answer is not None:
+                break
+            if data.get("message") == message:
+                answer = []
+        elif (
+            answer is not None
+            and event["source"] == "ai_agent"
+            and PREAMBLE_TAG not in (data.get("tags") or [])
+        ):
+            answer.append(str(data.get("message")))
+    return "\n\n".join(answer) if answer is not None else None
+
+
+def _recovery(
+    records: list[ProxyRecord], marks: dict[str, list[float]]
+) -> tuple[float | None, float | None, float | None]:
+    """Seconds from the first failure of each failing streak of a session's polls to its next
+    good poll: p50, p99 and max."""
+    timeline: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for record in records:
+        if record.method != "GET" or not record.path.endswith("/events"):
+            continue
+        session_id = record.path.split("/")[2]
+        good = record.fault in (None, "delay") and record.status in (200, 504)
+        timeline[session_id].append((record.at, good))
+    for session_id, times in marks.items():
+        timeline[session_id].extend((at, False) for at in times)
+    durations = []
+    for entries in timeline.values():
+        failing_since: float | None = None
+        for at, good in sorted(entries):
+            if not good and failing_since is None:
+                failing_since = at
+            elif good and failing_since is not None:
+                durations.append(at - failing_since)
+                failing_since = None
+    if not durations:
+        return None, None, None
+    durations.sort()
+    p99 = durations[min(len(durations) - 1, int(0.99 * len(durations)))]
+    return statistics.median(durations), p99, durations[-1]
