@@ -101,6 +101,7 @@ class _Session:
     consumers: dict[int, AwaitReply | Subscribe] = field(default_factory=dict)
     restarts: RestartTracker | None = None
     restarting: list[Message | Kill] | None = None  # messages held while a restart is pending
+    orphaned: list[Message | Kill] = field(default_factory=list)  # reached a dead actor
     resume_from: int = 0
     generation: int = 0
     failed: SessionFailed | None = None
@@ -235,15 +236,19 @@ class Supervisor(pykka.ThreadingActor):
             session.restarting.append(message)
             return
         ref = self._actors.get(session_id)
-        if not summons and (ref is None or not ref.is_alive()):
+        if ref is not None and not ref.is_alive():
+            # it crashed, and its report (told from inside the dying handler) is still behind
+            # this message in our mailbox: keep the message for the successor, instead of
+            # dropping it (a post's outcome) or spawning a successor that knows nothing of
+            # the consumers waiting on the dead actor
+            session.orphaned.append(message)
+            return
+        if not summons and ref is None:
             return  # housekeeping for a closed session must not re-open it
         try:
             self._actor(session_id).tell(message)
         except pykka.ActorDeadError:
-            # it died between our liveness check and the tell: a fresh actor takes over
-            self._actors.pop(session_id, None)
-            if summons:
-                self._actor(session_id).tell(message)
+            session.orphaned.append(message)  # it crashed just now: its report follows
 
     def _crashed(self, crash: ActorCrashed) -> None:
         ref = self._actors.get(crash.session_id)
@@ -266,13 +271,14 @@ class Supervisor(pykka.ThreadingActor):
             for registration in session.live_consumers():
                 registration.consumer.fail(session.failed)
             session.consumers.clear()
+            session.orphaned.clear()
             self._runtime.checkpoints.remember(crash.session_id, crash.checkpoint)
             self._runtime.recorder.session_failed("crashed")
             log.error("session.given_up", restarts=decision.restarts_in_window)
             return
         session.generation += 1
         session.resume_from = crash.checkpoint
-        session.restarting = []
+        session.restarting, session.orphaned = session.orphaned, []
         generation = session.generation
         self._runtime.clock.call_at(
             decision.restart_at,

@@ -4,6 +4,7 @@ asks, streams and readers that outlived them get every event exactly once."""
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,8 +12,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from actors import SessionCore
+from actors._actor import Kill
 from actors._messages import EventsReceived, Message
 from supervisor import RestartPolicy, SessionFailed, SessionSupervisor, SupervisorConfig
+from supervisor._supervisor import SessionRefs, Supervisor
 from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, echo, settle
 from tests.helpers import new_session, until_events
 from tests.logwatch import LogWatcher
@@ -252,3 +255,55 @@ def test_a_restarted_backend_resumes_each_session_from_its_checkpoint_stored_in_
     assert stored == written  # everything up to here was consumed
     assert first_read.offset == written  # nothing old was replayed
     assert first_read.data["message"] == "while you were away"
+
+
+def test_calls_that_reach_a_dead_actor_before_its_crash_report_wait_for_its_successor(
+    serve: Serve, supervise: Supervise, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a drill found: a message routed to an actor that has just crashed, ahead of the
+    crash report in the supervisor's mailbox, was dropped (a post's outcome) or spawned a fresh
+    actor that knew nothing of the calls waiting on the dead one (they then waited forever)."""
+    hold, held = threading.Event(), threading.Event()
+    handle = Supervisor.on_receive
+
+    def holding(self: Supervisor, message: Any) -> Any:
+        if message == "hold":
+            held.set()
+            hold.wait(30)
+            return None
+        return handle(self, message)
+
+    monkeypatch.setattr(Supervisor, "on_receive", holding)
+    server = serve(EmulatedAgent("gated", gated_echo("go")))
+    sup = supervise(server.url)
+    session_id = new_session(server, sup, "gated")
+    reader = sup.events(session_id)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(sup.ask, session_id, "first", timeout=20)
+        until_events(server, session_id, 3)  # the first turn is under way, held at its gate
+        [actor] = sup._supervisor.ask(SessionRefs())
+        sup._supervisor.tell("hold")
+        held.wait(30)
+        second = sup.stream(session_id, "second", timeout=20)  # routed behind "hold"
+        actor.tell(Kill("a bug"))  # its crash report queues behind that route
+        actor.actor_stopped.wait(30)
+        hold.set()
+        emulator = server.emulator
+        server.run(emulator.until(lambda: "second" in str(emulator.session_events(session_id))))
+        server.call(emulator.release, "go")
+        streamed = list(second)
+        answer = first.result(timeout=60)
+
+    assert answer.text == "echo: second"  # the turn that superseded the first answers both
+    assert [e.data["message"] for e in streamed if e.kind == "message"] == [answer.text]
+    written = server.call(server.emulator.session_events, session_id)
+    assert [next(reader).offset for _ in written] == [e["offset"] for e in written]
+
+
+def gated_echo(gate: str) -> Any:
+    async def script(turn: Any) -> None:
+        await turn.gate(gate)
+        turn.say(f"echo: {turn.message}")
+
+    return script
