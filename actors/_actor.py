@@ -277,6 +277,7 @@ class SessionActor(pykka.ThreadingActor):
             case CancelPoll():
                 self._runtime.poller.cancel(self.session_id, self.actor_urn)
             case PostMessage(consumer_id, text):
+                self._consumers[consumer_id].post_started = True
                 posting = self._runtime.io.submit(
                     self._runtime.api.post_customer_message(self.session_id, text)
                 )
@@ -347,14 +348,18 @@ class SessionActor(pykka.ThreadingActor):
         error = _failure_of(done)
         if error is None:
             offset = done.result()
-            # kept on the consumer, which outlives actors: a MessagePosted told into a mailbox
-            # whose actor then crashes is lost with it
+            # kept on the consumer (first), which outlives actors: a MessagePosted told into a
+            # mailbox whose actor then crashes is lost with it
             consumer = self._consumers.get(consumer_id)
             if consumer is not None:
                 consumer.customer_offset = offset
             self._runtime.route(self.session_id, MessagePosted(consumer_id, offset))
         else:
-            self._runtime.route(self.session_id, PostFailed(consumer_id, self._translate(error)))
+            failure = self._translate(error)
+            consumer = self._consumers.get(consumer_id)
+            if consumer is not None:
+                consumer.post_error = failure
+            self._runtime.route(self.session_id, PostFailed(consumer_id, failure))
 
     def _fetched(self, consumer_id: int, done: concurrent.futures.Future[Any]) -> None:
         error = _failure_of(done)

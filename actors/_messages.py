@@ -91,6 +91,13 @@ class Consumer(Protocol):
     customer_offset: int | None
     """The offset of its customer message, once known (kept across actor restarts)."""
 
+    post_started: bool
+    """Whether an actor has sent its customer message to Parlant (kept across restarts: a
+    successor re-sends a message that a crashed actor never sent, and never one it did)."""
+
+    post_error: SupervisorError | None
+    """Why sending its customer message failed, once known (kept across restarts)."""
+
     asked_at: float | None
     """Clock time it was asked (None for readers): reply latency is measured from it."""
 

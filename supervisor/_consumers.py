@@ -112,6 +112,8 @@ class ReplyConsumer:
         self.consumer_id = next_consumer_id()
         self.capacity = capacity
         self.customer_offset: int | None = None
+        self.post_started = False
+        self.post_error: SupervisorError | None = None
         self.asked_at: float | None = None
         self.next_offset: int | None = None  # an ask takes its turn whole, not by offsets
         self._channel: _Channel[Reply] = _Channel()
@@ -159,6 +161,8 @@ class EventConsumer:
         self.kind = kind
         self.capacity = capacity
         self.customer_offset: int | None = None
+        self.post_started = False
+        self.post_error: SupervisorError | None = None
         self.asked_at: float | None = None
         self.next_offset: int | None = None
         self._notify = notify

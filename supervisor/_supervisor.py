@@ -320,7 +320,9 @@ class Supervisor(pykka.ThreadingActor):
         for registration in session.live_consumers():
             if id(registration) in pending:
                 continue  # registered while restarting: it is among the held messages
-            ref.tell(_resumption(registration))
+            resumption = _resumption(registration)
+            if resumption is not None:
+                ref.tell(resumption)
         for message in held:
             ref.tell(message)
 
@@ -337,12 +339,22 @@ class Supervisor(pykka.ThreadingActor):
         return ref.stop(block=False)
 
 
-def _resumption(registration: AwaitReply | Subscribe) -> Message:
-    """How a consumer that outlived its session's actor is attached to the successor."""
+def _resumption(registration: AwaitReply | Subscribe) -> Message | None:
+    """How a consumer that outlived its session's actor is attached to the successor (None:
+    it is finished instead).
+
+    Messages still in a crashed actor's mailbox die with it, so nothing the dead actor was told
+    can be assumed: the consumer itself says how far its ask got.
+    """
     consumer: Consumer = registration.consumer
     consumer.rebase()
     if isinstance(registration, Subscribe):
         next_offset = consumer.next_offset
         since = next_offset if next_offset is not None else registration.since
         return Subscribe(consumer, since)
+    if consumer.customer_offset is None and consumer.post_error is not None:
+        consumer.fail(consumer.post_error)  # its PostFailed may have died in the mailbox
+        return None
+    if consumer.customer_offset is None and not consumer.post_started:
+        return registration  # the dead actor never sent the message: send it now
     return ResumeReply(consumer, consumer.customer_offset, registration.deadline)

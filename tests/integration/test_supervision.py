@@ -12,12 +12,19 @@ import pytest
 from prometheus_client import generate_latest
 
 from actors import SessionCore
-from actors._actor import Kill
+from actors._actor import Kill, SessionActor
 from actors._messages import EventsReceived, Message
 from supervisor import RestartPolicy, SessionFailed, SessionSupervisor, SupervisorConfig
-from supervisor._supervisor import SessionRefs, Supervisor
-from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, echo, settle
-from tests.helpers import new_session, until_events
+from supervisor._supervisor import ListSessions, SessionRefs, Supervisor
+from supervisor.testing import (
+    EmulatedAgent,
+    EmulatorServer,
+    FakeClock,
+    echo,
+    kill_session_actor,
+    settle,
+)
+from tests.helpers import messages, new_session, until_events
 from tests.logwatch import LogWatcher
 
 Serve = Callable[..., EmulatorServer]
@@ -307,3 +314,38 @@ def gated_echo(gate: str) -> Any:
         turn.say(f"echo: {turn.message}")
 
     return script
+
+
+def test_an_ask_left_in_a_crashed_actors_mailbox_is_sent_by_its_successor(
+    serve: Serve, supervise: Supervise, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages behind the one that kills an actor die with it (pykka drops them): the other
+    race the drill found. The ask behind the crash must still be posted, once."""
+    hold, held = threading.Event(), threading.Event()
+    receive = SessionActor.on_receive
+
+    def holding(self: SessionActor, message: Any) -> Any:
+        if message == "hold":
+            held.set()
+            hold.wait(30)
+            return None
+        return receive(self, message)
+
+    monkeypatch.setattr(SessionActor, "on_receive", holding)
+    server = serve()
+    sup = supervise(server.url)
+    session_id = new_session(server, sup)
+    [actor] = sup._supervisor.ask(SessionRefs())
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        actor.tell("hold")
+        held.wait(30)
+        kill_session_actor(sup, session_id, "a bug")
+        asking = pool.submit(sup.ask, session_id, "are you there?", timeout=20)
+        sup._supervisor.ask(ListSessions())  # both are now in the actor's mailbox, Kill first
+        hold.set()
+        reply = asking.result(timeout=60)
+
+    assert reply.text == "echo: are you there?"
+    posted = messages(server.call(server.emulator.session_events, session_id))
+    assert posted == ["are you there?", "echo: are you there?"]  # sent once, not twice
