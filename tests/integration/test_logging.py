@@ -5,26 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from structlog.testing import capture_logs
 
 from supervisor import SessionNotFound, SessionSupervisor
 from supervisor.testing import EmulatorServer
 from tests.helpers import new_session
+from tests.logwatch import LogWatcher
 
 SECRET = "my creatinine is 2.1 and I am scared"
 
 
 def test_no_log_event_carries_message_text_and_each_names_its_session(
-    serve: Callable[..., EmulatorServer],
+    serve: Callable[..., EmulatorServer], logs: LogWatcher
 ) -> None:
     server = serve()
-    with capture_logs() as events, SessionSupervisor(server.url) as sup:
+    with SessionSupervisor(server.url) as sup:
         session_id = new_session(server, sup, "echo")
         assert sup.ask(session_id, SECRET, timeout=30).text == f"echo: {SECRET}"
         with pytest.raises(SessionNotFound):  # the failure paths log too
             sup.ask("NoSuchSession", SECRET, timeout=30)
+        # the ask fails on its post's 404; the poll's 404 may come a moment later
+        logs.wait_for("session.poll_failed", session_id="NoSuchSession")
         sup.close(session_id)
 
+    events = logs.events
     assert events, "the conversation logged nothing"
     for event in events:
         assert all(SECRET not in str(value) for value in event.values()), event
