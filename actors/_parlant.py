@@ -10,6 +10,7 @@ connections, 6 s (emulator in the same process; measured with py-spy).
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, TypeVar, final
 
@@ -18,6 +19,7 @@ from parlant.client import AsyncParlantClient
 from parlant.client.core.api_error import ApiError
 from parlant.client.types import ConsumptionOffsetsUpdateParams, Event
 
+from actors._backoff import Backoff
 from actors._errors import (
     AccessDenied,
     InvalidInput,
@@ -32,6 +34,17 @@ T = TypeVar("T")
 
 _REQUEST_TIMEOUT: Final = 30.0
 DEFAULT_CONCURRENCY: Final = 8
+DEFAULT_RETRY: Final = Backoff(base=0.2, cap=2.0)
+_RETRIED_STATUSES: Final = frozenset({429, 503})
+
+
+def never_sent(error: Exception) -> bool:
+    """Whether a failed request certainly had no effect, so sending it again is safe even when
+    it is not idempotent (a customer message): no connection was made, or the server refused
+    it outright (429 Too Many Requests, 503 Service Unavailable)."""
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+        return True
+    return isinstance(error, ApiError) and error.status_code in _RETRIED_STATUSES
 
 
 def translate_error(error: Exception, base_url: str, session_id: str | None) -> SupervisorError:
@@ -82,20 +95,35 @@ class ParlantApi:
         *,
         headers: Mapping[str, str] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        retries: int = 3,
+        retry_backoff: Backoff = DEFAULT_RETRY,
+        rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._concurrency = concurrency
+        self._retries = retries
+        self._retry_backoff = retry_backoff
+        self._rng = rng or random.Random()
         self._headers = dict(headers or {})
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncParlantClient | None = None
         self._slots: asyncio.Semaphore | None = None
 
     async def _call(self, request: Callable[[AsyncParlantClient], Awaitable[T]]) -> T:
-        """Run one request once a pool slot is free."""
+        """Run one request once a pool slot is free; a request that certainly had no effect
+        (`never_sent`) is tried again, up to `retries` times, after a jittered delay."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._concurrency)
-        async with self._slots:
-            return await request(self._parlant())
+        attempt = 0
+        while True:
+            try:
+                async with self._slots:
+                    return await request(self._parlant())
+            except Exception as error:
+                if attempt >= self._retries or not never_sent(error):
+                    raise
+            await asyncio.sleep(self._retry_backoff.delay(attempt, self._rng))
+            attempt += 1
 
     def _parlant(self) -> AsyncParlantClient:
         if self._client is None:

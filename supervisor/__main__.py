@@ -1,8 +1,10 @@
-"""The command line: `python -m supervisor serve | demo` (installed as `parlant-supervisor`)."""
+"""The command line: `python -m supervisor serve | demo | drill` (installed as
+`parlant-supervisor`)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import structlog
@@ -12,6 +14,8 @@ from rich.console import Console
 
 from supervisor._config import SupervisorConfig
 from supervisor._demo import run_demo
+from supervisor._drill import SCENARIOS, DrillOptions, scenarios_named
+from supervisor._drill_cli import run_drills
 from supervisor.backend import BackendSettings, create_app
 
 __all__ = ["app", "main"]
@@ -82,10 +86,58 @@ def demo(
     console.print("[bold green]demo finished: every reply arrived, nothing left running[/]")
 
 
-def _configure_logging(verbose: bool) -> None:
+@app.command()
+def drill(
+    scenario: Annotated[
+        str, typer.Option(help="A scenario's name, or all. See the list with --list.")
+    ] = "all",
+    sessions: Annotated[int, typer.Option(min=1, help="Sessions per scenario.")] = 20,
+    turns: Annotated[int, typer.Option(min=1, help="Asks per session.")] = 4,
+    faults: Annotated[int, typer.Option(min=1, help="Faults each scenario aims at.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seeds every random choice.")] = 0,
+    parlant_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PARLANT_URL",
+            help="Drill against this Parlant server (the proxy goes in front of it); default: "
+            "the embedded emulator.",
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
+    list_scenarios: Annotated[
+        bool, typer.Option("--list", help="List the scenarios and exit.")
+    ] = False,
+) -> None:
+    """Inject faults into live conversations and prove nothing is lost or duplicated."""
+    console = Console()
+    if list_scenarios:
+        for known in SCENARIOS:
+            console.print(f"[bold]{known.name:<22}[/] {known.description}")
+        return
+    try:
+        chosen = scenarios_named(scenario)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--scenario") from None
+    _configure_logging(verbose=False, quiet=True)
+    options = DrillOptions(
+        sessions=sessions, turns=turns, faults=faults, seed=seed, parlant_url=parlant_url
+    )
+    if not run_drills(console, chosen, options, json_path):
+        console.print("[bold red]drill failed: see the rows marked FAIL[/]")
+        raise typer.Exit(1)
+    console.print("[bold green]drill passed: nothing lost, duplicated or mis-attributed[/]")
+
+
+def _configure_logging(verbose: bool, quiet: bool = False) -> None:
     """The CLI is an application, so it (not the library) decides what is logged."""
-    level = logging.INFO if verbose else logging.WARNING
+    level = logging.INFO if verbose else logging.CRITICAL if quiet else logging.WARNING
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    if quiet:  # a drill's injected faults make servers log by design: only the report counts
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        logging.getLogger("pykka").setLevel(logging.CRITICAL)
 
 
 def main() -> None:

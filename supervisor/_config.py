@@ -30,6 +30,9 @@ class SupervisorConfig:
         request_concurrency: Short requests (posting a message, creating a session, re-reading
             history) in flight at once, over as many pooled connections. Long-polls do not count:
             each session has its own connection.
+        request_retries: Times a short request (a post included) is sent again when it certainly
+            had no effect: the connection was refused, or Parlant answered 429 or 503. A post
+            whose fate is unknown (a reset, a timeout) is never re-sent: the ask fails instead.
         max_message_length: Longest customer message accepted, in characters.
         actor_stack_size: Stack size of each session's thread, in bytes (0: the interpreter's
             default). Small stacks keep thousands of sessions cheap.
@@ -63,6 +66,7 @@ class SupervisorConfig:
     backoff: Backoff = field(default_factory=Backoff)
     headers: Mapping[str, str] = field(default_factory=dict)
     request_concurrency: int = 8
+    request_retries: int = 3
     max_message_length: int = 32_768
     actor_stack_size: int = 256 * 1024
     stop_timeout: float = 10.0
@@ -79,6 +83,8 @@ class SupervisorConfig:
             raise ValueError(f"consumer_capacity must be >= 1, got {self.consumer_capacity}")
         if self.request_concurrency < 1:
             raise ValueError(f"request_concurrency must be >= 1, got {self.request_concurrency}")
+        if self.request_retries < 0:
+            raise ValueError(f"request_retries must be >= 0, got {self.request_retries}")
         if self.max_message_length < 1:
             raise ValueError(f"max_message_length must be >= 1, got {self.max_message_length}")
         if self.poll_timeout_margin <= 0:

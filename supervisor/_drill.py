@@ -137,6 +137,7 @@ class _Rig:
     marks: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     deleted: set[str] = field(default_factory=set)
     started_turns: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    completed: int = 0  # asks that ended, however
 
     def mark_all(self) -> None:
         """Every session met a fault now (an outage, a restart)."""
@@ -440,6 +441,8 @@ async def _converse(rig: _Rig, session_id: str, pause: float) -> list[_Ask]:
             ask.error = type(error).__name__
             if isinstance(error, SessionNotFound):
                 break
+        finally:
+            rig.completed += 1
         if pause:
             await asyncio.sleep(pause)
     return asks
@@ -485,7 +488,7 @@ async def _tick(
 ) -> None:
     while not conversations.done():
         report.faults = rig.faults + rig.proxy.injected.total()
-        report.asks = sum(rig.started_turns.values())
+        report.asks = rig.completed
         progress(report, rig.supervisor)
         await asyncio.sleep(0.2)
 
@@ -565,3 +568,14 @@ def _recovery(
     durations.sort()
     p99 = durations[min(len(durations) - 1, int(0.99 * len(durations)))]
     return statistics.median(durations), p99, durations[-1]
+
+
+def scenarios_named(name: str) -> list[Scenario]:
+    """`all`, or the scenario called `name` (ValueError naming the choices otherwise)."""
+    if name == "all":
+        return list(SCENARIOS)
+    for scenario in SCENARIOS:
+        if scenario.name == name:
+            return [scenario]
+    choices = ", ".join(["all", *(s.name for s in SCENARIOS)])
+    raise ValueError(f"unknown scenario {name!r}; choose one of: {choices}")

@@ -119,6 +119,7 @@ class SessionSupervisor:
                 self.parlant_url,
                 headers=self.config.headers,
                 concurrency=self.config.request_concurrency,
+                retries=self.config.request_retries,
             ),
             clock=self._clock,
             recorder=self._metrics,

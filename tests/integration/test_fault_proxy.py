@@ -217,3 +217,19 @@ def test_a_rate_limit_and_a_gateway_upstream_down_are_plain_http_answers(
 def test_the_proxy_forwards_only_to_plain_http() -> None:
     with pytest.raises(ValueError, match="http://"):
         FaultProxy("https://parlant.example.com")
+
+
+def test_a_post_that_certainly_had_no_effect_is_sent_again_and_only_once_written(
+    serve: Serve, supervise: Supervise, proxy: Proxy
+) -> None:
+    server, wire, sup, session_id = rig(serve, proxy, supervise)
+    wire.inject(
+        Respond(503), Respond(429, retry_after=0), method="POST", path=events_path(session_id)
+    )
+
+    reply = sup.ask(session_id, "third time lucky", timeout=30)
+
+    assert reply.text == "echo: third time lucky"
+    assert wire.injected == {"respond_503": 1, "respond_429": 1}
+    written = messages(server.call(server.emulator.session_events, session_id))
+    assert written == ["third time lucky", "echo: third time lucky"]
