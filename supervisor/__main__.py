@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -91,9 +92,9 @@ def drill(
     scenario: Annotated[
         str, typer.Option(help="A scenario's name, or all. See the list with --list.")
     ] = "all",
-    sessions: Annotated[int, typer.Option(min=1, help="Sessions per scenario.")] = 20,
-    turns: Annotated[int, typer.Option(min=1, help="Asks per session.")] = 4,
-    faults: Annotated[int, typer.Option(min=1, help="Faults each scenario aims at.")] = 100,
+    sessions: Annotated[int, typer.Option(min=1, help="Sessions per scenario.")] = 30,
+    turns: Annotated[int, typer.Option(min=1, help="Asks per session.")] = 5,
+    faults: Annotated[int, typer.Option(min=1, help="Faults each scenario aims at.")] = 120,
     seed: Annotated[int, typer.Option(help="Seeds every random choice.")] = 0,
     parlant_url: Annotated[
         str | None,
@@ -111,7 +112,7 @@ def drill(
     ] = False,
 ) -> None:
     """Inject faults into live conversations and prove nothing is lost or duplicated."""
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     if list_scenarios:
         for known in SCENARIOS:
             console.print(f"[bold]{known.name:<22}[/] {known.description}")

@@ -72,9 +72,9 @@ class DrillOptions:
         ask_timeout: Each ask's deadline, in seconds.
     """
 
-    sessions: int = 20
-    turns: int = 4
-    faults: int = 100
+    sessions: int = 30
+    turns: int = 5
+    faults: int = 120
     seed: int = 0
     parlant_url: str | None = None
     ask_timeout: float = 60.0
@@ -296,7 +296,7 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         "5xx-burst", "500/502/503 on polls", _chaos([Respond(500), Respond(502), Respond(503)], 0.5)
     ),
     Scenario("slow-responses", "polls answered late", _chaos([Delay(0.1), Delay(0.4)], 0.5)),
-    Scenario("hung-connections", "polls never answered", _chaos([Hang()], 0.15)),
+    Scenario("hung-connections", "polls never answered", _chaos([Hang()], 0.3)),
     Scenario(
         "connection-resets",
         "resets before and mid-response, clean drops (a few posts too)",
@@ -443,8 +443,8 @@ async def _converse(rig: _Rig, session_id: str, pause: float) -> list[_Ask]:
                 break
         finally:
             rig.completed += 1
-        if pause:
-            await asyncio.sleep(pause)
+        # a customer's think time: conversations then span the scenario's fault windows
+        await asyncio.sleep(pause or rig.rng.uniform(0.05, 0.3))
     return asks
 
 

@@ -31,12 +31,12 @@ def report_table(reports: list[ScenarioReport]) -> Table:
         "faults",
         "asks",
         "answered",
-        "failed clearly",
+        "clear error",
         "timed out",
         "lost",
-        "duplicated",
-        "mis-attributed",
-        "recovery p50 / p99 / max (s)",
+        "dup",
+        "mis-attr",
+        "recovery s p50/p99/max",
         "restarts",
         "result",
     ):
@@ -47,7 +47,7 @@ def report_table(reports: list[ScenarioReport]) -> Table:
             if r.skipped
             else ("[green]pass[/]" if r.passed else "[bold red]FAIL[/]")
         )
-        recovery = " / ".join(_seconds(v) for v in (r.recovery_p50, r.recovery_p99, r.recovery_max))
+        recovery = "/".join(_seconds(v) for v in (r.recovery_p50, r.recovery_p99, r.recovery_max))
         table.add_row(
             r.scenario,
             str(r.faults),

@@ -1,0 +1,115 @@
+"""The failure drill: its accounting catches what it must, and the command runs end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from supervisor._drill import ScenarioReport, _account, _answer_in_log, _Ask, _recovery
+from supervisor.testing import ProxyRecord
+
+
+def message(offset: int, source: str, text: str) -> dict[str, object]:
+    return {"offset": offset, "kind": "message", "source": source, "data": {"message": text}}
+
+
+def status(offset: int) -> dict[str, object]:
+    return {"offset": offset, "kind": "status", "source": "ai_agent", "data": {"status": "ready"}}
+
+
+LOG = [
+    message(0, "customer", "one"),
+    status(1),
+    message(2, "ai_agent", "echo: one"),
+    message(3, "customer", "two"),
+    message(4, "ai_agent", "echo: two"),
+]
+
+
+def test_the_answer_to_a_message_is_what_the_server_logged_after_it() -> None:
+    assert _answer_in_log(LOG, "one") == "echo: one"
+    assert _answer_in_log(LOG, "two") == "echo: two"
+    assert _answer_in_log(LOG, "never sent") is None
+
+
+def test_the_accounting_counts_lost_duplicated_and_misattributed() -> None:
+    report = ScenarioReport("check")
+    asks = [
+        _Ask("s", "one", reply="echo: two"),  # someone else's answer
+        _Ask("s", "two", reply="echo: two"),
+        _Ask("s", "three", error="ParlantUnavailable"),
+        _Ask("s", "four", timed_out=True),
+    ]
+
+    _account(report, asks, {"s": LOG}, {"s": [0, 1, 1, 3, 4]})  # 2 lost, 1 twice
+
+    assert (report.lost, report.duplicated, report.misattributed) == (1, 1, 1)
+    assert (report.answered, report.failed_clearly, report.timed_out) == (2, 1, 1)
+    assert not report.passed
+
+
+def test_recovery_runs_from_a_streaks_first_failure_to_the_next_good_poll() -> None:
+    path = "/sessions/s/events"
+    records = [
+        ProxyRecord(1.0, "GET", path, "reset", None),
+        ProxyRecord(1.5, "GET", path, "respond_503", 503),
+        ProxyRecord(2.0, "GET", path, None, 200),
+        ProxyRecord(3.0, "GET", path, None, 504),
+        ProxyRecord(4.0, "POST", path, "reset", None),  # posts are not polls
+    ]
+
+    p50, p99, worst = _recovery(records, {"s": [2.5]})  # a kill at 2.5, back at 3.0
+
+    assert (p50, worst) == (0.75, 1.0)
+    assert p99 == 1.0
+
+
+def test_the_drill_command_runs_a_scenario_and_writes_its_report(tmp_path: Path) -> None:
+    report = tmp_path / "drill.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "drill",
+            "--scenario",
+            "actor-crash",
+            "--sessions",
+            "5",
+            "--turns",
+            "2",
+            "--faults",
+            "10",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "drill passed" in result.stdout
+    document = json.loads(report.read_text())
+    [row] = document["scenarios"]
+    assert row["scenario"] == "actor-crash"
+    assert row["faults"] >= 1
+    assert row["asks"] == 10
+    assert document["passed"] is True
+
+
+def test_an_unknown_scenario_is_refused_with_the_choices() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "drill", "--scenario", "meteor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "unknown scenario 'meteor'" in result.stderr
+    assert "server-outage" in result.stderr
