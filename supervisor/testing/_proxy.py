@@ -171,6 +171,10 @@ class _ClientGone(Exception):
     """The client closed its connection while its request was being served."""
 
 
+class _UpstreamDown(Exception):
+    """The upstream refused the connection: nothing was forwarded."""
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with a TCP reset (SO_LINGER 0) instead of a clean FIN."""
     sock = writer.get_extra_info("socket")
@@ -379,7 +383,10 @@ class _Upstream:
     async def exchange(self, request: h11.Request, body: bytes) -> tuple[h11.Response, list[bytes]]:
         """Send the request; return the response's head and body (in the pieces it came)."""
         if self._streams is None:
-            self._streams = await asyncio.open_connection(*self._address)
+            try:
+                self._streams = await asyncio.open_connection(*self._address)
+            except OSError as error:
+                raise _UpstreamDown(f"{type(error).__name__}: {error}") from error
             self._h11 = h11.Connection(h11.CLIENT)
         reader, writer = self._streams
         conn = self._h11
@@ -505,6 +512,11 @@ class _Exchange:
         self._proxy._state.forwarded += 1
         try:
             head, chunks = await self._while_client_stays(self._upstream.exchange(request, body))
+        except _UpstreamDown:
+            # nothing reached the upstream: say so the way Envoy does ("upstream connect
+            # error"), so that a client may safely send the request again
+            await self._respond(Respond(503, body=b'{"detail": "upstream connect error"}'))
+            return 503
         except (OSError, h11.ProtocolError) as error:
             self._upstream.close()
             detail = f'{{"detail": "bad gateway: {type(error).__name__}"}}'.encode()
