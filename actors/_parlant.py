@@ -95,7 +95,7 @@ class ParlantApi:
         *,
         headers: Mapping[str, str] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
-        retries: int = 3,
+        retries: int = 5,
         retry_backoff: Backoff = DEFAULT_RETRY,
         rng: random.Random | None = None,
     ) -> None:

@@ -66,7 +66,7 @@ class SupervisorConfig:
     backoff: Backoff = field(default_factory=Backoff)
     headers: Mapping[str, str] = field(default_factory=dict)
     request_concurrency: int = 8
-    request_retries: int = 3
+    request_retries: int = 5
     max_message_length: int = 32_768
     actor_stack_size: int = 256 * 1024
     stop_timeout: float = 10.0

@@ -382,6 +382,8 @@ class _Upstream:
 
     async def exchange(self, request: h11.Request, body: bytes) -> tuple[h11.Response, list[bytes]]:
         """Send the request; return the response's head and body (in the pieces it came)."""
+        if self._streams is not None and self._streams[0].at_eof():
+            self.close()  # the upstream closed this idle connection: do not send into it
         if self._streams is None:
             try:
                 self._streams = await asyncio.open_connection(*self._address)
