@@ -270,17 +270,7 @@ def test_calls_that_reach_a_dead_actor_before_its_crash_report_wait_for_its_succ
     """The race a drill found: a message routed to an actor that has just crashed, ahead of the
     crash report in the supervisor's mailbox, was dropped (a post's outcome) or spawned a fresh
     actor that knew nothing of the calls waiting on the dead one (they then waited forever)."""
-    hold, held = threading.Event(), threading.Event()
-    handle = Supervisor.on_receive
-
-    def holding(self: Supervisor, message: Any) -> Any:
-        if message == "hold":
-            held.set()
-            hold.wait(30)
-            return None
-        return handle(self, message)
-
-    monkeypatch.setattr(Supervisor, "on_receive", holding)
+    hold, held = holdable(monkeypatch, Supervisor)
     server = serve(EmulatedAgent("gated", gated_echo("go")))
     sup = supervise(server.url)
     session_id = new_session(server, sup, "gated")
@@ -308,6 +298,25 @@ def test_calls_that_reach_a_dead_actor_before_its_crash_report_wait_for_its_succ
     assert [next(reader).offset for _ in written] == [e["offset"] for e in written]
 
 
+def holdable(
+    monkeypatch: pytest.MonkeyPatch, actor_class: type[Any]
+) -> tuple[threading.Event, threading.Event]:
+    """Actors of `actor_class` told "hold" stop handling messages (so that the test can stack
+    messages in their mailbox) until the first event is set; the second is set once held."""
+    hold, held = threading.Event(), threading.Event()
+    receive = actor_class.on_receive
+
+    def holding(self: Any, message: Any) -> Any:
+        if message == "hold":
+            held.set()
+            hold.wait(30)
+            return None
+        return receive(self, message)
+
+    monkeypatch.setattr(actor_class, "on_receive", holding)
+    return hold, held
+
+
 def gated_echo(gate: str) -> Any:
     async def script(turn: Any) -> None:
         await turn.gate(gate)
@@ -321,17 +330,7 @@ def test_an_ask_left_in_a_crashed_actors_mailbox_is_sent_by_its_successor(
 ) -> None:
     """Messages behind the one that kills an actor die with it (pykka drops them): the other
     race the drill found. The ask behind the crash must still be posted, once."""
-    hold, held = threading.Event(), threading.Event()
-    receive = SessionActor.on_receive
-
-    def holding(self: SessionActor, message: Any) -> Any:
-        if message == "hold":
-            held.set()
-            hold.wait(30)
-            return None
-        return receive(self, message)
-
-    monkeypatch.setattr(SessionActor, "on_receive", holding)
+    hold, held = holdable(monkeypatch, SessionActor)
     server = serve()
     sup = supervise(server.url)
     session_id = new_session(server, sup)
