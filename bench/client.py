@@ -1,9 +1,11 @@
 """One measured client, in a process of its own: this library, or the hand-made baseline.
 
-`python -m bench.client --impl library|baseline --sessions N --url URL` prints one JSON line:
-sessions reached with an open poll, RSS and threads per session, delivery latency of an event
-written on the server to the consumer holding it (p50/p99, all other sessions idle and
-polling), the same for a raw single long-poll (the floor), open and stop times.
+`python -m bench.client --impl library|baseline --sessions N --url URL [--idle-seconds S]` prints
+one JSON line: sessions reached with an open poll, RSS and threads per session, CPU used while
+every session sits idle polling for S seconds, delivery latency of an event written on the server
+to the consumer holding it (p50/p99, all other sessions idle and polling), the same for a raw
+single long-poll (the floor), asks per second (every session asks at once, twice, zero-delay
+agent), open and stop times.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from supervisor import SessionSupervisor, SupervisorConfig
 
 WAIT_FOR_DATA = 30
 SAMPLES = 60
+ASK_ROUNDS = 2
 
 
 def rss_bytes() -> int:
@@ -107,7 +110,7 @@ def wait_until_polled(server: Server, count: int) -> None:
 # --- this library -----------------------------------------------------------------------------
 
 
-def run_library(server: Server, sessions: list[str]) -> dict[str, Any]:
+def run_library(server: Server, sessions: list[str], idle_seconds: float) -> dict[str, Any]:
     sup = SessionSupervisor(
         str(server.http.base_url), config=SupervisorConfig(wait_for_data=WAIT_FOR_DATA)
     )
@@ -116,7 +119,7 @@ def run_library(server: Server, sessions: list[str]) -> dict[str, Any]:
         sup.open(session_id, since=0)
     server.wait_for_open_polls(len(sessions))
     opened = time.perf_counter() - started
-    measured = measure_idle(server, sessions)
+    measured = measure_idle(server, idle_seconds)
     samples = []
     sampled = random.Random(1).sample(sessions, min(SAMPLES, len(sessions)))
     for i, session_id in enumerate(sampled):
@@ -126,10 +129,28 @@ def run_library(server: Server, sessions: list[str]) -> dict[str, Any]:
         next(reader)
         samples.append(time.perf_counter() - start)
         reader.close()
+
+    async def ask_all(round_: int) -> None:
+        replies = await asyncio.gather(
+            *(sup.aask(sid, f"ask {round_} {sid}", timeout=300) for sid in sessions)
+        )
+        wrong = [
+            sid
+            for reply, sid in zip(replies, sessions, strict=True)
+            if reply.text != f"echo: ask {round_} {sid}"
+        ]
+        if wrong:
+            raise RuntimeError(f"{len(wrong)} asks got another reply, e.g. in session {wrong[0]}")
+
+    started = time.perf_counter()
+    for round_ in range(ASK_ROUNDS):
+        asyncio.run(ask_all(round_))
+    asks_per_s = ASK_ROUNDS * len(sessions) / (time.perf_counter() - started)
     started = time.perf_counter()
     summary = sup.stop(timeout=60)
     return {
         **measured,
+        "asks_per_s": asks_per_s,
         "open_s": opened,
         "latency": samples,
         "stop_s": time.perf_counter() - started,
@@ -178,6 +199,18 @@ class Baseline:
                 await self.queues[session_id].put(event)
                 offset = event.offset + 1
 
+    async def ask(self, session_id: str, text: str) -> None:
+        """Post, then read the session's queue up to the first `ready` (the naive pattern)."""
+        await self.client.sessions.create_event(
+            session_id, kind="message", source="customer", message=text
+        )
+        queue = self.queues[session_id]
+        while True:
+            event = await queue.get()
+            data = event.data if isinstance(event.data, dict) else {}
+            if event.kind == "status" and data.get("status") == "ready":
+                return
+
     async def stop(self) -> None:
         for task in self.tasks.values():
             task.cancel()
@@ -185,7 +218,7 @@ class Baseline:
         await self.http.aclose()
 
 
-def run_baseline(server: Server, sessions: list[str]) -> dict[str, Any]:
+def run_baseline(server: Server, sessions: list[str], idle_seconds: float) -> dict[str, Any]:
     async def scenario() -> dict[str, Any]:
         baseline = Baseline(str(server.http.base_url))
         started = time.perf_counter()
@@ -193,7 +226,7 @@ def run_baseline(server: Server, sessions: list[str]) -> dict[str, Any]:
             baseline.open(session_id)
         await asyncio.to_thread(server.wait_for_open_polls, len(sessions))
         opened = time.perf_counter() - started
-        measured = await asyncio.to_thread(measure_idle, server, sessions)
+        measured = await asyncio.to_thread(measure_idle, server, idle_seconds)
         samples = []
         sampled = random.Random(1).sample(sessions, min(SAMPLES, len(sessions)))
         for i, session_id in enumerate(sampled):
@@ -203,9 +236,14 @@ def run_baseline(server: Server, sessions: list[str]) -> dict[str, Any]:
             await queue.get()
             samples.append(time.perf_counter() - start)
         started = time.perf_counter()
+        for round_ in range(ASK_ROUNDS):
+            await asyncio.gather(*(baseline.ask(sid, f"ask {round_}") for sid in sessions))
+        asks_per_s = ASK_ROUNDS * len(sessions) / (time.perf_counter() - started)
+        started = time.perf_counter()
         await baseline.stop()
         return {
             **measured,
+            "asks_per_s": asks_per_s,
             "open_s": opened,
             "latency": samples,
             "stop_s": time.perf_counter() - started,
@@ -216,13 +254,22 @@ def run_baseline(server: Server, sessions: list[str]) -> dict[str, Any]:
     return asyncio.run(scenario())
 
 
-def measure_idle(server: Server, sessions: list[str]) -> dict[str, Any]:
-    """Figures with every session polling and nothing happening."""
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_idle(server: Server, idle_seconds: float) -> dict[str, Any]:
+    """Figures with every session polling and nothing happening, CPU over `idle_seconds`
+    (only re-polls after 504s happen then)."""
+    before = cpu_seconds()
+    time.sleep(idle_seconds)  # a measuring window, not a wait for something to happen
+    idle_cpu = cpu_seconds() - before
     return {
         "sessions_polling": server.open_polls(),
         "rss_bytes": rss_bytes(),
         "threads": threading.active_count(),
-        "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+        "idle_cpu_percent": 100 * idle_cpu / idle_seconds,
     }
 
 
@@ -231,6 +278,7 @@ def main() -> None:
     parser.add_argument("--impl", choices=["library", "baseline"], required=True)
     parser.add_argument("--sessions", type=int, required=True)
     parser.add_argument("--url", required=True)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -240,7 +288,7 @@ def main() -> None:
     floor = floor_latency(server, sessions[0])
     baseline_rss, baseline_threads = rss_bytes(), threading.active_count()
     run = run_library if args.impl == "library" else run_baseline
-    result = run(server, sessions)
+    result = run(server, sessions, args.idle_seconds)
     latency = result.pop("latency")
     print(
         json.dumps(
@@ -250,6 +298,8 @@ def main() -> None:
                 "sessions_polling": result["sessions_polling"],
                 "rss_per_session_bytes": (result["rss_bytes"] - baseline_rss) / args.sessions,
                 "threads": result["threads"] - baseline_threads,
+                "idle_cpu_percent": result["idle_cpu_percent"],
+                "asks_per_s": result["asks_per_s"],
                 "latency_p50_ms": statistics.median(latency) * 1000,
                 "latency_p99_ms": percentile(latency, 99) * 1000,
                 "floor_p50_ms": statistics.median(floor) * 1000,

@@ -1,6 +1,6 @@
 """Benchmark this library against the hand-made asyncio baseline, in the same run.
 
-    python -m bench.run [--sizes 100,1000] [--json bench/results/latest.json]
+    python -m bench.run [--sizes 100,1000] [--idle-seconds 30] [--json bench/results/latest.json]
 
 The emulator runs in a process of its own; each measurement runs in a fresh client process,
 alternating library and baseline at each size, so RSS and threads are the client's alone.
@@ -27,15 +27,17 @@ FIGURES = [
     ("sessions_polling", "sessions with an open poll", "{:.0f}"),
     ("rss_per_session_bytes", "RSS per session (KiB)", "{:.1f}"),
     ("threads", "threads", "{:.0f}"),
+    ("idle_cpu_percent", "idle CPU (% of a core)", "{:.1f}"),
     ("latency_p50_ms", "delivery p50 (ms)", "{:.2f}"),
     ("latency_p99_ms", "delivery p99 (ms)", "{:.2f}"),
     ("floor_p50_ms", "raw long-poll p50 (ms)", "{:.2f}"),
+    ("asks_per_s", "asks per second", "{:.0f}"),
     ("open_s", "open all (s)", "{:.2f}"),
     ("stop_s", "stop all (s)", "{:.2f}"),
 ]
 
 
-def measure(impl: str, sessions: int) -> dict[str, Any]:
+def measure(impl: str, sessions: int, idle_seconds: float = 30.0) -> dict[str, Any]:
     """One client run against a fresh server (a dead client's polls linger on a reused one)."""
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.serve"],
@@ -57,6 +59,8 @@ def measure(impl: str, sessions: int) -> dict[str, Any]:
                 str(sessions),
                 "--url",
                 url,
+                "--idle-seconds",
+                str(idle_seconds),
             ],
             capture_output=True,
             text=True,
@@ -76,6 +80,9 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="100,1000", help="comma-separated session counts")
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument(
+        "--idle-seconds", type=float, default=30.0, help="window for the idle CPU figure"
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -85,7 +92,7 @@ def main() -> None:
         for size in sizes:
             for impl in ("library", "baseline"):
                 progress.update(task, description=f"{impl}, {size} sessions")
-                results.append(measure(impl, size))
+                results.append(measure(impl, size, args.idle_seconds))
                 progress.advance(task)
     machine = {
         "cores": os.cpu_count(),

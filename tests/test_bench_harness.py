@@ -9,11 +9,13 @@ from bench.run import measure
 
 @pytest.mark.parametrize("impl", ["library", "baseline"])
 def test_each_client_reaches_every_session_and_measures_delivery(impl: str) -> None:
-    result = measure(impl, 20)
+    result = measure(impl, 20, idle_seconds=1)
 
     assert result["sessions_polling"] == 20
     assert result["stop_deadline_met"]
     assert result["latency_p50_ms"] > 0
     assert result["floor_p50_ms"] > 0
+    assert result["asks_per_s"] > 0  # 40 asks answered (the library checks each reply's text)
+    assert result["idle_cpu_percent"] >= 0
     if impl == "library":
         assert result["threads_after_stop"] == 1  # only the main thread is left
