@@ -121,7 +121,7 @@ def run_library(server: Server, sessions: list[str], idle_seconds: float) -> dic
         sup.open(session_id, since=0)
     server.wait_for_open_polls(len(sessions))
     opened = time.perf_counter() - started
-    measured = measure_idle(server, idle_seconds)
+    measured = measure_open(server)
     samples = []
     sampled = random.Random(1).sample(sessions, min(SAMPLES, len(sessions)))
     for i, session_id in enumerate(sampled):
@@ -131,6 +131,7 @@ def run_library(server: Server, sessions: list[str], idle_seconds: float) -> dic
         next(reader)
         samples.append(time.perf_counter() - start)
         reader.close()
+    measured["idle_cpu_percent"] = idle_cpu_percent(idle_seconds)
 
     async def ask(session_id: str, text: str) -> bool:
         reply = await sup.aask(session_id, text, timeout=ASK_BUDGET)
@@ -218,7 +219,7 @@ def run_baseline(server: Server, sessions: list[str], idle_seconds: float) -> di
             baseline.open(session_id)
         await asyncio.to_thread(server.wait_for_open_polls, len(sessions))
         opened = time.perf_counter() - started
-        measured = await asyncio.to_thread(measure_idle, server, idle_seconds)
+        measured = await asyncio.to_thread(measure_open, server)
         samples = []
         sampled = random.Random(1).sample(sessions, min(SAMPLES, len(sessions)))
         for i, session_id in enumerate(sampled):
@@ -227,6 +228,7 @@ def run_baseline(server: Server, sessions: list[str], idle_seconds: float) -> di
             await asyncio.to_thread(server.write, session_id, f"sample {i}")
             await queue.get()
             samples.append(time.perf_counter() - start)
+        measured["idle_cpu_percent"] = await asyncio.to_thread(idle_cpu_percent, idle_seconds)
         asks_per_s = await asks_per_second(baseline.ask, sessions)
         started = time.perf_counter()
         await baseline.stop()
@@ -269,18 +271,21 @@ async def asks_per_second(ask: Callable[[str, str], Awaitable[bool]], sessions: 
     return answered / (time.perf_counter() - started)
 
 
-def measure_idle(server: Server, idle_seconds: float) -> dict[str, Any]:
-    """Figures with every session polling and nothing happening, CPU over `idle_seconds`
-    (only re-polls after 504s happen then)."""
-    before = cpu_seconds()
-    time.sleep(idle_seconds)  # a measuring window, not a wait for something to happen
-    idle_cpu = cpu_seconds() - before
+def measure_open(server: Server) -> dict[str, Any]:
+    """Figures right after every session opened its poll."""
     return {
         "sessions_polling": server.open_polls(),
         "rss_bytes": rss_bytes(),
         "threads": threading.active_count(),
-        "idle_cpu_percent": 100 * idle_cpu / idle_seconds,
     }
+
+
+def idle_cpu_percent(seconds: float) -> float:
+    """CPU used while every session sits polling and nothing happens (only re-polls after
+    504s), in percent of one core."""
+    before = cpu_seconds()
+    time.sleep(seconds)  # a measuring window, not a wait for something to happen
+    return 100 * (cpu_seconds() - before) / seconds
 
 
 def main() -> None:
