@@ -136,7 +136,6 @@ class _Rig:
     faults: int = 0
     marks: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     deleted: set[str] = field(default_factory=set)
-    started_turns: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     completed: int = 0  # asks that ended, however
 
     def mark_all(self) -> None:
@@ -158,7 +157,17 @@ Injector = Callable[[_Rig], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A named way of failing: its faults, and the supervisor settings it needs."""
+    """A named way of failing: its faults, and the supervisor settings it needs.
+
+    Attributes:
+        inject: Runs beside the conversations, injecting faults until they finish.
+        config: Adjusts the drill's supervisor settings (e.g. a short idle TTL).
+        readers: "live" readers from the start, "final" ones reading the whole log after the
+            conversations (so that sessions can go idle), or "stalled" ones that subscribe but
+            do not read for a second (their sessions pause polling).
+        pause_between_turns: A customer's think time; 0 draws one at random (50-300 ms).
+        needs_emulator: Only the embedded emulator can do it (it restarts the server).
+    """
 
     name: str
     description: str
@@ -432,7 +441,6 @@ async def _converse(rig: _Rig, session_id: str, pause: float) -> list[_Ask]:
         message = f"drill {session_id} turn {turn} #{rig.rng.randrange(10**9)}"
         ask = _Ask(session_id, message)
         asks.append(ask)
-        rig.started_turns[session_id] += 1
         try:
             reply = await rig.supervisor.aask(session_id, message, timeout=rig.options.ask_timeout)
             ask.reply = reply.text
