@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,16 +33,13 @@ def logs() -> Iterator[LogWatcher]:
 @pytest.fixture
 def serve() -> Iterator[Callable[..., EmulatorServer]]:
     """serve(*agents, **emulator_options) -> a running emulator server (stopped after the test)."""
-    servers: list[EmulatorServer] = []
+    with contextlib.ExitStack() as running:
 
-    def start(*agents: EmulatedAgent, **options: Any) -> EmulatorServer:
-        server = EmulatorServer(ParlantEmulator(agents or (EmulatedAgent("echo"),), **options))
-        servers.append(server)
-        return server
+        def start(*agents: EmulatedAgent, **options: Any) -> EmulatorServer:
+            emulator = ParlantEmulator(agents or (EmulatedAgent("echo"),), **options)
+            return running.enter_context(EmulatorServer(emulator))
 
-    yield start
-    for server in servers:
-        server.stop()
+        yield start
 
 
 @pytest.fixture
@@ -50,32 +48,21 @@ def backend() -> Iterator[Callable[..., AppServer]]:
 
     Without `parlant_url` it runs on its embedded default, like `python -m supervisor serve`.
     """
-    servers: list[AppServer] = []
+    with contextlib.ExitStack() as running:
 
-    def start(**settings: Any) -> AppServer:
-        config = SupervisorConfig(wait_for_data=30, wait_jitter=5)
-        server = AppServer(create_app(BackendSettings(**{"supervisor": config, **settings})))
-        servers.append(server)
-        return server
+        def start(**settings: Any) -> AppServer:
+            config = SupervisorConfig(wait_for_data=30, wait_jitter=5)
+            app = create_app(BackendSettings(**{"supervisor": config, **settings}))
+            return running.enter_context(AppServer(app))
 
-    yield start
-    for server in servers:
-        server.stop()
+        yield start
 
 
 @pytest.fixture
 def proxy() -> Iterator[Callable[[str], FaultProxy]]:
     """proxy(upstream_url) -> a fault-injecting proxy in front of it (stopped after the test)."""
-    proxies: list[FaultProxy] = []
-
-    def start(upstream: str) -> FaultProxy:
-        fault_proxy = FaultProxy(upstream)
-        proxies.append(fault_proxy)
-        return fault_proxy
-
-    yield start
-    for fault_proxy in proxies:
-        fault_proxy.stop()
+    with contextlib.ExitStack() as running:
+        yield lambda upstream: running.enter_context(FaultProxy(upstream))
 
 
 @pytest.fixture
