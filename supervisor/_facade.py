@@ -197,8 +197,7 @@ class SessionSupervisor:
         """Asyncio twin of `history`."""
         self._check_running()
         _require_id("session_id", session_id)
-        if since < 0:
-            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        _require_since(since, session_id)
         return await self._on_io(self._runtime.api.read_events(session_id, since), session_id)
 
     def check_parlant(self) -> None:
@@ -221,8 +220,7 @@ class SessionSupervisor:
         """
         self._check_running()
         _require_id("session_id", session_id)
-        if since is not None and since < 0:
-            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        _require_since(since, session_id)
         self._supervisor.tell(Open(session_id, since))
 
     def close(self, session_id: str) -> None:
@@ -320,16 +318,14 @@ class SessionSupervisor:
         iteration ends when the session is closed or the supervisor stops.
         """
         consumer = self._event_consumer(session_id, ConsumerKind.READER)
-        if since is not None and since < 0:
-            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        _require_since(since, session_id)
         self._route(session_id, Subscribe(consumer, since))
         return self._iterate(session_id, consumer, None)
 
     def aevents(self, session_id: str, *, since: int | None = None) -> AsyncGenerator[Event, None]:
         """Asyncio twin of `events`."""
         consumer = self._event_consumer(session_id, ConsumerKind.READER)
-        if since is not None and since < 0:
-            raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
+        _require_since(since, session_id)
         self._route(session_id, Subscribe(consumer, since))
         return self._aiterate(session_id, consumer, None)
 
@@ -551,6 +547,11 @@ def _tell_quietly(ref: pykka.ActorRef[Supervisor], message: object) -> None:
     """Tell the Supervisor actor; after shutdown there is nobody left to tell."""
     with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(message)
+
+
+def _require_since(since: int | None, session_id: str) -> None:
+    if since is not None and since < 0:
+        raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
 
 
 def _require_id(name: str, value: object) -> None:
