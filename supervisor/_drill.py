@@ -213,13 +213,19 @@ async def _kill_actors(rig: _Rig, budget: int | None = None) -> None:
         kills -= 1
 
 
-async def _outages(rig: _Rig) -> None:
-    for _ in range(3):
-        if not await rig.pause(rig.rng.uniform(0.2, 0.6)):
+async def _outages(
+    rig: _Rig,
+    count: int = 3,
+    pause: tuple[float, float] = (0.2, 0.6),
+    down: tuple[float, float] = (0.3, 0.8),
+) -> None:
+    """`count` outages, each after a pause and lasting `down` seconds (uniform in the ranges)."""
+    for _ in range(count):
+        if not await rig.pause(rig.rng.uniform(*pause)):
             return
         rig.mark_all()
         rig.proxy.refuse()
-        await asyncio.sleep(rig.rng.uniform(0.3, 0.8))
+        await asyncio.sleep(rig.rng.uniform(*down))
         rig.proxy.accept()
 
 
@@ -243,16 +249,20 @@ async def _delete_sessions(rig: _Rig) -> None:
             rig.faults += 1
 
 
-async def _count_reaps(rig: _Rig) -> None:
-    await rig.finished.wait()
-    reaped = rig.supervisor.registry.get_sample_value("parlant_supervisor_sessions_reaped_total")
-    rig.faults += int(reaped or 0)
+def _counter(supervisor: SessionSupervisor, name: str) -> int:
+    """A counter of the supervisor's metrics registry (0 before its first increment)."""
+    return int(supervisor.registry.get_sample_value(f"parlant_supervisor_{name}_total") or 0)
 
 
-async def _count_stalls(rig: _Rig) -> None:
-    await rig.finished.wait()
-    name = "parlant_supervisor_backpressure_pauses_total"
-    rig.faults += int(rig.supervisor.registry.get_sample_value(name) or 0)
+def _counting(name: str) -> Injector:
+    """For scenarios whose faults the supervisor meets by itself (reaps, backpressure pauses):
+    count them from its metrics once the conversations are over."""
+
+    async def count(rig: _Rig) -> None:
+        await rig.finished.wait()
+        rig.faults += _counter(rig.supervisor, name)
+
+    return count
 
 
 async def _mixed(rig: _Rig) -> None:
@@ -271,18 +281,10 @@ async def _mixed(rig: _Rig) -> None:
     limit = rig.options.faults // 2
     rig.proxy.chaos(0.3, faults, seed=seed, limit=limit, method="GET", path=_POLLS)
     kills = asyncio.ensure_future(_kill_actors(rig, budget=rig.options.faults // 4))
-    await _outages_once(rig)
+    await _outages(rig, count=1, pause=(0.2, 0.5), down=(0.5, 0.5))
     await rig.finished.wait()
     await kills
     rig.proxy.calm()
-
-
-async def _outages_once(rig: _Rig) -> None:
-    if await rig.pause(rig.rng.uniform(0.2, 0.5)):
-        rig.mark_all()
-        rig.proxy.refuse()
-        await asyncio.sleep(0.5)
-        rig.proxy.accept()
 
 
 def _small_buffers(config: SupervisorConfig) -> SupervisorConfig:
@@ -326,7 +328,7 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     Scenario(
         "ttl-expiry-mid-turn",
         "idle sessions reaped between turns, re-activated by the next ask",
-        _count_reaps,
+        _counting("sessions_reaped"),
         config=_short_ttl,
         readers="final",
         pause_between_turns=0.5,
@@ -334,7 +336,7 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     Scenario(
         "buffer-full",
         "readers that stop reading (polling pauses, then resumes)",
-        _count_stalls,
+        _counting("backpressure_pauses"),
         config=_small_buffers,
         readers="stalled",
     ),
@@ -385,8 +387,7 @@ async def run_scenario(
         report.recovery_p50, report.recovery_p99, report.recovery_max = _recovery(
             proxy.records(), rig.marks
         )
-        restarts = supervisor.registry.get_sample_value("parlant_supervisor_sessions_started_total")
-        report.restarts = max(0, int(restarts or 0) - len(sessions))
+        report.restarts = max(0, _counter(supervisor, "sessions_started") - len(sessions))
     finally:
         await truth.aclose()
         await supervisor.astop()
