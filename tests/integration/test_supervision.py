@@ -128,19 +128,27 @@ def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
     settle(sup)
 
 
-def test_an_idle_session_is_reaped_and_reactivated_transparently(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
-) -> None:
+def reaped_after_one_turn(
+    serve: Serve, supervise: Supervise, logs: LogWatcher, **config: Any
+) -> tuple[SessionSupervisor, FakeClock, str]:
+    """A session (idle_ttl 300 s) that held one turn, then sat idle until it was reaped."""
     server = serve()
     clock = FakeClock()
-    sup = supervise(server.url, clock=clock, idle_ttl=300)
+    sup = supervise(server.url, clock=clock, idle_ttl=300, **config)
     session_id = new_session(server, sup, "echo")
     assert sup.ask(session_id, "first", timeout=600).text == "echo: first"
     settle(sup)
-
     clock.advance(300)
     logs.wait_for("session.reaped", session_id=session_id)
     settle(sup)
+    return sup, clock, session_id
+
+
+def test_an_idle_session_is_reaped_and_reactivated_transparently(
+    serve: Serve, supervise: Supervise, logs: LogWatcher
+) -> None:
+    sup, _, session_id = reaped_after_one_turn(serve, supervise, logs)
+
     assert sup.sessions() == []
     assert sup.statistics().open_polls == 0
 
@@ -155,15 +163,7 @@ def test_an_idle_session_is_reaped_and_reactivated_transparently(
 def test_a_reaped_sessions_checkpoint_is_kept_for_its_ttl_then_it_starts_over(
     serve: Serve, supervise: Supervise, logs: LogWatcher
 ) -> None:
-    server = serve()
-    clock = FakeClock()
-    sup = supervise(server.url, clock=clock, idle_ttl=300, checkpoint_ttl=3600)
-    session_id = new_session(server, sup, "echo")
-    assert sup.ask(session_id, "first", timeout=600).text == "echo: first"
-    settle(sup)
-    clock.advance(300)
-    logs.wait_for("session.reaped", session_id=session_id)
-    settle(sup)
+    sup, clock, session_id = reaped_after_one_turn(serve, supervise, logs, checkpoint_ttl=3600)
 
     clock.advance(3600)  # the memory of where it stopped is gone: it starts over, from 0
     reader = sup.events(session_id)
