@@ -156,6 +156,11 @@ class _Refused(Exception):
         )
 
 
+def _unknown(token: str) -> _Refused:
+    """The same answer for a forged, guessed, closed or forgotten token: it reveals nothing."""
+    return _Refused(404, "unknown session_id", token)
+
+
 def _refusal(error: SupervisorError, token: str | None) -> _Refused:
     """The HTTP answer to a supervisor error. Its message names Parlant's session id, which must
     not reach the client: the detail is written here, in terms of the client's token."""
@@ -205,22 +210,22 @@ class Backend:
                 }
             return self._agents[intent]
 
-    async def conversation(self, request: ChatRequest) -> Conversation:
-        """The conversation a request continues, or a new one."""
+    async def turn(self, request: ChatRequest) -> tuple[Conversation, ChatAgent]:
+        """The conversation a request continues (or a new one), and the agent it is with."""
         if request.session_id is None:
             agent = await self.agent(request.intent)
             try:
                 session_id = await agent.start()
             except SupervisorError as error:
                 raise _refusal(error, None) from None
-            return self.conversations.open(session_id, request.intent)
+            return self.conversations.open(session_id, request.intent), agent
         conversation = self.conversations.find(request.session_id)
         if conversation is None:
-            raise _Refused(404, "unknown session_id", request.session_id)
+            raise _unknown(request.session_id)
         if conversation.intent is not request.intent:
             detail = f"this conversation is with the {conversation.intent.value} agent"
             raise _Refused(409, detail, conversation.token)
-        return conversation
+        return conversation, await self.agent(conversation.intent)
 
 
 def _backend(request: Request) -> Backend:
@@ -293,8 +298,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     )
     async def chat(body: ChatRequest, backend: BackendDep) -> ChatResponse:
         """Send a message to the intent's agent; returns its reply and the conversation token."""
-        conversation = await backend.conversation(body)
-        agent = await backend.agent(conversation.intent)
+        conversation, agent = await backend.turn(body)
         try:
             reply = await agent.process(body.message, conversation.session_id)
         except SupervisorError as error:
@@ -318,8 +322,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     async def chat_stream(body: ChatRequest, backend: BackendDep) -> StreamingResponse:
         """The same, as Server-Sent Events: `session`, then the turn's events as they arrive
         (`status`, `message`, ...), then `end` (or `error`)."""
-        conversation = await backend.conversation(body)
-        agent = await backend.agent(conversation.intent)
+        conversation, agent = await backend.turn(body)
         events = agent.process_stream(body.message, conversation.session_id)
         try:
             first = await anext(events)  # errors before the turn starts are HTTP errors
@@ -347,7 +350,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         """End a conversation: its token stops working and its session stops being polled."""
         conversation = backend.conversations.forget(session_id)
         if conversation is None:
-            raise _Refused(404, "unknown session_id", session_id)
+            raise _unknown(session_id)
         with contextlib.suppress(SupervisorError):
             await backend.supervisor.aclose(conversation.session_id)
         return Response(status_code=204)
@@ -363,7 +366,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         """Every message of a conversation so far, e.g. a reply that came after its 504."""
         conversation = backend.conversations.find(session_id)
         if conversation is None:
-            raise _Refused(404, "unknown session_id", session_id)
+            raise _unknown(session_id)
         try:
             events = await backend.supervisor.ahistory(conversation.session_id)
         except SupervisorError as error:
