@@ -47,6 +47,8 @@ PINNED = {
         "FaultProxy",
         "Hang",
         "ParlantEmulator",
+        "ParlantServer",
+        "ParlantServerError",
         "ProxyRecord",
         "Reset",
         "ResetMidResponse",

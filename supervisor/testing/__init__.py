@@ -4,6 +4,8 @@
   scriptable agents (`echo`, `scripted`, or any `AgentScript`).
 - `FaultProxy` and its faults (`Reset`, `ResetMidResponse`, `Drop`, `Hang`, `Delay`,
   `Respond`): real sockets failing in chosen, seeded ways, in front of any Parlant URL.
+- `ParlantServer`: a real Parlant server (the `[parlant-server]` extra) in a subprocess,
+  answering through a deterministic model: integration tests against the real thing.
 - `AppServer`: any ASGI app (the reference backend, yours) served by uvicorn on 127.0.0.1.
 - `kill_session_actor()`: a session's actor fails as a bug would (it is restarted).
 - `FakeClock` and `settle()`: tests that never sleep.
@@ -19,6 +21,7 @@ from supervisor.testing._emulator import (
     echo,
     scripted,
 )
+from supervisor.testing._parlant_server import ParlantServer, ParlantServerError
 from supervisor.testing._proxy import (
     Delay,
     Drop,
@@ -45,6 +48,8 @@ __all__ = [
     "FaultProxy",
     "Hang",
     "ParlantEmulator",
+    "ParlantServer",
+    "ParlantServerError",
     "ProxyRecord",
     "Reset",
     "ResetMidResponse",

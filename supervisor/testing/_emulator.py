@@ -45,6 +45,12 @@ def _not_found(what: str, ident: str) -> JSONResponse:
     return JSONResponse({"detail": f"{what} not found (id='{ident}')"}, status_code=404)
 
 
+def _refused(detail: str) -> JSONResponse:
+    """A 422 as the real server's handlers raise it (a plain `detail`, unlike a body that
+    fails validation)."""
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def _unprocessable(message: str) -> JSONResponse:
     return JSONResponse(
         {"detail": [{"type": "value_error", "loc": ["body"], "msg": message}]},
@@ -151,7 +157,11 @@ class EmulatedAgent:
             before the script runs.
         intermediate_ready: Write an empty `ready` before the completed one, as the stock
             server does.
-        delay: Seconds between `acknowledged` and the script (a thinking agent).
+        delay: Seconds between `acknowledged` (or the preamble) and the script (a thinking
+            agent; the stock server's main answer comes 1-2 s after its preamble).
+        preamble_delay: Seconds between `acknowledged` and the preamble (the stock server
+            waits about 2 s): a customer message posted meanwhile supersedes the turn before
+            any preamble, as on the real server.
     """
 
     name: str
@@ -160,6 +170,7 @@ class EmulatedAgent:
     preamble: bool = False
     intermediate_ready: bool = False
     delay: float = 0.0
+    preamble_delay: float = 0.0
 
 
 @dataclass(slots=True)
@@ -569,16 +580,29 @@ class ParlantEmulator:
         if payload is None:
             return _unprocessable("body must be a JSON object")
         kind, source, text = payload.get("kind"), payload.get("source"), payload.get("message")
-        if kind != "message" or source not in ("customer", "human_agent"):
-            return _unprocessable("only kind=message from customer or human_agent is supported")
+        if kind != "message" or source not in _POSTABLE_SOURCES:
+            return _unprocessable(
+                'only kind=message from "customer", "human_agent" and '
+                '"human_agent_on_behalf_of_ai_agent" is supported'
+            )
         if not isinstance(text, str):
             return _unprocessable("message must be a string")
-        if source == "human_agent":
-            data: dict[str, Any] = {
-                "message": text,
-                "participant": {"id": "human", "display_name": "human agent"},
-            }
-            event = session.append("human_agent", "message", uuid.uuid4().hex, data)
+        if source != "customer":
+            if not text:
+                return _refused("Missing 'message' field for event")
+            # Like the real server: written under the "<main>" trace, starting no turn.
+            participant = payload.get("participant")
+            if source == "human_agent_on_behalf_of_ai_agent":
+                participant = {"id": session.agent_id, "display_name": session.agent_name}
+            elif not isinstance(participant, dict) or not participant.get("display_name"):
+                return _refused("Missing 'participant' with 'display_name' for human agent message")
+            else:
+                participant = {
+                    "id": participant.get("id") or None,
+                    "display_name": participant["display_name"],
+                }
+            data: dict[str, Any] = {"message": text, "participant": participant}
+            event = session.append(source, "message", MAIN_TRACE, data)
             return JSONResponse(event, status_code=201)
         data = {
             "message": text,
@@ -633,6 +657,8 @@ class ParlantEmulator:
         agent = self._agents[session.agent_id][1]
         context = TurnContext(self, session, trace_id, messages)
         if agent.preamble:
+            if agent.preamble_delay:
+                await asyncio.sleep(agent.preamble_delay)
             context.status("typing")
             context.say("One moment.", preamble=True)
             context.status("ready")
@@ -649,6 +675,8 @@ class ParlantEmulator:
         for text in follow_ups:
             session.append_agent_message(uuid.uuid4().hex, text, preamble=False)
 
+
+_POSTABLE_SOURCES: Final = ("customer", "human_agent", "human_agent_on_behalf_of_ai_agent")
 
 _GUIDELINE_DATA: Final[dict[str, Any]] = {
     "matched_guidelines": [],

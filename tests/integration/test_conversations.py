@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from supervisor import (
@@ -264,6 +265,36 @@ def test_a_follow_up_after_ready_with_nobody_asking_reaches_the_next_reader(
 
     assert follow_up.kind == "message"
     assert follow_up.data["message"] == "Anything else I can help with?"
+
+
+def test_a_human_agent_writing_during_a_turn_reaches_readers_and_joins_no_reply(
+    serve: Serve, supervise: Supervise
+) -> None:
+    server = serve(gated("busy"))
+    sup = supervise(server.url)
+    session_id = new_session(server, sup, "busy")
+    reader = sup.events(session_id)
+
+    with asking(server, sup, session_id, "is anyone there?") as pending:
+        posted = httpx.post(
+            f"{server.url}/sessions/{session_id}/events",
+            json={
+                "kind": "message",
+                "source": "human_agent",
+                "message": "Dana here, I'm looking into it.",
+                "participant": {"display_name": "Dana"},
+            },
+        )
+        server.call(server.emulator.release, "busy")
+        reply = pending.result(timeout=30)
+
+    assert posted.status_code == 201
+    assert posted.json()["trace_id"] == "<main>"  # as on the real server: no turn's trace
+    assert reply.text == "echo: is anyone there?"
+    assert all(e.source != "human_agent" for e in reply.events)
+    seen = [next(reader) for _ in range(len(reply.events) + 2)]
+    human = [e for e in seen if e.source == "human_agent"]
+    assert [e.data["message"] for e in human] == ["Dana here, I'm looking into it."]
 
 
 def test_a_slow_stream_pauses_polling_and_resumes_with_nothing_lost(

@@ -95,3 +95,33 @@ def test_timeouts_and_unknown_sessions_answer_like_the_real_server(serve: Serve)
     ):
         assert response.status_code == capture["status"]
         assert response.json() == capture["body"]
+
+
+def test_human_agent_messages_are_written_like_the_real_servers(serve: Serve) -> None:
+    server = serve()
+    with httpx.Client(base_url=server.url) as http:
+        agent_id = server.call(server.emulator.agent_id, "echo")
+        events = (
+            f"/sessions/{http.post('/sessions', json={'agent_id': agent_id}).json()['id']}/events"
+        )
+        human = {"kind": "message", "source": "human_agent", "message": "Dana here."}
+        anonymous = http.post(events, json=human)
+        named = http.post(events, json={**human, "participant": {"display_name": "Dana"}})
+        on_behalf = http.post(
+            events,
+            json={
+                "kind": "message",
+                "source": "human_agent_on_behalf_of_ai_agent",
+                "message": "Hi",
+            },
+        )
+
+    # Measured on Parlant 3.3.2: a participant's display name is required; both kinds are
+    # written under the "<main>" trace and start no turn; on-behalf messages carry the agent.
+    assert anonymous.status_code == 422
+    assert "display_name" in anonymous.json()["detail"]
+    assert named.status_code == on_behalf.status_code == 201
+    assert named.json()["data"]["participant"] == {"id": None, "display_name": "Dana"}
+    assert on_behalf.json()["data"]["participant"] == {"id": agent_id, "display_name": "echo"}
+    assert named.json()["trace_id"] == on_behalf.json()["trace_id"] == "<main>"
+    assert server.call(server.emulator.session_events, events.split("/")[2])[-1]["offset"] == 1

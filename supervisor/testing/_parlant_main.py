@@ -1,0 +1,99 @@
+"""The process `ParlantServer` starts: a real Parlant server with the deterministic NLP service.
+
+    python -m supervisor.testing._parlant_main --port 8800 --tool-port 8818 \
+        --policy null --reply supervisor.testing._parlant_nlp:echo_reply \
+        --agent "Echo=Answers with what it was told"
+
+Transient stores (a restart forgets everything, as PARLANT.md describes). Exits 0 on SIGTERM
+or SIGINT once Parlant has shut down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+
+import parlant.sdk as p
+from lagom import Container
+
+from supervisor.testing._parlant_nlp import ReplyFunction, service_factory
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m supervisor.testing._parlant_main")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tool-port", type=int, required=True)
+    parser.add_argument("--policy", choices=("null", "stock"), default="null")
+    parser.add_argument("--reply", default="supervisor.testing._parlant_nlp:echo_reply")
+    parser.add_argument("--agent", action="append", default=[], metavar="NAME=DESCRIPTION")
+    args = parser.parse_args(argv)
+    agents = [_agent(spec) for spec in args.agent]
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):  # how Parlant's server ends: a clean exit
+        asyncio.run(_serve(args.host, args.port, args.tool_port, args.policy, args.reply, agents))
+
+
+async def _serve(
+    host: str,
+    port: int,
+    tool_port: int,
+    policy: str,
+    reply: str,
+    agents: list[tuple[str, str]],
+) -> None:
+    async def configure(container: Container) -> Container:
+        if policy == "null":  # no deliberate 2-3 s delays, no intermediate `ready`
+            container[p.PerceivedPerformancePolicyProvider] = p.PerceivedPerformancePolicyProvider(
+                p.NullPerceivedPerformancePolicy()
+            )
+        return container
+
+    # Parlant's server (uvicorn inside) stops on SIGINT; SIGTERM is what process managers
+    # and `ParlantServer.stop()` send, so it means the same here.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    server = p.Server(
+        host=host,
+        port=port,
+        tool_service_port=tool_port,
+        nlp_service=service_factory(_reply_function(reply)),
+        session_store="transient",
+        customer_store="transient",
+        configure_container=configure,
+        log_level=p.LogLevel.WARNING,
+    )
+    async with server:
+        for name, description in agents:
+            await server.create_agent(name=name, description=description)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Stop when the process that started this one is gone (killed, crashed): a test run
+    that dies must not leave a Parlant server behind."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    signal.raise_signal(signal.SIGINT)
+
+
+def _agent(spec: str) -> tuple[str, str]:
+    name, _, description = spec.partition("=")
+    if not name or not description:
+        raise SystemExit(f"--agent wants NAME=DESCRIPTION, got {spec!r}")
+    return name, description
+
+
+def _reply_function(path: str) -> ReplyFunction:
+    module, _, attribute = path.partition(":")
+    function: ReplyFunction = getattr(importlib.import_module(module), attribute)
+    return function
+
+
+if __name__ == "__main__":
+    main()

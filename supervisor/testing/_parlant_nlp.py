@@ -1,0 +1,262 @@
+"""A deterministic Parlant `NLPService`: a real Parlant server that answers without a model.
+
+Parlant's engine asks its NLP service for instances of pydantic schemas (guideline matches,
+tool calls, the message-generation schema, preambles ...). This service returns a valid
+instance of whatever schema it is asked for: the reply where a reply is asked for (derived
+from the customer's latest message by a `ReplyFunction`), else the schema's defaults and
+empty values, which the engine reads as "nothing matched, no tool to call". It embeds by
+hashing and moderates nothing. No network, no model weights, the same answer every time.
+
+This module imports `parlant` (the `[parlant-server]` extra); the rest of the library never
+does. The server runs it in its own process (`supervisor.testing._parlant_main`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import pydantic
+from lagom import Container
+from parlant.core.common import DefaultBaseModel
+from parlant.core.engines.alpha.canned_response_generator import (
+    CannedResponseDraftSchema,
+    CannedResponsePreambleSchema,
+)
+from parlant.core.engines.alpha.message_generator import MessageSchema
+from parlant.core.engines.alpha.prompt_builder import BuiltInSection, PromptBuilder
+from parlant.core.nlp.embedding import Embedder, EmbeddingResult
+from parlant.core.nlp.generation import (
+    SchematicGenerationResult,
+    SchematicGenerator,
+    StreamingTextGenerator,
+)
+from parlant.core.nlp.generation_info import GenerationInfo, UsageInfo
+from parlant.core.nlp.moderation import ModerationService, NoModeration
+from parlant.core.nlp.service import (
+    EmbedderHints,
+    NLPService,
+    SchematicGeneratorHints,
+    StreamingTextGeneratorHints,
+)
+from parlant.core.nlp.tokenization import EstimatingTokenizer, ZeroEstimatingTokenizer
+
+__all__ = ["DeterministicNLPService", "ReplyFunction", "Utterance"]
+
+T = TypeVar("T", bound=DefaultBaseModel)
+
+
+class Utterance(typing.NamedTuple):
+    """What a reply is derived from: the agent's name and the customer's latest message."""
+
+    agent: str
+    message: str
+
+
+ReplyFunction = Callable[[Utterance], str]
+"""Derives the agent's reply from what the customer said (pure and deterministic)."""
+
+PREAMBLE: Final = "One moment."
+"""The preamble the stock perceived-performance policy sends (as the real models often do)."""
+
+_DIMENSIONS: Final = 64
+
+
+class DeterministicNLPService(NLPService):
+    """Answers every generation request of Parlant's engine without a model.
+
+    Args:
+        reply: Derives each agent message from the customer's latest message.
+    """
+
+    def __init__(self, reply: ReplyFunction) -> None:
+        self._reply = reply
+        self.schemas_asked: dict[str, int] = {}
+        """How often each schema was asked for (name -> count): what a turn exercised."""
+
+    @property
+    def supports_streaming(self) -> bool:
+        return False
+
+    async def get_schematic_generator(
+        self, t: type[T], hints: SchematicGeneratorHints | None = None
+    ) -> SchematicGenerator[T]:
+        # Parlant's container keys generators by their parametrised class (`schema` reads
+        # `__orig_class__`), so the instance must come from `_Generator[t]`, not `_Generator`.
+        generator: SchematicGenerator[T] = _Generator[t](self)  # type: ignore[valid-type]
+        return generator
+
+    async def get_streaming_text_generator(
+        self, hints: StreamingTextGeneratorHints | None = None
+    ) -> StreamingTextGenerator:
+        raise NotImplementedError("the deterministic service does not stream (block output)")
+
+    async def get_embedder(self, hints: EmbedderHints | None = None) -> Embedder:
+        return _HashEmbedder()
+
+    async def get_moderation_service(self) -> ModerationService:
+        return NoModeration()
+
+    def content_for(self, schema: type[T], prompt: str | PromptBuilder) -> T:
+        """The instance of `schema` answering `prompt`."""
+        self.schemas_asked[schema.__name__] = self.schemas_asked.get(schema.__name__, 0) + 1
+        data = _placeholder(schema)
+        if issubclass(schema, MessageSchema):
+            utterance = _utterance(prompt)
+            data.update(
+                last_message_of_customer=utterance.message,
+                produced_reply=True,
+                revisions=[
+                    {
+                        "revision_number": 1,
+                        "content": self._reply(utterance),
+                        # Anything else makes the engine ask again, up to its retry limit.
+                        "followed_all_instructions": True,
+                        "is_repeat_message": False,
+                        "all_facts_and_services_sourced_from_prompt": True,
+                        "further_revisions_required": False,
+                    }
+                ],
+            )
+        elif issubclass(schema, CannedResponseDraftSchema):
+            utterance = _utterance(prompt)
+            data.update(
+                last_message_of_user=utterance.message, response_body=self._reply(utterance)
+            )
+        elif issubclass(schema, CannedResponsePreambleSchema):
+            data.update(preamble=PREAMBLE)
+        return schema.model_validate(data)
+
+
+class _Generator(SchematicGenerator[T]):
+    def __init__(self, service: DeterministicNLPService) -> None:
+        self._service = service
+
+    async def generate(
+        self, prompt: str | PromptBuilder, hints: Mapping[str, Any] | None = None
+    ) -> SchematicGenerationResult[T]:
+        content = self._service.content_for(self.schema, prompt)
+        info = GenerationInfo(
+            schema_name=self.schema.__name__,
+            model=self.id,
+            duration=0.0,
+            usage=UsageInfo(input_tokens=0, output_tokens=0),
+        )
+        return SchematicGenerationResult(content=content, info=info)
+
+    @property
+    def id(self) -> str:
+        return "deterministic"
+
+    @property
+    def max_tokens(self) -> int:
+        return 1_000_000
+
+    @property
+    def tokenizer(self) -> EstimatingTokenizer:
+        return ZeroEstimatingTokenizer()
+
+
+class _HashEmbedder(Embedder):
+    """Unit vectors from SHA-256: equal texts embed equally, different ones (almost surely)
+    differently. Enough for Parlant's stores; meaningless as semantics."""
+
+    async def embed(
+        self, texts: list[str], hints: Mapping[str, Any] | None = None
+    ) -> EmbeddingResult:
+        return EmbeddingResult(vectors=[_hash_vector(text) for text in texts])
+
+    @property
+    def id(self) -> str:
+        return "sha256"
+
+    @property
+    def max_tokens(self) -> int:
+        return 1_000_000
+
+    @property
+    def tokenizer(self) -> EstimatingTokenizer:
+        return ZeroEstimatingTokenizer()
+
+    @property
+    def dimensions(self) -> int:
+        return _DIMENSIONS
+
+
+def _hash_vector(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest() * (_DIMENSIONS // 32)
+    raw = [byte - 127.5 for byte in digest[:_DIMENSIONS]]
+    norm = math.sqrt(sum(value * value for value in raw))
+    return [value / norm for value in raw]
+
+
+def _utterance(prompt: str | PromptBuilder) -> Utterance:
+    """The agent's name and the customer's latest message, read from the prompt's sections
+    (the same structured events Parlant renders into the prompt text)."""
+    if not isinstance(prompt, PromptBuilder):
+        return Utterance(agent="", message="")
+    identity = prompt.sections.get(BuiltInSection.AGENT_IDENTITY)
+    agent = str(identity.props.get("agent_name", "")) if identity is not None else ""
+    history = prompt.sections.get(BuiltInSection.INTERACTION_HISTORY)
+    events: Sequence[str] = history.props.get("interaction_events", []) if history else []
+    for rendered in reversed(events):
+        event = json.loads(rendered)
+        if event.get("event_kind") == "message" and event.get("event_source") == "user":
+            return Utterance(agent=agent, message=str(event["data"]["message"]))
+    return Utterance(agent=agent, message="")
+
+
+def _placeholder(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """Field values that validate against `schema`: defaults where it has them, else empty."""
+    return {
+        name: _empty(field.annotation)
+        for name, field in schema.model_fields.items()
+        if field.is_required()
+    }
+
+
+def _empty(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in arguments:
+            return None
+        return _empty(arguments[0])
+    if origin is typing.Literal:
+        return arguments[0]
+    if origin in (list, set, tuple, Sequence) or annotation in (list, set, tuple):
+        return []
+    if origin is dict or annotation is dict:
+        return {}
+    if isinstance(annotation, type):
+        if issubclass(annotation, pydantic.BaseModel):
+            return _placeholder(annotation)
+        if issubclass(annotation, enum.Enum):
+            return next(iter(annotation)).value
+        if issubclass(annotation, bool):
+            return False
+        if issubclass(annotation, int | float):
+            return 0
+        if issubclass(annotation, str):
+            return ""
+    return None
+
+
+def service_factory(reply: ReplyFunction) -> Callable[[Container], NLPService]:
+    """What `parlant.sdk.Server(nlp_service=...)` takes: a factory of the service."""
+
+    def factory(container: Container) -> NLPService:
+        return DeterministicNLPService(reply)
+
+    return factory
+
+
+def echo_reply(utterance: Utterance) -> str:
+    """The default reply: the customer's message, prefixed (as the emulator's `echo()`)."""
+    return f"echo: {utterance.message}"

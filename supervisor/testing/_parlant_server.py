@@ -1,0 +1,202 @@
+"""A real Parlant server in a subprocess, answering through the deterministic NLP service."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal, Self
+
+import httpx
+
+from supervisor.testing._server import http_url
+
+__all__ = ["ParlantServer", "ParlantServerError"]
+
+INSTALL_HINT: Final = (
+    "a real Parlant server needs the [parlant-server] extra: "
+    "pip install 'parlant-session-supervisor[parlant-server]'"
+)
+
+ECHO_AGENTS: Final[Mapping[str, str]] = {"Echo": "Answers with what it was told."}
+
+
+class ParlantServerError(RuntimeError):
+    """The Parlant server did not start (the message ends with the tail of its log)."""
+
+
+class ParlantServer:
+    """A real Parlant server (PyPI `parlant`, the `[parlant-server]` extra) on 127.0.0.1, in a
+    process of its own, whose agents answer without a model.
+
+    Its NLP service is deterministic: each agent message is `reply(Utterance(agent, message))`,
+    where `reply` names a function as `"module:function"` (default: `"echo: <message>"`);
+    every other request of Parlant's engine (guideline matching, tool calls ...) gets an empty
+    answer. Stores are transient: `restart()` and `kill()` forget every customer and session.
+
+    The constructor returns once the server answers `/healthz` with the agents created. `stop()`
+    (or leaving the `with` block) ends the process and waits for it: nothing is left running,
+    and the process also ends by itself if the one that started it dies.
+
+    Args:
+        agents: Agents to create at start-up (name -> description).
+        policy: `"null"`, no deliberate delays (a turn takes ~0.3 s), or `"stock"`, Parlant's
+            default perceived-performance policy (an intermediate `ready`, 2-4 s per turn).
+        reply: The reply function, as `"module:function"`; it runs in the server's process.
+        port: The API port (0: a free one); `tool_port` the same for its tool service.
+        startup_timeout: Seconds to wait for the server to become healthy.
+
+    Example:
+        >>> with ParlantServer() as parlant:
+        ...     with SessionSupervisor(parlant.url) as supervisor:
+        ...         agent = supervisor.ensure_agents(["Echo"])["Echo"]
+    """
+
+    def __init__(
+        self,
+        *,
+        agents: Mapping[str, str] = ECHO_AGENTS,
+        policy: Literal["null", "stock"] = "null",
+        reply: str = "supervisor.testing._parlant_nlp:echo_reply",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tool_port: int = 0,
+        startup_timeout: float = 180.0,
+    ) -> None:
+        if importlib.util.find_spec("parlant") is None:
+            raise ParlantServerError(INSTALL_HINT)
+        self.host = host
+        self.port = port or _free_port(host)
+        self.tool_port = tool_port or _free_port(host)
+        self.policy = policy
+        self._startup_timeout = startup_timeout
+        self._home = tempfile.TemporaryDirectory(prefix="parlant-server-")
+        self.log_path = Path(self._home.name) / "server.log"
+        """The server's own log (stdout and stderr), kept until `stop()`."""
+        self._command = [
+            sys.executable,
+            "-m",
+            "supervisor.testing._parlant_main",
+            f"--host={host}",
+            f"--port={self.port}",
+            f"--tool-port={self.tool_port}",
+            f"--policy={policy}",
+            f"--reply={reply}",
+            *(f"--agent={name}={description}" for name, description in agents.items()),
+        ]
+        self._process: subprocess.Popen[bytes] | None = None
+        self._start()
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return http_url(self.host, self.port)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; returns when the process is gone."""
+        self._end(signal.SIGTERM, timeout)
+        self._home.cleanup()
+
+    def kill(self) -> None:
+        """End the server at once (SIGKILL), as a crash would."""
+        self._end(signal.SIGKILL, timeout=15.0)
+
+    def restart(self) -> None:
+        """Kill the server and start it again on the same ports, with empty stores."""
+        self.kill()
+        self._start()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        environment = {
+            **os.environ,
+            "PARLANT_HOME": self._home.name,
+            "PYTHONUNBUFFERED": "1",
+            # the server's own `rich` progress bars and colours would only garble the log
+            "TERM": "dumb",
+            "NO_COLOR": "1",
+        }
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._home.name,
+                env=environment,
+            )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self._end(signal.SIGKILL, timeout=15.0)
+            raise
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self._startup_timeout
+        with httpx.Client(timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                assert self._process is not None
+                if self._process.poll() is not None:
+                    raise ParlantServerError(
+                        f"the Parlant server exited with {self._process.returncode} while "
+                        f"starting\n{self._log_tail()}"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(f"{self.url}/healthz").status_code == 200:
+                        return
+                time.sleep(0.1)  # bounded by `deadline`; the server has no readiness push
+        raise ParlantServerError(
+            f"the Parlant server was not healthy after {self._startup_timeout} s\n"
+            f"{self._log_tail()}"
+        )
+
+    def _end(self, how: signal.Signals, timeout: float) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(how)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port

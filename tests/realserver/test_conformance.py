@@ -1,0 +1,168 @@
+"""Conformance: the same scripted conversations against the emulator and a real Parlant server
+give the library's consumers the same view.
+
+Compared: every event's kind, source, status, stage, text and preamble tag, grouped by turn
+(trace ids relabelled in order of appearance), which reply answers which customer message, and
+the messages outside any turn. A cancelled turn's trace is compared up to its completed `ready`:
+what it emits after (the strays the real server writes) joins no reply, and its timing differs
+from run to run on the real server itself.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from supervisor import Reply, SessionSupervisor
+from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantServer, echo
+
+Serve = Callable[..., EmulatorServer]
+Supervise = Callable[..., SessionSupervisor]
+
+# The emulator's agent for each of the real server's perceived-performance policies. With the
+# null policy the real engine still writes an empty `ready` before the completed one; with the
+# stock policy a preamble comes ~2 s after `acknowledged`, the answer ~1.5 s after it.
+NULL_AGENT = EmulatedAgent("Echo", echo(), intermediate_ready=True)
+STOCK_AGENT = EmulatedAgent(
+    "Echo", echo(), preamble=True, intermediate_ready=True, preamble_delay=1.5, delay=1.5
+)
+
+
+@dataclass
+class View:
+    """What the library's consumers saw of one conversation, with ids made comparable."""
+
+    turns: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    outside: list[tuple[Any, ...]] = field(default_factory=list)
+    replies: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+
+
+class Observer:
+    """Relabels trace ids (T1, T2 ... in order of appearance) and customer messages (their
+    index) so that two servers' conversations compare equal when they mean the same."""
+
+    def __init__(self) -> None:
+        self.view = View()
+        self._traces: dict[str, str] = {}
+        self._customer_offsets: list[int] = []
+        self._finished: set[str] = set()
+
+    def saw(self, event: Any) -> None:
+        data = event.data
+        if event.source == "customer":
+            self._customer_offsets.append(event.offset)
+            self.view.outside.append(("customer", data["message"]))
+            return
+        if event.source == "human_agent":
+            self.view.outside.append(
+                ("human_agent", data["message"], data["participant"]["display_name"])
+            )
+            return
+        label = self._label(event.trace_id)
+        if label in self._finished:
+            return  # after its completed ready: strays of a cancelled turn
+        if event.kind == "status":
+            stage = (data.get("data") or {}).get("stage")
+            self.view.turns[label].append(("status", data["status"], stage))
+            if stage == "completed":
+                self._finished.add(label)
+        else:
+            preamble = "__preamble__" in (data.get("tags") or [])
+            self.view.turns[label].append((event.kind, event.source, data["message"], preamble))
+
+    def replied(self, reply: Reply) -> None:
+        answers = tuple(self._customer_offsets.index(offset) for offset in reply.answers)
+        self.view.replies.append((reply.text, answers, self._label(reply.trace_id)))
+
+    def _label(self, trace_id: str) -> str:
+        if trace_id not in self._traces:
+            self._traces[trace_id] = f"T{len(self._traces) + 1}"
+            self.view.turns[self._traces[trace_id]] = []
+        return self._traces[trace_id]
+
+
+def read_until(reader: Iterator[Any], observer: Observer, done: Callable[[Any], bool]) -> None:
+    for event in reader:
+        observer.saw(event)
+        if done(event):
+            return
+
+
+def completes(reply: Reply) -> Callable[[Any], bool]:
+    return lambda event: event.offset == reply.events[-1].offset
+
+
+def two_turns_and_a_human(sup: SessionSupervisor, url: str) -> View:
+    session_id = open_session(sup)
+    observer = Observer()
+    reader = sup.events(session_id)
+    for text in ("hello", "and a second question"):
+        reply = sup.ask(session_id, text, timeout=60)
+        read_until(reader, observer, completes(reply))
+        observer.replied(reply)
+    response = httpx.post(
+        f"{url}/sessions/{session_id}/events",
+        json={
+            "kind": "message",
+            "source": "human_agent",
+            "message": "Dana from support here.",
+            "participant": {"display_name": "Dana"},
+        },
+    )
+    assert response.status_code == 201, response.text
+    read_until(reader, observer, lambda event: event.source == "human_agent")
+    return observer.view
+
+
+def superseded(sup: SessionSupervisor, url: str) -> View:
+    session_id = open_session(sup)
+    observer = Observer()
+    reader = sup.events(session_id)
+    stream = sup.stream(session_id, "first question", timeout=60)
+    assert next(stream).data["status"] == "acknowledged"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        second = pool.submit(sup.ask, session_id, "second question", timeout=60)
+        streamed = list(stream)
+        reply = second.result(timeout=60)
+    assert streamed[-1].offset == reply.events[-1].offset
+    read_until(reader, observer, completes(reply))
+    observer.replied(reply)
+    observer.replied(reply)  # the stream's message is answered by the same turn
+    return observer.view
+
+
+def open_session(sup: SessionSupervisor) -> str:
+    agent_id = sup.ensure_agents(["Echo"])["Echo"]
+    return sup.create_session(agent_id, customer_id=sup.create_customer("conformance"))
+
+
+@pytest.mark.parametrize(
+    ("policy", "agent", "scenario"),
+    [
+        ("null", NULL_AGENT, two_turns_and_a_human),
+        ("stock", STOCK_AGENT, two_turns_and_a_human),
+        ("stock", STOCK_AGENT, superseded),
+    ],
+    ids=["null-two-turns", "stock-two-turns", "stock-superseded"],
+)
+def test_the_emulator_and_the_real_server_look_the_same_to_consumers(
+    policy: str,
+    agent: EmulatedAgent,
+    scenario: Callable[[SessionSupervisor, str], View],
+    request: pytest.FixtureRequest,
+    serve: Serve,
+    supervise: Supervise,
+) -> None:
+    real: ParlantServer = request.getfixturevalue(f"{policy}_parlant")
+    emulator = serve(agent)
+
+    on_real = scenario(supervise(real.url), real.url)
+    on_emulator = scenario(supervise(emulator.url), emulator.url)
+
+    assert on_emulator == on_real
+    assert on_real.replies  # the scenario ran turns, not nothing
