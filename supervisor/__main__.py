@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +21,8 @@ from supervisor._demo import run_demo
 from supervisor._drill import SCENARIOS, DrillOptions, scenarios_named
 from supervisor._drill_cli import run_drills
 from supervisor.backend import BackendSettings, create_app
+from supervisor.backend._embedded import local_parlant
+from supervisor.testing import ParlantServerError
 
 __all__ = ["app", "main"]
 
@@ -33,7 +38,66 @@ def _root() -> None:
     """Keep conversations with Parlant agents alive and correct."""
 
 
-_PARLANT_URL_HELP = "A Parlant server (default: $PARLANT_URL, else the embedded emulator)."
+_PARLANT_HELP = (
+    "Which Parlant: 'embedded' (the in-process emulator, no server needed), 'local' (a real "
+    "Parlant server started here and stopped at exit; needs the [parlant-server] extra) or a "
+    "server's http(s) URL."
+)
+
+
+def _parlant_choice(value: str) -> str:
+    if value in ("embedded", "local") or value.startswith(("http://", "https://")):
+        return value
+    raise typer.BadParameter(f"expected embedded, local or an http(s) URL, got {value!r}")
+
+
+ParlantOption = Annotated[
+    str,
+    typer.Option("--parlant", envvar="PARLANT_URL", help=_PARLANT_HELP, callback=_parlant_choice),
+]
+
+
+class _Signalled(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _cleanup_before_dying_by(signum: signal.Signals) -> Iterator[None]:
+    """Let `with` blocks inside end (a local Parlant server stopped) when `signum` arrives, then
+    die by it as before. uvicorn re-raises the signal that stopped it once it has shut down,
+    which, left at its default action, would end the process before any cleanup."""
+
+    def unwind(received: int, frame: object) -> None:
+        raise _Signalled(received)
+
+    previous = signal.signal(signum, unwind)
+    try:
+        yield
+    except _Signalled as signalled:
+        signal.signal(signalled.signum, signal.SIG_DFL)
+        signal.raise_signal(signalled.signum)
+    finally:
+        signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
+def _parlant(choice: str, console: Console) -> Iterator[str | None]:
+    """The Parlant URL for `choice` (None: the embedded emulator), a local server running
+    until the block ends."""
+    if choice != "local":
+        yield None if choice == "embedded" else choice
+        return
+    with console.status("Starting a local Parlant server (a few seconds)..."):
+        try:
+            server = local_parlant()
+        except ParlantServerError as error:
+            console.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(1) from None
+    with server:
+        console.print(f"Parlant: a local real server at {server.url} (pid {server.pid})")
+        yield server.url
 
 
 @app.command()
@@ -44,9 +108,7 @@ def serve(
     port: Annotated[
         int, typer.Option(envvar="SUPERVISOR_PORT", min=0, max=65535, help="Port to listen on.")
     ] = 8000,
-    parlant_url: Annotated[
-        str | None, typer.Option(envvar="PARLANT_URL", help=_PARLANT_URL_HELP)
-    ] = None,
+    parlant: ParlantOption = "embedded",
     ask_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a chat request waits for its reply (then 504).")
     ] = 60.0,
@@ -57,33 +119,34 @@ def serve(
 ) -> None:
     """Run the reference backend: POST /api/chat, /api/chat/stream, /metrics, /healthz, /readyz."""
     _configure_logging(verbose)
-    where = parlant_url or "the embedded emulator (no Parlant server needed)"
-    Console(stderr=True).print(f"[bold]parlant-supervisor[/bold] backend; Parlant: {where}")
-    settings = BackendSettings(
-        parlant_url=parlant_url, ask_timeout=ask_timeout, supervisor=SupervisorConfig()
-    )
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        timeout_graceful_shutdown=drain_timeout,
-        log_level="info",
-    )
+    console = Console(stderr=True)
+    with _cleanup_before_dying_by(signal.SIGTERM), _parlant(parlant, console) as parlant_url:
+        where = parlant_url or "the embedded emulator (no Parlant server needed)"
+        console.print(f"[bold]parlant-supervisor[/bold] backend; Parlant: {where}")
+        settings = BackendSettings(
+            parlant_url=parlant_url, ask_timeout=ask_timeout, supervisor=SupervisorConfig()
+        )
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            timeout_graceful_shutdown=drain_timeout,
+            log_level="info",
+        )
 
 
 @app.command()
 def demo(
-    parlant_url: Annotated[
-        str | None, typer.Option(envvar="PARLANT_URL", help=_PARLANT_URL_HELP)
-    ] = None,
+    parlant: ParlantOption = "embedded",
     timeout: Annotated[float, typer.Option(help="Seconds each reply may take.", min=1)] = 60.0,
     verbose: Annotated[bool, typer.Option(help="Show the supervisor's info logs.")] = False,
 ) -> None:
     """Start the backend on a free port and hold two conversations through its HTTP API."""
     _configure_logging(verbose)
     console = Console()
-    if not run_demo(console, parlant_url or None, timeout):
-        raise typer.Exit(1)
+    with _parlant(parlant, console) as parlant_url:
+        if not run_demo(console, parlant_url, timeout):
+            raise typer.Exit(1)
     console.print("[bold green]demo finished: every reply arrived, nothing left running[/]")
 
 
@@ -96,14 +159,7 @@ def drill(
     turns: Annotated[int, typer.Option(min=1, help="Asks per session.")] = 5,
     faults: Annotated[int, typer.Option(min=1, help="Faults each scenario aims at.")] = 120,
     seed: Annotated[int, typer.Option(help="Seeds every random choice.")] = 0,
-    parlant_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="PARLANT_URL",
-            help="Drill against this Parlant server (the proxy goes in front of it); default: "
-            "the embedded emulator.",
-        ),
-    ] = None,
+    parlant: ParlantOption = "embedded",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
     ] = None,
@@ -122,10 +178,12 @@ def drill(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--scenario") from None
     _configure_logging(verbose=False, quiet=True)
-    options = DrillOptions(
-        sessions=sessions, turns=turns, faults=faults, seed=seed, parlant_url=parlant_url
-    )
-    if not run_drills(console, chosen, options, json_path):
+    with _parlant(parlant, console) as parlant_url:  # the proxy goes in front of a server
+        options = DrillOptions(
+            sessions=sessions, turns=turns, faults=faults, seed=seed, parlant_url=parlant_url
+        )
+        passed = run_drills(console, chosen, options, json_path)
+    if not passed:
         console.print("[bold red]drill failed: see the rows marked FAIL[/]")
         raise typer.Exit(1)
     console.print("[bold green]drill passed: nothing lost, duplicated or mis-attributed[/]")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -9,8 +11,10 @@ import sys
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from supervisor.testing import EmulatorServer
+from tests.helpers import require_parlant
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,7 +46,7 @@ def test_demo_against_a_given_parlant_url_creates_its_agents_there(
 ) -> None:
     server = serve()
 
-    result = run_cli("demo", "--parlant-url", server.url, "--timeout", "30")
+    result = run_cli("demo", "--parlant", server.url, "--timeout", "30")
 
     assert result.returncode == 0, result.stderr
     assert "reply: echo: Tell me about CKD stage 3" in result.stdout
@@ -50,32 +54,58 @@ def test_demo_against_a_given_parlant_url_creates_its_agents_there(
     assert {"ResearchPaperAgent", "MedicalWelfareAgent"} <= set(names)
 
 
-def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm() -> None:
+@pytest.mark.parametrize("parlant", ["embedded", "local"])
+def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm(parlant: str) -> None:
+    if parlant == "local":
+        require_parlant()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "serve", "--port", str(port)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # As a shell starts a background job: SIGINT ignored, inherited by every child (a local
+    # Parlant server must still stop).
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "serve",
+                "--port",
+                str(port),
+                "--parlant",
+                parlant,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+    started: list[str] = []
     try:
         assert process.stderr is not None
         for line in process.stderr:  # ends when uvicorn says it listens (or the process dies)
+            started.append(line)
             if f"Uvicorn running on http://127.0.0.1:{port}" in line:
                 break
         body = {"message": "Tell me about CKD stage 3", "intent": "research_paper"}
         response = httpx.post(f"http://127.0.0.1:{port}/api/chat", json=body, timeout=60)
         process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=30)
+        _, rest = process.communicate(timeout=60)
     finally:
         process.kill()
         process.wait()
 
     assert response.status_code == 200
     assert response.json()["reply"].startswith("Chronic kidney disease stage 3")
+    assert [m["preamble"] for m in response.json()["messages"]] == [True, False]
     assert "Application shutdown complete." in rest  # the lifespan stopped the supervisor
     assert process.returncode == -signal.SIGTERM  # uvicorn re-raises it once drained
+    if parlant == "local":
+        local = re.search(r"local real server at (\S+) \(pid (\d+)\)", "".join(started))
+        assert local is not None, started
+        with pytest.raises(ProcessLookupError):  # stopped before serve exited, not orphaned
+            os.kill(int(local.group(2)), 0)
 
 
 def test_an_unknown_command_fails_with_usage() -> None:

@@ -54,6 +54,7 @@ PINNED = {
         "ResetMidResponse",
         "Respond",
         "TurnContext",
+        "Utterance",
         "echo",
         "kill_session_actor",
         "scripted",

@@ -21,7 +21,7 @@ from supervisor.testing._emulator import (
     echo,
     scripted,
 )
-from supervisor.testing._parlant_server import ParlantServer, ParlantServerError
+from supervisor.testing._parlant_server import ParlantServer, ParlantServerError, Utterance
 from supervisor.testing._proxy import (
     Delay,
     Drop,
@@ -55,6 +55,7 @@ __all__ = [
     "ResetMidResponse",
     "Respond",
     "TurnContext",
+    "Utterance",
     "echo",
     "kill_session_actor",
     "scripted",

@@ -1,7 +1,7 @@
 """The process `ParlantServer` starts: a real Parlant server with the deterministic NLP service.
 
     python -m supervisor.testing._parlant_main --port 8800 --tool-port 8818 \
-        --policy null --reply supervisor.testing._parlant_nlp:echo_reply \
+        --policy null --reply supervisor.testing._parlant_server:echo_reply \
         --agent "Echo=Answers with what it was told"
 
 Transient stores (a restart forgets everything, as PARLANT.md describes). Exits 0 on SIGTERM
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import parlant.sdk as p
 from lagom import Container
 
-from supervisor.testing._parlant_nlp import ReplyFunction, service_factory
+from supervisor.testing._parlant_nlp import service_factory
+from supervisor.testing._parlant_server import ReplyFunction
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,10 +33,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tool-port", type=int, required=True)
     parser.add_argument("--policy", choices=("null", "stock"), default="null")
-    parser.add_argument("--reply", default="supervisor.testing._parlant_nlp:echo_reply")
+    parser.add_argument("--reply", default="supervisor.testing._parlant_server:echo_reply")
     parser.add_argument("--agent", action="append", default=[], metavar="NAME=DESCRIPTION")
     args = parser.parse_args(argv)
     agents = [_agent(spec) for spec in args.agent]
+    # Parlant's server stops on SIGINT (asyncio.run cancels it); SIGTERM is what process
+    # managers and `ParlantServer.stop()` send, so it means the same here. A process started
+    # in the background by a non-interactive shell inherits SIGINT *ignored*, and then Python
+    # installs no handler for it at all: restore the default first.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):  # how Parlant's server ends: a clean exit
         asyncio.run(_serve(args.host, args.port, args.tool_port, args.policy, args.reply, agents))
@@ -56,9 +63,6 @@ async def _serve(
             )
         return container
 
-    # Parlant's server (uvicorn inside) stops on SIGINT; SIGTERM is what process managers
-    # and `ParlantServer.stop()` send, so it means the same here.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     server = p.Server(
         host=host,
         port=port,

@@ -47,20 +47,12 @@ from parlant.core.nlp.service import (
 )
 from parlant.core.nlp.tokenization import EstimatingTokenizer, ZeroEstimatingTokenizer
 
-__all__ = ["DeterministicNLPService", "ReplyFunction", "Utterance"]
+from supervisor.testing._parlant_server import ReplyFunction, Utterance
+
+__all__ = ["DeterministicNLPService", "service_factory"]
 
 T = TypeVar("T", bound=DefaultBaseModel)
 
-
-class Utterance(typing.NamedTuple):
-    """What a reply is derived from: the agent's name and the customer's latest message."""
-
-    agent: str
-    message: str
-
-
-ReplyFunction = Callable[[Utterance], str]
-"""Derives the agent's reply from what the customer said (pure and deterministic)."""
 
 PREAMBLE: Final = "One moment."
 """The preamble the stock perceived-performance policy sends (as the real models often do)."""
@@ -255,8 +247,3 @@ def service_factory(reply: ReplyFunction) -> Callable[[Container], NLPService]:
         return DeterministicNLPService(reply)
 
     return factory
-
-
-def echo_reply(utterance: Utterance) -> str:
-    """The default reply: the customer's message, prefixed (as the emulator's `echo()`)."""
-    return f"echo: {utterance.message}"

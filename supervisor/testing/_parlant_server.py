@@ -11,16 +11,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Final, Literal, NamedTuple, Self
 
 import httpx
 
 from supervisor.testing._server import http_url
 
-__all__ = ["ParlantServer", "ParlantServerError"]
+__all__ = ["ParlantServer", "ParlantServerError", "ReplyFunction", "Utterance", "echo_reply"]
 
 INSTALL_HINT: Final = (
     "a real Parlant server needs the [parlant-server] extra: "
@@ -28,6 +28,22 @@ INSTALL_HINT: Final = (
 )
 
 ECHO_AGENTS: Final[Mapping[str, str]] = {"Echo": "Answers with what it was told."}
+
+
+class Utterance(NamedTuple):
+    """What a reply is derived from: the agent's name and the customer's latest message."""
+
+    agent: str
+    message: str
+
+
+ReplyFunction = Callable[[Utterance], str]
+"""Derives an agent's reply from what the customer said (pure and deterministic)."""
+
+
+def echo_reply(utterance: Utterance) -> str:
+    """The default reply: the customer's message, prefixed (as the emulator's `echo()`)."""
+    return f"echo: {utterance.message}"
 
 
 class ParlantServerError(RuntimeError):
@@ -66,7 +82,7 @@ class ParlantServer:
         *,
         agents: Mapping[str, str] = ECHO_AGENTS,
         policy: Literal["null", "stock"] = "null",
-        reply: str = "supervisor.testing._parlant_nlp:echo_reply",
+        reply: str = "supervisor.testing._parlant_server:echo_reply",
         host: str = "127.0.0.1",
         port: int = 0,
         tool_port: int = 0,

@@ -6,21 +6,12 @@ failure: CI installs it, so a skip there would hide that nothing ran.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from supervisor.testing import ParlantServer
-from supervisor.testing._parlant_server import INSTALL_HINT
-
-
-def require_parlant() -> None:
-    if importlib.util.find_spec("parlant") is None:
-        if os.environ.get("CI"):
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+from tests.helpers import require_parlant
 
 
 @pytest.fixture(scope="session")
