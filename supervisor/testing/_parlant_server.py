@@ -67,7 +67,8 @@ class ParlantServer:
         agents: Agents to create at start-up (name -> description).
         policy: `"null"`, no deliberate delays (a turn takes ~0.3 s), or `"stock"`, Parlant's
             default perceived-performance policy (an intermediate `ready`, 2-4 s per turn).
-        reply: The reply function, as `"module:function"`; it runs in the server's process.
+        reply: The reply function, as `"module:function"`, importable from this process (it
+            runs in the server's, with this sys.path).
         port: The API port (0: a free one); `tool_port` the same for its tool service.
         startup_timeout: Seconds to wait for the server to become healthy.
 
@@ -150,6 +151,9 @@ class ParlantServer:
     def _start(self) -> None:
         environment = {
             **os.environ,
+            # `reply` names a function importable here: make it importable there (a test's
+            # own package is often on sys.path only through the current directory).
+            "PYTHONPATH": os.pathsep.join(entry or os.getcwd() for entry in sys.path),
             "PARLANT_HOME": self._home.name,
             "PYTHONUNBUFFERED": "1",
             # the server's own `rich` progress bars and colours would only garble the log
