@@ -64,7 +64,12 @@ class Server:
     def write(self, session_id: str, text: str) -> None:
         response = self.http.post(
             f"/sessions/{session_id}/events",
-            json={"kind": "message", "source": "human_agent", "message": text},
+            json={
+                "kind": "message",
+                "source": "human_agent",
+                "message": text,
+                "participant": {"display_name": "bench"},
+            },
         )
         response.raise_for_status()
 

@@ -91,9 +91,14 @@ class ParlantServer:
     ) -> None:
         if importlib.util.find_spec("parlant") is None:
             raise ParlantServerError(INSTALL_HINT)
+        for name in agents:
+            if not name or "=" in name:
+                raise ValueError(f"an agent's name must be non-empty without '=', got {name!r}")
         self.host = host
-        self.port = port or _free_port(host)
-        self.tool_port = tool_port or _free_port(host)
+        self.port = _check_free(host, port) if port else _free_port(host)
+        self.tool_port = (
+            _check_free(host, tool_port) if tool_port else _free_port(host, other_than=self.port)
+        )
         self.policy = policy
         self._startup_timeout = startup_timeout
         self._home = tempfile.TemporaryDirectory(prefix="parlant-server-")
@@ -214,9 +219,25 @@ class ParlantServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _free_port(host: str) -> int:
+def _check_free(host: str, port: int) -> int:
+    """`port`, if the server could listen on it; else a clear error now, rather than a
+    traceback in the server's log."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ParlantServerError(f"cannot listen on {host}:{port}: {error}") from None
+    return port
+
+
+def _free_port(host: str, other_than: int = 0) -> int:
+    """A port nothing listens on now (the server binds it a moment later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port: int = probe.getsockname()[1]
+        if port != other_than:
+            return port
