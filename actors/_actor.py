@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import queue
 import random
 import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Protocol, final
 
 import pykka
 import structlog
@@ -23,6 +22,7 @@ import structlog
 from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
+from actors._dispatcher import DispatchedActor, Dispatcher
 from actors._errors import SupervisorError, SupervisorStopped
 from actors._io import IOLoop
 from actors._messages import (
@@ -126,6 +126,7 @@ class SessionRuntime:
 
     Attributes:
         io: The I/O loop.
+        dispatcher: The threads that run every SessionActor.
         poller: Runs the long-polls.
         api: Posts messages and reads history.
         clock: The injected clock.
@@ -135,7 +136,7 @@ class SessionRuntime:
         checkpoints: Where each stopped session stopped, so a re-activated session resumes
             there (bounded: see `CheckpointMemory`).
         mailboxes: Each live session's actor inbox (its depth is a health figure).
-        threads: Threads of live SessionActors (joined at shutdown).
+        threads: Threads to join at shutdown (the Supervisor actor's).
         started_total: Session actors started (written by the Supervisor actor only).
         route: Tells a message to a session's current actor, by session id.
         report: Tells the supervisor a fact (`ActorCrashed`, `ReapRequested`).
@@ -143,6 +144,7 @@ class SessionRuntime:
     """
 
     io: IOLoop
+    dispatcher: Dispatcher
     poller: Poller
     api: ParlantApi
     clock: Clock
@@ -150,7 +152,7 @@ class SessionRuntime:
     settings: SessionSettings
     checkpoints: CheckpointMemory
     board: dict[str, SessionSnapshot] = field(default_factory=dict)
-    mailboxes: dict[str, queue.Queue[Any]] = field(default_factory=dict)
+    mailboxes: dict[str, Mailbox] = field(default_factory=dict)
     threads: weakref.WeakSet[threading.Thread] = field(default_factory=weakref.WeakSet)
     started_total: int = 0
     route: Callable[[str, Message], None] = _unwired
@@ -166,14 +168,21 @@ class SessionRuntime:
         return remembered if remembered is not None else 0
 
 
+class Mailbox(Protocol):
+    """What statistics read of an actor's inbox."""
+
+    def qsize(self) -> int: ...
+
+    def empty(self) -> bool: ...
+
+
 @final
-class SessionActor(pykka.ThreadingActor):
+class SessionActor(DispatchedActor):
     """Owns one Parlant session: its offset, its consumers and its polling.
 
-    Daemon thread: an app that forgets `stop()` can still exit; `stop()` joins it anyway.
+    One actor per session, run by the runtime's dispatcher: a few threads for every session
+    (a thread per actor capped a process at a few thousand sessions).
     """
-
-    use_daemon_thread = True
 
     def __init__(
         self,
@@ -183,7 +192,7 @@ class SessionActor(pykka.ThreadingActor):
         *,
         reactivated: bool,
     ) -> None:
-        super().__init__()
+        super().__init__(runtime.dispatcher)
         self.session_id = session_id
         self._reactivated = reactivated
         self._runtime = runtime
@@ -196,10 +205,7 @@ class SessionActor(pykka.ThreadingActor):
     # --- pykka hooks ----------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._runtime.threads.add(threading.current_thread())
-        inbox = self.actor_inbox
-        if isinstance(inbox, queue.Queue):
-            self._runtime.mailboxes[self.session_id] = inbox
+        self._runtime.mailboxes[self.session_id] = self._inbox
         self._guarded(Start(self._start_offset))
         self._runtime.recorder.session_started(reactivated=self._reactivated)
         self._log.info("session.started", from_offset=self._start_offset)
@@ -394,7 +400,7 @@ class SessionActor(pykka.ThreadingActor):
         # a successor for the same session may already be running: leave its entries alone
         if self._runtime.board.get(self.session_id) is self._snapshot:
             del self._runtime.board[self.session_id]
-        if self._runtime.mailboxes.get(self.session_id) is self.actor_inbox:
+        if self._runtime.mailboxes.get(self.session_id) is self._inbox:
             del self._runtime.mailboxes[self.session_id]
 
 

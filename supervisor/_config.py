@@ -34,8 +34,8 @@ class SupervisorConfig:
             had no effect: the connection was refused, or Parlant answered 429 or 503. A post
             whose fate is unknown (a reset, a timeout) is never re-sent: the ask fails instead.
         max_message_length: Longest customer message accepted, in characters.
-        actor_stack_size: Stack size of each session's thread, in bytes (0: the interpreter's
-            default). Small stacks keep thousands of sessions cheap.
+        actor_threads: Threads that run every session's actor (one actor per session, a
+            few threads for all of them; handlers never block, so two keep up on two cores).
         stop_timeout: Default deadline, in seconds, for `stop()`.
         restart_policy: How often a session's actor may crash (and be restarted from its
             checkpoint, after a jittered delay) before the session is given up.
@@ -68,7 +68,7 @@ class SupervisorConfig:
     request_concurrency: int = 8
     request_retries: int = 5
     max_message_length: int = 32_768
-    actor_stack_size: int = 256 * 1024
+    actor_threads: int = 2
     stop_timeout: float = 10.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     idle_ttl: float | None = 600.0
@@ -83,6 +83,8 @@ class SupervisorConfig:
             raise ValueError(f"consumer_capacity must be >= 1, got {self.consumer_capacity}")
         if self.request_concurrency < 1:
             raise ValueError(f"request_concurrency must be >= 1, got {self.request_concurrency}")
+        if self.actor_threads < 1:
+            raise ValueError(f"actor_threads must be >= 1, got {self.actor_threads}")
         if self.request_retries < 0:
             raise ValueError(f"request_retries must be >= 0, got {self.request_retries}")
         if self.max_message_length < 1:

@@ -28,6 +28,7 @@ from actors import (
 from actors._actor import Kill, SessionRuntime
 from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock, Deadline, SystemClock
+from actors._dispatcher import Dispatcher
 from actors._io import IOLoop
 from actors._messages import AwaitReply, ConsumerKind, Message, Subscribe, Unsubscribe
 from actors._parlant import ParlantApi, translate_error
@@ -108,6 +109,7 @@ class SessionSupervisor:
         self._clock = clock or SystemClock(self._io)
         self._runtime = SessionRuntime(
             io=self._io,
+            dispatcher=Dispatcher(self.config.actor_threads),
             poller=Poller(
                 self._io,
                 self.parlant_url,
@@ -130,9 +132,7 @@ class SessionSupervisor:
                 ttl=self.config.checkpoint_ttl,
             ),
         )
-        self._supervisor = Supervisor.start(
-            self._runtime, self.config.actor_stack_size, self.config.restart_policy
-        )
+        self._supervisor = Supervisor.start(self._runtime, self.config.restart_policy)
         supervisor = self._supervisor
         self._runtime.route = lambda session_id, message: _tell_quietly(
             supervisor, Route(session_id, message)
@@ -442,6 +442,7 @@ class SessionSupervisor:
         except (concurrent.futures.TimeoutError, RuntimeError):
             met = False
         met &= self._io.stop(timeout=max(0.1, deadline.remaining()))
+        met &= self._runtime.dispatcher.shutdown(max(0.1, deadline.remaining()))
         for thread in list(self._runtime.threads):
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline.remaining()))

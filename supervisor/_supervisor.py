@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, final
@@ -32,7 +31,6 @@ from actors._restarts import RestartPolicy, RestartTracker
 __all__ = ["Close", "ListSessions", "Open", "Route", "SessionRefs", "StopAll", "Supervisor"]
 
 _log = structlog.get_logger("parlant_supervisor")
-_stack_size_lock = threading.Lock()
 
 
 @final
@@ -113,20 +111,6 @@ class _Session:
         return list(self.consumers.values())
 
 
-@contextlib.contextmanager
-def _thread_stack_size(size: int) -> Iterator[None]:
-    """Threads started inside get `size`-byte stacks (threading.stack_size is process-wide)."""
-    if not size:
-        yield
-        return
-    with _stack_size_lock:
-        previous = threading.stack_size(size)
-        try:
-            yield
-        finally:
-            threading.stack_size(previous)
-
-
 @final
 class Supervisor(pykka.ThreadingActor):
     """Spawns, addresses, restarts and stops SessionActors (one-for-one supervision).
@@ -140,12 +124,9 @@ class Supervisor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(
-        self, runtime: SessionRuntime, actor_stack_size: int, restart_policy: RestartPolicy
-    ) -> None:
+    def __init__(self, runtime: SessionRuntime, restart_policy: RestartPolicy) -> None:
         super().__init__()
         self._runtime = runtime
-        self._stack_size = actor_stack_size
         self._policy = restart_policy
         self._rng = random.Random()
         self._actors: dict[str, pykka.ActorRef[SessionActor]] = {}
@@ -213,8 +194,7 @@ class Supervisor(pykka.ThreadingActor):
         start = since if since is not None else runtime.checkpoint_of(session_id)
         if since is None and not reactivated and runtime.settings.checkpoint_interval is not None:
             start = None  # durable checkpoints: resume where Parlant says we stopped
-        with _thread_stack_size(self._stack_size):
-            ref = SessionActor.start(session_id, runtime, start, reactivated=reactivated)
+        ref = SessionActor.start(session_id, runtime, start, reactivated=reactivated)
         self._actors[session_id] = ref
         runtime.started_total += 1
         return ref
