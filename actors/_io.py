@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import threading
@@ -28,6 +29,14 @@ class IOLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
         self._stopped = False
+        # Calls from other threads wait here; the loop is woken once per batch, not per call:
+        # waking it is a syscall that, contended for the GIL, cost ~0.2 ms a call when 3,000
+        # sessions stopped at once.
+        self._calls: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._calls_lock = threading.Lock()
+        self._drain_scheduled = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -54,9 +63,27 @@ class IOLoop:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
-        """Call `callback(*args)` on the loop as soon as possible (dropped after `stop()`)."""
+        """Call `callback(*args)` on the loop as soon as possible, after every call made
+        before it (dropped after `stop()`)."""
+        with self._calls_lock:
+            self._calls.append((callback, args))
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
         with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
-            self._loop.call_soon_threadsafe(callback, *args)
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._calls_lock:
+            calls, self._calls = self._calls, collections.deque()
+            self._drain_scheduled = False
+        for callback, args in calls:
+            try:
+                callback(*args)
+            except Exception as error:  # as the loop itself would: report it, go on
+                self._loop.call_exception_handler(
+                    {"message": f"exception in {callback!r}", "exception": error}
+                )
 
     def call_at(self, when: float, callback: Callable[[], None]) -> None:
         """Call `callback()` on the loop at loop time `when` (`time.monotonic()` scale)."""
