@@ -1,6 +1,6 @@
 """Every session's long-poll, run concurrently on the one I/O loop.
 
-Each session gets its own small HTTP client (a pool of one connection, reused poll after poll):
+Each session gets its own keep-alive connection (`PollConnection`, reused poll after poll):
 one shared connection pool for thousands of concurrent long-polls costs O(N) per request and
 O(N^2) in a wave of 504s (DESIGN.md, measured). The actor decides what to poll; the poller only
 runs the request and tells the outcome back.
@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from typing import Final, final
 from urllib.parse import quote
 
-import httpx
 import pydantic
 import structlog
 
@@ -30,6 +29,7 @@ from actors._messages import (
     PollTimedOut,
     StartPoll,
 )
+from actors._wire import PollConnection, WireError, WireTarget
 from metrics import Recorder
 
 _log = structlog.get_logger("parlant_supervisor")
@@ -92,11 +92,11 @@ class Poller:
     ) -> None:
         self._io = io
         self._recorder = recorder
-        self._base_url = base_url.rstrip("/")
-        self._headers = dict(headers or {})
+        self._target = WireTarget.of(
+            base_url.rstrip("/"), dict(headers or {}), ssl.create_default_context()
+        )
         self._timeout_margin = timeout_margin
-        self._ssl = ssl.create_default_context()
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._connections: dict[str, PollConnection] = {}
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._owners: dict[str, str] = {}
 
@@ -128,7 +128,7 @@ class Poller:
 
     async def aclose(self) -> None:
         """Cancel every poll and close every connection (on the I/O loop)."""
-        for session_id in list(self._clients):
+        for session_id in list(self._connections):
             self._release(session_id, None)
 
     # --- on the I/O loop ------------------------------------------------------------------
@@ -161,23 +161,15 @@ class Poller:
             return
         self._cancel(session_id, None)
         self._owners.pop(session_id, None)
-        client = self._clients.pop(session_id, None)
-        if client is not None:
-            task = self._io.loop.create_task(client.aclose())
-            task.add_done_callback(lambda _: None)
+        connection = self._connections.pop(session_id, None)
+        if connection is not None:
+            connection.close()
 
-    def _client(self, session_id: str) -> httpx.AsyncClient:
-        client = self._clients.get(session_id)
-        if client is None:
-            client = httpx.AsyncClient(
-                base_url=self._base_url,
-                headers=self._headers,
-                verify=self._ssl,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                trust_env=False,
-            )
-            self._clients[session_id] = client
-        return client
+    def _connection(self, session_id: str) -> PollConnection:
+        connection = self._connections.get(session_id)
+        if connection is None:
+            connection = self._connections[session_id] = PollConnection(self._target)
+        return connection
 
     async def _poll(
         self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]
@@ -198,19 +190,20 @@ class Poller:
 
     async def _outcome(self, session_id: str, poll: StartPoll) -> Message:
         generation = poll.generation
-        timeout = httpx.Timeout(poll.wait_for_data + self._timeout_margin, connect=_CONNECT_TIMEOUT)
+        path = (
+            f"/sessions/{quote(session_id, safe='')}/events"
+            f"?min_offset={poll.min_offset}&wait_for_data={poll.wait_for_data}"
+        )
         try:
-            response = await self._client(session_id).get(
-                f"/sessions/{quote(session_id, safe='')}/events",
-                params={"min_offset": poll.min_offset, "wait_for_data": poll.wait_for_data},
-                timeout=timeout,
-            )
-        except (httpx.ReadTimeout, httpx.WriteTimeout):
+            async with asyncio.timeout(poll.wait_for_data + self._timeout_margin):
+                response = await self._connection(session_id).get(
+                    path, connect_timeout=_CONNECT_TIMEOUT
+                )
+        except TimeoutError:
             return PollTimedOut(generation, "client_timeout")
-        except httpx.HTTPError as error:
-            detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            return PollFailed(generation, PollFailure(FailureKind.NETWORK, detail))
-        status = response.status_code
+        except WireError as error:
+            return PollFailed(generation, PollFailure(FailureKind.NETWORK, str(error)))
+        status = response.status
         if status == 200:
             try:
                 events = parse_events(response.content)
@@ -224,7 +217,7 @@ class Poller:
             return EventsReceived(generation, tuple(events))
         if status == 504:
             return PollTimedOut(generation, "gateway_timeout")
-        detail = f"HTTP {status} {response.reason_phrase}".rstrip()
+        detail = f"HTTP {status} {response.reason}".rstrip()
         retry_after = retry_after_seconds(response.headers)
         return PollFailed(
             generation, PollFailure(classify_status(status), detail, status, retry_after)
