@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Final, TypeVar, final
 from urllib.parse import urlsplit
 
 import h11
 
-__all__ = ["PollConnection", "WireError", "WireResponse", "WireTarget"]
+__all__ = ["PollConnection", "WireError", "WireResponse", "WireTarget", "read_message"]
 
 _READ_SIZE: Final = 65_536
 
@@ -117,9 +117,11 @@ class PollConnection:
         )
         try:
             writer.write(connection.send(request) + connection.send(h11.EndOfMessage()))
-            head, body = await _read_response(reader, connection)
+            head, body = await read_message(reader, connection, h11.Response)
         except (OSError, h11.ProtocolError) as error:
             raise WireError(f"{type(error).__name__}: {error}") from error
+        if head is None:
+            raise WireError("RemoteProtocolError: the server closed the connection")
         if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
             connection.start_next_cycle()
         else:
@@ -128,7 +130,7 @@ class PollConnection:
             status=head.status_code,
             reason=head.reason.decode(errors="replace"),
             headers={name.decode(): value.decode(errors="replace") for name, value in head.headers},
-            content=body,
+            content=b"".join(body),
         )
 
 
@@ -149,25 +151,28 @@ async def _connect(
         raise WireError(f"ConnectError: {error}") from error
 
 
-async def _read_response(
-    reader: asyncio.StreamReader, connection: h11.Connection
-) -> tuple[h11.Response, bytes]:
-    head: h11.Response | None = None
-    body = bytearray()
+H = TypeVar("H", h11.Request, h11.Response)
+
+
+async def read_message(
+    reader: asyncio.StreamReader, connection: h11.Connection, head_type: type[H]
+) -> tuple[H | None, list[bytes]]:
+    """One whole HTTP message from the peer: its head and its body in the pieces it came.
+
+    The head is None when the peer closed the connection first; a peer that breaks the protocol
+    (or closes mid-message) raises `h11.RemoteProtocolError`.
+    """
+    head: H | None = None
+    chunks: list[bytes] = []
     while True:
         event = connection.next_event()
         if event is h11.NEED_DATA:
-            data = await reader.read(_READ_SIZE)
-            if not data and connection.their_state is h11.SEND_RESPONSE:
-                raise WireError("RemoteProtocolError: the server closed the connection")
-            connection.receive_data(data)
-            continue
-        if isinstance(event, h11.Response):
+            connection.receive_data(await reader.read(_READ_SIZE))
+        elif isinstance(event, head_type):
             head = event
         elif isinstance(event, h11.Data):
-            body += event.data
+            chunks.append(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage):
-            assert head is not None
-            return head, bytes(body)
+            return head, chunks
         elif isinstance(event, h11.ConnectionClosed):
-            raise WireError("ReadError: the server closed the connection mid-response")
+            return None, chunks

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import h11
 
+from actors._wire import read_message
 from supervisor.testing._loop import LoopThread
 from supervisor.testing._server import http_url, listening_socket
 
@@ -397,21 +398,9 @@ class _Upstream:
             writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
-        head: h11.Response | None = None
-        chunks: list[bytes] = []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(_READ_SIZE))
-            elif isinstance(event, h11.Response):
-                head = event
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionResetError("upstream closed the connection mid-response")
-        assert head is not None
+        head, chunks = await read_message(reader, conn, h11.Response)
+        if head is None:
+            raise ConnectionResetError("upstream closed the connection mid-response")
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
         else:
@@ -475,21 +464,8 @@ class _Exchange:
             self._h11.start_next_cycle()
 
     async def _request(self) -> tuple[h11.Request, bytes] | None:
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = self._h11.next_event()
-            if event is h11.NEED_DATA:
-                self._h11.receive_data(await self._reader.read(_READ_SIZE))
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                return request, bytes(body)
-            elif isinstance(event, h11.ConnectionClosed):
-                return None
+        request, body = await read_message(self._reader, self._h11, h11.Request)
+        return None if request is None else (request, b"".join(body))
 
     async def _until_client_leaves(self) -> None:
         while await self._reader.read(_READ_SIZE):
