@@ -1,10 +1,13 @@
 """Benchmark this library against the hand-made asyncio baseline, in the same run.
 
-    python -m bench.run [--sizes 100,1000] [--idle-seconds 30] [--json bench/results/latest.json]
+    python -m bench.run [--sizes 100,1000] [--idle-seconds 30] [--timeout 900]
+                        [--json bench/results/latest.json]
 
 The emulator runs in a process of its own; each measurement runs in a fresh client process,
 alternating library and baseline at each size, so RSS and threads are the client's alone.
 Ratios are library / baseline: absolute times on a shared machine are noisy, ratios less so.
+A client that fails or runs past `--timeout` is recorded as such (its figures n/a) and the run
+goes on; the JSON is rewritten after every measurement, so an interrupted run keeps its rows.
 """
 
 from __future__ import annotations
@@ -37,41 +40,51 @@ FIGURES = [
 ]
 
 
-def measure(impl: str, sessions: int, idle_seconds: float = 30.0) -> dict[str, Any]:
-    """One client run against a fresh server (a dead client's polls linger on a reused one)."""
+def measure(
+    impl: str, sessions: int, idle_seconds: float = 30.0, timeout: float = 900.0
+) -> dict[str, Any]:
+    """One client run against a fresh server (a dead client's polls linger on a reused one).
+
+    A client that fails or outlives `timeout` gives a row with `error` and no figures.
+    """
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.serve"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    command = [sys.executable, "-m", "bench.client", "--impl", impl, "--sessions", str(sessions)]
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
         completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.client",
-                "--impl",
-                impl,
-                "--sessions",
-                str(sessions),
-                "--url",
-                url,
-                "--idle-seconds",
-                str(idle_seconds),
-            ],
+            [*command, "--url", url, "--idle-seconds", str(idle_seconds)],
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=timeout,
             check=True,
         )
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "sessions": sessions, "error": f"did not finish in {timeout:.0f} s"}
+    except subprocess.CalledProcessError as failed:
+        last = (failed.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        return {"impl": impl, "sessions": sessions, "error": f"failed: {last[0]}"}
     finally:
         server.terminate()
         server.wait(timeout=30)
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str, scale: float) -> str:
+    value = row.get(key)
+    return "n/a" if value is None else fmt.format(value / scale)
+
+
+def _ratio(lib: dict[str, Any], base: dict[str, Any], key: str) -> str:
+    if lib.get(key) is None or not base.get(key):
+        return "n/a"
+    return f"{lib[key] / base[key]:.2f}x"
 
 
 def main() -> None:
@@ -83,22 +96,27 @@ def main() -> None:
     parser.add_argument(
         "--idle-seconds", type=float, default=30.0, help="window for the idle CPU figure"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds one client run may take"
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     console = Console(width=None if sys.stdout.isatty() else 160)
     results: list[dict[str, Any]] = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("measuring", total=2 * len(sizes))
-        for size in sizes:
-            for impl in ("library", "baseline"):
-                progress.update(task, description=f"{impl}, {size} sessions")
-                results.append(measure(impl, size, args.idle_seconds))
-                progress.advance(task)
     machine = {
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=2 * len(sizes))
+        for size in sizes:
+            for impl in ("library", "baseline"):
+                progress.update(task, description=f"{impl}, {size} sessions")
+                results.append(measure(impl, size, args.idle_seconds, args.timeout))
+                args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+                progress.advance(task)
     table = Table(
         title=f"library vs baseline ({machine['cores']} cores, Python {machine['python']})"
     )
@@ -112,12 +130,13 @@ def main() -> None:
             lib = next(r for r in results if r["impl"] == "library" and r["sessions"] == size)
             base = next(r for r in results if r["impl"] == "baseline" and r["sessions"] == size)
             scale = 1024 if key == "rss_per_session_bytes" else 1
-            ratio = lib[key] / base[key] if base[key] else float("nan")
-            row += [fmt.format(lib[key] / scale), fmt.format(base[key] / scale), f"{ratio:.2f}x"]
+            row += [_cell(lib, key, fmt, scale), _cell(base, key, fmt, scale)]
+            row.append(_ratio(lib, base, key))
         table.add_row(*row)
     console.print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    for result in results:
+        if "error" in result:
+            console.print(f"[yellow]{result['impl']} at {result['sessions']}: {result['error']}[/]")
     console.print(f"written to {args.json}")
 
 

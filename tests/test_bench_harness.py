@@ -19,3 +19,9 @@ def test_each_client_reaches_every_session_and_measures_delivery(impl: str) -> N
     assert result["idle_cpu_percent"] >= 0
     if impl == "library":
         assert result["threads_after_stop"] == 1  # only the main thread is left
+
+
+def test_a_client_past_its_timeout_is_a_row_that_says_so_not_a_crash() -> None:
+    result = measure("library", 20, idle_seconds=30, timeout=1)
+
+    assert result == {"impl": "library", "sessions": 20, "error": "did not finish in 1 s"}
