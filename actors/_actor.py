@@ -63,6 +63,7 @@ __all__ = [
     "Barrier",
     "Kill",
     "ReapRequested",
+    "Retire",
     "SessionActor",
     "SessionRuntime",
 ]
@@ -82,6 +83,12 @@ class Kill:
     """Makes the actor fail as a bug would (like Akka's `Kill`): for drills and tests."""
 
     reason: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Stop after the messages already in the mailbox (pykka's `stop()`, told: no future)."""
 
 
 class ActorKilled(Exception):
@@ -212,6 +219,9 @@ class SessionActor(DispatchedActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Barrier):
+            return None
+        if isinstance(message, Retire):
+            self.stop()
             return None
         if isinstance(message, AwaitReply | ResumeReply | Subscribe):
             self._consumers[message.consumer.consumer_id] = message.consumer

@@ -45,12 +45,38 @@ class Dispatcher:
             raise ValueError(f"a dispatcher needs at least 1 thread, got {threads}")
         self.throughput = throughput
         self._ready: queue.SimpleQueue[DispatchedActor | None] = queue.SimpleQueue()
+        self._live = 0
+        self._all_stopped = threading.Condition()
         self.threads = tuple(
             threading.Thread(target=self._work, name=f"{name}-{n}", daemon=True)
             for n in range(threads)
         )
         for thread in self.threads:
             thread.start()
+
+    @property
+    def live(self) -> int:
+        """Actors started on this dispatcher and not yet stopped."""
+        return self._live
+
+    def wait_all_stopped(self, timeout: float) -> bool:
+        """Wait until every actor started here has stopped; False if `timeout` came first.
+
+        Cheaper than a stop future per actor: stopping 10,000 actors through 10,000 futures
+        (a `threading.Condition` each) took seconds of the Supervisor's thread.
+        """
+        with self._all_stopped:
+            return self._all_stopped.wait_for(lambda: self._live == 0, timeout)
+
+    def _actor_started(self) -> None:
+        with self._all_stopped:
+            self._live += 1
+
+    def _actor_stopped(self) -> None:
+        with self._all_stopped:
+            self._live -= 1
+            if self._live == 0:
+                self._all_stopped.notify_all()
 
     def schedule(self, actor: DispatchedActor) -> None:
         """Queue `actor` for a worker (its inbox guarantees it is queued at most once)."""
@@ -129,6 +155,7 @@ class DispatchedActor(pykka.Actor):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         self._started = False
+        self._counted_out = False
         super().__init__()
 
     @staticmethod
@@ -140,6 +167,7 @@ class DispatchedActor(pykka.Actor):
         return pykka.ThreadingFuture()
 
     def _start_actor_loop(self) -> None:
+        self.dispatcher._actor_started()
         self._inbox.attach(self)
 
     @property
@@ -162,6 +190,9 @@ class DispatchedActor(pykka.Actor):
             handled += 1
         if self.actor_stopped.is_set():
             self._actor_loop_teardown()  # again if mail raced in after the first time
+            if not self._counted_out:
+                self._counted_out = True
+                self.dispatcher._actor_stopped()
             return
         if self._inbox.yield_turn():
             self.dispatcher.schedule(self)

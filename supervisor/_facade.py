@@ -427,15 +427,12 @@ class SessionSupervisor:
         error = SupervisorStopped("the supervisor is stopping; no call can complete")
         met = True
         try:
-            futures: list[pykka.Future[Any]] = self._supervisor.ask(
-                StopAll(error), block=True, timeout=budget
-            )
-            for future in futures:
-                future.get(timeout=max(0.0, deadline.remaining()))
+            self._supervisor.ask(StopAll(error), block=True, timeout=budget)
         except pykka.ActorDeadError:
-            pass  # the supervisor crashed and already stopped its sessions (threads joined below)
+            pass  # the supervisor crashed and already stopped its sessions
         except pykka.Timeout:
             met = False
+        met &= self._runtime.dispatcher.wait_all_stopped(max(0.0, deadline.remaining()))
         self._supervisor.stop(timeout=max(0.1, deadline.remaining()))
         try:
             self._io.submit(self._close_http()).result(timeout=max(0.1, deadline.remaining()))

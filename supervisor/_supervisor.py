@@ -16,7 +16,14 @@ from typing import Any, final
 import pykka
 import structlog
 
-from actors._actor import ActorCrashed, Kill, ReapRequested, SessionActor, SessionRuntime
+from actors._actor import (
+    ActorCrashed,
+    Kill,
+    ReapRequested,
+    Retire,
+    SessionActor,
+    SessionRuntime,
+)
 from actors._errors import SessionClosed, SessionFailed, SupervisorError, SupervisorStopped
 from actors._messages import (
     AwaitReply,
@@ -66,7 +73,8 @@ class Close:
 @final
 @dataclass(frozen=True, slots=True)
 class StopAll:
-    """Stop every session's actor at once; the answer is their stop futures."""
+    """Stop every session's actor (wait with `Dispatcher.wait_all_stopped`); from then on the
+    supervisor starts no actor and drops what it is told."""
 
     error: SupervisorError
 
@@ -131,6 +139,7 @@ class Supervisor(pykka.ThreadingActor):
         self._rng = random.Random()
         self._actors: dict[str, pykka.ActorRef[SessionActor]] = {}
         self._sessions: dict[str, _Session] = {}
+        self._stopping = False
 
     def on_start(self) -> None:
         self._runtime.threads.add(threading.current_thread())
@@ -156,6 +165,8 @@ class Supervisor(pykka.ThreadingActor):
             self._close(session_id, error)
 
     def on_receive(self, message: Any) -> Any:
+        if self._stopping and not isinstance(message, ListSessions | SessionRefs):
+            return None  # every consumer was failed by StopAll: nothing left to deliver to
         match message:
             case Route(session_id, inner):
                 if self._admit(session_id, inner):
@@ -173,8 +184,9 @@ class Supervisor(pykka.ThreadingActor):
             case Close(session_id, error):
                 return self._close(session_id, error)
             case StopAll(error):
-                futures = [self._close(session_id, error) for session_id in list(self._sessions)]
-                return [f for f in futures if f is not None]
+                self._stopping = True
+                for session_id in list(self._sessions):
+                    self._retire(session_id, error)
             case ListSessions():
                 return list(self._actors)
             case SessionRefs():
@@ -305,6 +317,18 @@ class Supervisor(pykka.ThreadingActor):
                 ref.tell(resumption)
         for message in held:
             ref.tell(message)
+
+    def _retire(self, session_id: str, error: SupervisorError) -> None:
+        """`_close` without a stop future to wait on (the dispatcher counts stopped actors)."""
+        session = self._sessions.pop(session_id, None)
+        if session is not None and session.restarting is not None:
+            for registration in session.live_consumers():
+                registration.consumer.fail(error)
+        ref = self._actors.pop(session_id, None)
+        if ref is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(Stop(error))
+                ref.tell(Retire())
 
     def _close(self, session_id: str, error: SupervisorError) -> pykka.Future[Any] | None:
         session = self._sessions.pop(session_id, None)
