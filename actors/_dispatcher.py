@@ -10,6 +10,10 @@ handles up to `throughput` messages, and yields the thread to the next actor.
 
 Handlers must not block (ours never do: I/O runs on the I/O loop and comes back as messages). A
 blocked handler holds one worker, not the whole dispatcher.
+
+pykka has no pluggable dispatcher, so this reuses its actor loop's pieces (`_actor_loop_setup`,
+`_handle_receive`, `_handle_failure`, `_actor_loop_teardown`, `Envelope`, `_ActorStop`): pykka
+4.x, which pyproject pins (`<5`); `tests/unit/test_dispatcher.py` fails first if they change.
 """
 
 from __future__ import annotations
