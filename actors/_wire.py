@@ -18,7 +18,15 @@ from urllib.parse import urlsplit
 
 import h11
 
-__all__ = ["PollConnection", "WireError", "WireResponse", "WireTarget", "read_message"]
+__all__ = [
+    "PollConnection",
+    "WireError",
+    "WireResponse",
+    "WireTarget",
+    "is_open",
+    "next_cycle",
+    "read_message",
+]
 
 _READ_SIZE: Final = 65_536
 
@@ -105,7 +113,7 @@ class PollConnection:
     async def _exchange(self, path: str, connect_timeout: float) -> WireResponse:
         target = self._target
         reader, writer, connection = self._reader, self._writer, self._h11
-        if reader is None or writer is None or connection is None or writer.is_closing():
+        if reader is None or writer is None or connection is None or not is_open(reader, writer):
             self.close()
             reader, writer = await _connect(target, connect_timeout)
             connection = h11.Connection(h11.CLIENT)
@@ -122,9 +130,7 @@ class PollConnection:
             raise WireError(f"{type(error).__name__}: {error}") from error
         if head is None:
             raise WireError("RemoteProtocolError: the server closed the connection")
-        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
-            connection.start_next_cycle()
-        else:
+        if not next_cycle(connection):
             self.close()
         return WireResponse(
             status=head.status_code,
@@ -149,6 +155,21 @@ async def _connect(
         raise WireError(f"ConnectTimeout: no connection within {timeout} s") from None
     except OSError as error:
         raise WireError(f"ConnectError: {error}") from error
+
+
+def is_open(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Whether a kept-alive connection can carry another request: neither closed by us nor
+    (while idle) by the peer; sending into a connection the peer closed fails the request."""
+    return not writer.is_closing() and not reader.at_eof()
+
+
+def next_cycle(connection: h11.Connection) -> bool:
+    """After an exchange: ready `connection` for the next one; False if it must be closed
+    (the peer asked to, or the exchange did not complete)."""
+    if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+        connection.start_next_cycle()
+        return True
+    return False
 
 
 H = TypeVar("H", h11.Request, h11.Response)

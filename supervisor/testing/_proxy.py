@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from actors._wire import read_message
+from actors._wire import is_open, next_cycle, read_message
 from supervisor.testing._loop import LoopThread
 from supervisor.testing._server import http_url, listening_socket
 
@@ -383,8 +383,8 @@ class _Upstream:
 
     async def exchange(self, request: h11.Request, body: bytes) -> tuple[h11.Response, list[bytes]]:
         """Send the request; return the response's head and body (in the pieces it came)."""
-        if self._streams is not None and self._streams[0].at_eof():
-            self.close()  # the upstream closed this idle connection: do not send into it
+        if self._streams is not None and not is_open(*self._streams):
+            self.close()
         if self._streams is None:
             try:
                 self._streams = await asyncio.open_connection(*self._address)
@@ -401,9 +401,7 @@ class _Upstream:
         head, chunks = await read_message(reader, conn, h11.Response)
         if head is None:
             raise ConnectionResetError("upstream closed the connection mid-response")
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-        else:
+        if not next_cycle(conn):
             self.close()
         return head, chunks
 
@@ -459,9 +457,8 @@ class _Exchange:
             finally:
                 name = fault_name(fault) if fault is not None else None
                 self._proxy._record(ProxyRecord(time.monotonic(), method, path, name, status))
-            if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+            if not next_cycle(self._h11):
                 return
-            self._h11.start_next_cycle()
 
     async def _request(self) -> tuple[h11.Request, bytes] | None:
         request, body = await read_message(self._reader, self._h11, h11.Request)
