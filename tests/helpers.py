@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import httpx
 import pytest
 
 from supervisor import SessionSupervisor
@@ -23,6 +24,26 @@ def until_events(server: EmulatorServer, session_id: str, count: int) -> None:
     """Return once the session has at least `count` events on the server."""
     emulator = server.emulator
     server.run(emulator.until(lambda: len(emulator.session_events(session_id)) >= count))
+
+
+def session_with(sup: SessionSupervisor, agent: str = "Echo") -> str:
+    """A new customer and session with the agent called `agent` (found by name, on any
+    server), opened by `sup`."""
+    agent_id = sup.ensure_agents([agent])[agent]
+    return sup.create_session(agent_id, customer_id=sup.create_customer("test customer"))
+
+
+def post_as_human_agent(url: str, session_id: str, text: str, name: str = "Dana") -> Any:
+    """A human agent writes into the session, outside any customer turn (the httpx response)."""
+    return httpx.post(
+        f"{url}/sessions/{session_id}/events",
+        json={
+            "kind": "message",
+            "source": "human_agent",
+            "message": text,
+            "participant": {"display_name": name},
+        },
+    )
 
 
 def messages(events: Iterable[dict[str, Any]]) -> list[str]:

@@ -126,7 +126,20 @@ class DeterministicNLPService(NLPService):
         return schema.model_validate(data)
 
 
-class _Generator(SchematicGenerator[T]):
+class _NoModel:
+    """What Parlant asks of a model's generator and embedder: no context limit to speak of,
+    no tokens to count."""
+
+    @property
+    def max_tokens(self) -> int:
+        return 1_000_000
+
+    @property
+    def tokenizer(self) -> EstimatingTokenizer:
+        return ZeroEstimatingTokenizer()
+
+
+class _Generator(_NoModel, SchematicGenerator[T]):
     def __init__(self, service: DeterministicNLPService) -> None:
         self._service = service
 
@@ -146,16 +159,8 @@ class _Generator(SchematicGenerator[T]):
     def id(self) -> str:
         return "deterministic"
 
-    @property
-    def max_tokens(self) -> int:
-        return 1_000_000
 
-    @property
-    def tokenizer(self) -> EstimatingTokenizer:
-        return ZeroEstimatingTokenizer()
-
-
-class _HashEmbedder(Embedder):
+class _HashEmbedder(_NoModel, Embedder):
     """Unit vectors from SHA-256: equal texts embed equally, different ones (almost surely)
     differently. Enough for Parlant's stores; meaningless as semantics."""
 
@@ -167,14 +172,6 @@ class _HashEmbedder(Embedder):
     @property
     def id(self) -> str:
         return "sha256"
-
-    @property
-    def max_tokens(self) -> int:
-        return 1_000_000
-
-    @property
-    def tokenizer(self) -> EstimatingTokenizer:
-        return ZeroEstimatingTokenizer()
 
     @property
     def dimensions(self) -> int:

@@ -27,7 +27,7 @@ from supervisor.testing import (
     echo,
     settle,
 )
-from tests.helpers import new_session, until_events
+from tests.helpers import new_session, post_as_human_agent, until_events
 from tests.logwatch import LogWatcher
 
 Serve = Callable[..., EmulatorServer]
@@ -276,15 +276,7 @@ def test_a_human_agent_writing_during_a_turn_reaches_readers_and_joins_no_reply(
     reader = sup.events(session_id)
 
     with asking(server, sup, session_id, "is anyone there?") as pending:
-        posted = httpx.post(
-            f"{server.url}/sessions/{session_id}/events",
-            json={
-                "kind": "message",
-                "source": "human_agent",
-                "message": "Dana here, I'm looking into it.",
-                "participant": {"display_name": "Dana"},
-            },
-        )
+        posted = post_as_human_agent(server.url, session_id, "Dana here, I'm looking into it.")
         server.call(server.emulator.release, "busy")
         reply = pending.result(timeout=30)
 
@@ -417,7 +409,6 @@ def test_a_session_deleted_during_an_open_poll_fails_its_waiting_ask(
 
 
 async def _delete(server: EmulatorServer, session_id: str) -> None:
-    import httpx
 
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.delete(f"/sessions/{session_id}")

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
 from supervisor import Reply, SessionSupervisor
 from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantServer, echo
+from tests.helpers import post_as_human_agent, session_with
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
@@ -98,29 +98,21 @@ def completes(reply: Reply) -> Callable[[Any], bool]:
 
 
 def two_turns_and_a_human(sup: SessionSupervisor, url: str) -> View:
-    session_id = open_session(sup)
+    session_id = session_with(sup)
     observer = Observer()
     reader = sup.events(session_id)
     for text in ("hello", "and a second question"):
         reply = sup.ask(session_id, text, timeout=60)
         read_until(reader, observer, completes(reply))
         observer.replied(reply)
-    response = httpx.post(
-        f"{url}/sessions/{session_id}/events",
-        json={
-            "kind": "message",
-            "source": "human_agent",
-            "message": "Dana from support here.",
-            "participant": {"display_name": "Dana"},
-        },
-    )
+    response = post_as_human_agent(url, session_id, "Dana from support here.")
     assert response.status_code == 201, response.text
     read_until(reader, observer, lambda event: event.source == "human_agent")
     return observer.view
 
 
 def superseded(sup: SessionSupervisor, url: str) -> View:
-    session_id = open_session(sup)
+    session_id = session_with(sup)
     observer = Observer()
     reader = sup.events(session_id)
     stream = sup.stream(session_id, "first question", timeout=60)
@@ -134,11 +126,6 @@ def superseded(sup: SessionSupervisor, url: str) -> View:
     observer.replied(reply)
     observer.replied(reply)  # the stream's message is answered by the same turn
     return observer.view
-
-
-def open_session(sup: SessionSupervisor) -> str:
-    agent_id = sup.ensure_agents(["Echo"])["Echo"]
-    return sup.create_session(agent_id, customer_id=sup.create_customer("conformance"))
 
 
 @pytest.mark.parametrize(

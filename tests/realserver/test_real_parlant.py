@@ -15,28 +15,9 @@ from supervisor import (
     SessionSupervisor,
 )
 from supervisor.testing import ParlantServer, settle
+from tests.helpers import post_as_human_agent, session_with
 
 Supervise = Callable[..., SessionSupervisor]
-
-
-def new_session(sup: SessionSupervisor, agent: str = "Echo") -> str:
-    """A new customer and session with the server's agent called `agent`, opened by `sup`."""
-    agent_id = sup.ensure_agents([agent])[agent]
-    return sup.create_session(agent_id, customer_id=sup.create_customer("real-server test"))
-
-
-def post_as_human_agent(server: ParlantServer, session_id: str, text: str) -> None:
-    """A human agent writes into the session, outside any customer turn."""
-    response = httpx.post(
-        f"{server.url}/sessions/{session_id}/events",
-        json={
-            "kind": "message",
-            "source": "human_agent",
-            "message": text,
-            "participant": {"display_name": "Dana (support)"},
-        },
-    )
-    assert response.status_code == 201, response.text
 
 
 def statuses(events: object) -> list[str]:
@@ -47,12 +28,13 @@ def test_a_reply_arrives_and_polling_goes_on_after_ready(
     null_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(null_parlant.url)
-    session_id = new_session(sup)
+    session_id = session_with(sup)
     reader = sup.events(session_id)
 
     reply = sup.ask(session_id, "hello there", timeout=30)
-    post_as_human_agent(null_parlant, session_id, "A human here, following up.")
+    posted = post_as_human_agent(null_parlant.url, session_id, "A human here, following up.")
 
+    assert posted.status_code == 201, posted.text
     assert reply.text == "echo: hello there"
     assert statuses(reply.events)[0] == "acknowledged"
     assert reply.events[-1].data["data"]["stage"] == "completed"
@@ -67,7 +49,7 @@ def test_several_messages_in_sequence_each_get_their_own_reply(
     null_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(null_parlant.url)
-    session_id = new_session(sup)
+    session_id = session_with(sup)
 
     replies = [sup.ask(session_id, f"message {n}", timeout=30) for n in range(4)]
 
@@ -82,7 +64,7 @@ def test_lifecycle_open_close_reopen_and_stop(
     null_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(null_parlant.url)
-    session_id = new_session(sup)
+    session_id = session_with(sup)
     assert sup.ask(session_id, "first", timeout=30).text == "echo: first"
 
     sup.close(session_id)
@@ -101,7 +83,7 @@ def test_the_stock_policys_intermediate_ready_does_not_cut_a_turn_short(
     stock_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(stock_parlant.url)
-    session_id = new_session(sup)
+    session_id = session_with(sup)
 
     reply = sup.ask(session_id, "take your time", timeout=60)
 
@@ -116,7 +98,7 @@ def test_a_superseded_turn_resolves_both_asks_with_the_turn_that_answers_them(
     stock_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(stock_parlant.url)
-    session_id = new_session(sup)
+    session_id = session_with(sup)
 
     first_stream = sup.stream(session_id, "first question", timeout=60)
     assert next(first_stream).data["status"] == "acknowledged"  # the first turn is under way
@@ -141,7 +123,7 @@ def test_a_session_deleted_during_a_turn_ends_with_a_clear_error(
     stock_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(stock_parlant.url)
-    session_id = new_session(sup)
+    session_id = session_with(sup)
     stream = sup.stream(session_id, "are you there?", timeout=60)
     assert next(stream).data["status"] == "acknowledged"  # the turn takes 3-4 s from here
 
@@ -160,7 +142,7 @@ def test_a_restarted_server_that_forgot_its_sessions_gives_a_clear_error_not_a_h
     own_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(own_parlant.url, request_retries=2)
-    session_id = new_session(sup)
+    session_id = session_with(sup)
     assert sup.ask(session_id, "before", timeout=30).text == "echo: before"
 
     own_parlant.kill()
@@ -170,7 +152,7 @@ def test_a_restarted_server_that_forgot_its_sessions_gives_a_clear_error_not_a_h
 
     with pytest.raises(SessionNotFound, match=session_id):
         sup.ask(session_id, "after", timeout=30)
-    fresh = new_session(sup)  # the restarted server serves new sessions as usual
+    fresh = session_with(sup)  # the restarted server serves new sessions as usual
     assert sup.ask(fresh, "after", timeout=30).text == "echo: after"
 
 
@@ -178,7 +160,7 @@ def test_fifty_sessions_in_parallel_each_with_two_turns(
     null_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     sup = supervise(null_parlant.url)
-    sessions = [new_session(sup) for _ in range(50)]
+    sessions = [session_with(sup) for _ in range(50)]
 
     def converse(index: int) -> list[str]:
         session_id = sessions[index]
