@@ -1,18 +1,25 @@
-"""Parlant's short requests (post a message, create a session, re-read history), via parlant-client.
+"""Parlant's short requests (post a message, create a session, re-read history).
 
-They share one small connection pool on the I/O loop; long-polls never use it (see _poller).
-A semaphore as wide as the pool admits them: httpcore matches queued requests to connections
-in O(queued x connections) per step (a syscall per pooled connection), so 1,000 requests
-queued in a pool of 64 took 25 s to create 1,000 sessions; through a semaphore of 8 over 8
-connections, 6 s (emulator in the same process; measured with py-spy).
+Posting a customer message, the one short request on every ask's path, goes through a lean
+keep-alive pool of our own (`actors._wire.ConnectionPool`); the rest through parlant-client.
+Each has its own small pool on the I/O loop, `concurrency` wide; long-polls use neither (see
+_poller). A semaphore as wide as the pool admits parlant-client's requests: httpcore matches
+queued requests to connections in O(queued x connections) per step (a syscall per pooled
+connection), so 1,000 requests queued in a pool of 64 took 25 s to create 1,000 sessions;
+through a semaphore of 8 over 8 connections, 6 s (emulator in the same process; measured with
+py-spy). Even so, its per-request work was two thirds of the I/O thread's time while 1,000
+sessions asked at once, hence the lean pool for posts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final, TypeVar, final
+from typing import Any, Final, TypeVar, final
+from urllib.parse import quote
 
 import httpx
 from parlant.client import AsyncParlantClient
@@ -27,12 +34,14 @@ from actors._errors import (
     SessionNotFound,
     SupervisorError,
 )
+from actors._wire import ConnectionPool, WireConnectError, WireError, WireTarget
 
 __all__ = ["ParlantApi", "translate_error"]
 
 T = TypeVar("T")
 
 _REQUEST_TIMEOUT: Final = 30.0
+_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_CONCURRENCY: Final = 8
 DEFAULT_RETRY: Final = Backoff(base=0.2, cap=2.0)
 _RETRIED_STATUSES: Final = frozenset({429, 503})
@@ -42,7 +51,7 @@ def never_sent(error: Exception) -> bool:
     """Whether a failed request certainly had no effect, so sending it again is safe even when
     it is not idempotent (a customer message): no connection was made, or the server refused
     it outright (429 Too Many Requests, 503 Service Unavailable)."""
-    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | WireConnectError):
         return True
     return isinstance(error, ApiError) and error.status_code in _RETRIED_STATUSES
 
@@ -73,7 +82,7 @@ def translate_error(error: Exception, base_url: str, session_id: str | None) -> 
             f"{where}: Parlant at {base_url} answered {status}; try again later",
             session_id=session_id,
         )
-    if isinstance(error, httpx.HTTPError):
+    if isinstance(error, httpx.HTTPError | WireError):
         return ParlantUnavailable(
             f"{where}: could not reach Parlant at {base_url} ({type(error).__name__}: {error}); "
             "check that the server is up, then try again",
@@ -108,22 +117,32 @@ class ParlantApi:
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncParlantClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._posts: ConnectionPool | None = None
 
     async def _call(self, request: Callable[[AsyncParlantClient], Awaitable[T]]) -> T:
-        """Run one request once a pool slot is free; a request that certainly had no effect
-        (`never_sent`) is tried again, up to `retries` times, after a jittered delay."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._concurrency)
-        attempt = 0
+        """A parlant-client request, once one of its pool's slots is free, retried as
+        `_retrying` says."""
+
+        async def attempt() -> T:
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self._concurrency)
+            async with self._slots:
+                return await request(self._parlant())
+
+        return await self._retrying(attempt)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`; one that certainly had no effect (`never_sent`) is tried again, up to
+        `retries` times, after a jittered delay."""
+        attempts = 0
         while True:
             try:
-                async with self._slots:
-                    return await request(self._parlant())
+                return await attempt()
             except Exception as error:
-                if attempt >= self._retries or not never_sent(error):
+                if attempts >= self._retries or not never_sent(error):
                     raise
-            await asyncio.sleep(self._retry_backoff.delay(attempt, self._rng))
-            attempt += 1
+            await asyncio.sleep(self._retry_backoff.delay(attempts, self._rng))
+            attempts += 1
 
     def _parlant(self) -> AsyncParlantClient:
         if self._client is None:
@@ -138,12 +157,38 @@ class ParlantApi:
 
     async def post_customer_message(self, session_id: str, text: str) -> int:
         """Post `text` as the customer's message; returns the event's offset."""
-        event = await self._call(
-            lambda parlant: parlant.sessions.create_event(
-                session_id, kind="message", source="customer", message=text
+        body = json.dumps({"kind": "message", "source": "customer", "message": text}).encode()
+        path = f"/sessions/{quote(session_id, safe='')}/events"
+        event = await self._retrying(lambda: self._post(path, body))
+        if not isinstance(event, dict) or not isinstance(event.get("offset"), int):
+            raise ParlantUnavailable(
+                f"session {session_id}: Parlant at {self.base_url} answered the message's post "
+                f"with no event offset ({str(event)[:200]})",
+                session_id=session_id,
             )
+        offset: int = event["offset"]
+        return offset
+
+    async def _post(self, path: str, body: bytes) -> Any:
+        """POST a JSON body through the lean pool; the answer's JSON, or `ApiError` (as
+        parlant-client raises it) for a status other than 2xx."""
+        if self._posts is None:
+            target = WireTarget.of(self.base_url, self._headers, ssl.create_default_context())
+            self._posts = ConnectionPool(target, self._concurrency)
+        response = await self._posts.request(
+            b"POST",
+            path,
+            json_body=body,
+            timeout=_REQUEST_TIMEOUT,
+            connect_timeout=_CONNECT_TIMEOUT,
         )
-        return event.offset
+        try:
+            answer = json.loads(response.content)
+        except ValueError:
+            answer = response.content.decode(errors="replace")
+        if not 200 <= response.status < 300:
+            raise ApiError(status_code=response.status, body=answer)
+        return answer
 
     async def read_events(self, session_id: str, min_offset: int) -> list[Event]:
         """Every event at or after `min_offset`, without waiting."""
@@ -205,6 +250,8 @@ class ParlantApi:
         await self._call(lambda parlant: parlant.agents.list())
 
     async def aclose(self) -> None:
-        """Close the pool."""
+        """Close the pools."""
+        if self._posts is not None:
+            self._posts.close()
         if self._http is not None:
             await self._http.aclose()

@@ -1,6 +1,6 @@
 """Every session's long-poll, run concurrently on the one I/O loop.
 
-Each session gets its own keep-alive connection (`PollConnection`, reused poll after poll):
+Each session gets its own keep-alive connection (`Connection`, reused poll after poll):
 one shared connection pool for thousands of concurrent long-polls costs O(N) per request and
 O(N^2) in a wave of 504s (DESIGN.md, measured). The actor decides what to poll; the poller only
 runs the request and tells the outcome back.
@@ -29,7 +29,7 @@ from actors._messages import (
     PollTimedOut,
     StartPoll,
 )
-from actors._wire import PollConnection, WireError, WireTarget
+from actors._wire import Connection, WireError, WireTarget
 from metrics import Recorder
 
 _log = structlog.get_logger("parlant_supervisor")
@@ -96,7 +96,7 @@ class Poller:
             base_url.rstrip("/"), dict(headers or {}), ssl.create_default_context()
         )
         self._timeout_margin = timeout_margin
-        self._connections: dict[str, PollConnection] = {}
+        self._connections: dict[str, Connection] = {}
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._owners: dict[str, str] = {}
 
@@ -165,10 +165,10 @@ class Poller:
         if connection is not None:
             connection.close()
 
-    def _connection(self, session_id: str) -> PollConnection:
+    def _connection(self, session_id: str) -> Connection:
         connection = self._connections.get(session_id)
         if connection is None:
-            connection = self._connections[session_id] = PollConnection(self._target)
+            connection = self._connections[session_id] = Connection(self._target)
         return connection
 
     async def _poll(
@@ -196,8 +196,8 @@ class Poller:
         )
         try:
             async with asyncio.timeout(poll.wait_for_data + self._timeout_margin):
-                response = await self._connection(session_id).get(
-                    path, connect_timeout=_CONNECT_TIMEOUT
+                response = await self._connection(session_id).request(
+                    b"GET", path, connect_timeout=_CONNECT_TIMEOUT
                 )
         except TimeoutError:
             return PollTimedOut(generation, "client_timeout")

@@ -1,11 +1,15 @@
-"""One session's long-poll connection: HTTP/1.1 (h11) on an asyncio stream, kept alive.
+"""Lean HTTP/1.1 (h11) on asyncio streams, kept alive: each session's long-poll connection, and
+the small pool that posts customer messages.
 
 A long-poll is one GET that waits, answered with a small JSON body or a 504; what it needs is a
 connection of its own, reused poll after poll, and a cancel that costs nothing. httpx gives that
 through a pool of one, at the price of its request and response models, anyio task groups and
 cancel scopes on every request, and a client object per session: py-spy showed that machinery to
-be most of the I/O thread's work when thousands of sessions connect, re-poll and stop. h11 is
-the parser httpcore itself uses.
+be most of the I/O thread's work when thousands of sessions connect, re-poll and stop. Posting a
+customer message is the other hot request (one per ask); through parlant-client's httpx pool it
+was two thirds of the I/O thread's time while 1,000 sessions asked at once (py-spy), most of
+it httpcore checking every pooled connection for expiry on every request. h11 is the parser
+httpcore itself uses.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from urllib.parse import urlsplit
 import h11
 
 __all__ = [
-    "PollConnection",
+    "Connection",
+    "ConnectionPool",
+    "WireConnectError",
     "WireError",
     "WireResponse",
     "WireTarget",
@@ -32,7 +38,11 @@ _READ_SIZE: Final = 65_536
 
 
 class WireError(Exception):
-    """The request failed on the wire (refused, reset, closed early, unparseable)."""
+    """The request failed on the wire (refused, reset, closed early, unparseable, too slow)."""
+
+
+class WireConnectError(WireError):
+    """No connection was made: the request was certainly not sent."""
 
 
 @final
@@ -78,8 +88,8 @@ class WireResponse:
 
 
 @final
-class PollConnection:
-    """A keep-alive HTTP/1.1 connection for one session's polls, opened on first use.
+class Connection:
+    """A keep-alive HTTP/1.1 connection, opened on first use (one session's polls use one).
 
     One request at a time. A request that fails, times out or is cancelled closes the
     connection (its state is unknown); the next one opens a new one.
@@ -91,14 +101,17 @@ class PollConnection:
         self._writer: asyncio.StreamWriter | None = None
         self._h11: h11.Connection | None = None
 
-    async def get(self, path: str, *, connect_timeout: float) -> WireResponse:
-        """GET `path` (below the base URL's path); raises `WireError` on a wire failure.
+    async def request(
+        self, method: bytes, path: str, *, connect_timeout: float, json_body: bytes | None = None
+    ) -> WireResponse:
+        """Send `method path` (below the base URL's path), with a JSON body if given; raises
+        `WireError` on a wire failure.
 
         The caller bounds the whole request (`asyncio.timeout`); on any exit other than a
         complete response the connection is closed.
         """
         try:
-            response = await self._exchange(path, connect_timeout)
+            response = await self._exchange(method, path, connect_timeout, json_body)
         except BaseException:
             self.close()
             raise
@@ -110,7 +123,9 @@ class PollConnection:
         if writer is not None:
             writer.close()
 
-    async def _exchange(self, path: str, connect_timeout: float) -> WireResponse:
+    async def _exchange(
+        self, method: bytes, path: str, connect_timeout: float, json_body: bytes | None
+    ) -> WireResponse:
         target = self._target
         reader, writer, connection = self._reader, self._writer, self._h11
         if reader is None or writer is None or connection is None or not is_open(reader, writer):
@@ -118,13 +133,20 @@ class PollConnection:
             reader, writer = await _connect(target, connect_timeout)
             connection = h11.Connection(h11.CLIENT)
             self._reader, self._writer, self._h11 = reader, writer, connection
+        headers = [(b"host", target.host_header), *target.headers]
+        if json_body is not None:
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(json_body)).encode()),
+            ]
         request = h11.Request(
-            method="GET",
-            target=(target.path_prefix + path).encode(),
-            headers=[(b"host", target.host_header), *target.headers],
+            method=method, target=(target.path_prefix + path).encode(), headers=headers
         )
         try:
-            writer.write(connection.send(request) + connection.send(h11.EndOfMessage()))
+            data = connection.send(request)
+            if json_body:
+                data += connection.send(h11.Data(data=json_body))
+            writer.write(data + connection.send(h11.EndOfMessage()))
             head, body = await read_message(reader, connection, h11.Response)
         except (OSError, h11.ProtocolError) as error:
             raise WireError(f"{type(error).__name__}: {error}") from error
@@ -152,9 +174,55 @@ async def _connect(
                 server_hostname=target.host if target.ssl_context else None,
             )
     except TimeoutError:
-        raise WireError(f"ConnectTimeout: no connection within {timeout} s") from None
+        raise WireConnectError(f"ConnectTimeout: no connection within {timeout} s") from None
     except OSError as error:
-        raise WireError(f"ConnectError: {error}") from error
+        raise WireConnectError(f"ConnectError: {error}") from error
+
+
+@final
+class ConnectionPool:
+    """Up to `size` keep-alive connections for short requests; more requests wait their turn.
+
+    Taking and returning a connection is O(1) (a free list), whatever the number waiting.
+    Use it on one event loop.
+    """
+
+    def __init__(self, target: WireTarget, size: int) -> None:
+        self._target = target
+        self._size = size
+        self._idle: list[Connection] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    async def request(
+        self,
+        method: bytes,
+        path: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        json_body: bytes | None = None,
+    ) -> WireResponse:
+        """One request on a free connection, the whole of it within `timeout` seconds (waiting
+        for a free connection not counted); raises `WireError` on a wire failure or timeout."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._size)
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else Connection(self._target)
+            try:
+                async with asyncio.timeout(timeout):
+                    return await connection.request(
+                        method, path, connect_timeout=connect_timeout, json_body=json_body
+                    )
+            except TimeoutError:
+                raise WireError(f"ReadTimeout: no complete answer within {timeout} s") from None
+            finally:
+                # a failed request closed its connection; it reopens on its next use
+                self._idle.append(connection)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for connection in self._idle:
+            connection.close()
 
 
 def is_open(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
