@@ -60,8 +60,31 @@ class IOLoop:
         self._loop.run_forever()
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Run `coroutine` on the loop; its result arrives in the returned future."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        """Run `coroutine` on the loop; its result arrives in the returned future (cancelling
+        the future cancels the coroutine). Started through `call_soon`, so a burst of submits
+        wakes the loop once (`asyncio.run_coroutine_threadsafe` wakes it per call)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        if self._loop.is_closed():
+            coroutine.close()
+            future.set_exception(RuntimeError("the I/O loop is stopped"))
+            return future
+        self.call_soon(self._start, coroutine, future)
+        return future
+
+    def _start(
+        self, coroutine: Coroutine[Any, Any, T], future: concurrent.futures.Future[T]
+    ) -> None:
+        if future.cancelled():
+            coroutine.close()
+            return
+        task = self._loop.create_task(coroutine)
+        task.add_done_callback(lambda done: _settle(done, future))
+
+        def cancel_task(settled: concurrent.futures.Future[T]) -> None:
+            if settled.cancelled():
+                self.call_soon(task.cancel)
+
+        future.add_done_callback(cancel_task)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Call `callback(*args)` on the loop as soon as possible, after every call made
@@ -115,3 +138,15 @@ class IOLoop:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._loop.shutdown_asyncgens()
+
+
+def _settle(task: asyncio.Task[T], future: concurrent.futures.Future[T]) -> None:
+    """Hand a finished task's outcome to the future of the thread that submitted it."""
+    if task.cancelled():
+        future.cancel()
+    elif not future.set_running_or_notify_cancel():  # cancelled by the submitter meanwhile
+        return
+    elif (error := task.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(task.result())
