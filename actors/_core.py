@@ -192,6 +192,7 @@ class SessionCore:
         self._generation = 0
         self._poll_open = False
         self._consecutive_failures = 0
+        self._retry_not_before = 0.0  # a server's Retry-After, as a time
         self._last_failure: PollFailure | None = None
         self._terminal_error: SupervisorError | None = None
         self._tracker = TurnTracker()
@@ -285,6 +286,10 @@ class SessionCore:
                     self._schedule_deadline(consumer.consumer_id, deadline)
             case MessagePosted(consumer_id, offset):
                 self._message_posted(consumer_id, offset)
+                if self._state is SessionState.BACKING_OFF and now >= self._retry_not_before:
+                    # Parlant just took a post: it is back. Poll now, not at the retry timer
+                    # (up to backoff.cap away): someone is waiting for this turn's reply.
+                    self._transition(SessionState.POLLING)
             case PostFailed(consumer_id, error):
                 if self._waiters.pop(consumer_id, None) is not None:
                     self._fail(consumer_id, error)
@@ -426,6 +431,7 @@ class SessionCore:
             self._consecutive_failures, self._rng, retry_after=failure.retry_after
         )
         self._consecutive_failures += 1
+        self._retry_not_before = now + (failure.retry_after or 0.0)
         self._transition(SessionState.BACKING_OFF)
         self._effects.append(
             Schedule(now + delay, TimerFired(TimerKind.RETRY_POLL, self._generation))

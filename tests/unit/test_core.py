@@ -588,3 +588,30 @@ def test_checkpoints_are_saved_at_most_once_per_interval_and_once_at_the_end() -
     d.receive(customer(2))
     d.send(Stop(SessionClosed("closed")))
     assert d.of(SaveCheckpoint)[-1] == SaveCheckpoint(3)
+
+
+def test_a_post_that_succeeds_while_backing_off_ends_the_backoff_at_once() -> None:
+    d = Driver()
+    d.start()
+    d.now = 100.0
+    [schedule] = d.send(PollFailed(1, PollFailure(FailureKind.NETWORK, "refused")))
+    assert isinstance(schedule, Schedule)
+    d.ask(1)
+
+    assert d.send(MessagePosted(1, 0)) == [StartPoll(2, 0, 60)]  # Parlant is back
+    assert d.core.state is SessionState.POLLING
+    assert d.send(schedule.timer) == []  # the retry timer is stale now
+
+
+def test_a_post_that_succeeds_does_not_cut_short_a_servers_retry_after() -> None:
+    d = Driver()
+    d.start()
+    d.now = 100.0
+    failure = PollFailure(FailureKind.RATE_LIMITED, "429", 429, retry_after=42.0)
+    [schedule] = d.send(PollFailed(1, failure))
+    assert isinstance(schedule, Schedule)
+    d.ask(1)
+
+    assert d.send(MessagePosted(1, 0)) == []
+    assert d.core.state is SessionState.BACKING_OFF
+    assert d.send(schedule.timer) == [StartPoll(2, 0, 60)]
