@@ -6,12 +6,17 @@ every session sits idle polling for S seconds, delivery latency of an event writ
 to the consumer holding it (p50/p99, all other sessions idle and polling), the same for a raw
 single long-poll (the floor), asks per second (every session asks at once, twice, zero-delay
 agent), open and stop times.
+
+With `--outage S` it measures recovery instead: every session polls through a `FaultProxy`,
+which refuses connections (and resets those open) for S seconds; then the time until every
+session polls again and the peak rate of polls re-opened per second (jitter should spread it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import resource
@@ -28,11 +33,14 @@ from parlant.client.errors import GatewayTimeoutError
 from parlant.client.types import Event
 
 from supervisor import SessionSupervisor, SupervisorConfig
+from supervisor.testing import FaultProxy
 
 WAIT_FOR_DATA = 30
 SAMPLES = 60
 ASK_ROUNDS = 2
 ASK_BUDGET = 120.0
+RECOVERY_BUDGET = 120.0
+RECOVERY_SAMPLE_S = 0.1
 
 
 def rss_bytes() -> int:
@@ -250,6 +258,61 @@ def run_baseline(server: Server, sessions: list[str], idle_seconds: float) -> di
     return asyncio.run(scenario())
 
 
+# --- recovery after an outage ------------------------------------------------------------------
+
+
+def outage_and_recovery(proxy: FaultProxy, count: int, outage_s: float) -> dict[str, Any]:
+    """With `count` polls open through `proxy`: refuse connections for `outage_s` seconds, then
+    sample how many polls are open again every RECOVERY_SAMPLE_S until all are (or the budget
+    runs out)."""
+    with proxy.outage():
+        time.sleep(outage_s)  # the outage itself, not a wait for something to happen
+    started = time.perf_counter()
+    samples = [(0.0, proxy.in_flight)]
+    while samples[-1][1] < count and samples[-1][0] < RECOVERY_BUDGET:
+        time.sleep(RECOVERY_SAMPLE_S)  # a sampling period
+        samples.append((time.perf_counter() - started, proxy.in_flight))
+    rates = [(b - a) / (tb - ta) for (ta, a), (tb, b) in itertools.pairwise(samples)]
+    recovered = samples[-1][1] >= count
+    return {
+        "recovery_s": samples[-1][0] if recovered else None,
+        "polling_after_budget": samples[-1][1],
+        "peak_reconnects_per_s": max(rates, default=0.0),
+    }
+
+
+def run_outage(impl: str, server: Server, sessions: list[str], outage_s: float) -> dict[str, Any]:
+    """Open every session through a fault proxy, then `outage_and_recovery`."""
+    with FaultProxy(str(server.http.base_url)) as proxy:
+
+        def all_polling() -> None:
+            deadline = time.monotonic() + 300
+            while proxy.in_flight < len(sessions):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {proxy.in_flight} of {len(sessions)} polls open")
+                time.sleep(0.05)
+
+        if impl == "library":
+            sup = SessionSupervisor(proxy.url, config=SupervisorConfig(wait_for_data=WAIT_FOR_DATA))
+            for session_id in sessions:
+                sup.open(session_id, since=0)
+            all_polling()
+            result = outage_and_recovery(proxy, len(sessions), outage_s)
+            sup.stop(timeout=60)
+            return result
+
+        async def baseline() -> dict[str, Any]:
+            client = Baseline(proxy.url)
+            for session_id in sessions:
+                client.open(session_id)
+            await asyncio.to_thread(all_polling)
+            result = await asyncio.to_thread(outage_and_recovery, proxy, len(sessions), outage_s)
+            await client.stop()
+            return result
+
+        return asyncio.run(baseline())
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -299,12 +362,19 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--outage", type=float, metavar="S", help="measure recovery after an S-second outage"
+    )
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     server = Server(args.url)
     sessions = server.create_sessions(args.sessions)
+    if args.outage is not None:
+        outcome = run_outage(args.impl, server, sessions, args.outage)
+        print(json.dumps({"impl": args.impl, "sessions": args.sessions, **outcome}))
+        return
     floor = floor_latency(server, sessions[0])
     baseline_rss, baseline_threads = rss_bytes(), threading.active_count()
     run = run_library if args.impl == "library" else run_baseline

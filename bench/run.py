@@ -1,6 +1,7 @@
 """Benchmark this library against the hand-made asyncio baseline, in the same run.
 
     python -m bench.run [--sizes 100,1000] [--idle-seconds 30] [--timeout 900]
+                        [--outage-sessions 1000] [--outage-seconds 10]
                         [--json bench/results/latest.json]
 
 The emulator runs in a process of its own; each measurement runs in a fresh client process,
@@ -8,6 +9,7 @@ alternating library and baseline at each size, so RSS and threads are the client
 Ratios are library / baseline: absolute times on a shared machine are noisy, ratios less so.
 A client that fails or runs past `--timeout` is recorded as such (its figures n/a) and the run
 goes on; the JSON is rewritten after every measurement, so an interrupted run keeps its rows.
+Last, each client's recovery after an outage (`bench.client --outage`), at one size.
 """
 
 from __future__ import annotations
@@ -40,10 +42,22 @@ FIGURES = [
 ]
 
 
+OUTAGE_FIGURES = [
+    ("recovery_s", "all polling again after the outage (s)", "{:.2f}"),
+    ("peak_reconnects_per_s", "peak polls re-opened per second", "{:.0f}"),
+]
+
+
 def measure(
-    impl: str, sessions: int, idle_seconds: float = 30.0, timeout: float = 900.0
+    impl: str,
+    sessions: int,
+    idle_seconds: float = 30.0,
+    timeout: float = 900.0,
+    *,
+    outage_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """One client run against a fresh server (a dead client's polls linger on a reused one).
+    """One client run against a fresh server (a dead client's polls linger on a reused one):
+    the figures, or with `outage_seconds` the recovery after an outage that long.
 
     A client that fails or outlives `timeout` gives a row with `error` and no figures.
     """
@@ -54,6 +68,8 @@ def measure(
         text=True,
     )
     command = [sys.executable, "-m", "bench.client", "--impl", impl, "--sessions", str(sessions)]
+    if outage_seconds is not None:
+        command += ["--outage", str(outage_seconds)]
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
@@ -99,6 +115,10 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds one client run may take"
     )
+    parser.add_argument(
+        "--outage-sessions", type=int, default=1000, help="sessions in the outage (0: skip it)"
+    )
+    parser.add_argument("--outage-seconds", type=float, default=10.0, help="how long it lasts")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -109,14 +129,33 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
+    outages: list[dict[str, Any]] = []
+
+    def save() -> None:
+        document = {"machine": machine, "results": results, "outages": outages}
+        args.json.write_text(json.dumps(document, indent=2))
+
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("measuring", total=2 * len(sizes))
+        total = 2 * len(sizes) + (2 if args.outage_sessions else 0)
+        task = progress.add_task("measuring", total=total)
         for size in sizes:
             for impl in ("library", "baseline"):
                 progress.update(task, description=f"{impl}, {size} sessions")
                 results.append(measure(impl, size, args.idle_seconds, args.timeout))
-                args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+                save()
                 progress.advance(task)
+        for impl in ("library", "baseline") if args.outage_sessions else ():
+            progress.update(task, description=f"{impl}, {args.outage_sessions} sessions, outage")
+            outages.append(
+                measure(
+                    impl,
+                    args.outage_sessions,
+                    timeout=args.timeout,
+                    outage_seconds=args.outage_seconds,
+                )
+            )
+            save()
+            progress.advance(task)
     table = Table(
         title=f"library vs baseline ({machine['cores']} cores, Python {machine['python']})"
     )
@@ -134,7 +173,18 @@ def main() -> None:
             row.append(_ratio(lib, base, key))
         table.add_row(*row)
     console.print(table)
-    for result in results:
+    if outages:
+        lib, base = outages
+        recovery = Table(
+            title=f"{args.outage_sessions} sessions, {args.outage_seconds:g} s outage, recovery"
+        )
+        for column in ("figure", "library", "baseline", "ratio"):
+            recovery.add_column(column, justify="left" if column == "figure" else "right")
+        for key, label, fmt in OUTAGE_FIGURES:
+            cells = (_cell(lib, key, fmt, 1), _cell(base, key, fmt, 1), _ratio(lib, base, key))
+            recovery.add_row(label, *cells)
+        console.print(recovery)
+    for result in [*results, *outages]:
         if "error" in result:
             console.print(f"[yellow]{result['impl']} at {result['sessions']}: {result['error']}[/]")
     console.print(f"written to {args.json}")

@@ -1,4 +1,6 @@
-"""The benchmark's server: the emulator with a zero-delay echo agent, in a process of its own.
+"""The benchmark's server: the emulator with a zero-delay echo agent, in a process of its own,
+on uvloop with httptools (uvicorn's standard pair; asyncio and h11, the emulator's defaults in
+tests, made it the limit of asks per second).
 
 Prints its base URL on the first line of stdout, then serves until stdin closes or SIGTERM.
 """
@@ -11,6 +13,8 @@ import signal
 import sys
 import threading
 
+import uvloop
+
 from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantEmulator
 
 
@@ -20,7 +24,12 @@ def main() -> None:
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    server = EmulatorServer(ParlantEmulator([EmulatedAgent("echo")]), port=args.port)
+    server = EmulatorServer(
+        ParlantEmulator([EmulatedAgent("echo")]),
+        port=args.port,
+        http="httptools",
+        loop_factory=uvloop.new_event_loop,
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
 

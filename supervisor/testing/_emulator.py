@@ -380,7 +380,7 @@ class ParlantEmulator:
 
     async def until(self, predicate: Callable[[], bool]) -> None:
         """Wait (on the server's loop) until `predicate()` holds; it is re-checked whenever a
-        poll is answered or an event is written."""
+        poll starts waiting or is answered, or an event is written."""
         while not predicate():
             self._progress.clear()
             await self._progress.wait()
@@ -556,6 +556,7 @@ class ParlantEmulator:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_for_data
         self._open_polls += 1
+        self._note_progress()
         try:
             while not found:
                 remaining = deadline - loop.time()

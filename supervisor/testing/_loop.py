@@ -24,10 +24,15 @@ async def _cancel_remaining() -> None:
 
 @final
 class LoopThread:
-    """Runs an event loop on a daemon thread until `stop()`; state on it is touched via `call`."""
+    """Runs an event loop (asyncio's, or `loop_factory()`'s) on a daemon thread until `stop()`;
+    state on it is touched via `call`."""
 
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(
+        self,
+        name: str,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    ) -> None:
+        self.loop = loop_factory()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 

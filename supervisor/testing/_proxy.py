@@ -164,6 +164,7 @@ class _State:
     chaos: _Chaos | None = None
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: int = 0
+    in_flight: int = 0
     writers: set[asyncio.StreamWriter] = field(default_factory=set)
     records: deque[ProxyRecord] = field(default_factory=lambda: deque(maxlen=_RECORDS))
 
@@ -287,6 +288,11 @@ class FaultProxy:
     def forwarded(self) -> int:
         """Requests forwarded upstream so far (with or without a delay or a reset)."""
         return self._thread.call(lambda: self._state.forwarded)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests forwarded upstream and not answered yet (open long-polls among them)."""
+        return self._thread.call(lambda: self._state.in_flight)
 
     # --- outages ------------------------------------------------------------------------
 
@@ -484,7 +490,9 @@ class _Exchange:
     async def _forward(self, request: h11.Request, body: bytes, fault: Fault | None) -> int | None:
         """Forward the request and relay (or break) its response: the status the client got,
         or None if the connection ended without a whole answer."""
-        self._proxy._state.forwarded += 1
+        state = self._proxy._state
+        state.forwarded += 1
+        state.in_flight += 1
         try:
             head, chunks = await self._while_client_stays(self._upstream.exchange(request, body))
         except _UpstreamDown:
@@ -497,6 +505,8 @@ class _Exchange:
             detail = f'{{"detail": "bad gateway: {type(error).__name__}"}}'.encode()
             await self._respond(Respond(502, body=detail))
             return 502
+        finally:
+            state.in_flight -= 1
         if isinstance(fault, Delay):
             await self._while_client_stays(asyncio.sleep(fault.seconds))
         headers = [(name, value) for name, value in head.headers if name != b"connection"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Callable, Coroutine
@@ -59,6 +60,8 @@ class AppServer:
         backlog: int = 16384,
         lifespan: Literal["on", "off"] = "on",
         graceful_shutdown: int = 1,
+        http: Literal["h11", "httptools"] = "h11",
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     ) -> None:
         self.app = app
         self._backlog = backlog
@@ -76,9 +79,10 @@ class AppServer:
             backlog=backlog,
             timeout_graceful_shutdown=graceful_shutdown,
             timeout_keep_alive=120,
+            http=http,
         )
         self._server = uvicorn.Server(self._config)
-        self._thread = LoopThread("asgi-server")
+        self._thread = LoopThread("asgi-server", loop_factory)
         self._serving = self._thread.submit(self._server.serve(sockets=[self._socket]))
 
     def _shut(self) -> None:
@@ -132,10 +136,25 @@ class EmulatorServer(AppServer):
     """
 
     def __init__(
-        self, emulator: Any, *, host: str = "127.0.0.1", port: int = 0, backlog: int = 16384
+        self,
+        emulator: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        backlog: int = 16384,
+        http: Literal["h11", "httptools"] = "h11",
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     ) -> None:
         self.emulator = emulator
-        super().__init__(emulator.app, host=host, port=port, backlog=backlog, lifespan="off")
+        super().__init__(
+            emulator.app,
+            host=host,
+            port=port,
+            backlog=backlog,
+            lifespan="off",
+            http=http,
+            loop_factory=loop_factory,
+        )
 
     def _before_stop(self) -> None:
         """Open long-polls are answered 503 at once instead of waiting for their timeout."""

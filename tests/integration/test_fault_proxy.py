@@ -233,3 +233,25 @@ def test_a_post_that_certainly_had_no_effect_is_sent_again_and_only_once_written
     assert wire.injected == {"respond_503": 1, "respond_429": 1}
     written = messages(server.call(server.emulator.session_events, session_id))
     assert written == ["third time lucky", "echo: third time lucky"]
+
+
+def test_the_proxy_counts_requests_waiting_upstream(serve: Serve, proxy: Proxy) -> None:
+    server = serve()
+    wire = proxy(server.url)
+    emulator = server.emulator
+    session_id = server.call(emulator.create_session, "echo")
+    assert wire.in_flight == 0
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        poll = pool.submit(
+            httpx.get,
+            f"{wire.url}/sessions/{session_id}/events",
+            params={"min_offset": 0, "wait_for_data": 30},
+            timeout=60,
+        )
+        server.run(emulator.until(lambda: emulator.open_polls() == 1))
+        assert wire.in_flight == 1  # counted before it went upstream
+        server.call(emulator.post_agent_message, session_id, "hello")
+        assert poll.result().status_code == 200
+
+    assert wire.in_flight == 0  # uncounted before its answer went back
