@@ -3,17 +3,23 @@
 `pykka.ThreadingActor` gives every actor a thread of its own. For one actor per Parlant
 session that caps a process at a few thousand sessions: 10,000 threads cost ~0.3 ms each to
 start and to join, and the kernel's scheduler pays for every idle one. A `DispatchedActor` is a
-pykka actor like any other (an `ActorRef`, `tell`/`ask`, futures, the registry, `on_start`,
-`on_stop`, `on_failure`, one message at a time, in order), but its messages are handled by one of
-a dispatcher's few worker threads, taken in turns: an actor with mail is queued for a worker,
+pykka actor like any other (an `ActorRef`, `tell`/`ask`, futures, `on_start`, `on_stop`,
+`on_failure`, one message at a time, in order), but its messages are handled by one of a
+dispatcher's few worker threads, taken in turns: an actor with mail is queued for a worker,
 handles up to `throughput` messages, and yields the thread to the next actor.
+
+Its actors are not in pykka's process-wide `ActorRegistry`, but in their dispatcher's
+(`Dispatcher.stop_all`): pykka's is a list, whose unregister scans it (twice, under a lock) and
+formats a debug message, so stopping 10,000 actors was quadratic; py-spy put it at a sixth of a
+10,000-session `stop()`.
 
 Handlers must not block (ours never do: I/O runs on the I/O loop and comes back as messages). A
 blocked handler holds one worker, not the whole dispatcher.
 
 pykka has no pluggable dispatcher, so this reuses its actor loop's pieces (`_actor_loop_setup`,
-`_handle_receive`, `_handle_failure`, `_actor_loop_teardown`, `Envelope`, `_ActorStop`): pykka
-4.x, which pyproject pins (`<5`); `tests/unit/test_dispatcher.py` fails first if they change.
+`_handle_receive`, `_handle_failure`, `_actor_loop_teardown`, `_stop`, `Envelope`,
+`_ActorStop`): pykka 4.x, which pyproject pins (`<5`); `tests/unit/test_dispatcher.py` fails
+first if they change.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import collections
 import queue
 import sys
 import threading
-from typing import Any, Final, final
+from typing import Any, Final, Self, final
 
 import pykka
 from pykka import messages
@@ -50,6 +56,7 @@ class Dispatcher:
         self.throughput = throughput
         self._ready: queue.SimpleQueue[DispatchedActor | None] = queue.SimpleQueue()
         self._live = 0
+        self._members: dict[str, pykka.ActorRef[Any]] = {}
         self._all_stopped = threading.Condition()
         self.threads = tuple(
             threading.Thread(target=self._work, name=f"{name}-{n}", daemon=True)
@@ -72,13 +79,23 @@ class Dispatcher:
         with self._all_stopped:
             return self._all_stopped.wait_for(lambda: self._live == 0, timeout)
 
-    def _actor_started(self) -> None:
+    def stop_all(self) -> None:
+        """Tell every actor started here and not yet stopped to stop (what
+        `pykka.ActorRegistry.stop_all` does for the actors in pykka's registry)."""
+        with self._all_stopped:
+            refs = list(self._members.values())
+        for ref in refs:
+            ref.stop(block=False)  # never raises: a dead actor's stop is answered at once
+
+    def _actor_started(self, ref: pykka.ActorRef[Any]) -> None:
         with self._all_stopped:
             self._live += 1
+            self._members[ref.actor_urn] = ref
 
-    def _actor_stopped(self) -> None:
+    def _actor_stopped(self, ref: pykka.ActorRef[Any]) -> None:
         with self._all_stopped:
             self._live -= 1
+            del self._members[ref.actor_urn]
             if self._live == 0:
                 self._all_stopped.notify_all()
 
@@ -162,6 +179,22 @@ class DispatchedActor(pykka.Actor):
         self._counted_out = False
         super().__init__()
 
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
+        """Start an actor (pykka's `Actor.start`, with its dispatcher as its registry)."""
+        actor = cls(*args, **kwargs)
+        actor._start_actor_loop()
+        return actor.actor_ref
+
+    def _stop(self) -> None:
+        """pykka's `Actor._stop`, without pykka's registry (the dispatcher's forgets the actor
+        once its last turn ends)."""
+        self.actor_stopped.set()
+        try:
+            self.on_stop()
+        except Exception:
+            self._handle_failure(*sys.exc_info())
+
     @staticmethod
     def _create_actor_inbox() -> _Inbox:
         return _Inbox()
@@ -171,7 +204,7 @@ class DispatchedActor(pykka.Actor):
         return pykka.ThreadingFuture()
 
     def _start_actor_loop(self) -> None:
-        self.dispatcher._actor_started()
+        self.dispatcher._actor_started(self.actor_ref)
         self._inbox.attach(self)
 
     @property
@@ -196,7 +229,7 @@ class DispatchedActor(pykka.Actor):
             self._actor_loop_teardown()  # again if mail raced in after the first time
             if not self._counted_out:
                 self._counted_out = True
-                self.dispatcher._actor_stopped()
+                self.dispatcher._actor_stopped(self.actor_ref)
             return
         if self._inbox.yield_turn():
             self.dispatcher.schedule(self)
@@ -219,6 +252,7 @@ class DispatchedActor(pykka.Actor):
         except BaseException:  # KeyboardInterrupt, SystemExit: pykka stops every actor
             self._stop()
             pykka.ActorRegistry.stop_all()
+            self.dispatcher.stop_all()
 
     def _actor_loop_teardown(self) -> None:
         super()._actor_loop_teardown()

@@ -99,6 +99,7 @@ class Poller:
         self._connections: dict[str, Connection] = {}
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._owners: dict[str, str] = {}
+        self._shut = False
 
     @property
     def open_polls(self) -> int:
@@ -110,13 +111,15 @@ class Poller:
     ) -> None:
         """Open `poll` for the session on behalf of actor `owner` (it becomes the owner).
 
-        The outcome goes to `tell` (called on the I/O loop).
+        The outcome goes to `tell` (called on the I/O loop). Dropped after `shut()`.
         """
-        self._io.call_soon(self._start, session_id, owner, poll, tell)
+        if not self._shut:
+            self._io.call_soon(self._start, session_id, owner, poll, tell)
 
     def cancel(self, session_id: str, owner: str) -> None:
         """Cancel the session's open poll, if `owner` still owns it; it tells nothing."""
-        self._io.call_soon(self._cancel, session_id, owner)
+        if not self._shut:
+            self._io.call_soon(self._cancel, session_id, owner)
 
     def release(self, session_id: str, owner: str) -> None:
         """Cancel the poll and close the connection, if `owner` still owns the session.
@@ -124,12 +127,24 @@ class Poller:
         A crashed actor's release can arrive after its successor's first poll: ownership keeps
         it from cancelling the successor's.
         """
-        self._io.call_soon(self._release, session_id, owner)
+        if not self._shut:
+            self._io.call_soon(self._release, session_id, owner)
+
+    def shut(self) -> None:
+        """Stop polling for good, every session at once: one pass on the I/O loop cancels every
+        poll and closes every connection; `start`, `cancel` and `release` are dropped from now
+        on, where they are called. For a whole supervisor's stop: 10,000 sessions releasing
+        their polls one call each kept the I/O thread busy for a second."""
+        self._shut = True
+        self._io.call_soon(self._close_all)
+
+    def _close_all(self) -> None:
+        for session_id in list(self._polls.keys() | self._connections.keys()):
+            self._release(session_id, None)
 
     async def aclose(self) -> None:
         """Cancel every poll and close every connection (on the I/O loop)."""
-        for session_id in list(self._connections):
-            self._release(session_id, None)
+        self._close_all()
 
     # --- on the I/O loop ------------------------------------------------------------------
 

@@ -426,6 +426,7 @@ class SessionSupervisor:
         before = self.statistics()
         error = SupervisorStopped("the supervisor is stopping; no call can complete")
         met = True
+        self._runtime.poller.shut()  # every poll at once, not 10,000 releases one by one
         try:
             self._supervisor.ask(StopAll(error), block=True, timeout=budget)
         except pykka.ActorDeadError:

@@ -327,8 +327,7 @@ class Supervisor(pykka.ThreadingActor):
         ref = self._actors.pop(session_id, None)
         if ref is not None:
             with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(Stop(error))
-                ref.tell(Retire())
+                ref.tell(Retire(error, shutdown=True))
 
     def _close(self, session_id: str, error: SupervisorError) -> pykka.Future[Any] | None:
         session = self._sessions.pop(session_id, None)

@@ -16,7 +16,7 @@ from actors._dispatcher import DispatchedActor, Dispatcher
 def dispatcher() -> Iterator[Dispatcher]:
     running = Dispatcher(2, throughput=3)
     yield running
-    pykka.ActorRegistry.stop_all()
+    running.stop_all()
     assert running.shutdown(10)
 
 
@@ -145,3 +145,15 @@ def test_shutdown_ends_every_worker_thread() -> None:
 def test_a_dispatcher_needs_a_thread() -> None:
     with pytest.raises(ValueError, match="at least 1 thread"):
         Dispatcher(0)
+
+
+def test_its_actors_are_in_the_dispatchers_registry_not_pykkas(dispatcher: Dispatcher) -> None:
+    refs = [Recorder.start(dispatcher) for _ in range(3)]
+    actors = [actor_of(ref) for ref in refs]
+    refs[0].stop()
+
+    assert not set(pykka.ActorRegistry.get_all()) & set(refs)
+    dispatcher.stop_all()
+    assert dispatcher.wait_all_stopped(10)
+    assert all(actor.stopped for actor in actors)
+    assert dispatcher.live == 0
