@@ -17,7 +17,7 @@ SupervisorError
 
 from __future__ import annotations
 
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 __all__ = [
     "AccessDenied",
@@ -47,6 +47,11 @@ class SupervisorError(Exception):
     def __init__(self, message: str, *, session_id: str | None = None) -> None:
         super().__init__(message)
         self.session_id = session_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its session id (an exception pickles only its args by default): errors
+        cross process boundaries, from a shard to its driver."""
+        return (type(self), self.args, {"session_id": self.session_id})
 
 
 class TransientError(SupervisorError):

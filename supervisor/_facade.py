@@ -143,17 +143,30 @@ class SessionSupervisor:
     # --- sessions -------------------------------------------------------------------------
 
     def create_session(
-        self, agent_id: str, *, customer_id: str | None = None, title: str | None = None
+        self,
+        agent_id: str,
+        *,
+        customer_id: str | None = None,
+        title: str | None = None,
+        open: bool = True,
     ) -> str:
-        """Create a Parlant session with `agent_id` (a guest customer if none) and open it.
+        """Create a Parlant session with `agent_id` (a guest customer if none) and open it
+        (unless `open=False`: create only, e.g. for another supervisor to poll).
 
         Returns:
             The new session's id.
         """
-        return self._run(self.acreate_session(agent_id, customer_id=customer_id, title=title))
+        return self._run(
+            self.acreate_session(agent_id, customer_id=customer_id, title=title, open=open)
+        )
 
     async def acreate_session(
-        self, agent_id: str, *, customer_id: str | None = None, title: str | None = None
+        self,
+        agent_id: str,
+        *,
+        customer_id: str | None = None,
+        title: str | None = None,
+        open: bool = True,
     ) -> str:
         """Asyncio twin of `create_session`."""
         self._check_running()
@@ -161,7 +174,8 @@ class SessionSupervisor:
         session_id = await self._on_io(
             self._runtime.api.create_session(agent_id, customer_id, title)
         )
-        self.open(session_id, since=0)
+        if open:
+            self.open(session_id, since=0)
         return session_id
 
     def create_customer(self, name: str) -> str:

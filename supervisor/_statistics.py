@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import final
+from typing import Any, final
 
 from actors import SessionSnapshot, SessionState
 
@@ -94,6 +94,49 @@ class SupervisorStatistics:
             buffered_events_per_session=tuple(buffered),
             mailbox_depth_per_session=tuple(depths),
         )
+
+    @classmethod
+    def combine(cls, parts: Sequence[SupervisorStatistics]) -> SupervisorStatistics:
+        """One set of figures for several supervisors (the shards of a `ShardedSupervisor`):
+        running while all run, maxima of the maxima, sums of the rest."""
+        by_state = dict.fromkeys(SessionState, 0)
+        for part in parts:
+            for state, count in part.sessions_by_state.items():
+                by_state[state] += count
+        return cls(
+            running=all(part.running for part in parts),
+            sessions=sum(part.sessions for part in parts),
+            sessions_by_state=MappingProxyType(by_state),
+            sessions_started_total=sum(part.sessions_started_total for part in parts),
+            open_polls=sum(part.open_polls for part in parts),
+            buffered_events=sum(part.buffered_events for part in parts),
+            buffered_events_max=max((part.buffered_events_max for part in parts), default=0),
+            mailbox_depth=sum(part.mailbox_depth for part in parts),
+            mailbox_depth_max=max((part.mailbox_depth_max for part in parts), default=0),
+            waiting_replies=sum(part.waiting_replies for part in parts),
+            readers=sum(part.readers for part in parts),
+            evicted_events_total=sum(part.evicted_events_total for part in parts),
+            backpressure_pauses_total=sum(part.backpressure_pauses_total for part in parts),
+            failing_sessions=sum(part.failing_sessions for part in parts),
+            buffered_events_per_session=tuple(
+                n for part in parts for n in part.buffered_events_per_session
+            ),
+            mailbox_depth_per_session=tuple(
+                n for part in parts for n in part.mailbox_depth_per_session
+            ),
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable (a shard sends its figures to its driver), though its mapping is a
+        read-only proxy, which is not."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        values["sessions_by_state"] = dict(self.sessions_by_state)
+        return (_statistics_from, (values,))
+
+
+def _statistics_from(values: dict[str, Any]) -> SupervisorStatistics:
+    values["sessions_by_state"] = MappingProxyType(values["sessions_by_state"])
+    return SupervisorStatistics(**values)
 
 
 @final
