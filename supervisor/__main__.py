@@ -115,6 +115,22 @@ def serve(
     drain_timeout: Annotated[
         int, typer.Option(min=0, help="Seconds SIGINT/SIGTERM lets requests in flight finish.")
     ] = 10,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="0: one supervisor in this process. N: sessions sharded over N Ray actors "
+            "(needs the [ray] extra).",
+        ),
+    ] = 0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS",
+            help="The Ray cluster for --shards ('auto', 'ray://head:10001'); none starts a "
+            "local Ray instance.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Show the supervisor's info logs.")] = False,
 ) -> None:
     """Run the reference backend: POST /api/chat, /api/chat/stream, /metrics, /healthz, /readyz."""
@@ -123,8 +139,15 @@ def serve(
     with _cleanup_before_dying_by(signal.SIGTERM), _parlant(parlant, console) as parlant_url:
         where = parlant_url or "the embedded emulator (no Parlant server needed)"
         console.print(f"[bold]parlant-supervisor[/bold] backend; Parlant: {where}")
+        if shards:
+            console.print(f"sessions sharded over {shards} Ray actors")
         settings = BackendSettings(
-            parlant_url=parlant_url, ask_timeout=ask_timeout, supervisor=SupervisorConfig()
+            parlant_url=parlant_url,
+            ask_timeout=ask_timeout,
+            supervisor=SupervisorConfig(),
+            shards=shards,
+            ray_address=ray_address,
+            shard_log_level=logging.INFO if verbose else logging.WARNING,
         )
         uvicorn.run(
             create_app(settings),

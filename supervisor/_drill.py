@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import itertools
+import logging
 import random
 import statistics
 import time
@@ -34,6 +37,7 @@ from actors import (
 from actors._events import PREAMBLE_TAG
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
+from supervisor._protocol import Supervising
 from supervisor.testing import (
     Delay,
     Drop,
@@ -49,6 +53,7 @@ from supervisor.testing import (
     Respond,
     echo,
     kill_session_actor,
+    kill_shard,
 )
 
 __all__ = ["SCENARIOS", "DrillOptions", "ScenarioReport", "run_scenario"]
@@ -128,7 +133,7 @@ class _Rig:
     options: DrillOptions
     rng: random.Random
     proxy: FaultProxy
-    supervisor: SessionSupervisor
+    supervisor: Supervising
     truth: httpx.AsyncClient
     sessions: list[str]
     emulator: EmulatorServer | None
@@ -167,6 +172,8 @@ class Scenario:
             do not read for a second (their sessions pause polling).
         pause_between_turns: A customer's think time; 0 draws one at random (50-300 ms).
         needs_emulator: Only the embedded emulator can do it (it restarts the server).
+        shards: Run the conversations on a `ShardedSupervisor` of this many shards (on a
+            local Ray instance) instead of one `SessionSupervisor`.
     """
 
     name: str
@@ -176,6 +183,7 @@ class Scenario:
     readers: Literal["live", "final", "stalled"] = "live"
     pause_between_turns: float = 0.0
     needs_emulator: bool = False
+    shards: int = 0
 
 
 def _chaos(faults: Sequence[Fault], rate: float, post_rate: float = 0.0) -> Injector:
@@ -204,6 +212,7 @@ def _chaos(faults: Sequence[Fault], rate: float, post_rate: float = 0.0) -> Inje
 
 
 async def _kill_actors(rig: _Rig, budget: int | None = None) -> None:
+    assert isinstance(rig.supervisor, SessionSupervisor)
     kills = budget if budget is not None else rig.options.faults
     while kills > 0 and await rig.pause(rig.rng.uniform(0.005, 0.03)):
         session_id = rig.rng.choice(rig.sessions)
@@ -249,7 +258,24 @@ async def _delete_sessions(rig: _Rig) -> None:
             rig.faults += 1
 
 
-def _counter(supervisor: SessionSupervisor, name: str) -> int:
+async def _kill_shards(rig: _Rig) -> None:
+    """Kill a shard's process every second or two (Ray restarts it) while the conversations
+    run; every session it hosted met the fault."""
+    from supervisor.sharding import ShardedSupervisor
+
+    sharded = rig.supervisor
+    assert isinstance(sharded, ShardedSupervisor)
+    while await rig.pause(rig.rng.uniform(1.5, 3.0)):  # each shard has time to come back
+        victim = rig.rng.randrange(sharded.shards)
+        now = time.monotonic()
+        hosted = [s for s in rig.sessions if sharded.shard_of(s) == victim]
+        for session_id in hosted:
+            rig.marks[session_id].append(now)
+        rig.faults += len(hosted)
+        await asyncio.to_thread(kill_shard, sharded, victim)
+
+
+def _counter(supervisor: Supervising, name: str) -> int:
     """A counter of the supervisor's metrics registry (0 before its first increment)."""
     return int(supervisor.registry.get_sample_value(f"parlant_supervisor_{name}_total") or 0)
 
@@ -341,8 +367,23 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         readers="stalled",
     ),
     Scenario("mixed", "all of the above at random, with the seed", _mixed),
+    *(
+        [
+            Scenario(
+                "shard-crash",
+                "a shard's process killed mid-conversation (sessions on 2 Ray shards)",
+                _kill_shards,
+                shards=2,
+            )
+        ]
+        if importlib.util.find_spec("ray") is not None
+        else []
+    ),
 )
-"""Every scenario, in the order `--scenario all` runs them."""
+"""Every scenario, in the order `--scenario all` runs them (`shard-crash` with the [ray]
+extra only)."""
+
+_drill_names = itertools.count()
 
 
 def drill_config() -> SupervisorConfig:
@@ -362,7 +403,7 @@ def drill_config() -> SupervisorConfig:
 async def run_scenario(
     scenario: Scenario,
     options: DrillOptions,
-    progress: Callable[[ScenarioReport, SessionSupervisor | None], None] = lambda r, s: None,
+    progress: Callable[[ScenarioReport, Supervising | None], None] = lambda r, s: None,
 ) -> ScenarioReport:
     """Run one scenario and account for every ask and every event."""
     report = ScenarioReport(scenario.name)
@@ -376,7 +417,7 @@ async def run_scenario(
         emulator = EmulatorServer(ParlantEmulator([EmulatedAgent(_AGENT, echo())]))
     upstream = options.parlant_url or (emulator.url if emulator else "")
     proxy = FaultProxy(upstream)
-    supervisor = SessionSupervisor(proxy.url, config=scenario.config(drill_config()))
+    supervisor = _supervisor(scenario, proxy.url)
     truth = httpx.AsyncClient(base_url=upstream, timeout=30)
     try:
         [agent_id] = (await supervisor.aensure_agents([_AGENT])).values()
@@ -398,11 +439,28 @@ async def run_scenario(
     return report
 
 
+def _supervisor(scenario: Scenario, url: str) -> Supervising:
+    config = scenario.config(drill_config())
+    if not scenario.shards:
+        return SessionSupervisor(url, config=config)
+    from supervisor.sharding import ShardedSupervisor
+
+    return ShardedSupervisor(
+        url,
+        shards=scenario.shards,
+        config=replace(config, durable_checkpoints=True, checkpoint_interval=0.2),
+        name=f"drill-{next(_drill_names)}",
+        cpus_per_shard=0.5,
+        watch_interval=0.2,
+        log_level=logging.CRITICAL,  # faults are injected by design: only the report counts
+    )
+
+
 async def _run(
     rig: _Rig,
     scenario: Scenario,
     report: ScenarioReport,
-    progress: Callable[[ScenarioReport, SessionSupervisor | None], None],
+    progress: Callable[[ScenarioReport, Supervising | None], None],
 ) -> None:
     supervisor = rig.supervisor
     seen: dict[str, list[int]] = defaultdict(list)
@@ -494,7 +552,7 @@ async def _tick(
     rig: _Rig,
     report: ScenarioReport,
     conversations: asyncio.Future[Any],
-    progress: Callable[[ScenarioReport, SessionSupervisor | None], None],
+    progress: Callable[[ScenarioReport, Supervising | None], None],
 ) -> None:
     while not conversations.done():
         report.faults = rig.faults + rig.proxy.injected.total()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from actors import SessionState
 from supervisor._drill import DrillOptions, Scenario, ScenarioReport, run_scenario
-from supervisor._facade import SessionSupervisor
+from supervisor._protocol import Supervising
 
 __all__ = ["run_drills"]
 
@@ -124,8 +124,8 @@ def run_drills(
 
 def _updater(
     progress: Progress, task: TaskID
-) -> Callable[[ScenarioReport, SessionSupervisor | None], None]:
-    def update(report: ScenarioReport, supervisor: SessionSupervisor | None) -> None:
+) -> Callable[[ScenarioReport, Supervising | None], None]:
+    def update(report: ScenarioReport, supervisor: Supervising | None) -> None:
         states = ""
         if supervisor is not None:
             by_state = supervisor.statistics().sessions_by_state

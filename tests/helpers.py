@@ -52,9 +52,14 @@ def messages(events: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def require_parlant() -> None:
-    """Skip unless the `[parlant-server]` extra is installed; under CI=true, fail instead: CI
-    installs it, so a skip there would hide that the real-server tests never ran."""
-    if importlib.util.find_spec("parlant") is None:
+    """Skip unless the `[parlant-server]` extra is installed (see `require_module`)."""
+    require_module("parlant", INSTALL_HINT)
+
+
+def require_module(module: str, hint: str) -> None:
+    """Skip unless `module` (an extra's) is installed; under CI=true, fail instead: CI installs
+    every extra, so a skip there would hide that the tests needing it never ran."""
+    if importlib.util.find_spec(module) is None:
         if os.environ.get("CI"):
-            pytest.fail(INSTALL_HINT)
-        pytest.skip(INSTALL_HINT)
+            pytest.fail(hint)
+        pytest.skip(hint)

@@ -13,8 +13,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from supervisor.sharding import INSTALL_HINT as SHARDING_HINT
 from supervisor.testing import EmulatorServer
-from tests.helpers import require_parlant
+from tests.helpers import require_module, require_parlant
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,10 +55,14 @@ def test_demo_against_a_given_parlant_url_creates_its_agents_there(
     assert {"ResearchPaperAgent", "MedicalWelfareAgent"} <= set(names)
 
 
-@pytest.mark.parametrize("parlant", ["embedded", "local"])
+@pytest.mark.parametrize("parlant", ["embedded", "local", "embedded-sharded"])
 def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm(parlant: str) -> None:
     if parlant == "local":
         require_parlant()
+    options = ["--parlant", parlant]
+    if parlant == "embedded-sharded":  # README, "Scaling out": 2 shards on a local Ray
+        require_module("ray", SHARDING_HINT)
+        options = ["--parlant", "embedded", "--shards", "2"]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -73,8 +78,7 @@ def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm(parlant: str
                 "serve",
                 "--port",
                 str(port),
-                "--parlant",
-                parlant,
+                *options,
             ],
             stderr=subprocess.PIPE,
             text=True,

@@ -57,9 +57,11 @@ PINNED = {
         "Utterance",
         "echo",
         "kill_session_actor",
+        "kill_shard",
         "scripted",
         "settle",
     ],
+    "supervisor.sharding": ["INSTALL_HINT", "ShardLost", "ShardedSupervisor"],
     "supervisor.backend": [
         "BackendSettings",
         "ChatAgent",

@@ -9,7 +9,7 @@ from typing import ClassVar
 from parlant.client.types import Event
 
 from actors import Reply
-from supervisor._facade import SessionSupervisor
+from supervisor._protocol import Supervising
 
 __all__ = ["AGENTS", "ChatAgent", "Intent", "MedicalWelfareAgent", "ResearchPaperAgent"]
 
@@ -32,7 +32,7 @@ class ChatAgent:
     name: ClassVar[str]
     intent: ClassVar[Intent]
 
-    def __init__(self, supervisor: SessionSupervisor, agent_id: str, *, timeout: float) -> None:
+    def __init__(self, supervisor: Supervising, agent_id: str, *, timeout: float) -> None:
         self.supervisor = supervisor
         self.agent_id = agent_id
         self.timeout = timeout

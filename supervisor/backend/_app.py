@@ -1,4 +1,5 @@
-"""The reference backend: `POST /api/chat` routed to an agent, on one SessionSupervisor.
+"""The reference backend: `POST /api/chat` routed to an agent, on one SessionSupervisor (or a
+ShardedSupervisor over Ray, with `BackendSettings.shards`).
 
 The supervisor is owned by the app's lifespan: created at start-up, stopped at shutdown (after
 uvicorn has drained the requests in flight). Parlant's ids never leave the process: clients
@@ -10,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Final, final
 
 from fastapi import Depends, FastAPI, Request
@@ -34,6 +36,7 @@ from actors import (
 from actors._events import is_preamble
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
+from supervisor._protocol import Supervising
 from supervisor.backend._agents import AGENTS, ChatAgent, Intent
 from supervisor.backend._conversations import Conversation, Conversations
 from supervisor.backend._embedded import EMBEDDED_AGENTS
@@ -54,14 +57,23 @@ class BackendSettings:
         parlant_url: The Parlant server; None starts the embedded emulator in-process, with
             the two agents scripted for a meaningful demo.
         ask_timeout: Seconds a chat request waits for the agent's reply before its 504.
-        supervisor: The supervisor's configuration.
+        supervisor: The supervisor's configuration (each shard's, when sharded).
         max_conversations: Conversation tokens kept in memory (least recently used forgotten).
+        shards: 0 runs one `SessionSupervisor` in this process; N > 0 a `ShardedSupervisor`
+            of N shards on Ray (the `[ray]` extra), with durable checkpoints.
+        ray_address: The Ray cluster the shards run on (`"auto"`, `"ray://head:10001"`); None
+            starts a local Ray instance. Shards elsewhere need a Parlant URL they can reach:
+            the embedded emulator listens on this machine's loopback only.
+        shard_log_level: What each shard logs (Ray forwards it to this process' output).
     """
 
     parlant_url: str | None = None
     ask_timeout: float = 60.0
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     max_conversations: int = 1_000_000
+    shards: int = 0
+    ray_address: str | None = None
+    shard_log_level: int = logging.WARNING
 
 
 class ChatRequest(BaseModel):
@@ -189,7 +201,7 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
 class Backend:
     """What the routes share: the supervisor, the agents (found lazily) and the tokens."""
 
-    def __init__(self, supervisor: SessionSupervisor, settings: BackendSettings) -> None:
+    def __init__(self, supervisor: Supervising, settings: BackendSettings) -> None:
         self.supervisor = supervisor
         self.settings = settings
         self.conversations = Conversations(settings.max_conversations)
@@ -258,6 +270,20 @@ def _event_json(event: Event) -> dict[str, Any]:
     return {"offset": event.offset, "kind": event.kind, "source": event.source, "data": event.data}
 
 
+def _supervisor(url: str, settings: BackendSettings) -> Supervising:
+    if not settings.shards:
+        return SessionSupervisor(url, config=settings.supervisor)
+    from supervisor.sharding import ShardedSupervisor  # needs the [ray] extra
+
+    return ShardedSupervisor(
+        url,
+        shards=settings.shards,
+        config=replace(settings.supervisor, durable_checkpoints=True),
+        address=settings.ray_address,
+        log_level=settings.shard_log_level,
+    )
+
+
 def create_app(settings: BackendSettings | None = None) -> FastAPI:
     """The backend as an ASGI app; serve it with uvicorn (`python -m supervisor serve`)."""
     settings = settings or BackendSettings()
@@ -269,7 +295,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         if url is None:
             emulator = EmulatorServer(ParlantEmulator(EMBEDDED_AGENTS))
             url = emulator.url
-        supervisor = SessionSupervisor(url, config=settings.supervisor)
+        supervisor = await asyncio.to_thread(_supervisor, url, settings)
         app.state.backend = Backend(supervisor, settings)
         app.state.embedded = emulator
         try:

@@ -8,10 +8,11 @@
   answering through a deterministic model: integration tests against the real thing.
 - `AppServer`: any ASGI app (the reference backend, yours) served by uvicorn on 127.0.0.1.
 - `kill_session_actor()`: a session's actor fails as a bug would (it is restarted).
+- `kill_shard()`: a `ShardedSupervisor`'s shard process dies (Ray restarts it).
 - `FakeClock` and `settle()`: tests that never sleep.
 """
 
-from supervisor.testing._chaos import kill_session_actor
+from supervisor.testing._chaos import kill_session_actor, kill_shard
 from supervisor.testing._clock import FakeClock
 from supervisor.testing._emulator import (
     AgentScript,
@@ -58,6 +59,7 @@ __all__ = [
     "Utterance",
     "echo",
     "kill_session_actor",
+    "kill_shard",
     "scripted",
     "settle",
 ]

@@ -1,11 +1,16 @@
-"""Faults inside the process: a session actor failing as a bug would."""
+"""Faults inside the system: a session actor failing as a bug would, a shard's process dying."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from actors._actor import Kill
 from supervisor._facade import SessionSupervisor
 
-__all__ = ["kill_session_actor"]
+if TYPE_CHECKING:
+    from supervisor.sharding import ShardedSupervisor
+
+__all__ = ["kill_session_actor", "kill_shard"]
 
 
 def kill_session_actor(
@@ -17,3 +22,11 @@ def kill_session_actor(
     waiting callers keep waiting. A session with no live actor is left alone.
     """
     supervisor._route_quietly(session_id, Kill(reason))
+
+
+def kill_shard(sharded: ShardedSupervisor, index: int) -> None:
+    """Kill shard `index`'s process at once, as a crash would (`ray.kill`, restart allowed).
+
+    Ray restarts it; its sessions resume from their durable checkpoints.
+    """
+    sharded._ray.kill(sharded._shards[index], no_restart=False)

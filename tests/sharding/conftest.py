@@ -1,0 +1,65 @@
+"""A local Ray instance for the sharding tests (one per test session: it takes seconds)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from supervisor import SupervisorConfig
+from supervisor.sharding import INSTALL_HINT, ShardedSupervisor
+from tests.helpers import require_module
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def ray_instance() -> Iterator[Any]:
+    """`ray.init(num_cpus=2)`, offline: no dashboard, no usage stats, logs kept in the workers."""
+    require_module("ray", INSTALL_HINT)
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def sharding_config(**overrides: Any) -> SupervisorConfig:
+    """Durable checkpoints written often, quick retries: failover within a test's patience."""
+    settings: dict[str, Any] = {
+        "durable_checkpoints": True,
+        "checkpoint_interval": 0.2,
+        "wait_for_data": 5,
+        "wait_jitter": 1,
+        "idle_ttl": None,
+        **overrides,
+    }
+    return SupervisorConfig(**settings)
+
+
+@pytest.fixture
+def shard(ray_instance: Any) -> Iterator[Callable[..., ShardedSupervisor]]:
+    """shard(url, shards=3, **options) -> a sharded supervisor on the local Ray instance,
+    stopped after the test."""
+    with contextlib.ExitStack() as running:
+
+        def start(url: str, shards: int = 3, **options: Any) -> ShardedSupervisor:
+            options.setdefault("config", sharding_config())
+            return running.enter_context(
+                ShardedSupervisor(
+                    url,
+                    shards=shards,
+                    name=f"test-{next(_names)}",
+                    cpus_per_shard=0.5,
+                    watch_interval=0.2,
+                    **options,
+                )
+            )
+
+        yield start
