@@ -50,6 +50,13 @@ def test_the_accounting_counts_lost_duplicated_and_misattributed() -> None:
     assert not report.passed
 
 
+def test_a_scenario_that_met_no_fault_did_not_pass() -> None:
+    report = ScenarioReport("check", asks=1, answered=1)
+    assert not report.passed  # nothing was drilled: a clean result would prove nothing
+    report.faults = 1
+    assert report.passed
+
+
 def test_recovery_runs_from_a_streaks_first_failure_to_the_next_good_poll() -> None:
     path = "/sessions/s/events"
     records = [
