@@ -167,6 +167,7 @@ class _Reader:
     flow: _Flow
     held: list[Event] | None = None
     history_before: int = 0
+    from_now: bool = False  # subscribed without `since`: the window, then live; no history
 
 
 @final
@@ -377,6 +378,14 @@ class SessionCore:
         self._transition(SessionState.POLLING)
         self._next_offset = from_offset or 0
         self._saved_checkpoint = from_offset
+        # Readers that subscribed with `since` while the checkpoint loaded (next_offset was 0
+        # then, so nothing seemed to be history): what lies between their `since` and where
+        # polling now starts is history, fetched as at any subscription.
+        for consumer_id, reader in self._readers.items():
+            if not reader.from_now and reader.held is None and reader.since < self._next_offset:
+                reader.held = []
+                reader.history_before = self._next_offset
+                self._effects.append(FetchHistory(consumer_id, reader.since, self._next_offset))
 
     def _claim_poll(self, generation: int) -> bool:
         """True if this outcome is for the open poll (a stale or cancelled one is ignored)."""
@@ -567,7 +576,7 @@ class SessionCore:
         if self._refuse_if_closed(consumer_id):
             return
         if since is None:
-            reader = _Reader(0, _Flow(capacity))
+            reader = _Reader(0, _Flow(capacity), from_now=True)
             self._readers[consumer_id] = reader
             backlog = tuple(self._window.values())
             self._window.clear()

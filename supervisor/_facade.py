@@ -264,6 +264,13 @@ class SessionSupervisor:
         )
         return future
 
+    def _reading_floor(self, session_id: str) -> int:
+        """No event an `events()` reader subscribing now (since=None) gets is below this: the
+        session's checkpoint (0 when it has no live actor). For a reader that must resume
+        elsewhere before it has yielded anything (a sharded reader whose shard died)."""
+        snapshot = self._runtime.board.get(session_id)
+        return snapshot.checkpoint if snapshot is not None else 0
+
     def sessions(self) -> list[str]:
         """Ids of the sessions with a live actor."""
         self._check_running()

@@ -611,17 +611,28 @@ class ShardedSupervisor:
 
     def _recover(self, index: int) -> None:
         """Wait for the shard to answer; if it is a new incarnation, open its sessions again
-        (each resumes from its durable checkpoint). Safe to call from many threads."""
+        (each resumes from its durable checkpoint). A shard that dies again meanwhile is waited
+        for again, up to `restart_timeout`. Safe to call from many threads."""
+        deadline = time.monotonic() + self._restart_timeout
         with self._recovering[index]:
-            incarnation = self._ping(index, self._restart_timeout)
-            if incarnation == self._incarnations[index]:
-                self._down.discard(index)
-                return
-            with self._lock:
-                sessions = list(self._opened[index])
-            self._get(index, self._shards[index].open_many.remote(sessions))
-            self._incarnations[index] = incarnation
+            while True:
+                try:
+                    self._recover_once(index, max(0.0, deadline - time.monotonic()))
+                    return
+                except ShardLost:
+                    if time.monotonic() > deadline:
+                        raise
+
+    def _recover_once(self, index: int, timeout: float) -> None:
+        incarnation = self._ping(index, timeout)
+        if incarnation == self._incarnations[index]:
             self._down.discard(index)
+            return
+        with self._lock:
+            sessions = list(self._opened[index])
+        self._get(index, self._shards[index].open_many.remote(sessions))
+        self._incarnations[index] = incarnation
+        self._down.discard(index)
 
     def _watch(self, interval: float) -> None:
         while not self._stopped:
@@ -642,11 +653,17 @@ class _Cursor:
     def __init__(self, since: int | None) -> None:
         self.next_offset = since
 
-    def fresh(self, event: Event) -> bool:
-        """Whether `event` is news to the reader (it then moves past it)."""
-        if self.next_offset is not None and event.offset < self.next_offset:
+    def fresh(self, item: Event | int) -> bool:
+        """Whether `item` is an event new to the reader (it then moves past it). An int is the
+        shard's word that no event of this reader is below it: where a reader that yielded
+        nothing yet resumes (events its dead shard took but never sent would be lost else)."""
+        if isinstance(item, int):
+            if self.next_offset is None:
+                self.next_offset = item
             return False
-        self.next_offset = event.offset + 1
+        if self.next_offset is not None and item.offset < self.next_offset:
+            return False
+        self.next_offset = item.offset + 1
         return True
 
 

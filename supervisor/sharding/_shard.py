@@ -68,8 +68,13 @@ class Shard:
         finally:
             await stream.aclose()
 
-    async def events(self, session_id: str, since: int | None) -> AsyncGenerator[Event, None]:
+    async def events(self, session_id: str, since: int | None) -> AsyncGenerator[Event | int, None]:
+        """The reader's events, after one int: the offset no event of it is below. The events
+        this shard takes are consumed here (its checkpoint moves past them) before its driver
+        has them; if the shard dies then, the driver resumes the reader from that offset."""
+        floor = self._supervisor._reading_floor(session_id) if since is None else since
         reader = self._supervisor.aevents(session_id, since=since)
+        yield floor
         try:
             async for event in reader:
                 yield event

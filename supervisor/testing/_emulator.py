@@ -380,7 +380,7 @@ class ParlantEmulator:
 
     async def until(self, predicate: Callable[[], bool]) -> None:
         """Wait (on the server's loop) until `predicate()` holds; it is re-checked whenever a
-        poll starts waiting or is answered, or an event is written."""
+        poll starts waiting or is answered, an event is written, or an offset is stored."""
         while not predicate():
             self._progress.clear()
             await self._progress.wait()
@@ -491,6 +491,7 @@ class ParlantEmulator:
         offsets = payload.get("consumption_offsets")
         if isinstance(offsets, dict) and isinstance(offsets.get("client"), int):
             session.consumption_offsets["client"] = offsets["client"]
+            self._note_progress()
         if isinstance(payload.get("title"), str):
             session.title = payload["title"]
         return JSONResponse(session.to_json())

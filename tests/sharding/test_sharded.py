@@ -188,3 +188,25 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "ray", None)  # what an absent package imports as
     with pytest.raises(ImportError, match=r"parlant-session-supervisor\[ray\]"):
         ShardedSupervisor("http://127.0.0.1:9")
+
+
+def test_a_reader_whose_shard_dies_before_it_read_anything_still_gets_what_the_shard_took(
+    serve: Serve, shard: Shard
+) -> None:
+    server = serve()
+    emulator = server.emulator
+    sharded = shard(server.url, shards=2)
+    session_id = sharded.create_session(agent_id(server))
+    assert sharded.ask(session_id, "first", timeout=30).text == "echo: first"
+    reader = sharded.events(session_id)  # subscribed at once, not read yet
+    written = server.call(emulator.post_agent_message, session_id, "while nobody reads")
+
+    # the shard's side of the reader took it: the checkpoint stored in Parlant moved past it
+    server.run(
+        emulator.until(lambda: emulator.session_consumption_offset(session_id) > written["offset"])
+    )
+    kill_shard(sharded, sharded.shard_of(session_id))
+
+    first = next(reader)  # resumed on the restarted shard from where the reader started
+    reader.close()
+    assert (first.offset, first.data["message"]) == (written["offset"], "while nobody reads")

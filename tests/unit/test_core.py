@@ -562,6 +562,22 @@ def test_without_a_start_offset_the_session_loads_its_stored_checkpoint_before_p
     assert d.poll == StartPoll(1, 12, 60)
 
 
+def test_a_reader_with_since_subscribed_while_the_checkpoint_loads_gets_the_history() -> None:
+    d = Driver(checkpoint_interval=5.0)
+    d.send(Start(None))
+    d.send(Subscribe(Handle(1, ConsumerKind.READER), 3))  # from 3, before the load ends
+    d.send(Subscribe(Handle(2, ConsumerKind.READER)))  # from now on: no history
+
+    effects = d.send(CheckpointLoaded(12))
+
+    assert FetchHistory(1, 3, 12) in effects  # 3..11 lie before where polling starts
+    assert not [e for e in effects if isinstance(e, FetchHistory) and e.consumer_id == 2]
+    d.send(HistoryFetched(1, tuple(customer(o) for o in range(3, 12)), None))
+    d.receive(customer(12))
+    assert d.delivered(1) == list(range(3, 13))
+    assert d.delivered(2) == [12]
+
+
 def test_an_unreadable_or_missing_checkpoint_starts_from_the_beginning() -> None:
     d = Driver(checkpoint_interval=5.0)
     d.send(Start(None))
