@@ -6,10 +6,12 @@ driver notices (a failed call, or its watcher seeing a new incarnation) and open
 sessions again, each from its durable checkpoint in Parlant. What a call in flight on a dead
 shard does:
 
-- idempotent calls (`open`, `close`, `ensure_agents`, `history`, `check_parlant`,
-  `statistics`, `sessions`) are sent again, transparently, once the shard is back;
+- idempotent calls (`close`, `ensure_agents`, `history`, `check_parlant`, `statistics`,
+  `sessions`) are sent again, transparently, once the shard is back; `open` is a message not
+  waited for, and the restarted shard opens every session it hosted again;
 - `events()` readers resume on the restarted shard from the offset after the last event they
-  yielded (re-read from Parlant), so each event still reaches them exactly once;
+  yielded, or where they started if they yielded none (re-read from Parlant), so each event
+  still reaches them exactly once;
 - `ask`, `stream`, `create_session` and `create_customer` fail with `ShardLost` (a
   `TransientError`): the shard may have posted the message (or created the session) before it
   died, and sending it again could post it twice. A reply that was written still reaches the
