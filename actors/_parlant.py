@@ -34,14 +34,13 @@ from actors._errors import (
     SessionNotFound,
     SupervisorError,
 )
-from actors._wire import ConnectionPool, WireConnectError, WireError, WireTarget
+from actors._wire import CONNECT_TIMEOUT, ConnectionPool, WireConnectError, WireError, WireTarget
 
 __all__ = ["ParlantApi", "translate_error"]
 
 T = TypeVar("T")
 
 _REQUEST_TIMEOUT: Final = 30.0
-_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_CONCURRENCY: Final = 8
 DEFAULT_RETRY: Final = Backoff(base=0.2, cap=2.0)
 _RETRIED_STATUSES: Final = frozenset({429, 503})
@@ -180,7 +179,7 @@ class ParlantApi:
             path,
             json_body=body,
             timeout=_REQUEST_TIMEOUT,
-            connect_timeout=_CONNECT_TIMEOUT,
+            connect_timeout=CONNECT_TIMEOUT,
         )
         try:
             answer = json.loads(response.content)

@@ -29,7 +29,7 @@ from actors._messages import (
     PollTimedOut,
     StartPoll,
 )
-from actors._wire import Connection, WireError, WireTarget
+from actors._wire import CONNECT_TIMEOUT, Connection, WireError, WireTarget
 from metrics import Recorder
 
 _log = structlog.get_logger("parlant_supervisor")
@@ -38,8 +38,6 @@ __all__ = ["Poller", "classify_status", "outcome_label", "retry_after_seconds"]
 
 TIMEOUT_MARGIN: Final = 10.0
 """Seconds the client waits past `wait_for_data`, so the server's 504 normally comes first."""
-
-_CONNECT_TIMEOUT: Final = 10.0
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -212,7 +210,7 @@ class Poller:
         try:
             async with asyncio.timeout(poll.wait_for_data + self._timeout_margin):
                 response = await self._connection(session_id).request(
-                    b"GET", path, connect_timeout=_CONNECT_TIMEOUT
+                    b"GET", path, connect_timeout=CONNECT_TIMEOUT
                 )
         except TimeoutError:
             return PollTimedOut(generation, "client_timeout")

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import h11
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "Connection",
     "ConnectionPool",
     "WireConnectError",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 _READ_SIZE: Final = 65_536
+CONNECT_TIMEOUT: Final = 10.0
+"""Seconds to connect before a request fails as never sent (polls and short requests)."""
 
 
 class WireError(Exception):

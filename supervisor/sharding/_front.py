@@ -223,7 +223,7 @@ class ShardedSupervisor:
         session_id: str = await self._aonce(
             creating, lambda shard: shard.create_session.remote(agent_id, customer_id, title)
         )
-        await asyncio.to_thread(self.open, session_id, since=0)
+        self.open(session_id, since=0)  # a message: nothing to wait for
         return session_id
 
     def create_customer(self, name: str) -> str:
@@ -476,20 +476,21 @@ class ShardedSupervisor:
     def shard_memory(self) -> dict[int, int]:
         """Each live shard process' resident memory in bytes, by shard index (Linux; 0 where
         the process cannot tell)."""
-        sizes = {}
-        for index, shard in enumerate(self._shards):
-            with contextlib.suppress(ShardLost, self._ray.exceptions.GetTimeoutError):
-                sizes[index] = self._get(index, shard.rss.remote(), timeout=_METRICS_TIMEOUT)
-        return sizes
+        return self._from_live_shards("rss")
 
     def shard_metrics(self) -> dict[int, bytes]:
         """Each live shard's metrics in Prometheus' text format, by shard index (a dead or
         silent shard is left out)."""
-        texts = {}
+        return self._from_live_shards("metrics")
+
+    def _from_live_shards(self, method: str) -> dict[int, Any]:
+        """Each shard's answer to `method()`, by index; one dead or silent is left out."""
+        answers = {}
         for index, shard in enumerate(self._shards):
             with contextlib.suppress(ShardLost, self._ray.exceptions.GetTimeoutError):
-                texts[index] = self._get(index, shard.metrics.remote(), timeout=_METRICS_TIMEOUT)
-        return texts
+                call = getattr(shard, method).remote()
+                answers[index] = self._get(index, call, timeout=_METRICS_TIMEOUT)
+        return answers
 
     # --- calling shards ---------------------------------------------------------------------
 
