@@ -2,7 +2,8 @@
 
     python -m supervisor.testing._parlant_main --port 8800 --tool-port 8818 \
         --policy null --reply supervisor.testing._parlant_server:echo_reply \
-        --agent "Echo=Answers with what it was told"
+        --agent "Echo=Answers with what it was told" [--stream Echo] [--chunk-delay 0.02] \
+        [--authorization production]
 
 Transient stores (a restart forgets everything, as PARLANT.md describes). Exits 0 on SIGTERM
 or SIGINT once Parlant has shut down.
@@ -35,6 +36,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--policy", choices=("null", "stock"), default="null")
     parser.add_argument("--reply", default="supervisor.testing._parlant_server:echo_reply")
     parser.add_argument("--agent", action="append", default=[], metavar="NAME=DESCRIPTION")
+    parser.add_argument("--stream", action="append", default=[], metavar="NAME")
+    parser.add_argument("--chunk-delay", type=float, default=0.02)
+    parser.add_argument(
+        "--authorization", choices=("development", "production"), default="development"
+    )
     args = parser.parse_args(argv)
     agents = [_agent(spec) for spec in args.agent]
     # Parlant's server stops on SIGINT (asyncio.run cancels it); SIGTERM is what process
@@ -45,29 +51,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):  # how Parlant's server ends: a clean exit
-        asyncio.run(_serve(args.host, args.port, args.tool_port, args.policy, args.reply, agents))
+        asyncio.run(_serve(args, agents))
 
 
-async def _serve(
-    host: str,
-    port: int,
-    tool_port: int,
-    policy: str,
-    reply: str,
-    agents: list[tuple[str, str]],
-) -> None:
+async def _serve(args: argparse.Namespace, agents: list[tuple[str, str]]) -> None:
     async def configure(container: Container) -> Container:
-        if policy == "null":  # no deliberate 2-3 s delays, no intermediate `ready`
+        if args.policy == "null":  # no deliberate 2-3 s delays, no preamble
             container[p.PerceivedPerformancePolicyProvider] = p.PerceivedPerformancePolicyProvider(
                 p.NullPerceivedPerformancePolicy()
             )
+        if args.authorization == "production":  # what PARLANT_ENV=production installs
+            # lagom keys services by their abstract type, which mypy's type-abstract refuses
+            container[p.AuthorizationPolicy] = p.ProductionAuthorizationPolicy()  # type: ignore[type-abstract]
         return container
 
+    streaming = set(args.stream)
     server = p.Server(
-        host=host,
-        port=port,
-        tool_service_port=tool_port,
-        nlp_service=service_factory(_reply_function(reply)),
+        host=args.host,
+        port=args.port,
+        tool_service_port=args.tool_port,
+        nlp_service=service_factory(_reply_function(args.reply), chunk_delay=args.chunk_delay),
         session_store="transient",
         customer_store="transient",
         configure_container=configure,
@@ -75,7 +78,10 @@ async def _serve(
     )
     async with server:
         for name, description in agents:
-            await server.create_agent(name=name, description=description)
+            mode = p.OutputMode.STREAM if name in streaming else p.OutputMode.BLOCK
+            # the name as id: the production policy forbids listing agents, so clients that
+            # cannot look an agent up by name can still name it
+            await server.create_agent(name=name, description=description, output_mode=mode, id=name)
 
 
 def _end_with_parent(parent: int) -> None:

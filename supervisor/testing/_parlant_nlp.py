@@ -7,19 +7,27 @@ from the customer's latest message by a `ReplyFunction`), else the schema's defa
 empty values, which the engine reads as "nothing matched, no tool to call". It embeds by
 hashing and moderates nothing. No network, no model weights, the same answer every time.
 
+It also streams (for agents with `output_mode=STREAM`): the same reply, one word a chunk, a
+chunk every `chunk_delay` seconds. And it fails on purpose: every generation whose prompt's
+latest customer message contains `FAIL_MARKER` raises, as a model provider that is down does;
+with `CUT_MARKER`, only a streamed reply fails, after its first chunk, as a stream the provider
+cuts does.
+
 This module imports `parlant` (the `[parlant-server]` extra); the rest of the library never
 does. The server runs it in its own process (`supervisor.testing._parlant_main`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import json
 import math
+import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import pydantic
@@ -35,6 +43,7 @@ from parlant.core.nlp.embedding import Embedder, EmbeddingResult
 from parlant.core.nlp.generation import (
     SchematicGenerationResult,
     SchematicGenerator,
+    StreamingTextGenerationResult,
     StreamingTextGenerator,
 )
 from parlant.core.nlp.generation_info import GenerationInfo, UsageInfo
@@ -47,7 +56,7 @@ from parlant.core.nlp.service import (
 )
 from parlant.core.nlp.tokenization import EstimatingTokenizer, ZeroEstimatingTokenizer
 
-from supervisor.testing._parlant_server import ReplyFunction, Utterance
+from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER, ReplyFunction, Utterance
 
 __all__ = ["DeterministicNLPService", "service_factory"]
 
@@ -60,21 +69,27 @@ PREAMBLE: Final = "One moment."
 _DIMENSIONS: Final = 64
 
 
+class ModelFailure(RuntimeError):
+    """Raised by the deterministic model for a message that carries the failure marker."""
+
+
 class DeterministicNLPService(NLPService):
     """Answers every generation request of Parlant's engine without a model.
 
     Args:
         reply: Derives each agent message from the customer's latest message.
+        chunk_delay: Seconds between two chunks of a streamed reply.
     """
 
-    def __init__(self, reply: ReplyFunction) -> None:
+    def __init__(self, reply: ReplyFunction, *, chunk_delay: float = 0.02) -> None:
         self._reply = reply
+        self._chunk_delay = chunk_delay
         self.schemas_asked: dict[str, int] = {}
         """How often each schema was asked for (name -> count): what a turn exercised."""
 
     @property
     def supports_streaming(self) -> bool:
-        return False
+        return True
 
     async def get_schematic_generator(
         self, t: type[T], hints: SchematicGeneratorHints | None = None
@@ -87,7 +102,7 @@ class DeterministicNLPService(NLPService):
     async def get_streaming_text_generator(
         self, hints: StreamingTextGeneratorHints | None = None
     ) -> StreamingTextGenerator:
-        raise NotImplementedError("the deterministic service does not stream (block output)")
+        return _StreamingGenerator(self)
 
     async def get_embedder(self, hints: EmbedderHints | None = None) -> Embedder:
         return _HashEmbedder()
@@ -95,9 +110,29 @@ class DeterministicNLPService(NLPService):
     async def get_moderation_service(self) -> ModerationService:
         return NoModeration()
 
+    def check(self, utterance: Utterance, *marker: str) -> None:
+        """Raise `ModelFailure` if the customer's message carries `FAIL_MARKER` (or `marker`)."""
+        if any(m in utterance.message for m in (FAIL_MARKER, *marker)):
+            raise ModelFailure("the deterministic model fails on purpose (failure marker)")
+
+    async def chunks(self, prompt: str | PromptBuilder) -> AsyncIterator[str | None]:
+        """The reply to `prompt` one word a chunk (spaces lead), then None, as Parlant's
+        streaming generators yield it."""
+        utterance = _utterance(prompt)
+        pieces = re.findall(r"\s*\S+", self._reply(utterance)) or [""]
+        self.check(utterance)
+        for index, piece in enumerate(pieces):
+            if index:
+                await asyncio.sleep(self._chunk_delay)
+                self.check(utterance, CUT_MARKER)  # a provider that fails mid-stream
+            yield piece
+        await asyncio.sleep(self._chunk_delay)
+        yield None
+
     def content_for(self, schema: type[T], prompt: str | PromptBuilder) -> T:
         """The instance of `schema` answering `prompt`."""
         self.schemas_asked[schema.__name__] = self.schemas_asked.get(schema.__name__, 0) + 1
+        self.check(_utterance(prompt))
         data = _placeholder(schema)
         if issubclass(schema, MessageSchema):
             utterance = _utterance(prompt)
@@ -158,6 +193,26 @@ class _Generator(_NoModel, SchematicGenerator[T]):
     @property
     def id(self) -> str:
         return "deterministic"
+
+
+class _StreamingGenerator(_NoModel, StreamingTextGenerator):
+    def __init__(self, service: DeterministicNLPService) -> None:
+        self._service = service
+
+    def generate(
+        self, prompt: str | PromptBuilder, hints: Mapping[str, Any] | None = None
+    ) -> StreamingTextGenerationResult:
+        info = GenerationInfo(
+            schema_name="streaming",
+            model=self.id,
+            duration=0.0,
+            usage=UsageInfo(input_tokens=0, output_tokens=0),
+        )
+        return StreamingTextGenerationResult(self._service.chunks(prompt), lambda: info)
+
+    @property
+    def id(self) -> str:
+        return "deterministic-streaming"
 
 
 class _HashEmbedder(_NoModel, Embedder):
@@ -237,10 +292,12 @@ def _empty(annotation: Any) -> Any:
     return None
 
 
-def service_factory(reply: ReplyFunction) -> Callable[[Container], NLPService]:
+def service_factory(
+    reply: ReplyFunction, *, chunk_delay: float = 0.02
+) -> Callable[[Container], NLPService]:
     """What `parlant.sdk.Server(nlp_service=...)` takes: a factory of the service."""
 
     def factory(container: Container) -> NLPService:
-        return DeterministicNLPService(reply)
+        return DeterministicNLPService(reply, chunk_delay=chunk_delay)
 
     return factory

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, NamedTuple, Self
@@ -20,7 +20,15 @@ import httpx
 
 from supervisor.testing._server import http_url
 
-__all__ = ["ParlantServer", "ParlantServerError", "ReplyFunction", "Utterance", "echo_reply"]
+__all__ = [
+    "CUT_MARKER",
+    "FAIL_MARKER",
+    "ParlantServer",
+    "ParlantServerError",
+    "ReplyFunction",
+    "Utterance",
+    "echo_reply",
+]
 
 INSTALL_HINT: Final = (
     "a real Parlant server needs the [parlant-server] extra: "
@@ -28,6 +36,14 @@ INSTALL_HINT: Final = (
 )
 
 ECHO_AGENTS: Final[Mapping[str, str]] = {"Echo": "Answers with what it was told."}
+
+FAIL_MARKER: Final = "__fail__"
+"""A customer message containing it makes the deterministic model raise on every generation
+(a provider that is down): under the stock policy the turn fails (`status: error`)."""
+
+CUT_MARKER: Final = "__cut__"
+"""A customer message containing it makes a streamed reply fail after its first chunk (a stream
+the provider cuts): the message is terminated as it stands and the turn fails."""
 
 
 class Utterance(NamedTuple):
@@ -57,7 +73,10 @@ class ParlantServer:
     Its NLP service is deterministic: each agent message is `reply(Utterance(agent, message))`,
     where `reply` names a function as `"module:function"` (default: `"echo: <message>"`);
     every other request of Parlant's engine (guideline matching, tool calls ...) gets an empty
-    answer. Stores are transient: `restart()` and `kill()` forget every customer and session.
+    answer. Agents named in `streaming` stream their replies (`output_mode=STREAM`), one word a
+    chunk. A customer message containing `FAIL_MARKER` makes the model fail, one containing
+    `CUT_MARKER` cuts a streamed reply after its first chunk. Stores are transient: `restart()`
+    and `kill()` forget every customer and session.
 
     The constructor returns once the server answers `/healthz` with the agents created. `stop()`
     (or leaving the `with` block) ends the process and waits for it: nothing is left running,
@@ -69,6 +88,12 @@ class ParlantServer:
             default perceived-performance policy (an intermediate `ready`, 2-4 s per turn).
         reply: The reply function, as `"module:function"`, importable from this process (it
             runs in the server's, with this sys.path).
+        streaming: Names (among `agents`) of the agents that stream their replies.
+        chunk_delay: Seconds between two chunks of a streamed reply.
+        authorization: `"development"`, Parlant's default (everything permitted), or
+            `"production"`, its production policy (`PARLANT_ENV=production`): no customer,
+            session, PATCH, DELETE or `read_event` (403) but guest sessions, and per-IP rate
+            limits (429).
         port: The API port (0: a free one); `tool_port` the same for its tool service.
         startup_timeout: Seconds to wait for the server to become healthy.
 
@@ -84,6 +109,9 @@ class ParlantServer:
         agents: Mapping[str, str] = ECHO_AGENTS,
         policy: Literal["null", "stock"] = "null",
         reply: str = "supervisor.testing._parlant_server:echo_reply",
+        streaming: Collection[str] = (),
+        chunk_delay: float = 0.02,
+        authorization: Literal["development", "production"] = "development",
         host: str = "127.0.0.1",
         port: int = 0,
         tool_port: int = 0,
@@ -94,6 +122,11 @@ class ParlantServer:
         for name in agents:
             if not name or "=" in name:
                 raise ValueError(f"an agent's name must be non-empty without '=', got {name!r}")
+        unknown = sorted(set(streaming) - set(agents))
+        if unknown:
+            raise ValueError(f"streaming names agents that are not in agents: {unknown}")
+        if chunk_delay < 0:
+            raise ValueError(f"chunk_delay must be >= 0 seconds, got {chunk_delay}")
         self.host = host
         self.port = _check_free(host, port) if port else _free_port(host)
         self.tool_port = (
@@ -113,7 +146,10 @@ class ParlantServer:
             f"--tool-port={self.tool_port}",
             f"--policy={policy}",
             f"--reply={reply}",
+            f"--chunk-delay={chunk_delay}",
+            f"--authorization={authorization}",
             *(f"--agent={name}={description}" for name, description in agents.items()),
+            *(f"--stream={name}" for name in streaming),
         ]
         self._process: subprocess.Popen[bytes] | None = None
         self._start()
