@@ -9,6 +9,7 @@ from actors._backoff import Backoff
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
 from actors._errors import (
     AccessDenied,
+    AgentError,
     InvalidInput,
     ParlantUnavailable,
     PermanentError,
@@ -20,16 +21,18 @@ from actors._errors import (
     SupervisorStopped,
     TransientError,
 )
-from actors._reply import Reply, ReplyMessage
+from actors._reply import MessageDelta, Reply, ReplyMessage
 from actors._restarts import RestartPolicy
 from actors._state import IllegalTransition, SessionState
 from actors._turns import TurnTracker
 
 __all__ = [
     "AccessDenied",
+    "AgentError",
     "Backoff",
     "IllegalTransition",
     "InvalidInput",
+    "MessageDelta",
     "ParlantUnavailable",
     "PermanentError",
     "Reply",

@@ -9,21 +9,31 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import final
+from typing import Final, final
 
 from parlant.client.types import Event
 
 from actors._backoff import Backoff
 from actors._errors import (
     AccessDenied,
+    AgentError,
     ReplyTimeout,
     SessionClosed,
     SessionNotFound,
     SupervisorError,
 )
+from actors._events import (
+    agent_status,
+    is_completed_ready,
+    is_incomplete,
+    is_preamble,
+    message_text,
+    stream_size,
+)
 from actors._messages import (
     AwaitReply,
     CancelPoll,
+    CheckMessage,
     CheckpointLoaded,
     ConsumerKind,
     Deliver,
@@ -33,10 +43,14 @@ from actors._messages import (
     Fail,
     FailureKind,
     FetchHistory,
+    FollowEnded,
+    FollowMessage,
     HistoryFetched,
     LoadCheckpoint,
     Message,
+    MessageChecked,
     MessagePosted,
+    MessageUpdated,
     PollFailed,
     PollFailure,
     PollTimedOut,
@@ -50,16 +64,30 @@ from actors._messages import (
     Start,
     StartPoll,
     Stop,
+    StopFollowing,
+    StreamItem,
     Subscribe,
     TimerFired,
     TimerKind,
     Unsubscribe,
 )
-from actors._reply import Reply
+from actors._reply import MessageDelta, Reply
 from actors._state import SessionState, check_transition
-from actors._turns import CustomerSpoke, TurnCancelled, TurnCompleted, TurnProgressed, TurnTracker
+from actors._turns import (
+    CustomerSpoke,
+    TurnCancelled,
+    TurnCompleted,
+    TurnFailed,
+    TurnProgressed,
+    TurnTracker,
+    shows_success,
+)
 
 __all__ = ["SessionCore", "SessionSettings", "SessionSnapshot"]
+
+_PARKED_LIMIT: Final = 1000
+"""Events held behind a streamed message still being written before polling pauses (they
+wait on the server instead)."""
 
 
 @final
@@ -78,6 +106,10 @@ class SessionSettings:
             before it is reaped (None: never).
         checkpoint_interval: Store the checkpoint in Parlant (its consumption offset) at
             most this often, and once more when the session stops (None: never store it).
+        failure_grace: Seconds a completed turn that did not show its success (no agent
+            message, or none Parlant confirmed with a `ready`) waits for the `status: error`
+            that would fail it, before it resolves as it is. Parlant writes the error a few ms
+            after the completed `ready`, and a poll sees new events within 0.25 s.
     """
 
     wait_for_data: int = 60
@@ -86,8 +118,11 @@ class SessionSettings:
     backoff: Backoff = field(default_factory=Backoff)
     idle_ttl: float | None = None
     checkpoint_interval: float | None = None
+    failure_grace: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.failure_grace < 0:
+            raise ValueError(f"failure_grace must be >= 0 seconds, got {self.failure_grace}")
         if self.checkpoint_interval is not None and self.checkpoint_interval <= 0:
             raise ValueError(
                 f"checkpoint_interval must be > 0 seconds or None, got {self.checkpoint_interval}"
@@ -121,6 +156,10 @@ class SessionSnapshot:
         pauses_total: Times polling paused because a consumer stopped reading.
         consecutive_failures: Failed polls since the last good one.
         last_failure: The most recent poll failure, if any.
+        streaming: Streamed messages Parlant is still writing (followed live).
+        failed_turns_total: Turns Parlant's engine failed (`status: error`).
+        abandoned_total: Streamed messages Parlant never finished (their turn was cancelled,
+            or nothing was written for `wait_for_data` seconds): released as they stood.
     """
 
     session_id: str
@@ -134,6 +173,9 @@ class SessionSnapshot:
     pauses_total: int
     consecutive_failures: int
     last_failure: PollFailure | None
+    streaming: int = 0
+    failed_turns_total: int = 0
+    abandoned_total: int = 0
 
 
 @dataclass(slots=True)
@@ -170,6 +212,24 @@ class _Reader:
     from_now: bool = False  # subscribed without `since`: the window, then live; no history
 
 
+@dataclass(slots=True)
+class _Streamed:
+    """A streamed message Parlant is still writing."""
+
+    event: Event  # its latest snapshot
+    sent: str = ""  # its text as last given to streams
+    settling: bool = False  # its trace ended, or Parlant went quiet: a CheckMessage decides
+
+
+@dataclass(slots=True)
+class _Held:
+    """A completed turn that did not show its success, waiting out `failure_grace` for the
+    `status: error` that would fail it."""
+
+    trace_id: str
+    reply: Reply
+
+
 @final
 class SessionCore:
     """Decides, for one session, what to poll, whom to give each event, and when to give up.
@@ -179,7 +239,12 @@ class SessionCore:
           replies, never polling.
         - Every event at or past the start offset is handled once, in offset order; an offset
           seen twice (a re-delivery) is dropped here.
-        - A waiter resolves with the turn that answers its own message (see `TurnTracker`).
+        - A waiter resolves with the turn that answers its own message (see `TurnTracker`);
+          a turn Parlant failed (`status: error`) fails it with `AgentError`.
+        - Whole messages: a streamed message still being written holds back it and every
+          event after it (polling goes on) until it is complete, so asks, replies and readers
+          only see it whole; streams get its text as it grows (`MessageDelta`). The checkpoint
+          never passes it.
         - An event no consumer claims is kept (bounded) for the next reader.
         - A consumer over its capacity pauses polling; nothing is dropped.
     """
@@ -200,7 +265,13 @@ class SessionCore:
         self._window: dict[int, Event] = {}
         self._waiters: dict[int, _Waiter] = {}
         self._readers: dict[int, _Reader] = {}
-        self._replies: dict[int, Reply] = {}
+        self._replies: dict[int, Reply | SupervisorError] = {}
+        self._streaming: dict[str, _Streamed] = {}
+        self._parked: list[Event] = []
+        self._held: dict[int, _Held] = {}
+        self._held_generation = 0
+        self._failed_turns_total = 0
+        self._abandoned_total = 0
         self._own_posts: set[int] = set()
         self._idle_generation = 0
         self._idle_armed = False
@@ -210,7 +281,8 @@ class SessionCore:
         self._evicted_total = 0
         self._pauses_total = 0
         self._effects: list[Effect] = []
-        self._outbox: dict[int, list[Event]] = {}
+        self._now = 0.0  # the clock time of the message being handled
+        self._outbox: dict[int, list[StreamItem]] = {}
 
     # --- queries --------------------------------------------------------------------------
 
@@ -226,6 +298,8 @@ class SessionCore:
         `next_offset` when none: where a restarted or re-activated actor resumes.
         """
         needed = [self._next_offset]
+        if self._parked:
+            needed.append(self._parked[0].offset)
         if self._window:
             needed.append(next(iter(self._window)))
         for waiter in self._waiters.values():
@@ -248,6 +322,9 @@ class SessionCore:
             pauses_total=self._pauses_total,
             consecutive_failures=self._consecutive_failures,
             last_failure=self._last_failure,
+            streaming=len(self._streaming),
+            failed_turns_total=self._failed_turns_total,
+            abandoned_total=self._abandoned_total,
         )
 
     # --- the one entry point --------------------------------------------------------------
@@ -255,6 +332,7 @@ class SessionCore:
     def handle(self, message: Message, now: float) -> list[Effect]:
         """Account for `message` at clock time `now`; returns what the shell must do, in order."""
         self._effects = []
+        self._now = now
         match message:
             case Start(None):
                 check_transition(self._state, SessionState.POLLING)
@@ -277,6 +355,12 @@ class SessionCore:
             case PollFailed(generation, failure):
                 if self._claim_poll(generation):
                     self._poll_failed(failure, now)
+            case MessageUpdated(event):
+                self._message_updated(event)
+            case FollowEnded(event_id):
+                self._settle_message(event_id)
+            case MessageChecked(event_id, event):
+                self._message_checked(event_id, event)
             case AwaitReply():
                 self._await_reply(message, now)
             case ResumeReply(consumer, customer_offset, deadline):
@@ -308,6 +392,10 @@ class SessionCore:
             case TimerFired(TimerKind.RETRY_POLL, generation):
                 if self._state is SessionState.BACKING_OFF and generation == self._generation:
                     self._transition(SessionState.POLLING)
+            case TimerFired(TimerKind.FAILURE_GRACE, generation):
+                held = self._held.pop(generation, None)
+                if held is not None:
+                    self._answer(held.reply.answers, held.reply)
             case TimerFired(TimerKind.CHECKPOINT, _):
                 self._save_armed = False
             case TimerFired(TimerKind.IDLE, generation):
@@ -353,6 +441,7 @@ class SessionCore:
             not self._waiters
             and not self._readers
             and not self._window
+            and not self._parked
             and self._state in (SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF)
         )
 
@@ -412,8 +501,10 @@ class SessionCore:
         self._effects.append(StartPoll(self._generation, self._next_offset, wait))
 
     def _any_consumer_full(self) -> bool:
-        return any(w.flow.full for w in self._waiters.values()) or any(
-            r.flow.full for r in self._readers.values()
+        return (
+            len(self._parked) >= _PARKED_LIMIT
+            or any(w.flow.full for w in self._waiters.values())
+            or any(r.flow.full for r in self._readers.values())
         )
 
     def _poll_failed(self, failure: PollFailure, now: float) -> None:
@@ -434,6 +525,7 @@ class SessionCore:
                 )
             self._terminal_error = error
             self._transition(SessionState.FAILED)
+            self._stop_following()
             self._fail_everyone(error)
             return
         delay = self._settings.backoff.delay(
@@ -449,9 +541,23 @@ class SessionCore:
     # --- events ---------------------------------------------------------------------------
 
     def _accept(self, event: Event) -> None:
+        """Take the next event of the log: dispatch it, or park it behind a streamed message
+        that Parlant is still writing (it and everything after it wait, in offset order)."""
         if event.offset < self._next_offset:
             return
         self._next_offset = event.offset + 1
+        if is_incomplete(event):
+            self._streaming[event.id] = _Streamed(event)
+            self._effects.append(FollowMessage(event.id, event.offset))
+        elif not self._parked:
+            self._dispatch(event)
+            return
+        self._parked.append(event)
+        if len(self._parked) == 1:
+            self._send_text(event, self._streaming[event.id], done=False)
+        self._settle_if_trace_ended(event)
+
+    def _dispatch(self, event: Event) -> None:
         update = self._tracker.feed(event)
         claimed = False
         match update:
@@ -467,10 +573,16 @@ class SessionCore:
                 reply = Reply.of_turn(self.session_id, trace_id, answers, turn_events)
                 for consumer_id in self._waiting_for(answers, ConsumerKind.STREAM):
                     self._deliver(consumer_id, (event,))
-                for consumer_id in self._waiting_for(answers):
-                    claimed = True
-                    self._resolve(consumer_id, reply)
-                self._remember_for_late_posts(reply)
+                claimed = bool(self._waiting_for(answers))
+                if shows_success(turn_events) or not self._settings.failure_grace:
+                    self._answer(answers, reply)
+                else:
+                    self._hold(reply)
+            case TurnFailed(trace_id, answers, _):
+                self._failed_turns_total += 1
+                self._held = {g: h for g, h in self._held.items() if h.trace_id != trace_id}
+                claimed = bool(self._waiting_for(answers))
+                self._answer(answers, self._agent_error())
             case None:
                 pass
         for consumer_id, reader in self._readers.items():
@@ -482,6 +594,111 @@ class SessionCore:
                 self._deliver(consumer_id, (event,))
         if not claimed and not self._readers:
             self._keep_unclaimed(event)
+
+    def _agent_error(self) -> AgentError:
+        return AgentError(
+            f"session {self.session_id}: the agent's turn failed inside Parlant (it wrote "
+            "status: error instead of an answer); nothing was answered: try again, and check "
+            "the Parlant server's log and its model provider if it keeps failing",
+            session_id=self.session_id,
+        )
+
+    def _answer(self, answers: tuple[int, ...], outcome: Reply | SupervisorError) -> None:
+        """Resolve (or fail) every waiter whose message the turn answered, and keep the outcome
+        for asks whose post has not been acknowledged yet."""
+        for consumer_id in self._waiting_for(answers):
+            if isinstance(outcome, Reply):
+                self._resolve(consumer_id, outcome)
+            else:
+                del self._waiters[consumer_id]
+                self._fail(consumer_id, outcome)
+        self._remember_for_late_posts(answers, outcome)
+
+    def _hold(self, reply: Reply) -> None:
+        """Resolve the turn after `failure_grace`, unless a `status: error` fails it first."""
+        self._held_generation += 1
+        self._held[self._held_generation] = _Held(reply.trace_id, reply)
+        at = self._now + self._settings.failure_grace
+        timer = TimerFired(TimerKind.FAILURE_GRACE, self._held_generation)
+        self._effects.append(Schedule(at, timer))
+
+    # --- streamed messages ----------------------------------------------------------------
+
+    def _message_updated(self, event: Event) -> None:
+        streamed = self._streaming.get(event.id)
+        if streamed is None or stream_size(event) <= stream_size(streamed.event):
+            return  # not followed (any more), or not newer
+        streamed.event = event
+        index = next(i for i, parked in enumerate(self._parked) if parked.id == event.id)
+        self._parked[index] = event
+        complete = not is_incomplete(event)
+        if index == 0:
+            self._send_text(event, streamed, done=complete)
+        if complete:
+            del self._streaming[event.id]
+            self._release()
+
+    def _settle_if_trace_ended(self, event: Event) -> None:
+        """A parked event that ends a trace whose message is still incomplete: Parlant writes
+        a message's terminator before its turn's `ready`, so the message must be complete in
+        the log by now, or was abandoned (a turn cancelled mid-message never finishes it)."""
+        if is_completed_ready(event) or agent_status(event) in ("cancelled", "error"):
+            for event_id, streamed in self._streaming.items():
+                if streamed.event.trace_id == event.trace_id:
+                    self._settle_message(event_id)
+
+    def _settle_message(self, event_id: str) -> None:
+        """Ask the log what became of the message: complete, or never to be."""
+        streamed = self._streaming.get(event_id)
+        if streamed is not None and not streamed.settling:
+            streamed.settling = True
+            self._effects.append(CheckMessage(event_id, streamed.event.offset))
+
+    def _message_checked(self, event_id: str, event: Event | None) -> None:
+        if event is not None:
+            self._message_updated(event)
+        streamed = self._streaming.pop(event_id, None)
+        if streamed is None:
+            return  # complete
+        # Still incomplete after its trace ended or Parlant went quiet for wait_for_data:
+        # abandoned. Released as it stands (ReplyMessage.is_complete says so).
+        self._abandoned_total += 1
+        if self._parked and self._parked[0].id == event_id:
+            self._send_text(streamed.event, streamed, done=True)
+        self._release()
+
+    def _release(self) -> None:
+        """Dispatch the parked events up to the next message still being written."""
+        while self._parked and self._parked[0].id not in self._streaming:
+            self._dispatch(self._parked.pop(0))
+        if self._parked:
+            head = self._parked[0]
+            self._send_text(head, self._streaming[head.id], done=False)
+
+    def _send_text(self, event: Event, streamed: _Streamed, *, done: bool) -> None:
+        """Give the streams waiting for the message's turn its text so far."""
+        text = message_text(event)
+        delta = text[len(streamed.sent) :] if text.startswith(streamed.sent) else text
+        streamed.sent = text
+        answers = self._tracker.answers_of(event.trace_id)
+        if answers is None:
+            return  # a closed trace's message (a cancelled turn's stray): no turn of anyone's
+        item = self._delta(event, text, delta, done)
+        for consumer_id in self._waiting_for(answers, ConsumerKind.STREAM):
+            self._deliver_text(consumer_id, item)
+
+    @staticmethod
+    def _delta(event: Event, text: str, delta: str, done: bool) -> MessageDelta:
+        return MessageDelta(
+            event.id, event.offset, event.trace_id, text, delta, is_preamble(event), done
+        )
+
+    def _deliver_text(self, consumer_id: int, delta: MessageDelta) -> None:
+        """Deltas do not count against a consumer's capacity, and a full consumer misses
+        them: each carries the whole text so far, and the message event follows whole."""
+        flow = self._flow(consumer_id)
+        if flow is not None and not flow.full:
+            self._outbox.setdefault(consumer_id, []).append(delta)
 
     def _keep_unclaimed(self, event: Event) -> None:
         """Hold `event` for the next reader, unless a turn resolved later claims it."""
@@ -498,8 +715,10 @@ class SessionCore:
             if waiter.customer_offset in wanted and (kind is None or waiter.kind is kind)
         ]
 
-    def _remember_for_late_posts(self, reply: Reply) -> None:
-        """Keep a completed reply for asks whose post has not been acknowledged yet.
+    def _remember_for_late_posts(
+        self, answers: tuple[int, ...], outcome: Reply | SupervisorError
+    ) -> None:
+        """Keep a turn's outcome for asks whose post has not been acknowledged yet.
 
         The poll and the post travel on different connections: the turn that answers a message
         can arrive before we learn the message's offset.
@@ -507,9 +726,9 @@ class SessionCore:
         floor = self._unposted_floor()
         if floor is None:
             return
-        for offset in reply.answers:
+        for offset in answers:
             if offset >= floor:
-                self._replies[offset] = reply
+                self._replies[offset] = outcome
 
     def _unposted_floor(self) -> int | None:
         pending = [w.registered_at for w in self._waiters.values() if w.customer_offset is None]
@@ -552,25 +771,49 @@ class SessionCore:
         self._window.pop(offset, None)
         waiter = self._waiters.get(consumer_id)
         if waiter is None:
-            if offset >= self._next_offset:
+            if offset >= self._dispatched_until:
                 self._own_posts.add(offset)
             return
         if waiter.customer_offset == offset:
             return  # told twice (once on resumption, once by the POST's answer)
         waiter.customer_offset = offset
-        reply = self._replies.get(offset)
-        if reply is not None:
-            if waiter.kind is ConsumerKind.STREAM:
-                self._deliver(consumer_id, reply.events)
-            self._resolve(consumer_id, reply)
-        else:
-            open_turn = self._tracker.open_turn_answering(offset)
-            if open_turn is not None and waiter.kind is ConsumerKind.STREAM:
-                self._deliver(consumer_id, open_turn[1])
+        outcome = self._replies.get(offset)
+        held = next((h for h in self._held.values() if offset in h.reply.answers), None)
+        stream = waiter.kind is ConsumerKind.STREAM
+        if isinstance(outcome, Reply):
+            if stream:
+                self._deliver(consumer_id, outcome.events)
+            self._resolve(consumer_id, outcome)
+        elif outcome is not None:
+            del self._waiters[consumer_id]
+            self._fail(consumer_id, outcome)
+        elif held is not None:
+            if stream:  # it resolves (or fails) with the others when the hold ends
+                self._deliver(consumer_id, held.reply.events)
+        elif stream:
+            self._catch_up(consumer_id, offset)
         floor = self._unposted_floor()
         self._replies = (
             {} if floor is None else {o: r for o, r in self._replies.items() if o >= floor}
         )
+
+    def _catch_up(self, consumer_id: int, customer_offset: int) -> None:
+        """A stream that learns its message's offset late: the turn's events so far, and the
+        text so far of its message being written."""
+        open_turn = self._tracker.open_turn_answering(customer_offset)
+        if open_turn is None:
+            return
+        trace_id, events = open_turn
+        self._deliver(consumer_id, events)
+        if self._parked and self._parked[0].trace_id == trace_id:
+            head = self._parked[0]
+            streamed = self._streaming[head.id]
+            self._deliver_text(consumer_id, self._delta(head, streamed.sent, streamed.sent, False))
+
+    @property
+    def _dispatched_until(self) -> int:
+        """Every event below this offset has been dispatched (the rest are parked or unseen)."""
+        return self._parked[0].offset if self._parked else self._next_offset
 
     def _subscribe(self, consumer_id: int, capacity: int, since: int | None) -> None:
         if self._refuse_if_closed(consumer_id):
@@ -655,8 +898,16 @@ class SessionCore:
         if self._poll_open:
             self._poll_open = False
             self._effects.append(CancelPoll())
+        self._stop_following()
         self._fail_everyone(error)
         self._transition(SessionState.STOPPED)
+
+    def _stop_following(self) -> None:
+        """No more news of the messages being written; they stay parked (the checkpoint keeps
+        them for whoever opens the session again)."""
+        if self._streaming:
+            self._streaming.clear()
+            self._effects.append(StopFollowing())
 
     def _transition(self, target: SessionState) -> None:
         check_transition(self._state, target)

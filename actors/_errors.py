@@ -4,7 +4,8 @@
 SupervisorError
 ├── TransientError          the same call may succeed later
 │   ├── ParlantUnavailable  the server could not be reached or answered 5xx/429
-│   └── ReplyTimeout        the deadline passed; the late reply still reaches events()
+│   ├── ReplyTimeout        the deadline passed; the late reply still reaches events()
+│   └── AgentError          the agent's turn failed inside Parlant (`status: error`)
 └── PermanentError          retrying the same call will fail the same way
     ├── SessionNotFound     Parlant answered 404 for the session
     ├── AccessDenied        Parlant answered 401/403
@@ -21,6 +22,7 @@ from typing import Any, ClassVar, final
 
 __all__ = [
     "AccessDenied",
+    "AgentError",
     "InvalidInput",
     "ParlantUnavailable",
     "PermanentError",
@@ -77,6 +79,18 @@ class ReplyTimeout(TransientError):
     """
 
     outcome = "timeout"
+
+
+@final
+class AgentError(TransientError):
+    """The agent's turn failed inside Parlant (its engine raised, e.g. the model provider is
+    down): Parlant wrote `status: error` for the turn instead of an answer.
+
+    This turn answered nothing; the next one may succeed. The failure's details (a traceback)
+    stay in Parlant's log: they are never copied into this error.
+    """
+
+    outcome = "agent_error"
 
 
 @final

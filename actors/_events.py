@@ -16,19 +16,25 @@ __all__ = [
     "agent_status",
     "event_list_adapter",
     "is_acknowledgement",
+    "is_agent_error",
     "is_cancellation",
     "is_completed_ready",
     "is_customer_message",
+    "is_incomplete",
+    "is_intermediate_ready",
     "is_message",
     "is_preamble",
     "message_text",
+    "parse_event",
     "parse_events",
+    "stream_size",
 ]
 
 PREAMBLE_TAG: Final = "__preamble__"
 """Tag the stock Parlant server puts on "One moment."-style messages sent before the answer."""
 
 event_list_adapter: Final = pydantic.TypeAdapter(list[Event])
+_event_adapter: Final = pydantic.TypeAdapter(Event)
 
 
 def parse_events(body: bytes | str) -> list[Event]:
@@ -38,6 +44,15 @@ def parse_events(body: bytes | str) -> list[Event]:
         pydantic.ValidationError: the body is not a JSON list of events.
     """
     return event_list_adapter.validate_json(body)
+
+
+def parse_event(body: bytes | str) -> Event:
+    """Parse one event's JSON (a `read_event` answer, an SSE `data:` line).
+
+    Raises:
+        pydantic.ValidationError: the body is not an event.
+    """
+    return _event_adapter.validate_json(body)
 
 
 def _data(event: Event) -> dict[str, Any]:
@@ -74,6 +89,19 @@ def is_completed_ready(event: Event) -> bool:
     return isinstance(inner, dict) and inner.get("stage") == "completed"
 
 
+def is_intermediate_ready(event: Event) -> bool:
+    """True for a `ready` that completes nothing (Parlant's engine writes one after each message
+    it sends, and after a preamble)."""
+    return agent_status(event) == "ready" and not is_completed_ready(event)
+
+
+def is_agent_error(event: Event) -> bool:
+    """True for the `error` status Parlant writes when its engine raised while processing a turn
+    (after the turn's completed `ready`). Its `data.exception` is a Python traceback: never show
+    it to anyone."""
+    return agent_status(event) == "error"
+
+
 def is_message(event: Event) -> bool:
     """True for a `message` event from any source."""
     return event.kind == "message"
@@ -92,6 +120,30 @@ def _tags(event: Event) -> Sequence[object]:
 def is_preamble(event: Event) -> bool:
     """True for a preamble message (tagged `__preamble__`), sent before the real answer."""
     return is_message(event) and PREAMBLE_TAG in _tags(event)
+
+
+def _chunks(event: Event) -> list[object] | None:
+    chunks = _data(event).get("chunks")
+    return chunks if isinstance(chunks, list) else None
+
+
+def is_incomplete(event: Event) -> bool:
+    """True for a streamed message Parlant is still writing: its `chunks` do not end with the
+    `null` terminator yet (the event is updated in place, at the same offset, until they do).
+
+    A block-mode message has no `chunks` and is complete as written.
+    """
+    if not is_message(event):
+        return False
+    chunks = _chunks(event)
+    return chunks is not None and (not chunks or chunks[-1] is not None)
+
+
+def stream_size(event: Event) -> int:
+    """How far a streamed message has been written: its number of chunks, the terminator
+    included (0 for a message that does not stream). Snapshots of one message only grow."""
+    chunks = _chunks(event)
+    return len(chunks) if chunks is not None else 0
 
 
 def message_text(event: Event) -> str:

@@ -14,11 +14,12 @@ from typing import Protocol, final
 from parlant.client.types import Event
 
 from actors._errors import SupervisorError
-from actors._reply import Reply
+from actors._reply import MessageDelta, Reply
 
 __all__ = [
     "AwaitReply",
     "CancelPoll",
+    "CheckMessage",
     "CheckpointLoaded",
     "Consumer",
     "ConsumerKind",
@@ -29,10 +30,14 @@ __all__ = [
     "Fail",
     "FailureKind",
     "FetchHistory",
+    "FollowEnded",
+    "FollowMessage",
     "HistoryFetched",
     "LoadCheckpoint",
     "Message",
+    "MessageChecked",
     "MessagePosted",
+    "MessageUpdated",
     "PollFailed",
     "PollFailure",
     "PollTimedOut",
@@ -46,6 +51,8 @@ __all__ = [
     "Start",
     "StartPoll",
     "Stop",
+    "StopFollowing",
+    "StreamItem",
     "Subscribe",
     "TimerFired",
     "TimerKind",
@@ -60,6 +67,10 @@ class ConsumerKind(enum.Enum):
     ASK = "ask"
     STREAM = "stream"
     READER = "reader"
+
+
+StreamItem = Event | MessageDelta
+"""What streams carry: the session's events, and the live text of streamed messages."""
 
 
 class Consumer(Protocol):
@@ -108,8 +119,9 @@ class Consumer(Protocol):
         """A new actor (counting flow from zero) takes over feeding it."""
         ...
 
-    def deliver(self, events: Sequence[Event]) -> None:
-        """Queue events for the caller (never blocks); offsets it already had are dropped."""
+    def deliver(self, events: Sequence[StreamItem]) -> None:
+        """Queue events (and, for streams, message deltas) for the caller (never blocks); what
+        it already had (an offset it received, text it was given) is dropped."""
         ...
 
     def resolve(self, reply: Reply) -> None:
@@ -220,6 +232,34 @@ class PollFailed:
 
 @final
 @dataclass(frozen=True, slots=True)
+class MessageUpdated:
+    """A streamed message the core follows was written further: `event` is its newer snapshot
+    (more chunks, or the terminator). Stale and repeated snapshots are ignored."""
+
+    event: Event
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FollowEnded:
+    """Following a streamed message ended before its terminator: Parlant wrote nothing new for
+    `wait_for_data` seconds, or the event is gone."""
+
+    event_id: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MessageChecked:
+    """The answer to `CheckMessage`: the message as Parlant's log holds it now (None: the event
+    is not in the log any more)."""
+
+    event_id: str
+    event: Event | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class AwaitReply:
     """Post `text` as the customer, then give `consumer` the turn that answers it.
 
@@ -318,6 +358,7 @@ class TimerKind(enum.Enum):
     DEADLINE = "deadline"
     IDLE = "idle"
     CHECKPOINT = "checkpoint"
+    FAILURE_GRACE = "failure_grace"
 
 
 @final
@@ -327,8 +368,8 @@ class TimerFired:
 
     Attributes:
         kind: What it is for.
-        generation: The poll generation (RETRY_POLL), consumer id (DEADLINE) or idle
-            generation (IDLE) it concerns.
+        generation: The poll generation (RETRY_POLL), consumer id (DEADLINE), idle
+            generation (IDLE) or held turn (FAILURE_GRACE) it concerns.
     """
 
     kind: TimerKind
@@ -342,6 +383,9 @@ Message = (
     | EventsReceived
     | PollTimedOut
     | PollFailed
+    | MessageUpdated
+    | FollowEnded
+    | MessageChecked
     | AwaitReply
     | ResumeReply
     | MessagePosted
@@ -374,6 +418,33 @@ class CancelPoll:
 
 @final
 @dataclass(frozen=True, slots=True)
+class FollowMessage:
+    """Follow the streamed message `event_id` (at `offset`) as Parlant writes it: tell
+    `MessageUpdated` for each newer snapshot, until its terminator; `FollowEnded` if Parlant
+    writes nothing new for `wait_for_data` seconds or the event is gone."""
+
+    event_id: str
+    offset: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CheckMessage:
+    """Read the message `event_id` (at `offset`) once from the session's log; tell
+    `MessageChecked`. Retried until it is read or the session stops."""
+
+    event_id: str
+    offset: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StopFollowing:
+    """Stop following (and checking) every message of the session."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class PostMessage:
     """Post the consumer's text as a customer message; tell `MessagePosted` or `PostFailed`."""
 
@@ -394,10 +465,10 @@ class FetchHistory:
 @final
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """Hand events to a consumer."""
+    """Hand events (and, to streams, message deltas) to a consumer."""
 
     consumer_id: int
-    events: tuple[Event, ...]
+    events: tuple[StreamItem, ...]
 
 
 @final
@@ -451,6 +522,9 @@ class Schedule:
 Effect = (
     StartPoll
     | CancelPoll
+    | FollowMessage
+    | CheckMessage
+    | StopFollowing
     | PostMessage
     | FetchHistory
     | Deliver

@@ -1,4 +1,5 @@
-"""The answer to one customer message: the agent events of the turn that answered it."""
+"""The answer to one customer message: the agent events of the turn that answered it, and the
+live text of its streamed messages."""
 
 from __future__ import annotations
 
@@ -8,9 +9,38 @@ from typing import final
 
 from parlant.client.types import Event
 
-from actors._events import is_message, is_preamble, message_text
+from actors._events import is_incomplete, is_message, is_preamble, message_text
 
-__all__ = ["Reply", "ReplyMessage"]
+__all__ = ["MessageDelta", "Reply", "ReplyMessage"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MessageDelta:
+    """A streamed agent message grew: what `stream()` yields between a turn's events while
+    Parlant writes a message (agents with `output_mode=STREAM`).
+
+    The message event itself follows once it is complete, at its offset, like any event; a
+    block-mode message comes only as that event. Deltas of one message arrive in order, each
+    at most once; `delta` pieces join to `text`.
+
+    Attributes:
+        event_id: The message event's id (Parlant updates it in place).
+        offset: The message event's offset.
+        trace_id: The turn's trace id.
+        text: The message's text so far.
+        delta: What this delta adds to the text ('' for the last one, when nothing was added).
+        preamble: True for a preamble ("One moment.").
+        done: True for the last delta: the message is complete (or Parlant abandoned it).
+    """
+
+    event_id: str
+    offset: int
+    trace_id: str
+    text: str
+    delta: str
+    preamble: bool
+    done: bool
 
 
 @final
@@ -23,12 +53,15 @@ class ReplyMessage:
         offset: The event's offset in the session.
         is_preamble: True for a preamble ("One moment.") sent before the real answer.
         event: The Parlant event itself.
+        is_complete: False only for a streamed message Parlant never finished writing (its
+            turn was cancelled or stalled mid-message): `text` is what was written.
     """
 
     text: str
     offset: int
     is_preamble: bool
     event: Event
+    is_complete: bool = True
 
 
 @final
@@ -60,7 +93,7 @@ class Reply:
         """Build a reply from the events of one turn."""
         turn = tuple(events)
         messages = tuple(
-            ReplyMessage(message_text(e), e.offset, is_preamble(e), e)
+            ReplyMessage(message_text(e), e.offset, is_preamble(e), e, not is_incomplete(e))
             for e in turn
             if is_message(e) and e.source != "customer"
         )

@@ -9,12 +9,18 @@ The rules come from PARLANT.md, measured on a real server:
 - A superseded turn emits `cancelled`: its claims go back to the pool, and the next turn answers
   them together with the newer message. The cancelled trace keeps emitting afterwards: those
   strays, like anything after a trace completed, belong to no turn.
+- A turn whose engine raised ends with its completed `ready` and then `status: error` in the
+  same trace (a few ms apart, usually in one poll batch): the turn failed. Parlant's engine
+  writes an intermediate `ready` after every message it sends, so a completed turn whose last
+  agent message is followed by one shows that it succeeded; any other may still be failed by
+  an `error` just behind it (`shows_success`).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, final
 
@@ -22,18 +28,23 @@ from parlant.client.types import Event
 
 from actors._events import (
     is_acknowledgement,
+    is_agent_error,
     is_cancellation,
     is_completed_ready,
     is_customer_message,
+    is_intermediate_ready,
+    is_message,
 )
 
 __all__ = [
     "CustomerSpoke",
     "TurnCancelled",
     "TurnCompleted",
+    "TurnFailed",
     "TurnProgressed",
     "TurnTracker",
     "TurnUpdate",
+    "shows_success",
 ]
 
 _CLOSED_TRACES_REMEMBERED: Final = 256
@@ -87,7 +98,33 @@ class TurnCompleted:
         return self.events[-1]
 
 
-TurnUpdate = CustomerSpoke | TurnProgressed | TurnCancelled | TurnCompleted
+@final
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    """Parlant's engine failed the turn (`status: error` in its trace, `event`): the messages in
+    `answers` get no answer from it."""
+
+    trace_id: str
+    answers: tuple[int, ...]
+    event: Event
+
+
+TurnUpdate = CustomerSpoke | TurnProgressed | TurnCancelled | TurnCompleted | TurnFailed
+
+
+def shows_success(events: Sequence[Event]) -> bool:
+    """Whether a completed turn's own events show it succeeded: it sent an agent message and
+    Parlant wrote an intermediate `ready` after the last one (its engine does so once a message
+    is out). A turn without that may still be failed by a `status: error` behind its completed
+    `ready`: no message (an empty reply, or an engine that raised before answering), or a
+    message the engine raised while writing (a stream the model provider cut)."""
+    confirmed = False
+    for event in events:
+        if is_message(event) and event.source != "customer":
+            confirmed = False
+        elif is_intermediate_ready(event):
+            confirmed = True
+    return confirmed and any(is_message(e) and e.source != "customer" for e in events)
 
 
 @dataclass(slots=True)
@@ -103,14 +140,14 @@ class TurnTracker:
 
     Memory is bounded: at most 64 open turns (a turn that never completes is forgotten, oldest
     first, and its claims return to the pool), 1,024 unclaimed customer messages and 256
-    closed trace ids.
+    closed trace ids (with what the completed ones answered).
     """
 
     def __init__(self) -> None:
         self._unclaimed: list[int] = []
         self._open: OrderedDict[str, _OpenTurn] = OrderedDict()
         self._claimed_by: dict[int, str] = {}
-        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._closed: OrderedDict[str, tuple[int, ...]] = OrderedDict()
 
     def feed(self, event: Event) -> TurnUpdate | None:
         """Account for the next event; returns what it means for turns, or None if nothing."""
@@ -120,9 +157,15 @@ class TurnTracker:
         trace_id = event.trace_id
         turn = self._open.get(trace_id)
         if turn is None:
-            if trace_id in self._closed or not is_acknowledgement(event):
+            if trace_id in self._closed:
+                answers = self._closed[trace_id]
+                return TurnFailed(trace_id, answers, event) if is_agent_error(event) else None
+            if not is_acknowledgement(event):
                 return None
             turn = self._open_turn(trace_id)
+        if is_agent_error(event):  # the engine raised before it wrote the completed ready
+            self._close(turn, answered=True)
+            return TurnFailed(trace_id, turn.answers, event)
         turn.events.append(event)
         if is_cancellation(event):
             self._close(turn, answered=False)
@@ -131,6 +174,11 @@ class TurnTracker:
             self._close(turn, answered=True)
             return TurnCompleted(trace_id, turn.answers, tuple(turn.events))
         return TurnProgressed(trace_id, turn.answers, event)
+
+    def answers_of(self, trace_id: str) -> tuple[int, ...] | None:
+        """The customer messages an open turn currently claims (None: no such open turn)."""
+        turn = self._open.get(trace_id)
+        return turn.answers if turn is not None else None
 
     def open_turn_answering(self, customer_offset: int) -> tuple[str, tuple[Event, ...]] | None:
         """The open turn that currently claims a customer message: (trace id, its events)."""
@@ -162,6 +210,7 @@ class TurnTracker:
             self._claimed_by.pop(offset, None)
             if not answered:
                 self._add_unclaimed(offset)
-        self._closed[turn.trace_id] = None
+        # a cancelled turn answered nothing: an error in its trace fails no one
+        self._closed[turn.trace_id] = turn.answers if answered else ()
         if len(self._closed) > _CLOSED_TRACES_REMEMBERED:
             self._closed.popitem(last=False)

@@ -12,8 +12,10 @@ Example:
 
 from actors import (
     AccessDenied,
+    AgentError,
     Backoff,
     InvalidInput,
+    MessageDelta,
     ParlantUnavailable,
     PermanentError,
     Reply,
@@ -34,8 +36,10 @@ from supervisor._statistics import StopSummary, SupervisorStatistics
 
 __all__ = [
     "AccessDenied",
+    "AgentError",
     "Backoff",
     "InvalidInput",
+    "MessageDelta",
     "ParlantUnavailable",
     "PermanentError",
     "Reply",

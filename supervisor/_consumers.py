@@ -6,16 +6,15 @@ A `_Channel` is a thread-safe queue that threads and asyncio tasks can both wait
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Generic, TypeVar, final
 
-from parlant.client.types import Event
-
-from actors import Reply, SessionClosed, SupervisorError, SupervisorStopped
-from actors._messages import ConsumerKind, EventsConsumed, Message
+from actors import MessageDelta, Reply, SessionClosed, SupervisorError, SupervisorStopped
+from actors._messages import ConsumerKind, EventsConsumed, Message, StreamItem
 
 __all__ = ["Ended", "EventConsumer", "ReplyConsumer", "next_consumer_id"]
 
@@ -123,7 +122,7 @@ class ReplyConsumer:
         """True once resolved or failed."""
         return self._channel.closed
 
-    def deliver(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[StreamItem]) -> None:
         """Asks take the turn whole at `resolve`; nothing is delivered to them piecemeal."""
 
     def rebase(self) -> None:
@@ -151,7 +150,9 @@ class EventConsumer:
 
     Tells its session how far the caller has read once the session may think it is half
     full and the queue has drained to half its capacity: a paused session resumes polling,
-    and a reader that keeps up costs one message per `capacity / 2` events.
+    and a reader that keeps up costs one message per `capacity / 2` events. Message deltas
+    (streams only) do not count: each carries the whole text so far, so one that is dropped
+    or repeated (a restarted actor follows the message again) costs nothing.
     """
 
     def __init__(
@@ -166,7 +167,8 @@ class EventConsumer:
         self.asked_at: float | None = None
         self.next_offset: int | None = None
         self._notify = notify
-        self._channel: _Channel[Event] = _Channel()
+        self._channel: _Channel[StreamItem] = _Channel()
+        self._texts: dict[str, tuple[int, bool]] = {}  # message id -> (chars given, done)
         self._received = 0
         self._taken = 0
         self._reported = 0
@@ -181,21 +183,43 @@ class EventConsumer:
         """The caller stopped reading: deliver nothing more."""
         self._channel.close()
 
-    def deliver(self, events: Sequence[Event]) -> None:
-        """Queue events; offsets below `next_offset` (a restarted actor's re-reads) are dropped."""
-        floor = self.next_offset
-        fresh = [e for e in events if floor is None or e.offset >= floor]
+    def deliver(self, events: Sequence[StreamItem]) -> None:
+        """Queue events; offsets below `next_offset` (a restarted actor's re-reads) are dropped,
+        and so is message text already given (a delta keeps only what is new to the caller)."""
+        fresh: list[StreamItem] = []
+        duplicates = 0
+        for item in events:
+            if isinstance(item, MessageDelta):
+                delta = self._new_text(item)
+                if delta is not None:
+                    fresh.append(delta)
+            elif self.next_offset is None or item.offset >= self.next_offset:
+                self.next_offset = item.offset + 1
+                self._texts.pop(item.id, None)
+                self._received += 1
+                fresh.append(item)
+            else:
+                duplicates += 1
         if fresh:
-            self.next_offset = fresh[-1].offset + 1
-            self._received += len(fresh)
             self._channel.put(fresh)
-        if len(fresh) < len(events):
+        if duplicates:
             # dropped duplicates count as consumed, or the session could stay paused for them
-            dropped = len(events) - len(fresh)
-            self._received += dropped
-            self._taken += dropped
+            self._received += duplicates
+            self._taken += duplicates
             self._reported = self._taken
             self._notify(EventsConsumed(self.consumer_id, self._taken))
+
+    def _new_text(self, delta: MessageDelta) -> MessageDelta | None:
+        """`delta` as this consumer sees it: only the text it was not given yet (None: nothing
+        new, or its message event was delivered already)."""
+        if self.next_offset is not None and delta.offset < self.next_offset:
+            return None
+        given, done = self._texts.get(delta.event_id, (0, False))
+        if len(delta.text) < given or (len(delta.text) == given and (done or not delta.done)):
+            return None
+        self._texts[delta.event_id] = (len(delta.text), delta.done)
+        piece = delta.text[given:]
+        return delta if piece == delta.delta else dataclasses.replace(delta, delta=piece)
 
     def rebase(self) -> None:
         """Start flow accounting afresh: a new actor (counting from zero) takes over."""
@@ -209,15 +233,17 @@ class EventConsumer:
         quiet = self.kind is ConsumerKind.READER and isinstance(error, _QUIET_ENDINGS)
         self._channel.close(None if quiet else error)
 
-    def get(self, timeout: float | None = None) -> Event:
-        """The next event; raises `Ended` at the end, the failure, or TimeoutError."""
+    def get(self, timeout: float | None = None) -> StreamItem:
+        """The next item; raises `Ended` at the end, the failure, or TimeoutError."""
         return self._took(self._channel.get(timeout))
 
-    async def get_async(self) -> Event:
-        """The next event; raises `Ended` at the end, or the failure."""
+    async def get_async(self) -> StreamItem:
+        """The next item; raises `Ended` at the end, or the failure."""
         return self._took(await self._channel.aget())
 
-    def _took(self, event: Event) -> Event:
+    def _took(self, item: StreamItem) -> StreamItem:
+        if isinstance(item, MessageDelta):
+            return item
         self._taken += 1
         unreported = self._received - self._reported
         if (
@@ -227,4 +253,4 @@ class EventConsumer:
         ):
             self._reported = self._taken
             self._notify(EventsConsumed(self.consumer_id, self._taken))
-        return event
+        return item

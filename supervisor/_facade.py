@@ -7,7 +7,7 @@ import concurrent.futures
 import contextlib
 import enum
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, final
@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from actors import (
     InvalidInput,
+    MessageDelta,
     Reply,
     SessionClosed,
     SessionState,
@@ -30,7 +31,14 @@ from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock, Deadline, SystemClock
 from actors._dispatcher import Dispatcher
 from actors._io import IOLoop
-from actors._messages import AwaitReply, ConsumerKind, Message, Subscribe, Unsubscribe
+from actors._messages import (
+    AwaitReply,
+    ConsumerKind,
+    Message,
+    StreamItem,
+    Subscribe,
+    Unsubscribe,
+)
 from actors._parlant import ParlantApi, translate_error
 from actors._poller import Poller
 from metrics import StatisticsCollector, SupervisorMetrics
@@ -38,6 +46,7 @@ from supervisor._config import SupervisorConfig
 from supervisor._consumers import Ended, EventConsumer, ReplyConsumer
 from supervisor._statistics import StopSummary, SupervisorStatistics
 from supervisor._supervisor import Close, ListSessions, Open, Route, StopAll, Supervisor
+from supervisor._text import answer_text, answer_text_async
 
 __all__ = ["SessionSupervisor"]
 
@@ -312,11 +321,17 @@ class SessionSupervisor:
 
     def stream(
         self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> Generator[Event, None, None]:
+    ) -> Generator[Event | MessageDelta, None, None]:
         """Post `message` and yield the answering turn's events live, ending at its `ready`.
 
+        A message the agent streams (`output_mode=STREAM`) comes as `MessageDelta`s while
+        Parlant writes it, then as its event, whole; a block-mode message only as its event.
         The message is posted at once, before the first `next()`. Close the iterator (or
         finish it) to release it; an abandoned one pauses its session when full.
+
+        Raises:
+            AgentError: Parlant failed the turn (`status: error`); the iteration ends with it.
+            ReplyTimeout, SessionNotFound, ...: as `ask`.
         """
         consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
         self._await_reply(session_id, message, timeout, consumer)
@@ -324,31 +339,54 @@ class SessionSupervisor:
 
     def astream(
         self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[Event | MessageDelta, None]:
         """Asyncio twin of `stream`."""
         consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
         self._await_reply(session_id, message, timeout, consumer)
         return self._aiterate(session_id, consumer, timeout)
+
+    def stream_text(
+        self, session_id: str, message: str, *, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Post `message` and yield the answer's text as Parlant generates it.
+
+        The pieces join to exactly the `Reply.text` that `ask` would return: the turn's agent
+        messages but preambles, a blank line between two, a streamed message piece by piece,
+        a block-mode one whole. (One exception: when a newer message supersedes the turn while
+        its text streams, Parlant abandons that text and answers both messages in a new turn,
+        whose text follows.)
+
+        Raises:
+            AgentError, ReplyTimeout, SessionNotFound, ...: as `stream`.
+        """
+        return answer_text(self.stream(session_id, message, timeout=timeout))
+
+    def astream_text(
+        self, session_id: str, message: str, *, timeout: float | None = None
+    ) -> AsyncIterator[str]:
+        """Asyncio twin of `stream_text`."""
+        return answer_text_async(self.astream(session_id, message, timeout=timeout))
 
     def events(self, session_id: str, *, since: int | None = None) -> Generator[Event, None, None]:
         """Yield every event of the session as it arrives, follow-ups after `ready` included.
 
         First come the events that arrived while nobody was reading and that no ask or stream
         took (follow-ups, human-agent messages, late replies); with `since`, instead, every
-        event from that offset is re-read from the server. Each event is yielded once. The
-        iteration ends when the session is closed or the supervisor stops.
+        event from that offset is re-read from the server. Each event is yielded once, and a
+        streamed message only once Parlant has written it whole. The iteration ends when the
+        session is closed or the supervisor stops.
         """
         consumer = self._event_consumer(session_id, ConsumerKind.READER)
         _require_since(since, session_id)
         self._route(session_id, Subscribe(consumer, since))
-        return self._iterate(session_id, consumer, None)
+        return _only_events(self._iterate(session_id, consumer, None))
 
     def aevents(self, session_id: str, *, since: int | None = None) -> AsyncGenerator[Event, None]:
         """Asyncio twin of `events`."""
         consumer = self._event_consumer(session_id, ConsumerKind.READER)
         _require_since(since, session_id)
         self._route(session_id, Subscribe(consumer, since))
-        return self._aiterate(session_id, consumer, None)
+        return _only_events_async(self._aiterate(session_id, consumer, None))
 
     def _event_consumer(self, session_id: str, kind: ConsumerKind) -> EventConsumer:
         return EventConsumer(
@@ -385,7 +423,7 @@ class SessionSupervisor:
 
     def _iterate(
         self, session_id: str, consumer: EventConsumer, timeout: float | None
-    ) -> Generator[Event, None, None]:
+    ) -> Generator[StreamItem, None, None]:
         guard = None if timeout is None else timeout + _SAFETY_MARGIN
         try:
             while True:
@@ -400,7 +438,7 @@ class SessionSupervisor:
 
     async def _aiterate(
         self, session_id: str, consumer: EventConsumer, timeout: float | None
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[StreamItem, None]:
         guard = None if timeout is None else timeout + _SAFETY_MARGIN
         try:
             while True:
@@ -561,6 +599,28 @@ class SessionSupervisor:
             "a blocking SessionSupervisor call was made on a running event loop; "
             "use its asyncio twin (the `a`-prefixed method) instead"
         )
+
+
+def _only_events(items: Generator[StreamItem, None, None]) -> Generator[Event, None, None]:
+    """A reader's items: events only (its session never gives a reader a delta)."""
+    try:
+        for item in items:
+            assert not isinstance(item, MessageDelta)
+            yield item
+    finally:
+        items.close()
+
+
+async def _only_events_async(
+    items: AsyncGenerator[StreamItem, None],
+) -> AsyncGenerator[Event, None]:
+    """Asyncio twin of `_only_events`."""
+    try:
+        async for item in items:
+            assert not isinstance(item, MessageDelta)
+            yield item
+    finally:
+        await items.aclose()
 
 
 def _tell_quietly(ref: pykka.ActorRef[Supervisor], message: object) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Protocol
 
 from parlant.client.types import Event
 from prometheus_client import CollectorRegistry
 
-from actors import Reply
+from actors import MessageDelta, Reply
 from supervisor._statistics import StopSummary, SupervisorStatistics
 
 __all__ = ["Supervising"]
@@ -33,7 +33,11 @@ class Supervising(Protocol):
 
     def astream(
         self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> AsyncGenerator[Event, None]: ...
+    ) -> AsyncGenerator[Event | MessageDelta, None]: ...
+
+    def astream_text(
+        self, session_id: str, message: str, *, timeout: float | None = None
+    ) -> AsyncIterator[str]: ...
 
     def aevents(
         self, session_id: str, *, since: int | None = None

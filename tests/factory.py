@@ -44,10 +44,31 @@ def agent(offset: int, trace_id: str, text: str, *, preamble: bool = False) -> E
 
 
 def turn(start: int, trace_id: str, text: str) -> list[Event]:
-    """acknowledged, typing, message, completed ready at start .. start+3."""
+    """acknowledged, typing, message, ready, completed ready at start .. start+4 (Parlant's
+    engine writes an intermediate `ready` after each message it sends)."""
     return [
         status(start, trace_id, "acknowledged"),
         status(start + 1, trace_id, "typing"),
         agent(start + 2, trace_id, text),
-        status(start + 3, trace_id, "ready", "completed"),
+        status(start + 3, trace_id, "ready"),
+        status(start + 4, trace_id, "ready", "completed"),
     ]
+
+
+def streamed(offset: int, trace_id: str, *chunks: str | None) -> Event:
+    """A streamed agent message as a snapshot shows it: `chunks` so far (a trailing None is
+    Parlant's terminator: the message is complete)."""
+    text = "".join(chunk for chunk in chunks if chunk is not None)
+    data: dict[str, Any] = {
+        "message": text,
+        "participant": {"id": "agent", "display_name": "A"},
+        "chunks": list(chunks),
+    }
+    return _event(offset, "ai_agent", "message", trace_id, data)
+
+
+def error(offset: int, trace_id: str) -> Event:
+    """The `status: error` Parlant writes when its engine raised (with a traceback)."""
+    traceback = "['Traceback (most recent call last):\\n', 'secret-token-XYZ\\n']"
+    data = {"status": "error", "data": {"exception": traceback}}
+    return _event(offset, "ai_agent", "status", trace_id, data)

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from parlant.client.types import Event
 
-from actors import Reply
+from actors import MessageDelta, Reply
 from supervisor._protocol import Supervising
 
 __all__ = ["AGENTS", "ChatAgent", "Intent", "MedicalWelfareAgent", "ResearchPaperAgent"]
@@ -46,8 +46,11 @@ class ChatAgent:
         """Post `message` and return the turn that answers it (ReplyTimeout past `timeout`)."""
         return await self.supervisor.aask(session_id, message, timeout=self.timeout)
 
-    def process_stream(self, message: str, session_id: str) -> AsyncGenerator[Event, None]:
-        """Post `message` and yield the answering turn's events live, ending at its `ready`."""
+    def process_stream(
+        self, message: str, session_id: str
+    ) -> AsyncGenerator[Event | MessageDelta, None]:
+        """Post `message` and yield the answering turn's events live (and its streamed
+        messages' deltas), ending at its `ready`."""
         return self.supervisor.astream(session_id, message, timeout=self.timeout)
 
 

@@ -26,7 +26,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, final
 
@@ -36,10 +44,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from actors import Reply, SupervisorError, SupervisorStopped, TransientError
+from actors import MessageDelta, Reply, SupervisorError, SupervisorStopped, TransientError
 from supervisor._config import SupervisorConfig
 from supervisor._facade import _require_id, _require_since
 from supervisor._statistics import StopSummary, SupervisorStatistics
+from supervisor._text import answer_text, answer_text_async
 from supervisor.sharding._placement import shard_of
 from supervisor.sharding._shard import Shard
 
@@ -332,9 +341,10 @@ class ShardedSupervisor:
 
     def stream(
         self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> Generator[Event, None, None]:
-        """Post `message` and yield the answering turn's events live (see
-        `SessionSupervisor.stream`); `ShardLost` ends it if the session's shard dies."""
+    ) -> Generator[Event | MessageDelta, None, None]:
+        """Post `message` and yield the answering turn's events live, and its streamed
+        messages' deltas (see `SessionSupervisor.stream`); `ShardLost` ends it if the session's
+        shard dies."""
         index = self._track(session_id)
         if index in self._down:
             self._recover(index)
@@ -343,7 +353,7 @@ class ShardedSupervisor:
 
     def astream(
         self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[Event | MessageDelta, None]:
         """Asyncio twin of `stream` (on a shard known to be down, the message is posted once
         it is back, at the first iteration)."""
         index = self._track(session_id)
@@ -354,7 +364,7 @@ class ShardedSupervisor:
 
     async def _astream_when_back(
         self, index: int, session_id: str, message: str, timeout: float | None
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[Event | MessageDelta, None]:
         await asyncio.to_thread(self._recover, index)
         refs = self._shard_stream(index, "stream", session_id, message, timeout)
         relay = self._arelay(index, refs)
@@ -363,6 +373,19 @@ class ShardedSupervisor:
                 yield event
         finally:
             await relay.aclose()
+
+    def stream_text(
+        self, session_id: str, message: str, *, timeout: float | None = None
+    ) -> Iterator[str]:
+        """Post `message` and yield the answer's text as it is generated (see
+        `SessionSupervisor.stream_text`)."""
+        return answer_text(self.stream(session_id, message, timeout=timeout))
+
+    def astream_text(
+        self, session_id: str, message: str, *, timeout: float | None = None
+    ) -> AsyncIterator[str]:
+        """Asyncio twin of `stream_text`."""
+        return answer_text_async(self.astream(session_id, message, timeout=timeout))
 
     def events(self, session_id: str, *, since: int | None = None) -> Generator[Event, None, None]:
         """Yield every event of the session as it arrives (see `SessionSupervisor.events`).
@@ -558,9 +581,9 @@ class ShardedSupervisor:
                     raise
                 self._recover(index)
 
-    def _relay(self, index: int, refs: Any) -> Generator[Event, None, None]:
-        """The events of a shard's generator, errors translated as `_get` does; closing it
-        early cancels the shard's generator."""
+    def _relay(self, index: int, refs: Any) -> Generator[Any, None, None]:
+        """The items of a shard's generator (events, deltas, a reader's floor), errors
+        translated as `_get` does; closing it early cancels the shard's generator."""
         finished = False
         try:
             while True:
@@ -577,7 +600,7 @@ class ShardedSupervisor:
                 with contextlib.suppress(Exception):
                     self._ray.cancel(refs)
 
-    async def _arelay(self, index: int, refs: Any) -> AsyncGenerator[Event, None]:
+    async def _arelay(self, index: int, refs: Any) -> AsyncGenerator[Any, None]:
         finished = False
         try:
             while True:

@@ -18,7 +18,7 @@ import structlog
 from parlant.client.types import Event
 from prometheus_client import generate_latest
 
-from actors import Reply
+from actors import MessageDelta, Reply
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
 from supervisor._statistics import StopSummary, SupervisorStatistics
@@ -60,7 +60,7 @@ class Shard:
 
     async def stream(
         self, session_id: str, message: str, timeout: float | None
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[Event | MessageDelta, None]:
         stream = self._supervisor.astream(session_id, message, timeout=timeout)
         try:
             async for event in stream:

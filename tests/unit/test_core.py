@@ -110,7 +110,13 @@ class Driver:
         ]
 
     def delivered(self, consumer_id: int) -> list[int]:
-        return [ev.offset for d in self.of(Deliver, consumer_id) for ev in d.events]  # type: ignore[attr-defined]
+        """Offsets of the events (not the message deltas) given to the consumer."""
+        return [
+            ev.offset
+            for d in self.of(Deliver, consumer_id)
+            for ev in d.events  # type: ignore[attr-defined]
+            if isinstance(ev, Event)
+        ]
 
 
 # --- transitions ----------------------------------------------------------------------------
@@ -382,12 +388,20 @@ def test_a_stale_ready_of_an_earlier_turn_does_not_end_a_later_ask() -> None:
     assert resolve.reply.answers == (3,)  # type: ignore[attr-defined]
 
 
-def test_a_turn_with_no_agent_message_is_an_empty_reply() -> None:
+def test_a_turn_with_no_agent_message_is_an_empty_reply_once_no_error_followed() -> None:
     d = Driver()
     d.start()
     d.ask(1)
     d.send(MessagePosted(1, 0))
-    d.receive(customer(0), status(1, "T", "acknowledged"), status(2, "T", "ready", "completed"))
+    d.now = 10.0
+    effects = d.receive(
+        customer(0), status(1, "T", "acknowledged"), status(2, "T", "ready", "completed")
+    )
+    assert d.of(Resolve) == []  # Parlant writes a failed turn's error just after this ready
+    [grace] = [e for e in effects if isinstance(e, Schedule)]
+    assert grace.at == 10.5
+    assert grace.timer.kind is TimerKind.FAILURE_GRACE
+    d.send(grace.timer)
     [resolve] = d.of(Resolve)
     assert resolve.reply.messages == ()
     assert resolve.reply.text == ""
@@ -414,7 +428,7 @@ def test_the_deadline_fails_the_ask_and_its_late_reply_reaches_the_next_reader()
     assert SID in str(fail.error)
     d.receive(*turn(1, "T", "late")[2:])
     d.send(Subscribe(Handle(2, ConsumerKind.READER)))
-    assert d.delivered(2) == [1, 2, 3, 4]  # the whole late turn; the own message was claimed
+    assert d.delivered(2) == [1, 2, 3, 4, 5]  # the whole late turn; the own message was claimed
     assert d.send(TimerFired(TimerKind.DEADLINE, 1)) == []  # a second firing is stale
 
 
@@ -438,12 +452,12 @@ def test_a_follow_up_after_ready_with_nobody_asking_waits_for_the_next_reader() 
     d.ask(1)
     d.send(MessagePosted(1, 0))
     d.receive(customer(0), *turn(1, "T", "answer"))
-    d.receive(agent(5, "F", "a follow-up"))
+    d.receive(agent(6, "F", "a follow-up"))
     assert d.core.snapshot().buffered == 1  # the answered turn was claimed by the ask
     d.send(Subscribe(Handle(2, ConsumerKind.READER)))
-    assert d.delivered(2) == [5]
-    d.receive(agent(6, "F", "another"))
-    assert d.delivered(2) == [5, 6]
+    assert d.delivered(2) == [6]
+    d.receive(agent(7, "F", "another"))
+    assert d.delivered(2) == [6, 7]
     assert d.core.snapshot().buffered == 0
 
 
@@ -454,7 +468,7 @@ def test_a_reader_sees_every_event_while_it_reads() -> None:
     d.ask(2)
     d.send(MessagePosted(2, 0))
     d.receive(customer(0), *turn(1, "T", "answer"))
-    assert d.delivered(1) == [0, 1, 2, 3, 4]
+    assert d.delivered(1) == [0, 1, 2, 3, 4, 5]
     assert len(d.of(Resolve, 2)) == 1
 
 
@@ -540,7 +554,7 @@ def test_any_consumer_or_unclaimed_event_makes_the_ttl_timer_stale() -> None:
     d.now = 50.0
     [second] = idle_timers(d.receive(customer(0), *turn(1, "T", "answer")))
     assert second.at == 350.0  # counted from the end of the activity
-    d.receive(agent(5, "F", "follow-up nobody read"))
+    d.receive(agent(6, "F", "follow-up nobody read"))
     assert d.send(second.timer) == []  # an unclaimed event waits for a reader: not idle
 
 
