@@ -219,6 +219,7 @@ class _Streamed:
     event: Event  # its latest snapshot
     sent: str = ""  # its text as last given to streams
     settling: bool = False  # its trace ended, or Parlant went quiet: a CheckMessage decides
+    trace_ended: bool = False
 
 
 @dataclass(slots=True)
@@ -645,6 +646,7 @@ class SessionCore:
         if is_completed_ready(event) or agent_status(event) in ("cancelled", "error"):
             for event_id, streamed in self._streaming.items():
                 if streamed.event.trace_id == event.trace_id:
+                    streamed.trace_ended = True
                     self._settle_message(event_id)
 
     def _settle_message(self, event_id: str) -> None:
@@ -655,13 +657,23 @@ class SessionCore:
             self._effects.append(CheckMessage(event_id, streamed.event.offset))
 
     def _message_checked(self, event_id: str, event: Event | None) -> None:
+        streamed = self._streaming.get(event_id)
+        if streamed is None:
+            return
+        streamed.settling = False
+        before = stream_size(streamed.event)
         if event is not None:
             self._message_updated(event)
-        streamed = self._streaming.pop(event_id, None)
-        if streamed is None:
+        if event_id not in self._streaming:
             return  # complete
-        # Still incomplete after its trace ended or Parlant went quiet for wait_for_data:
-        # abandoned. Released as it stands (ReplyMessage.is_complete says so).
+        if stream_size(streamed.event) > before and not streamed.trace_ended:
+            # written further since Parlant went quiet: it is alive, follow it again
+            self._effects.append(FollowMessage(event_id, streamed.event.offset))
+            return
+        # Still incomplete after its trace ended (a cancelled turn never finishes its message)
+        # or after Parlant wrote nothing for wait_for_data: abandoned, released as it stands
+        # (ReplyMessage.is_complete says so).
+        del self._streaming[event_id]
         self._abandoned_total += 1
         if self._parked and self._parked[0].id == event_id:
             self._send_text(streamed.event, streamed, done=True)

@@ -249,10 +249,12 @@ def test_a_message_parlant_stops_writing_is_released_when_the_follow_ends() -> N
     asked(d, 1, 0)
     d.receive(customer(0), status(1, "T", "acknowledged"), streamed(2, "T", "par"))
     d.receive(status(3, "H", "typing"))  # another trace's event waits behind it
-    [check] = [
-        e for e in d.send(FollowEnded(streamed(2, "T", "par").id)) if isinstance(e, CheckMessage)
-    ]
+    effects = d.send(FollowEnded(streamed(2, "T", "par").id))  # Parlant went quiet
+    [check] = [e for e in effects if isinstance(e, CheckMessage)]
+    d.send(MessageUpdated(streamed(2, "T", "par", "tial")))
     d.send(MessageChecked(check.event_id, streamed(2, "T", "par", "tial")))
+    assert d.core.snapshot().abandoned_total == 1
+    assert d.delivered(1) == []  # an ask takes its turn whole, at the end
     d.receive(status(4, "T", "ready", "completed"))
     d.send(TimerFired(TimerKind.FAILURE_GRACE, 1))
     [message] = reply_of(d, 1).messages
@@ -346,3 +348,13 @@ def test_an_error_after_the_grace_fails_nothing_already_answered() -> None:
     d.receive(error(3, "T"))
     assert d.of(Fail) == []
     assert d.core.snapshot().failed_turns_total == 1
+
+
+def test_a_message_written_further_after_parlant_went_quiet_is_followed_again() -> None:
+    d = Driver()
+    d.start()
+    d.receive(customer(0), status(1, "T", "acknowledged"), streamed(2, "T", "a"))
+    d.send(FollowEnded(streamed(2, "T", "a").id))
+    effects = d.send(MessageChecked(streamed(2, "T", "a").id, streamed(2, "T", "a", "b")))
+    assert FollowMessage(streamed(2, "T", "a").id, 2) in effects
+    assert d.core.snapshot().abandoned_total == 0
