@@ -24,16 +24,19 @@ from actors._clock import Clock
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
 from actors._dispatcher import DispatchedActor, Dispatcher
 from actors._errors import SupervisorError, SupervisorStopped
+from actors._follower import Follower
 from actors._io import IOLoop
 from actors._messages import (
     AwaitReply,
     CancelPoll,
+    CheckMessage,
     CheckpointLoaded,
     Consumer,
     Deliver,
     Effect,
     Fail,
     FetchHistory,
+    FollowMessage,
     HistoryFetched,
     LoadCheckpoint,
     Message,
@@ -49,6 +52,7 @@ from actors._messages import (
     Start,
     StartPoll,
     Stop,
+    StopFollowing,
     Subscribe,
 )
 from actors._parlant import ParlantApi, translate_error
@@ -148,6 +152,7 @@ class SessionRuntime:
         io: The I/O loop.
         dispatcher: The threads that run every SessionActor.
         poller: Runs the long-polls.
+        follower: Follows streamed messages as Parlant writes them.
         api: Posts messages and reads history.
         clock: The injected clock.
         recorder: Where metrics go.
@@ -166,6 +171,7 @@ class SessionRuntime:
     io: IOLoop
     dispatcher: Dispatcher
     poller: Poller
+    follower: Follower
     api: ParlantApi
     clock: Clock
     recorder: Recorder
@@ -283,14 +289,14 @@ class SessionActor(DispatchedActor):
 
     def _handle(self, message: Message) -> None:
         before = self._core.state
-        evicted_before = self._snapshot.evicted_total if self._snapshot is not None else 0
+        previous = self._snapshot
         effects = self._core.handle(message, self._runtime.clock.now())
         # published before the effects run: a caller woken by them sees figures that agree
         self._snapshot = self._core.snapshot()
         self._runtime.board[self.session_id] = self._snapshot
         for effect in effects:
             self._apply(effect)
-        self._record(before, evicted_before)
+        self._record(before, previous)
         if isinstance(message, PollFailed):
             self._log.warning(
                 "session.poll_failed",
@@ -308,6 +314,12 @@ class SessionActor(DispatchedActor):
                 self._runtime.poller.start(self.session_id, self.actor_urn, effect, self._tell)
             case CancelPoll():
                 self._runtime.poller.cancel(self.session_id, self.actor_urn)
+            case FollowMessage():
+                self._runtime.follower.follow(self.session_id, self.actor_urn, effect, self._tell)
+            case CheckMessage():
+                self._runtime.follower.check(self.session_id, self.actor_urn, effect, self._tell)
+            case StopFollowing():
+                self._runtime.follower.release(self.session_id, self.actor_urn)
             case PostMessage(consumer_id, text):
                 self._consumers[consumer_id].post_started = True
                 posting = self._runtime.io.submit(
@@ -356,17 +368,25 @@ class SessionActor(DispatchedActor):
         else:
             consumer.fail(result)
 
-    def _record(self, before: SessionState, evicted_before: int) -> None:
-        assert self._snapshot is not None
-        after = self._snapshot.state
+    def _record(self, before: SessionState, previous: SessionSnapshot | None) -> None:
+        """Count what the message changed (the core keeps totals; counters take the growth)."""
+        snapshot, recorder = self._snapshot, self._runtime.recorder
+        assert snapshot is not None
+        after = snapshot.state
         if after is SessionState.PAUSED and before is not SessionState.PAUSED:
-            self._runtime.recorder.backpressure_paused()
+            recorder.backpressure_paused()
         if after is SessionState.FAILED and before is not SessionState.FAILED:
-            failure = self._snapshot.last_failure
-            self._runtime.recorder.session_failed(failure.kind.value if failure else "crashed")
-        evicted = self._snapshot.evicted_total - evicted_before
+            failure = snapshot.last_failure
+            recorder.session_failed(failure.kind.value if failure else "crashed")
+        evicted = snapshot.evicted_total - (previous.evicted_total if previous else 0)
         if evicted:
-            self._runtime.recorder.events_evicted(evicted)
+            recorder.events_evicted(evicted)
+        failed = snapshot.failed_turns_total - (previous.failed_turns_total if previous else 0)
+        if failed:
+            recorder.turns_failed(failed)
+        abandoned = snapshot.abandoned_total - (previous.abandoned_total if previous else 0)
+        if abandoned:
+            recorder.messages_abandoned(abandoned)
 
     def _tell(self, message: Message) -> None:
         """Tell this actor something from another thread; dropped if it has stopped."""
@@ -422,6 +442,7 @@ class SessionActor(DispatchedActor):
 
     def _retire(self) -> None:
         self._runtime.poller.release(self.session_id, self.actor_urn)
+        self._runtime.follower.release(self.session_id, self.actor_urn)
         if not self._shutdown:
             self._runtime.checkpoints.remember(self.session_id, self._core.checkpoint)
         # a successor for the same session may already be running: leave its entries alone

@@ -1,7 +1,9 @@
 """Parlant's short requests (post a message, create a session, re-read history).
 
 Posting a customer message, the one short request on every ask's path, goes through a lean
-keep-alive pool of our own (`actors._wire.ConnectionPool`); the rest through parlant-client.
+keep-alive pool of our own (`actors._wire.ConnectionPool`), and so do re-reads of the log
+(history, and a streamed message re-read where `read_event` is refused, several a second),
+and checkpoint saves; the rest through parlant-client.
 Each has its own small pool on the I/O loop, `concurrency` wide; long-polls use neither (see
 _poller). A semaphore as wide as the pool admits parlant-client's requests: httpcore matches
 queued requests to connections in O(queued x connections) per step (a syscall per pooled
@@ -22,6 +24,7 @@ from typing import Any, Final, TypeVar, final
 from urllib.parse import quote
 
 import httpx
+import pydantic
 from parlant.client import AsyncParlantClient
 from parlant.client.core.api_error import ApiError
 from parlant.client.types import Event
@@ -34,7 +37,15 @@ from actors._errors import (
     SessionNotFound,
     SupervisorError,
 )
-from actors._wire import CONNECT_TIMEOUT, ConnectionPool, WireConnectError, WireError, WireTarget
+from actors._events import parse_events
+from actors._wire import (
+    CONNECT_TIMEOUT,
+    ConnectionPool,
+    WireConnectError,
+    WireError,
+    WireResponse,
+    WireTarget,
+)
 
 __all__ = ["ParlantApi", "translate_error"]
 
@@ -116,7 +127,7 @@ class ParlantApi:
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncParlantClient | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._posts: ConnectionPool | None = None
+        self._pool: ConnectionPool | None = None
 
     async def _call(self, request: Callable[[AsyncParlantClient], Awaitable[T]]) -> T:
         """A parlant-client request, once one of its pool's slots is free, retried as
@@ -171,31 +182,30 @@ class ParlantApi:
     async def _send(self, method: bytes, path: str, body: bytes) -> Any:
         """Send a JSON body through the lean pool; the answer's JSON, or `ApiError` (as
         parlant-client raises it) for a status other than 2xx."""
-        if self._posts is None:
+        return _json(await self._request(method, path, body))
+
+    async def _request(self, method: bytes, path: str, body: bytes | None = None) -> WireResponse:
+        """One request through the lean pool; `ApiError` (as parlant-client raises it) for a
+        status other than 2xx."""
+        if self._pool is None:
             target = WireTarget.of(self.base_url, self._headers, ssl.create_default_context())
-            self._posts = ConnectionPool(target, self._concurrency)
-        response = await self._posts.request(
+            self._pool = ConnectionPool(target, self._concurrency)
+        response = await self._pool.request(
             method,
             path,
             json_body=body,
             timeout=_REQUEST_TIMEOUT,
             connect_timeout=CONNECT_TIMEOUT,
         )
-        try:
-            answer = json.loads(response.content)
-        except ValueError:
-            answer = response.content.decode(errors="replace")
         if not 200 <= response.status < 300:
-            raise ApiError(status_code=response.status, body=answer)
-        return answer
+            raise ApiError(status_code=response.status, body=_json(response))
+        return response
 
     async def read_events(self, session_id: str, min_offset: int) -> list[Event]:
         """Every event at or after `min_offset`, without waiting."""
-        return await self._call(
-            lambda parlant: parlant.sessions.list_events(
-                session_id, min_offset=min_offset, wait_for_data=0
-            )
-        )
+        path = f"/sessions/{quote(session_id, safe='')}/events?min_offset={min_offset}"
+        response = await self._retrying(lambda: self._request(b"GET", f"{path}&wait_for_data=0"))
+        return _parsed(parse_events, response, session_id, self.base_url)
 
     async def create_customer(self, name: str) -> str:
         """Create a customer; returns its id."""
@@ -254,7 +264,28 @@ class ParlantApi:
 
     async def aclose(self) -> None:
         """Close the pools."""
-        if self._posts is not None:
-            self._posts.close()
+        if self._pool is not None:
+            self._pool.close()
         if self._http is not None:
             await self._http.aclose()
+
+
+def _json(response: WireResponse) -> Any:
+    """A response's JSON body (its text, when it is not JSON)."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return response.content.decode(errors="replace")
+
+
+def _parsed(
+    parse: Callable[[bytes], T], response: WireResponse, session_id: str, base_url: str
+) -> T:
+    try:
+        return parse(response.content)
+    except pydantic.ValidationError as error:
+        raise ParlantUnavailable(
+            f"session {session_id}: Parlant at {base_url} answered with a body that is not "
+            f"what it should be ({error.error_count()} errors)",
+            session_id=session_id,
+        ) from None

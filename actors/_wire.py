@@ -10,12 +10,18 @@ customer message is the other hot request (one per ask); through parlant-client'
 was two thirds of the I/O thread's time while 1,000 sessions asked at once (py-spy), most of
 it httpcore checking every pooled connection for expiry on every request. h11 is the parser
 httpcore itself uses.
+
+Following a streamed message is the third: one `read_event?sse=true` per streamed message, a
+response read as it arrives (`Connection.stream`) and decoded by `SSEDecoder`. httpx-sse, the
+field's SSE client, decodes httpx responses only; the part of the SSE format Parlant uses
+(`data:` lines, events ended by a blank line) is a few lines on top of h11.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final, TypeVar, final
 from urllib.parse import urlsplit
@@ -26,6 +32,8 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "Connection",
     "ConnectionPool",
+    "SSEDecoder",
+    "StreamedResponse",
     "WireConnectError",
     "WireError",
     "WireResponse",
@@ -91,6 +99,84 @@ class WireResponse:
 
 
 @final
+class StreamedResponse:
+    """A response whose body is read as it arrives (`Connection.stream`)."""
+
+    def __init__(
+        self, head: h11.Response, reader: asyncio.StreamReader, connection: h11.Connection
+    ) -> None:
+        self.status = head.status_code
+        self.reason = head.reason.decode(errors="replace")
+        self.headers = {
+            name.decode(): value.decode(errors="replace") for name, value in head.headers
+        }
+        self._reader = reader
+        self._h11 = connection
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The body's pieces as they arrive, until its end; raises `WireError` if the peer
+        breaks off mid-body. The caller bounds the waits (`asyncio.timeout`)."""
+        try:
+            while True:
+                event = self._h11.next_event()
+                if event is h11.NEED_DATA:
+                    self._h11.receive_data(await self._reader.read(_READ_SIZE))
+                elif isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    return
+        except (OSError, h11.ProtocolError) as error:
+            raise WireError(f"{type(error).__name__}: {error}") from error
+
+
+@final
+class SSEDecoder:
+    """Server-Sent Events from a byte stream: feed it the body's pieces, get each complete
+    event's `data` (its `data:` lines joined by newlines; events with none are skipped).
+
+    Lines may end with CRLF, LF or CR, and may be split anywhere across pieces (the WHATWG
+    event-stream format); `event:`, `id:`, `retry:` and comment lines carry nothing Parlant
+    sends, so they are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._data: list[str] = []
+
+    def feed(self, piece: bytes) -> list[str]:
+        """The data of every event that `piece` completes, in order."""
+        self._pending += piece
+        complete: list[str] = []
+        while True:
+            cut = _line_end(self._pending)
+            if cut is None:
+                return complete
+            end, after = cut
+            line = self._pending[:end].decode("utf-8", errors="replace")
+            self._pending = self._pending[after:]
+            if not line:
+                if self._data:
+                    complete.append("\n".join(self._data))
+                    self._data = []
+            elif line.startswith("data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(" ") else value)
+
+
+def _line_end(buffer: bytes) -> tuple[int, int] | None:
+    """Where the first line of `buffer` ends, and where the next starts (None: no whole line
+    yet; a CR at the very end may be the first half of a CRLF)."""
+    for index, byte in enumerate(buffer):
+        if byte == 0x0A:
+            return index, index + 1
+        if byte == 0x0D:
+            if index + 1 == len(buffer):
+                return None
+            return index, index + (2 if buffer[index + 1] == 0x0A else 1)
+    return None
+
+
+@final
 class Connection:
     """A keep-alive HTTP/1.1 connection, opened on first use (one session's polls use one).
 
@@ -126,9 +212,35 @@ class Connection:
         if writer is not None:
             writer.close()
 
-    async def _exchange(
+    async def stream(self, method: bytes, path: str, *, connect_timeout: float) -> StreamedResponse:
+        """Send `method path` and return once the response's head has arrived; its body is
+        read as it arrives (`StreamedResponse.body`). Raises `WireError` on a wire failure.
+
+        The connection is the response's until it is closed: close it when done (a streamed
+        response is not kept alive).
+        """
+        try:
+            reader, connection = await self._send(method, path, connect_timeout, None)
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(await reader.read(_READ_SIZE))
+                elif isinstance(event, h11.Response):
+                    return StreamedResponse(event, reader, connection)
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise WireError("RemoteProtocolError: the server closed the connection")
+        except (OSError, h11.ProtocolError) as error:
+            self.close()
+            raise WireError(f"{type(error).__name__}: {error}") from error
+        except BaseException:
+            self.close()
+            raise
+
+    async def _send(
         self, method: bytes, path: str, connect_timeout: float, json_body: bytes | None
-    ) -> WireResponse:
+    ) -> tuple[asyncio.StreamReader, h11.Connection]:
+        """Connect if needed and write the request; the reader and the h11 state to read the
+        answer with."""
         target = self._target
         reader, writer, connection = self._reader, self._writer, self._h11
         if reader is None or writer is None or connection is None or not is_open(reader, writer):
@@ -145,11 +257,17 @@ class Connection:
         request = h11.Request(
             method=method, target=(target.path_prefix + path).encode(), headers=headers
         )
+        data = connection.send(request)
+        if json_body:
+            data += connection.send(h11.Data(data=json_body))
+        writer.write(data + connection.send(h11.EndOfMessage()))
+        return reader, connection
+
+    async def _exchange(
+        self, method: bytes, path: str, connect_timeout: float, json_body: bytes | None
+    ) -> WireResponse:
         try:
-            data = connection.send(request)
-            if json_body:
-                data += connection.send(h11.Data(data=json_body))
-            writer.write(data + connection.send(h11.EndOfMessage()))
+            reader, connection = await self._send(method, path, connect_timeout, json_body)
             head, body = await read_message(reader, connection, h11.Response)
         except (OSError, h11.ProtocolError) as error:
             raise WireError(f"{type(error).__name__}: {error}") from error
@@ -160,9 +278,13 @@ class Connection:
         return WireResponse(
             status=head.status_code,
             reason=head.reason.decode(errors="replace"),
-            headers={name.decode(): value.decode(errors="replace") for name, value in head.headers},
+            headers=_headers(head),
             content=b"".join(body),
         )
+
+
+def _headers(head: h11.Response) -> dict[str, str]:
+    return {name.decode(): value.decode(errors="replace") for name, value in head.headers}
 
 
 async def _connect(

@@ -36,6 +36,7 @@ REPLY_OUTCOMES: Final = (
     "unavailable",
     "crashed",
     "invalid",
+    "agent_error",
 )
 EVENT_KINDS: Final = ("message", "status", "tool", "custom", "other")
 FAILURE_REASONS: Final = ("not_found", "forbidden", "crashed")
@@ -81,6 +82,14 @@ class Recorder(Protocol):
 
     def backpressure_paused(self) -> None:
         """A session paused polling for a consumer that stopped reading."""
+        ...
+
+    def turns_failed(self, count: int) -> None:
+        """Parlant failed `count` agent turns (`status: error`)."""
+        ...
+
+    def messages_abandoned(self, count: int) -> None:
+        """`count` streamed messages were never finished by Parlant (released as they stood)."""
         ...
 
     def events_evicted(self, count: int) -> None:
@@ -165,7 +174,21 @@ class SupervisorMetrics:
             "Unclaimed events dropped from memory because a session's window was full.",
             registry=registry,
         )
+        self._failed_turns = Counter(
+            f"{PREFIX}_turns_failed",
+            "Agent turns Parlant failed (status: error: its engine raised, e.g. the model "
+            "provider is down).",
+            registry=registry,
+        )
+        self._abandoned = Counter(
+            f"{PREFIX}_messages_abandoned",
+            "Streamed agent messages Parlant never finished (a turn cancelled mid-message, "
+            "or nothing written for wait_for_data), released as they stood.",
+            registry=registry,
+        )
         self._collectors = (
+            self._failed_turns,
+            self._abandoned,
             self._started,
             self._reactivated,
             self._restarts,
@@ -227,6 +250,12 @@ class SupervisorMetrics:
 
     def backpressure_paused(self) -> None:
         self._pauses.inc()
+
+    def turns_failed(self, count: int) -> None:
+        self._failed_turns.inc(count)
+
+    def messages_abandoned(self, count: int) -> None:
+        self._abandoned.inc(count)
 
     def events_evicted(self, count: int) -> None:
         self._evicted.inc(count)

@@ -57,6 +57,15 @@ class SupervisorConfig:
         poll_timeout_margin: Seconds a poll waits for its answer past `wait_for_data` before
             the connection is taken for hung and the poll is opened again (Parlant's own 504
             normally comes first).
+        failure_grace: Seconds a completed turn that did not show it succeeded (no agent
+            message, or a last message Parlant did not confirm with a `ready`) waits for the
+            `status: error` that fails it (`AgentError`), before it resolves as it is. Parlant
+            writes that error a few ms after the turn's completed `ready`; turns that answered
+            never wait.
+        stream_reread_interval: Seconds between two re-reads of a streamed message where
+            Parlant refuses `read_event` (its production policy), which then stands in for
+            following it live. Each costs one `list_events` of Parlant's rate limit (240 a
+            minute per client IP in its production policy).
     """
 
     wait_for_data: int = 60
@@ -77,8 +86,14 @@ class SupervisorConfig:
     max_checkpoints: int = 100_000
     checkpoint_ttl: float | None = 24 * 3600.0
     poll_timeout_margin: float = 10.0
+    failure_grace: float = 0.5
+    stream_reread_interval: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.stream_reread_interval <= 0:
+            raise ValueError(
+                f"stream_reread_interval must be > 0 seconds, got {self.stream_reread_interval}"
+            )
         if self.consumer_capacity < 1:
             raise ValueError(f"consumer_capacity must be >= 1, got {self.consumer_capacity}")
         if self.request_concurrency < 1:
@@ -108,4 +123,5 @@ class SupervisorConfig:
             backoff=self.backoff,
             idle_ttl=self.idle_ttl,
             checkpoint_interval=self.checkpoint_interval if self.durable_checkpoints else None,
+            failure_grace=self.failure_grace,
         )

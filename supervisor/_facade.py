@@ -30,6 +30,7 @@ from actors._actor import Kill, SessionRuntime
 from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock, Deadline, SystemClock
 from actors._dispatcher import Dispatcher
+from actors._follower import Follower
 from actors._io import IOLoop
 from actors._messages import (
     AwaitReply,
@@ -116,6 +117,12 @@ class SessionSupervisor:
         self._io = IOLoop()
         self._io.start()
         self._clock = clock or SystemClock(self._io)
+        api = ParlantApi(
+            self.parlant_url,
+            headers=self.config.headers,
+            concurrency=self.config.request_concurrency,
+            retries=self.config.request_retries,
+        )
         self._runtime = SessionRuntime(
             io=self._io,
             dispatcher=Dispatcher(self.config.actor_threads),
@@ -126,12 +133,16 @@ class SessionSupervisor:
                 headers=self.config.headers,
                 timeout_margin=self.config.poll_timeout_margin,
             ),
-            api=ParlantApi(
-                self.parlant_url,
+            follower=Follower(
+                self._io,
+                api,
                 headers=self.config.headers,
-                concurrency=self.config.request_concurrency,
-                retries=self.config.request_retries,
+                wait_for_data=self.config.wait_for_data,
+                timeout_margin=self.config.poll_timeout_margin,
+                reread_interval=self.config.stream_reread_interval,
+                backoff=self.config.backoff,
             ),
+            api=api,
             clock=self._clock,
             recorder=self._metrics,
             settings=self.config.session_settings(),
@@ -486,6 +497,7 @@ class SessionSupervisor:
         error = SupervisorStopped("the supervisor is stopping; no call can complete")
         met = True
         self._runtime.poller.shut()  # every poll at once, not 10,000 releases one by one
+        self._runtime.follower.shut()
         try:
             self._supervisor.ask(StopAll(error), block=True, timeout=budget)
         except pykka.ActorDeadError:
@@ -528,6 +540,7 @@ class SessionSupervisor:
         saves = [asyncio.wrap_future(save) for save in list(self._runtime.saves)]
         await asyncio.gather(*saves, return_exceptions=True)  # the final checkpoints
         await self._runtime.poller.aclose()
+        await self._runtime.follower.aclose()
         await self._runtime.api.aclose()
 
     def __enter__(self) -> Self:

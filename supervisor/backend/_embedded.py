@@ -59,6 +59,10 @@ _WELFARE: Final = _Agent(
 _AGENTS: Final = {agent.name: agent for agent in (_RESEARCH, _WELFARE)}
 
 
+_CHUNK_DELAY: Final = 0.03
+"""Seconds between two words of a streamed answer."""
+
+
 def answer(utterance: Utterance) -> str:
     """The scripted answer of the agent named in `utterance` (a local Parlant server's reply
     function; an agent of another name echoes)."""
@@ -69,7 +73,7 @@ def answer(utterance: Utterance) -> str:
 def _emulated(agent: _Agent, *, preamble: bool, follow_up: str | None) -> EmulatedAgent:
     async def script(turn: TurnContext) -> None:
         turn.status("typing")
-        turn.say(agent.answer(turn.message))
+        await turn.reply(agent.answer(turn.message))
         if follow_up is not None:
             turn.follow_up(follow_up)
 
@@ -78,7 +82,8 @@ def _emulated(agent: _Agent, *, preamble: bool, follow_up: str | None) -> Emulat
         script,
         description=agent.description,
         preamble=preamble,
-        intermediate_ready=True,
+        output_mode="stream",  # as chat UIs run Parlant: the answer is streamed
+        chunk_delay=_CHUNK_DELAY,
     )
 
 
@@ -97,4 +102,6 @@ def local_parlant() -> ParlantServer:
         agents={agent.name: agent.description for agent in _AGENTS.values()},
         policy="stock",
         reply=f"{__name__}:answer",
+        streaming=list(_AGENTS),
+        chunk_delay=_CHUNK_DELAY,
     )

@@ -4,10 +4,15 @@ It speaks the subset of Parlant's HTTP API that conversations use, with the JSON
 long-poll semantics measured on a real 3.3.2 server (PARLANT.md): 504 after `wait_for_data`
 with no data, 404 for unknown or deleted sessions (open polls included), customer messages
 traced `<main>`, agent turns that open with `acknowledged` and complete with a `ready` whose
-`data.stage` is `completed`, preambles, intermediate readies, and superseded turns whose
-cancelled trace keeps emitting. parlant-client talks to it unchanged.
+`data.stage` is `completed`, an intermediate `ready` after every agent message, preambles,
+superseded turns whose cancelled trace keeps emitting (and whose message being streamed is
+never finished), streamed messages (written at their first chunk, then updated in place until
+their `chunks` end with `null`; `read_event` with `sse` or `wait_for_completion` follows them,
+or answers 403 like Parlant's production policy), and failed turns (a completed `ready`, then
+`status: error` with a traceback). parlant-client talks to it unchanged.
 
-Agents are scripted in Python: a script receives a `TurnContext` and writes the turn's events.
+Agents are scripted in Python: a script receives a `TurnContext` and writes the turn's events;
+a script that raises fails its turn, as Parlant's engine does when its model provider fails.
 """
 
 from __future__ import annotations
@@ -17,21 +22,33 @@ import contextlib
 import datetime as dt
 import json
 import random
+import re
 import string
+import traceback
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, final
+from pprint import pformat
+from typing import Any, Final, Literal, Protocol, final
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from actors._events import PREAMBLE_TAG
+from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
 
-__all__ = ["AgentScript", "EmulatedAgent", "ParlantEmulator", "TurnContext", "echo", "scripted"]
+__all__ = [
+    "AgentScript",
+    "EmulatedAgent",
+    "ModelFailure",
+    "ParlantEmulator",
+    "TurnContext",
+    "echo",
+    "scripted",
+]
 
 MAIN_TRACE: Final = "<main>"
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
@@ -69,10 +86,16 @@ class TurnContext:
     """
 
     def __init__(
-        self, emulator: ParlantEmulator, session: _Session, trace_id: str, messages: list[str]
+        self,
+        emulator: ParlantEmulator,
+        session: _Session,
+        trace_id: str,
+        messages: list[str],
+        agent: EmulatedAgent,
     ) -> None:
         self._emulator = emulator
         self._session = session
+        self._agent = agent
         self.session_id = session.id
         self.trace_id = trace_id
         self.messages = messages
@@ -86,9 +109,56 @@ class TurnContext:
         """Write an agent status event (`typing`, `processing`, an intermediate `ready`...)."""
         self._session.append_status(self.trace_id, name, data)
 
+    @property
+    def streaming(self) -> bool:
+        """Whether the agent streams its messages (`output_mode="stream"`)."""
+        return self._agent.output_mode == "stream"
+
     def say(self, text: str, *, preamble: bool = False) -> None:
-        """Write an agent message in this turn (a preamble is tagged `__preamble__`)."""
+        """Write an agent message in this turn, whole (a preamble is tagged `__preamble__`),
+        and the intermediate `ready` Parlant's engine writes after each message it sends."""
         self._session.append_agent_message(self.trace_id, text, preamble=preamble)
+        self.status("ready")
+
+    async def stream(self, text: str, *, cut_after: int | None = None) -> None:
+        """Write an agent message as Parlant streams one: at its first chunk (one word a
+        chunk, spaces leading), then updated in place every `chunk_delay` seconds of the
+        agent, then terminated (`null`), then an intermediate `ready`.
+
+        Args:
+            text: The whole message.
+            cut_after: Fail after this many chunks, as a model provider that cuts the stream:
+                the message is terminated as it stands and `ModelFailure` is raised (the turn
+                then fails).
+        """
+        pieces = re.findall(r"\s*\S+", text) or [""]
+        event: dict[str, Any] | None = None
+        chunks: list[str | None] = []
+        for index, piece in enumerate(pieces):
+            if index:
+                await asyncio.sleep(self._agent.chunk_delay)
+            if cut_after is not None and index >= cut_after:
+                break
+            chunks.append(piece)
+            if event is None:
+                event = self._session.append_streamed_message(self.trace_id, chunks)
+            else:
+                self._session.update_message(event, chunks)
+        else:
+            await asyncio.sleep(self._agent.chunk_delay)
+        assert event is not None
+        chunks.append(None)
+        self._session.update_message(event, chunks)
+        if cut_after is not None and cut_after < len(pieces):
+            raise ModelFailure("the emulated model provider cut the stream")
+        self.status("ready")
+
+    async def reply(self, text: str) -> None:
+        """Write the answer the agent's way: streamed if it streams, else whole."""
+        if self.streaming:
+            await self.stream(text)
+        else:
+            self.say(text)
 
     def follow_up(self, text: str) -> None:
         """After this turn completes, write an agent message outside any turn (its own trace)."""
@@ -103,10 +173,15 @@ class TurnContext:
         await self._emulator.gate(name).wait()
 
 
+class ModelFailure(RuntimeError):
+    """Raised by a script to fail its turn as a model provider's outage would."""
+
+
 class AgentScript(Protocol):
     """Writes one turn's events between the emulator's `acknowledged` and completed `ready`.
 
-    Any `async def script(turn: TurnContext) -> None` is one.
+    Any `async def script(turn: TurnContext) -> None` is one. A script that raises fails its
+    turn: the completed `ready`, then `status: error` with the traceback, as Parlant writes.
     """
 
     def __call__(self, turn: TurnContext, /) -> Awaitable[None]:
@@ -114,12 +189,29 @@ class AgentScript(Protocol):
         ...
 
 
+async def _answer(turn: TurnContext, texts: Sequence[str]) -> None:
+    """Write the answer, failing on the same markers as `ParlantServer`'s deterministic model:
+    `FAIL_MARKER` fails the turn before any message, `CUT_MARKER` cuts a streamed answer after
+    its first chunk."""
+    turn.status("typing")
+    if FAIL_MARKER in turn.message:
+        raise ModelFailure("the emulated model fails on purpose (failure marker)")
+    for text in texts:
+        if turn.streaming and CUT_MARKER in turn.message:
+            await turn.stream(text, cut_after=1)  # raises
+        else:
+            await turn.reply(text)
+
+
 def echo(prefix: str = "echo: ") -> AgentScript:
-    """An agent that answers each turn with its latest customer message, prefixed."""
+    """An agent that answers each turn with its latest customer message, prefixed.
+
+    Like `ParlantServer`'s model, a message with `FAIL_MARKER` fails the turn and one with
+    `CUT_MARKER` cuts a streamed answer after its first chunk.
+    """
 
     async def script(turn: TurnContext) -> None:
-        turn.status("typing")
-        turn.say(f"{prefix}{turn.message}")
+        await _answer(turn, [f"{prefix}{turn.message}"])
 
     return script
 
@@ -127,19 +219,18 @@ def echo(prefix: str = "echo: ") -> AgentScript:
 def scripted(replies: Mapping[str, str | Sequence[str]], default: str) -> AgentScript:
     """An agent with fixed answers: the first key found in the message (case-insensitive) wins.
 
-    A value that is a sequence is sent as several messages in one turn.
+    A value that is a sequence is sent as several messages in one turn. The failure markers
+    work as in `echo`.
     """
 
     async def script(turn: TurnContext) -> None:
-        turn.status("typing")
         lowered = turn.message.lower()
         answer: str | Sequence[str] = default
         for key, value in replies.items():
             if key.lower() in lowered:
                 answer = value
                 break
-        for text in [answer] if isinstance(answer, str) else answer:
-            turn.say(text)
+        await _answer(turn, [answer] if isinstance(answer, str) else answer)
 
     return script
 
@@ -155,8 +246,9 @@ class EmulatedAgent:
         description: Free text.
         preamble: Like the stock server, send "One moment." and an intermediate `ready`
             before the script runs.
-        intermediate_ready: Write an empty `ready` before the completed one, as the stock
-            server does.
+        output_mode: `"stream"` to stream the answer (`TurnContext.reply`), as an agent with
+            Parlant's `output_mode=STREAM`; `"block"` writes each message whole.
+        chunk_delay: Seconds between two chunks of a streamed message.
         delay: Seconds between `acknowledged` (or the preamble) and the script (a thinking
             agent; the stock server's main answer comes 1-2 s after its preamble).
         preamble_delay: Seconds between `acknowledged` and the preamble (the stock server
@@ -168,7 +260,8 @@ class EmulatedAgent:
     script: AgentScript = field(default_factory=echo)
     description: str = ""
     preamble: bool = False
-    intermediate_ready: bool = False
+    output_mode: Literal["block", "stream"] = "block"
+    chunk_delay: float = 0.02
     delay: float = 0.0
     preamble_delay: float = 0.0
 
@@ -184,6 +277,7 @@ class _Session:
     consumption_offsets: dict[str, int] = field(default_factory=lambda: {"client": 0})
     metadata: dict[str, Any] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    updated: asyncio.Event = field(default_factory=asyncio.Event)  # an event changed in place
     deleted: bool = False
     turn_task: asyncio.Task[None] | None = None
     turn_trace: str | None = None
@@ -226,6 +320,8 @@ class _Session:
     def wake(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+        self.updated.set()
+        self.updated = asyncio.Event()
         if self.on_change is not None:
             self.on_change()
 
@@ -240,6 +336,29 @@ class _Session:
         if preamble:
             data["tags"] = [PREAMBLE_TAG]
         self.append("ai_agent", "message", trace_id, data)
+
+    def append_streamed_message(self, trace_id: str, chunks: list[str | None]) -> dict[str, Any]:
+        """A streamed message's event, written at its first chunk (no tags, like Parlant's)."""
+        data: dict[str, Any] = {
+            "message": "".join(c for c in chunks if c is not None),
+            "participant": {"id": self.agent_id, "display_name": self.agent_name},
+            "chunks": list(chunks),
+        }
+        return self.append("ai_agent", "message", trace_id, data)
+
+    def update_message(self, event: dict[str, Any], chunks: list[str | None]) -> None:
+        """Parlant's in-place update: the same event (id, offset), its text and chunks so far."""
+        if self.deleted:
+            return
+        event["data"] = {
+            **event["data"],
+            "message": "".join(c for c in chunks if c is not None),
+            "chunks": list(chunks),
+        }
+        self.updated.set()
+        self.updated = asyncio.Event()
+        if self.on_change is not None:
+            self.on_change()
 
 
 _rng = random.Random()
@@ -257,13 +376,21 @@ class ParlantEmulator:
     `EmulatorServer.call`.
     """
 
-    def __init__(self, agents: Sequence[EmulatedAgent] = (), *, stray_events: bool = True) -> None:
+    def __init__(
+        self,
+        agents: Sequence[EmulatedAgent] = (),
+        *,
+        stray_events: bool = True,
+        refuse_read_event: bool = False,
+    ) -> None:
         """Create an emulator serving `agents` (ids are assigned; see `agent_id`).
 
         Args:
             agents: Agents created up front. More can be created over HTTP (`POST /agents`).
             stray_events: Like the real server, let a superseded turn's trace keep emitting
                 (`typing`, a preamble, an empty `ready`, `processing`) after its cancellation.
+            refuse_read_event: Answer `read_event` with 403, as Parlant's production policy
+                does (streamed messages can then only be followed by re-reading the log).
         """
         self._agents: dict[str, tuple[dict[str, Any], EmulatedAgent]] = {}
         self._customers: dict[str, dict[str, Any]] = {}
@@ -271,6 +398,7 @@ class ParlantEmulator:
         self._gates: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._stray_events = stray_events
+        self._refuse_read_event = refuse_read_event
         self._open_polls = 0
         self._closing = False
         self._injected: dict[str, list[int]] = {}
@@ -290,9 +418,14 @@ class ParlantEmulator:
                 Route("/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
                 Route("/sessions/{session_id}/events", self._list_events, methods=["GET"]),
                 Route("/sessions/{session_id}/events", self._create_event, methods=["POST"]),
+                Route(
+                    "/sessions/{session_id}/events/{event_id}", self._read_event, methods=["GET"]
+                ),
                 Route("/healthz", self._health, methods=["GET"]),
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
-            ]
+            ],
+            # a client that hangs up mid-request is no error of the server's
+            exception_handlers={ClientDisconnect: _client_gone},
         )
 
     # --- for tests (call on the server's loop) ----------------------------------------------
@@ -402,7 +535,7 @@ class ParlantEmulator:
             "description": agent.description,
             "max_engine_iterations": 3,
             "composition_mode": "fluid",
-            "message_output_mode": "block",
+            "message_output_mode": agent.output_mode,
             "tags": [],
         }
         self._agents[agent_id] = (body, agent)
@@ -574,6 +707,36 @@ class ParlantEmulator:
             self._open_polls -= 1
         return _events_response(found)
 
+    async def _read_event(self, request: Request) -> Response:
+        """`read_event`: one event; with `wait_for_completion`, once its stream is complete;
+        with `sse`, the event each time its chunks grow, until complete or `wait_for_data`
+        seconds without news (as Parlant 3.3.2 does)."""
+        if self._refuse_read_event:
+            detail = "Authorization failed: OPERATION=read_event (emulated production policy)"
+            return JSONResponse({"detail": detail}, status_code=403)
+        session = self._session(request)
+        if session is None:
+            return _not_found("Session", request.path_params["session_id"])
+        query = request.query_params
+        try:
+            wait_for_data = int(query.get("wait_for_data", "60"))
+        except ValueError:
+            return _unprocessable("wait_for_data must be an integer")
+        event_id = request.path_params["event_id"]
+        event = next((e for e in session.events if e["id"] == event_id), None)
+        if query.get("sse", "false").lower() == "true":
+            # for an event it does not have, Parlant answers 200 and breaks the stream off
+            updates = _updates(session, event, wait_for_data) if event is not None else _none()
+            return StreamingResponse(updates, media_type="text/event-stream")
+        if event is None:
+            return _not_found("Event", event_id)
+        if query.get("wait_for_completion", "false").lower() == "true":
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_for_data):
+                    while _streaming(event):
+                        await session.updated.wait()
+        return JSONResponse(event)
+
     async def _create_event(self, request: Request) -> Response:
         session = self._session(request)
         if session is None:
@@ -657,22 +820,26 @@ class ParlantEmulator:
 
     async def _run_turn(self, session: _Session, trace_id: str, messages: list[str]) -> None:
         agent = self._agents[session.agent_id][1]
-        context = TurnContext(self, session, trace_id, messages)
-        if agent.preamble:
-            if agent.preamble_delay:
-                await asyncio.sleep(agent.preamble_delay)
-            context.status("typing")
-            context.say("One moment.", preamble=True)
-            context.status("ready")
-        if agent.delay:
-            await asyncio.sleep(agent.delay)
-        context.status("processing", stage="Interpreting")
-        await agent.script(context)
-        if agent.intermediate_ready:
-            context.status("ready")
+        context = TurnContext(self, session, trace_id, messages, agent)
+        failure: Exception | None = None
+        try:
+            if agent.preamble:
+                if agent.preamble_delay:
+                    await asyncio.sleep(agent.preamble_delay)
+                context.status("typing")
+                context.say("One moment.", preamble=True)
+            if agent.delay:
+                await asyncio.sleep(agent.delay)
+            context.status("processing", stage="Interpreting")
+            await agent.script(context)
+        except Exception as error:  # the engine's `except Exception`: the turn fails
+            failure = error
         session.unanswered.clear()
         session.turn_trace = None
         context.status("ready", stage="completed", **_GUIDELINE_DATA)
+        if failure is not None:  # what Parlant writes: the completed ready, then the error
+            context.status("error", exception=pformat(traceback.format_exception(failure)))
+            return
         follow_ups, session.follow_ups = session.follow_ups, []
         for text in follow_ups:
             session.append_agent_message(uuid.uuid4().hex, text, preamble=False)
@@ -685,6 +852,39 @@ _GUIDELINE_DATA: Final[dict[str, Any]] = {
     "matched_journeys": [],
     "matched_journey_states": [],
 }
+
+
+def _streaming(event: dict[str, Any]) -> bool:
+    chunks = event["data"].get("chunks") if isinstance(event["data"], dict) else None
+    return isinstance(chunks, list) and (not chunks or chunks[-1] is not None)
+
+
+async def _updates(
+    session: _Session, event: dict[str, Any], wait_for_data: int
+) -> AsyncIterator[str]:
+    sent = -1
+    while True:
+        chunks = event["data"].get("chunks")
+        size = len(chunks) if isinstance(chunks, list) else 0
+        if size > sent:
+            sent = size
+            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+        if not _streaming(event) or session.deleted:
+            return
+        try:
+            async with asyncio.timeout(wait_for_data):
+                await session.updated.wait()
+        except TimeoutError:
+            return
+
+
+async def _none() -> AsyncIterator[str]:
+    return
+    yield
+
+
+async def _client_gone(request: Request, error: Exception) -> Response:
+    return Response(status_code=499)
 
 
 def _events_response(events: list[dict[str, Any]]) -> Response:

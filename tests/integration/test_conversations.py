@@ -190,7 +190,7 @@ def test_an_ask_past_its_deadline_raises_and_its_late_reply_reaches_events(
 def test_a_preamble_and_intermediate_readies_do_not_end_the_reply(
     serve: Serve, supervise: Supervise
 ) -> None:
-    stock = EmulatedAgent("stock", echo(), preamble=True, intermediate_ready=True)
+    stock = EmulatedAgent("stock", echo(), preamble=True)
     server = serve(stock)
     sup = supervise(server.url)
     session_id = new_session(server, sup, "stock")
@@ -313,7 +313,7 @@ def test_a_slow_stream_pauses_polling_and_resumes_with_nothing_lost(
     # nobody reads: once the first half is delivered, the stream is over capacity
     logs.wait_for("session.state_changed", state="paused", session_id=session_id)
     server.call(server.emulator.release, "second half")
-    until_events(server, session_id, 24)  # the whole turn is written on the server...
+    until_events(server, session_id, 44)  # the whole turn is written on the server...
     settle(sup)
     stats = sup.statistics()
     assert stats.sessions_by_state[SessionState.PAUSED] == 1
@@ -321,7 +321,7 @@ def test_a_slow_stream_pauses_polling_and_resumes_with_nothing_lost(
     events = [first, *stream]
 
     offsets = [e.offset for e in events]
-    assert offsets == list(range(1, 24))
+    assert offsets == list(range(1, 44))  # each message is followed by a `ready`
     assert [e.data["message"] for e in events if e.kind == "message"] == parts
     assert events[-1].data["data"]["stage"] == "completed"
     settle(sup)

@@ -35,7 +35,7 @@ def turn_signature(events: list[dict[str, Any]]) -> list[tuple[str, str, str | N
 
 
 def test_one_turn_matches_the_real_servers_capture_event_for_event(serve: Serve) -> None:
-    server = serve(EmulatedAgent("stock", echo(), preamble=True, intermediate_ready=True))
+    server = serve(EmulatedAgent("stock", echo(), preamble=True))
     real = raw("one_turn")
     with httpx.Client(base_url=server.url) as http:
         agent_id = server.call(server.emulator.agent_id, "stock")

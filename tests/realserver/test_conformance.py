@@ -27,10 +27,8 @@ Supervise = Callable[..., SessionSupervisor]
 # The emulator's agent for each of the real server's perceived-performance policies. With the
 # null policy the real engine still writes an empty `ready` before the completed one; with the
 # stock policy a preamble comes ~2 s after `acknowledged`, the answer ~1.5 s after it.
-NULL_AGENT = EmulatedAgent("Echo", echo(), intermediate_ready=True)
-STOCK_AGENT = EmulatedAgent(
-    "Echo", echo(), preamble=True, intermediate_ready=True, preamble_delay=1.5, delay=1.5
-)
+NULL_AGENT = EmulatedAgent("Echo", echo())
+STOCK_AGENT = EmulatedAgent("Echo", echo(), preamble=True, preamble_delay=1.5, delay=1.5)
 
 
 @dataclass
