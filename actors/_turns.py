@@ -34,6 +34,7 @@ from actors._events import (
     is_customer_message,
     is_intermediate_ready,
     is_message,
+    is_preamble,
 )
 
 __all__ = [
@@ -113,18 +114,19 @@ TurnUpdate = CustomerSpoke | TurnProgressed | TurnCancelled | TurnCompleted | Tu
 
 
 def shows_success(events: Sequence[Event]) -> bool:
-    """Whether a completed turn's own events show it succeeded: it sent an agent message and
-    Parlant wrote an intermediate `ready` after the last one (its engine does so once a message
-    is out). A turn without that may still be failed by a `status: error` behind its completed
-    `ready`: no message (an empty reply, or an engine that raised before answering), or a
-    message the engine raised while writing (a stream the model provider cut)."""
-    confirmed = False
+    """Whether a completed turn's own events show it succeeded: it sent an answer (an agent
+    message that is not a preamble) and Parlant wrote an intermediate `ready` after the last
+    one (its engine does so once a message is out). A turn without that may still be failed by
+    a `status: error` behind its completed `ready`: no answer (an empty reply, or an engine
+    that raised after its preamble or before anything), or a message the engine raised while
+    writing (a stream the model provider cut)."""
+    answered = confirmed = False
     for event in events:
-        if is_message(event) and event.source != "customer":
-            confirmed = False
+        if is_message(event) and event.source != "customer" and not is_preamble(event):
+            answered, confirmed = True, False
         elif is_intermediate_ready(event):
             confirmed = True
-    return confirmed and any(is_message(e) and e.source != "customer" for e in events)
+    return answered and confirmed
 
 
 @dataclass(slots=True)

@@ -32,6 +32,10 @@ class SupervisorStatistics:
         evicted_events_total: Unclaimed events dropped from memory (still on the server).
         backpressure_pauses_total: Times a session paused polling for a slow consumer.
         failing_sessions: Sessions whose last poll failed (backing off).
+        streaming_messages: Streamed messages Parlant is writing now (followed live).
+        failed_turns_total: Agent turns Parlant failed (`status: error`), over live sessions.
+        messages_abandoned_total: Streamed messages Parlant never finished (released as
+            they stood), over live sessions.
         buffered_events_per_session: Each live session's unclaimed events (no order, no ids).
         mailbox_depth_per_session: Each live session's mailbox depth (no order, no ids).
     """
@@ -52,6 +56,9 @@ class SupervisorStatistics:
     failing_sessions: int
     buffered_events_per_session: tuple[int, ...]
     mailbox_depth_per_session: tuple[int, ...]
+    streaming_messages: int = 0
+    failed_turns_total: int = 0
+    messages_abandoned_total: int = 0
 
     @classmethod
     def collect(
@@ -66,7 +73,7 @@ class SupervisorStatistics:
         """Aggregate per-session snapshots."""
         by_state = dict.fromkeys(SessionState, 0)
         buffered: list[int] = []
-        waiting = readers = evicted = pauses = failing = 0
+        waiting = readers = evicted = pauses = failing = streaming = failed = abandoned = 0
         for snapshot in snapshots:
             by_state[snapshot.state] += 1
             buffered.append(snapshot.buffered)
@@ -75,6 +82,9 @@ class SupervisorStatistics:
             evicted += snapshot.evicted_total
             pauses += snapshot.pauses_total
             failing += snapshot.consecutive_failures > 0
+            streaming += snapshot.streaming
+            failed += snapshot.failed_turns_total
+            abandoned += snapshot.abandoned_total
         depths = list(mailbox_depths)
         return cls(
             running=running,
@@ -93,6 +103,9 @@ class SupervisorStatistics:
             failing_sessions=failing,
             buffered_events_per_session=tuple(buffered),
             mailbox_depth_per_session=tuple(depths),
+            streaming_messages=streaming,
+            failed_turns_total=failed,
+            messages_abandoned_total=abandoned,
         )
 
     @classmethod
@@ -124,6 +137,9 @@ class SupervisorStatistics:
             mailbox_depth_per_session=tuple(
                 n for part in parts for n in part.mailbox_depth_per_session
             ),
+            streaming_messages=sum(part.streaming_messages for part in parts),
+            failed_turns_total=sum(part.failed_turns_total for part in parts),
+            messages_abandoned_total=sum(part.messages_abandoned_total for part in parts),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

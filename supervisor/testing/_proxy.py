@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias, TypeVar, final
@@ -387,8 +387,8 @@ class _Upstream:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._h11 = h11.Connection(h11.CLIENT)
 
-    async def exchange(self, request: h11.Request, body: bytes) -> tuple[h11.Response, list[bytes]]:
-        """Send the request; return the response's head and body (in the pieces it came)."""
+    async def send(self, request: h11.Request, body: bytes) -> h11.Response:
+        """Send the request; return the response's head (read its body with `body`)."""
         if self._streams is not None and not is_open(*self._streams):
             self.close()
         if self._streams is None:
@@ -404,12 +404,31 @@ class _Upstream:
             writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
-        head, chunks = await read_message(reader, conn, h11.Response)
-        if head is None:
-            raise ConnectionResetError("upstream closed the connection mid-response")
-        if not next_cycle(conn):
-            self.close()
-        return head, chunks
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(_READ_SIZE))
+            elif isinstance(event, h11.Response):
+                return event
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("upstream closed the connection mid-response")
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The body of the response `send` returned, piece by piece as it arrives."""
+        assert self._streams is not None
+        reader, conn = self._streams[0], self._h11
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(_READ_SIZE))
+            elif isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                if not next_cycle(conn):
+                    self.close()
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("upstream closed the connection mid-response")
 
     def close(self) -> None:
         if self._streams is not None:
@@ -489,12 +508,19 @@ class _Exchange:
 
     async def _forward(self, request: h11.Request, body: bytes, fault: Fault | None) -> int | None:
         """Forward the request and relay (or break) its response: the status the client got,
-        or None if the connection ended without a whole answer."""
+        or None if the connection ended without a whole answer. An event stream is relayed as
+        it arrives (a `ResetMidResponse` then breaks it after its first piece); any other
+        response is read whole first."""
         state = self._proxy._state
         state.forwarded += 1
         state.in_flight += 1
         try:
-            head, chunks = await self._while_client_stays(self._upstream.exchange(request, body))
+            head = await self._while_client_stays(self._upstream.send(request, body))
+            chunks = (
+                []
+                if _is_event_stream(head)
+                else await self._while_client_stays(_collect(self._upstream.body()))
+            )
         except _UpstreamDown:
             # nothing reached the upstream: say so the way Envoy does ("upstream connect
             # error"), so that a client may safely send the request again
@@ -510,6 +536,8 @@ class _Exchange:
         if isinstance(fault, Delay):
             await self._while_client_stays(asyncio.sleep(fault.seconds))
         headers = [(name, value) for name, value in head.headers if name != b"connection"]
+        if _is_event_stream(head):
+            return await self._relay(head, headers, cut=isinstance(fault, ResetMidResponse))
         data = b"".join(chunks)
         if isinstance(fault, ResetMidResponse):
             framed = [
@@ -528,6 +556,30 @@ class _Exchange:
         await self._writer.drain()
         return int(head.status_code)
 
+    async def _relay(
+        self, head: h11.Response, headers: list[tuple[bytes, bytes]], *, cut: bool
+    ) -> int | None:
+        """Relay an event stream piece by piece, as it arrives (`cut`: reset the connection
+        after its first piece)."""
+        self._writer.write(self._h11.send(_response_head(head.status_code, headers)) or b"")
+        await self._writer.drain()
+        pieces = aiter(self._upstream.body())
+        try:
+            while (piece := await self._while_client_stays(anext(pieces, None))) is not None:
+                self._writer.write(self._h11.send(h11.Data(data=piece)) or b"")
+                await self._writer.drain()
+                if cut:
+                    _reset(self._writer)
+                    self._upstream.close()
+                    return None
+        except (OSError, h11.ProtocolError):
+            self._upstream.close()
+            _reset(self._writer)
+            return None
+        self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")
+        await self._writer.drain()
+        return int(head.status_code)
+
     async def _respond(self, fault: Respond) -> None:
         headers = [
             (b"content-type", b"application/json"),
@@ -539,3 +591,14 @@ class _Exchange:
         self._writer.write(self._h11.send(h11.Data(data=fault.body)) or b"")
         self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")
         await self._writer.drain()
+
+
+def _is_event_stream(head: h11.Response) -> bool:
+    return any(
+        name == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in head.headers
+    )
+
+
+async def _collect(pieces: AsyncIterator[bytes]) -> list[bytes]:
+    return [piece async for piece in pieces]
