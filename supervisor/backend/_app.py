@@ -12,18 +12,19 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Final, final
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from parlant.client.types import Event
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from actors import (
     AccessDenied,
+    AgentError,
     InvalidInput,
     ParlantUnavailable,
     ReplyTimeout,
@@ -33,13 +34,15 @@ from actors import (
     SupervisorError,
     SupervisorStopped,
 )
-from actors._events import is_preamble
+from actors._events import is_incomplete, is_preamble
+from actors._messages import StreamItem
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
 from supervisor._protocol import Supervising
 from supervisor.backend._agents import AGENTS, ChatAgent, Intent
 from supervisor.backend._conversations import Conversation, Conversations
 from supervisor.backend._embedded import EMBEDDED_AGENTS
+from supervisor.backend._stream import Frame, Position, TurnFramer, TurnLog, TurnLogs
 from supervisor.testing import EmulatorServer, ParlantEmulator
 
 __all__ = ["BackendSettings", "create_app"]
@@ -65,6 +68,8 @@ class BackendSettings:
             starts a local Ray instance. Shards elsewhere need a Parlant URL they can reach:
             the embedded emulator listens on this machine's loopback only.
         shard_log_level: What each shard logs (Ray forwards it to this process' output).
+        stream_keep_alive: Seconds of silence after which a stream sends an SSE comment
+            (proxies and load balancers drop connections idle for longer, often 30-60 s).
     """
 
     parlant_url: str | None = None
@@ -74,6 +79,7 @@ class BackendSettings:
     shards: int = 0
     ray_address: str | None = None
     shard_log_level: int = logging.WARNING
+    stream_keep_alive: float = 15.0
 
 
 class ChatRequest(BaseModel):
@@ -121,6 +127,10 @@ class ConversationMessage(BaseModel):
     source: str = Field(description="`customer`, `ai_agent`, `human_agent`, ...")
     text: str
     preamble: bool
+    complete: bool = Field(
+        description="False while the agent is still writing it (a streamed message), or if it "
+        "never finished it (its turn was superseded)."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -136,9 +146,11 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
         400: "The body could not be parsed at all (e.g. it is not UTF-8).",
         404: "Unknown session_id (or the conversation is gone).",
         409: "The session_id belongs to another intent's agent.",
+        410: "No stream of this conversation's latest turn is kept to resume.",
         413: "The request body is too large.",
         415: "The body is not JSON.",
-        502: "Parlant refused the backend's credentials.",
+        502: "The agent failed to answer (the conversation goes on), or Parlant refused the "
+        "backend's credentials.",
         503: "Parlant is unreachable, or the backend is shutting down.",
         504: "No reply within the deadline; the late reply stays in the conversation.",
     }.items()
@@ -192,6 +204,9 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
         return _Refused(422, detail, token)
     if isinstance(error, SessionFailed):
         return _Refused(503, "this conversation failed repeatedly; try again later", token)
+    if isinstance(error, AgentError):
+        detail = "the agent failed to answer this message; the conversation goes on: send it again"
+        return _Refused(502, detail, token)
     if isinstance(error, AccessDenied):
         return _Refused(502, "Parlant refused the backend's credentials", token)
     return _Refused(500, f"unexpected error: {type(error).__name__}", token)
@@ -205,8 +220,29 @@ class Backend:
         self.supervisor = supervisor
         self.settings = settings
         self.conversations = Conversations(settings.max_conversations)
+        self.turns = TurnLogs()
         self._agents: dict[Intent, ChatAgent] = {}
         self._lock = asyncio.Lock()
+        self._producers: set[asyncio.Task[None]] = set()
+
+    def stream(
+        self, conversation: Conversation, first: StreamItem, rest: AsyncGenerator[StreamItem, None]
+    ) -> TurnLog:
+        """Start writing a turn's frames into a new log of the conversation, on a task of its
+        own: a client that loses its connection does not stop the turn, and resumes from the
+        log (`Last-Event-ID`)."""
+        log = self.turns.start(conversation.token, first.offset)
+        framer = TurnFramer(conversation.token, first.offset)
+        task = asyncio.get_running_loop().create_task(_produce(log, framer, first, rest))
+        self._producers.add(task)
+        task.add_done_callback(self._producers.discard)
+        return log
+
+    async def aclose(self) -> None:
+        """Stop every turn still being streamed (their clients get an `error` event)."""
+        for task in list(self._producers):
+            task.cancel()
+        await asyncio.gather(*self._producers, return_exceptions=True)
 
     async def agent(self, intent: Intent) -> ChatAgent:
         """The agent for an intent, found (else created) by name on first use."""
@@ -258,16 +294,36 @@ def _json_body(request: Request) -> None:
 BackendDep = Annotated[Backend, Depends(_backend)]
 
 
-def _sse(kind: str, data: Any, event_id: int | None = None) -> bytes:
-    lines = [f"event: {kind}"]
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
-    return ("\n".join(lines) + "\n\n").encode()
+async def _produce(
+    log: TurnLog, framer: TurnFramer, first: StreamItem, rest: AsyncGenerator[StreamItem, None]
+) -> None:
+    """Write a turn's frames into its log, to its end (or its error)."""
+    log.append(framer.start())
+    try:
+        for frame in framer.frames(first):
+            log.append(frame)
+        async for item in rest:
+            for frame in framer.frames(item):
+                log.append(frame)
+        log.append(framer.end())
+    except SupervisorError as error:
+        refusal = _refusal(error, None)
+        log.append(framer.error(refusal.status, refusal.detail))
+    except asyncio.CancelledError:
+        log.append(framer.error(503, "the backend is shutting down; send the message again"))
+        raise
+    finally:
+        log.finish()
+        await rest.aclose()
 
 
-def _event_json(event: Event) -> dict[str, Any]:
-    return {"offset": event.offset, "kind": event.kind, "source": event.source, "data": event.data}
+def _event_stream(frames: AsyncIterator[Frame], keep_alive: float) -> EventSourceResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for frame in frames:
+            data = json.dumps(frame.data, separators=(",", ":"), ensure_ascii=False)
+            yield ServerSentEvent(data, event=frame.event, id=frame.position.id(), sep="\n")
+
+    return EventSourceResponse(events(), ping=keep_alive, sep="\n")
 
 
 def _supervisor(url: str, settings: BackendSettings) -> Supervising:
@@ -301,6 +357,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.backend.aclose()
             await supervisor.astop()
             if emulator is not None:
                 await asyncio.to_thread(emulator.stop)
@@ -340,36 +397,60 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         "/api/chat/stream",
         responses={
             **_ERRORS,
-            200: {"content": {"text/event-stream": {}}, "description": "The turn, live."},
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "The turn, live: session, status, text-start, text-delta, "
+                "text-end, then end (or error); each event with an id to resume after.",
+            },
         },
-        response_class=StreamingResponse,
+        response_class=EventSourceResponse,
         dependencies=[Depends(_json_body)],
     )
-    async def chat_stream(body: ChatRequest, backend: BackendDep) -> StreamingResponse:
-        """The same, as Server-Sent Events: `session`, then the turn's events as they arrive
-        (`status`, `message`, ...), then `end` (or `error`)."""
+    async def chat_stream(body: ChatRequest, backend: BackendDep) -> EventSourceResponse:
+        """The same, as Server-Sent Events: `session`, then the turn live (`status`, and each
+        agent message as `text-start`, `text-delta`s as it is written, `text-end`), then `end`
+        (or `error`). A client whose connection breaks resumes with `GET
+        /api/sessions/{session_id}/stream` and `Last-Event-ID`."""
         conversation, agent = await backend.turn(body)
-        events = agent.process_stream(body.message, conversation.session_id)
+        items = agent.process_stream(body.message, conversation.session_id)
         try:
-            first = await anext(events)  # errors before the turn starts are HTTP errors
+            first = await anext(items)  # errors before the turn starts are HTTP errors
         except SupervisorError as error:
+            await items.aclose()
             raise _refusal(error, conversation.token) from None
+        log = backend.stream(conversation, first, items)
+        return _event_stream(log.after(None), settings.stream_keep_alive)
 
-        async def frames() -> AsyncIterator[bytes]:
-            yield _sse("session", {"session_id": conversation.token})
-            yield _sse(first.kind, _event_json(first), first.offset)
-            try:
-                async for event in events:
-                    yield _sse(event.kind, _event_json(event), event.offset)
-            except SupervisorError as error:
-                refusal = _refusal(error, conversation.token)
-                yield _sse("error", {"status": refusal.status, "detail": refusal.detail})
-                return
-            finally:
-                await events.aclose()
-            yield _sse("end", {"session_id": conversation.token})
-
-        return StreamingResponse(frames(), media_type="text/event-stream")
+    @app.get(
+        "/api/sessions/{session_id}/stream",
+        responses={
+            404: _ERRORS[404],
+            410: _ERRORS[410],
+            200: {"content": {"text/event-stream": {}}, "description": "The turn, resumed."},
+        },
+        response_class=EventSourceResponse,
+    )
+    async def resume_stream(
+        session_id: str,
+        backend: BackendDep,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> EventSourceResponse:
+        """The stream of the conversation's latest turn, after the event `Last-Event-ID` names
+        (from its start without one), then live until it ends: nothing twice, nothing lost."""
+        conversation = backend.conversations.find(session_id)
+        if conversation is None:
+            raise _unknown(session_id)
+        log = backend.turns.find(conversation.token)
+        position = Position.parse(last_event_id) if last_event_id is not None else None
+        if last_event_id is not None and position is None:
+            raise _Refused(422, "Last-Event-ID is not an id this backend sent", session_id)
+        if log is None or (position is not None and position.origin != log.origin):
+            detail = (
+                "no stream of this conversation's latest turn is kept; read the conversation "
+                "with GET /api/sessions/{session_id}/messages"
+            )
+            raise _Refused(410, detail, session_id)
+        return _event_stream(log.after(position), settings.stream_keep_alive)
 
     @app.delete("/api/sessions/{session_id}", status_code=204, responses={404: _ERRORS[404]})
     async def close_session(session_id: str, backend: BackendDep) -> Response:
@@ -377,6 +458,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         conversation = backend.conversations.forget(session_id)
         if conversation is None:
             raise _unknown(session_id)
+        backend.turns.forget(conversation.token)
         with contextlib.suppress(SupervisorError):
             await backend.supervisor.aclose(conversation.session_id)
         return Response(status_code=204)
@@ -403,6 +485,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
                 source=event.source,
                 text=str(event.data.get("message", "")),
                 preamble=is_preamble(event),
+                complete=not is_incomplete(event),
             )
             for event in events
             if event.kind == "message" and isinstance(event.data, dict)

@@ -24,11 +24,19 @@ def chat(server: AppServer, **body: Any) -> httpx.Response:
 
 
 def sse(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """(event, data) of each Server-Sent Event in a response body."""
+    """(event, data) of each Server-Sent Event in a response body (comments left out)."""
+    return [(event, data) for event, data, _ in sse_with_ids(text)]
+
+
+def sse_with_ids(text: str) -> list[tuple[str, dict[str, Any], str]]:
+    """(event, data, id) of each Server-Sent Event in a response body (comments left out)."""
     frames = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        frames.append((fields["event"], json.loads(fields["data"])))
+    for block in text.replace("\r\n", "\n").strip().split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        if not lines:
+            continue
+        fields = dict(line.split(": ", 1) for line in lines)
+        frames.append((fields["event"], json.loads(fields["data"]), fields["id"]))
     return frames
 
 
@@ -97,7 +105,7 @@ def test_conversations_in_parallel_each_get_their_own_replies(
     assert len(emulator.call(emulator.emulator.session_ids)) == 20
 
 
-def test_a_streamed_turn_arrives_as_server_sent_events_ending_at_ready(
+def test_a_streamed_turn_arrives_as_typed_server_sent_events_ending_at_ready(
     backend: Backend,
 ) -> None:
     server = backend()
@@ -111,11 +119,12 @@ def test_a_streamed_turn_arrives_as_server_sent_events_ending_at_ready(
     kinds = [kind for kind, _ in frames]
     assert (kinds[0], kinds[-1]) == ("session", "end")
     assert frames[0][1]["session_id"] == frames[-1][1]["session_id"]
-    messages = [data["data"]["message"] for kind, data in frames if kind == "message"]
-    assert messages[0] == "One moment."
-    assert messages[-1].startswith("Chronic kidney disease stage 3")
-    last_status = [data["data"] for kind, data in frames if kind == "status"][-1]
-    assert (last_status["status"], last_status["data"]["stage"]) == ("ready", "completed")
+    texts = [data["text"] for kind, data in frames if kind == "text-end"]
+    assert texts[0] == "One moment."
+    assert texts[-1].startswith("Chronic kidney disease stage 3")
+    assert kinds.count("text-delta") > 2  # the embedded agents stream their answers
+    last_status = [data for kind, data in frames if kind == "status"][-1]
+    assert last_status == {"status": "ready", "stage": "completed"}
 
 
 def test_tokens_are_opaque_and_parlant_ids_open_nothing(backend: Backend, serve: Serve) -> None:
