@@ -827,6 +827,8 @@ class ParlantEmulator:
                 if agent.preamble_delay:
                     await asyncio.sleep(agent.preamble_delay)
                 context.status("typing")
+                if FAIL_MARKER in context.message:  # the model generates the preamble too
+                    raise ModelFailure("the emulated model fails on purpose (failure marker)")
                 context.say("One moment.", preamble=True)
             if agent.delay:
                 await asyncio.sleep(agent.delay)

@@ -17,18 +17,29 @@ from typing import Any
 
 import pytest
 
-from supervisor import Reply, SessionSupervisor
+from supervisor import AgentError, Reply, SessionSupervisor
 from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantServer, echo
+from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
 from tests.helpers import post_as_human_agent, session_with
+from tests.realserver.conftest import CHUNK_DELAY
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
 
-# The emulator's agent for each of the real server's perceived-performance policies. With the
-# null policy the real engine still writes an empty `ready` before the completed one; with the
-# stock policy a preamble comes ~2 s after `acknowledged`, the answer ~1.5 s after it.
-NULL_AGENT = EmulatedAgent("Echo", echo())
-STOCK_AGENT = EmulatedAgent("Echo", echo(), preamble=True, preamble_delay=1.5, delay=1.5)
+# The emulator's agents for each of the real server's perceived-performance policies (the real
+# servers' agents: tests/realserver/conftest.py). Both write an empty `ready` after each message;
+# with the stock policy a preamble comes ~2 s after `acknowledged`, the answer ~1.5 s after it.
+NULL_AGENTS = (
+    EmulatedAgent("Echo", echo()),
+    EmulatedAgent("StreamingEcho", echo(), output_mode="stream", chunk_delay=CHUNK_DELAY),
+)
+STOCK = {"preamble": True, "preamble_delay": 1.5, "delay": 1.5}
+STOCK_AGENTS = (
+    EmulatedAgent("Echo", echo(), **STOCK),  # type: ignore[arg-type]
+    EmulatedAgent(  # type: ignore[misc]
+        "StreamingEcho", echo(), output_mode="stream", chunk_delay=CHUNK_DELAY, **STOCK
+    ),
+)
 
 
 @dataclass
@@ -62,8 +73,8 @@ class Observer:
             )
             return
         label = self._label(event.trace_id)
-        if label in self._finished:
-            return  # after its completed ready: strays of a cancelled turn
+        if label in self._finished and not (event.kind == "status" and data["status"] == "error"):
+            return  # after its completed ready: strays of a cancelled turn (an error is news)
         if event.kind == "status":
             stage = (data.get("data") or {}).get("stage")
             self.view.turns[label].append(("status", data["status"], stage))
@@ -95,8 +106,8 @@ def completes(reply: Reply) -> Callable[[Any], bool]:
     return lambda event: event.offset == reply.events[-1].offset
 
 
-def two_turns_and_a_human(sup: SessionSupervisor, url: str) -> View:
-    session_id = session_with(sup)
+def two_turns_and_a_human(sup: SessionSupervisor, url: str, agent: str = "Echo") -> View:
+    session_id = session_with(sup, agent)
     observer = Observer()
     reader = sup.events(session_id)
     for text in ("hello", "and a second question"):
@@ -107,6 +118,29 @@ def two_turns_and_a_human(sup: SessionSupervisor, url: str) -> View:
     assert response.status_code == 201, response.text
     read_until(reader, observer, lambda event: event.source == "human_agent")
     return observer.view
+
+
+def streamed_turns(sup: SessionSupervisor, url: str) -> View:
+    """Two turns of a streaming agent: readers see each message once, whole."""
+    return two_turns_and_a_human(sup, url, "StreamingEcho")
+
+
+def failed_then_answered(agent: str, marker: str) -> Callable[[SessionSupervisor, str], View]:
+    def scenario(sup: SessionSupervisor, url: str) -> View:
+        session_id = session_with(sup, agent)
+        observer = Observer()
+        reader = sup.events(session_id)
+        try:
+            sup.ask(session_id, f"please {marker} now", timeout=60)
+        except AgentError:
+            observer.view.replies.append(("AgentError", (0,), "T1"))
+        read_until(reader, observer, lambda e: e.kind == "status" and e.data["status"] == "error")
+        reply = sup.ask(session_id, "and now?", timeout=60)
+        read_until(reader, observer, completes(reply))
+        observer.replied(reply)
+        return observer.view
+
+    return scenario
 
 
 def superseded(sup: SessionSupervisor, url: str) -> View:
@@ -127,24 +161,36 @@ def superseded(sup: SessionSupervisor, url: str) -> View:
 
 
 @pytest.mark.parametrize(
-    ("policy", "agent", "scenario"),
+    ("policy", "agents", "scenario"),
     [
-        ("null", NULL_AGENT, two_turns_and_a_human),
-        ("stock", STOCK_AGENT, two_turns_and_a_human),
-        ("stock", STOCK_AGENT, superseded),
+        ("null", NULL_AGENTS, two_turns_and_a_human),
+        ("stock", STOCK_AGENTS, two_turns_and_a_human),
+        ("stock", STOCK_AGENTS, superseded),
+        ("null", NULL_AGENTS, streamed_turns),
+        ("stock", STOCK_AGENTS, streamed_turns),
+        ("stock", STOCK_AGENTS, failed_then_answered("Echo", FAIL_MARKER)),
+        ("null", NULL_AGENTS, failed_then_answered("StreamingEcho", CUT_MARKER)),
     ],
-    ids=["null-two-turns", "stock-two-turns", "stock-superseded"],
+    ids=[
+        "null-two-turns",
+        "stock-two-turns",
+        "stock-superseded",
+        "null-streamed",
+        "stock-streamed",
+        "stock-model-down",
+        "null-stream-cut",
+    ],
 )
 def test_the_emulator_and_the_real_server_look_the_same_to_consumers(
     policy: str,
-    agent: EmulatedAgent,
+    agents: tuple[EmulatedAgent, ...],
     scenario: Callable[[SessionSupervisor, str], View],
     request: pytest.FixtureRequest,
     serve: Serve,
     supervise: Supervise,
 ) -> None:
     real: ParlantServer = request.getfixturevalue(f"{policy}_parlant")
-    emulator = serve(agent)
+    emulator = serve(*agents)
 
     on_real = scenario(supervise(real.url), real.url)
     on_emulator = scenario(supervise(emulator.url), emulator.url)
