@@ -12,6 +12,7 @@ instead (`list_events(min_offset=<its offset>, wait_for_data=0)`) at a bounded i
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import random
 import ssl
@@ -42,10 +43,19 @@ __all__ = ["Follower"]
 
 _log = structlog.get_logger("parlant_supervisor")
 
-_GIVE_UP_AFTER: Final = 5
-"""Failed attempts in a row, with nothing learned, after which a follow ends (`FollowEnded`:
-the core then re-reads the message from the log). Parlant answers a `read_event` for an event
-it does not have with a 200 whose body it then breaks off."""
+_EMPTY_ANSWERS: Final = 3
+"""Answers in a row without a single event after which a follow ends (`FollowEnded`: the core
+then reads the message from the log): Parlant answers a `read_event` for an event it does not
+have with a 200 whose body it breaks off."""
+
+
+class _End(enum.Enum):
+    """How one attempt to follow a message ended."""
+
+    COMPLETE = "complete"  # the terminated message was told
+    QUIET = "quiet"  # Parlant wrote nothing new for wait_for_data
+    EMPTY = "empty"  # not one event came: the event may not exist
+
 
 _GONE: Final = frozenset({404, 410})
 
@@ -60,10 +70,11 @@ class Follower:
     `check` and `release` may be called from any thread.
 
     Guarantees: a follow tells `MessageUpdated` only for a snapshot newer than the last it told
-    (more chunks), and ends having told the terminated message, or `FollowEnded`; a check tells
-    exactly one `MessageChecked`; a released session's follows and checks tell nothing more.
-    Transient failures (connection refused or cut, 429, 5xx) are retried with `backoff`; a cut
-    stream is opened again (it sends the whole event, so nothing is missed).
+    (more chunks), and ends having told the terminated message, or `FollowEnded` (Parlant wrote
+    nothing new for `wait_for_data`, or does not have the event); a check tells exactly one
+    `MessageChecked`; a released session's follows and checks tell nothing more. Transient
+    failures (connection refused or cut, 429, 5xx) are retried with `backoff` for as long as the
+    session lives; a cut stream is opened again (it sends the whole event: nothing is missed).
     """
 
     def __init__(
@@ -165,14 +176,14 @@ class Follower:
         self, session_id: str, follow: FollowMessage, tell: Callable[[Message], None]
     ) -> None:
         progress = _Progress(tell)
-        failures = 0
-        while failures < _GIVE_UP_AFTER:
+        failures = empty = 0
+        while True:
             told_before = progress.told
             try:
                 if self._read_event_refused:
-                    done = await self._reread(session_id, follow, progress)
+                    end = await self._reread(session_id, follow, progress)
                 else:
-                    done = await self._stream(session_id, follow, progress)
+                    end = await self._stream(session_id, follow, progress)
             except _Refused:
                 self._read_event_refused = True
                 _log.warning("session.read_event_refused", session_id=session_id)
@@ -180,24 +191,31 @@ class Follower:
             except (WireError, TimeoutError, ApiError, pydantic.ValidationError) as error:
                 if isinstance(error, ApiError) and error.status_code in _GONE:
                     break
+                # refused, cut, 429, 5xx: Parlant is there or will be; the stream is retried
+                # for as long as its session lives (like its polls)
                 failures = 0 if progress.told > told_before else failures + 1
                 _log.info("session.follow_failed", session_id=session_id, error=repr(error))
                 await self._pause(failures)
                 continue
-            if done:
+            if end is _End.COMPLETE:
                 return
-            break  # Parlant wrote nothing new for wait_for_data, or has no such event
+            if end is _End.QUIET:
+                break
+            empty += 1
+            if empty >= _EMPTY_ANSWERS:
+                break
+            await self._pause(empty)
         tell(FollowEnded(follow.event_id))
 
-    async def _stream(self, session_id: str, follow: FollowMessage, progress: _Progress) -> bool:
-        """One `read_event?sse=true`: True once the terminated message was told, False when
-        Parlant closed the stream before (nothing new for `wait_for_data`, or no such event);
-        a stream cut short raises `WireError`."""
+    async def _stream(self, session_id: str, follow: FollowMessage, progress: _Progress) -> _End:
+        """One `read_event?sse=true`. A stream cut before its first event counts as EMPTY (as
+        Parlant answers for an event it does not have); one cut later raises `WireError`."""
         path = (
             f"/sessions/{quote(session_id, safe='')}/events/{quote(follow.event_id, safe='')}"
             f"?sse=true&wait_for_data={self._wait_for_data}"
         )
         connection = Connection(self._target)
+        got_data = False
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT + self._timeout_margin):
                 response = await connection.stream(b"GET", path, connect_timeout=CONNECT_TIMEOUT)
@@ -211,29 +229,34 @@ class Follower:
                 async with asyncio.timeout(self._wait_for_data + self._timeout_margin):
                     piece = await anext(pieces, None)
                 if piece is None:
-                    return False
+                    return _End.QUIET if got_data else _End.EMPTY
                 for data in decoder.feed(piece):
+                    got_data = True
                     if progress.saw(parse_event(data)):
-                        return True
+                        return _End.COMPLETE
+        except WireError:
+            if got_data:
+                raise
+            return _End.EMPTY
         finally:
             connection.close()
 
-    async def _reread(self, session_id: str, follow: FollowMessage, progress: _Progress) -> bool:
-        """Re-read the message every `reread_interval` s: True once the terminated message was
-        told, False when nothing new came for `wait_for_data` s or it is not in the log."""
+    async def _reread(self, session_id: str, follow: FollowMessage, progress: _Progress) -> _End:
+        """Re-read the message every `reread_interval` s, as `_stream` would follow it: QUIET
+        when nothing new came for `wait_for_data` s, EMPTY when it is not in the log."""
         loop = asyncio.get_running_loop()
         news_at = loop.time()
         while loop.time() - news_at < self._wait_for_data:
             told_before = progress.told
             event = await self._read(session_id, follow.event_id, follow.offset)
             if event is None:
-                return False
+                return _End.EMPTY
             if progress.saw(event):
-                return True
+                return _End.COMPLETE
             if progress.told > told_before:
                 news_at = loop.time()
             await asyncio.sleep(self._reread_interval)
-        return False
+        return _End.QUIET
 
     async def _read(self, session_id: str, event_id: str, offset: int) -> Event | None:
         """The event as the log holds it now (None: not there)."""

@@ -39,7 +39,8 @@ _SUMMARY: Final = (
     ("parlant_supervisor_open_polls", "open polls"),
     ("parlant_supervisor_reply_latency_seconds_count", "replies"),
     ("parlant_supervisor_buffered_events", "buffered events"),
-    ("parlant_supervisor_restarts_total", "restarts"),
+    ("parlant_supervisor_session_restarts_total", "restarts"),
+    ("parlant_supervisor_turns_failed_total", "failed turns"),
 )
 
 
@@ -85,12 +86,14 @@ def _ask(console: Console, client: httpx.Client, body: dict[str, Any]) -> str | 
 
 
 def _stream(console: Console, client: httpx.Client, body: dict[str, Any]) -> str | None:
+    """The turn through `/api/chat/stream`, printed as it arrives: each message's text as the
+    agent writes it (the embedded agents stream their answers, a word at a time)."""
     token: str | None = None
     with client.stream("POST", "/api/chat/stream", json=body) as response:
         if response.status_code != 200:
             console.print(f"[red]HTTP {response.status_code}: {response.read().decode()}[/red]")
             return None
-        kind = ""
+        kind = style_of = ""
         for line in response.iter_lines():
             if line.startswith("event: "):
                 kind = line.removeprefix("event: ")
@@ -99,16 +102,16 @@ def _stream(console: Console, client: httpx.Client, body: dict[str, Any]) -> str
                 if kind == "session":
                     token = data["session_id"]
                 elif kind == "status":
-                    inner = data["data"].get("data") or {}
-                    stage = (
-                        f" ({inner['stage']})"
-                        if isinstance(inner, dict) and inner.get("stage")
-                        else ""
-                    )
-                    console.print(Text(f"  status: {data['data']['status']}{stage}", style="dim"))
-                elif kind == "message":
-                    text = data["data"].get("message")
-                    console.print(Text.assemble("  ", ("streamed: ", "green"), str(text)))
+                    stage = f" ({data['stage']})" if data.get("stage") else ""
+                    console.print(Text(f"  status: {data['status']}{stage}", style="dim"))
+                elif kind == "text-start":
+                    preamble = data["preamble"]
+                    label, style_of = ("preamble", "dim italic") if preamble else ("streamed", "")
+                    console.print(Text.assemble("  ", (f"{label}: ", "green")), end="")
+                elif kind == "text-delta":
+                    console.print(Text(data["delta"], style=style_of), end="")
+                elif kind == "text-end":
+                    console.print()
                 elif kind == "error":
                     console.print(f"[red]stream failed: {data['detail']}[/red]")
                     return None

@@ -4,9 +4,11 @@ Each scenario opens `sessions` Parlant sessions behind a `FaultProxy`, holds `tu
 each (every message unique) with an `events()` reader per session, and injects its faults while
 they run. The accounting never trusts the supervisor: it reads every session's event log from
 the server directly (not through the proxy) and checks each reader's offsets against it (lost,
-duplicated) and each answered ask against the agent messages the server wrote after that very
-customer message (mis-attributed). A drill passes when nothing was lost, duplicated or
-mis-attributed and every ask was answered or failed with a clear error before its deadline.
+duplicated), each answered ask against the agent messages the server wrote after that very
+customer message (mis-attributed), and, with a streaming agent, each message a reader got
+against the whole message in the log (partial). A drill passes when nothing was lost,
+duplicated, mis-attributed or partial and every ask was answered or failed with a clear error
+before its deadline.
 """
 
 from __future__ import annotations
@@ -34,14 +36,13 @@ from actors import (
     SupervisorError,
     SupervisorStopped,
 )
-from actors._events import PREAMBLE_TAG
+from actors._events import PREAMBLE_TAG, message_text
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
 from supervisor._protocol import Supervising
 from supervisor.testing import (
     Delay,
     Drop,
-    EmulatedAgent,
     EmulatorServer,
     Fault,
     FaultProxy,
@@ -51,7 +52,6 @@ from supervisor.testing import (
     Reset,
     ResetMidResponse,
     Respond,
-    echo,
     kill_session_actor,
     kill_shard,
 )
@@ -59,7 +59,11 @@ from supervisor.testing import (
 __all__ = ["SCENARIOS", "DrillOptions", "ScenarioReport", "run_scenario"]
 
 _AGENT: Final = "DrillEchoAgent"
+_STREAMING_AGENT: Final = "DrillStreamingAgent"
+"""Streams its answers (`output_mode=STREAM`), one word a chunk."""
 _POLLS: Final = r"^/sessions/[^/]+/events$"
+_POLLS_AND_FOLLOWS: Final = r"^/sessions/[^/]+/events(/[^/]+)?$"
+"""Long-polls, and the `read_event?sse=true` streams that follow streamed messages."""
 _SETTLE_TIMEOUT: Final = 60.0
 
 
@@ -98,6 +102,7 @@ class ScenarioReport:
     lost: int = 0
     duplicated: int = 0
     misattributed: int = 0
+    partial: int = 0
     recovery_p50: float | None = None
     recovery_p99: float | None = None
     recovery_max: float | None = None
@@ -108,9 +113,12 @@ class ScenarioReport:
 
     @property
     def passed(self) -> bool:
-        """Nothing lost, duplicated or mis-attributed; every ask answered or failed clearly;
-        and at least one fault met (a scenario that injected none proved nothing)."""
-        clean = self.lost == self.duplicated == self.misattributed == self.timed_out == 0
+        """Nothing lost, duplicated, mis-attributed or partial; every ask answered or failed
+        clearly; and at least one fault met (a scenario that injected none proved nothing)."""
+        clean = (
+            self.lost == self.duplicated == self.misattributed == self.partial == 0
+            and self.timed_out == 0
+        )
         return clean and self.asks == self.answered + self.failed_clearly and self.faults > 0
 
     def as_json(self) -> dict[str, Any]:
@@ -175,6 +183,8 @@ class Scenario:
         needs_emulator: Only the embedded emulator can do it (it restarts the server).
         shards: Run the conversations on a `ShardedSupervisor` of this many shards (on a
             local Ray instance) instead of one `SessionSupervisor`.
+        streaming: Converse with an agent that streams its answers; every other turn is then
+            read live (`astream_text`) instead of asked.
     """
 
     name: str
@@ -185,17 +195,19 @@ class Scenario:
     pause_between_turns: float = 0.0
     needs_emulator: bool = False
     shards: int = 0
+    streaming: bool = False
 
 
-def _chaos(faults: Sequence[Fault], rate: float, post_rate: float = 0.0) -> Injector:
-    """Faults drawn at random (seeded) for `rate` of the polls, up to the fault budget; with
-    `post_rate`, that share of the budget is also aimed at message posts."""
+def _chaos(
+    faults: Sequence[Fault], rate: float, post_rate: float = 0.0, path: str = _POLLS
+) -> Injector:
+    """Faults drawn at random (seeded) for `rate` of the polls (the GETs `path` matches), up to
+    the fault budget; with `post_rate`, that share of the budget is also aimed at message
+    posts."""
 
     async def inject(rig: _Rig) -> None:
         seed = rig.rng.randrange(2**32)
-        rig.proxy.chaos(
-            rate, faults, seed=seed, limit=rig.options.faults, method="GET", path=_POLLS
-        )
+        rig.proxy.chaos(rate, faults, seed=seed, limit=rig.options.faults, method="GET", path=path)
         await rig.finished.wait()
         rig.proxy.calm()
 
@@ -370,6 +382,12 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         readers="stalled",
     ),
     Scenario("mixed", "all of the above at random, with the seed", _mixed),
+    Scenario(
+        "stream-cuts",
+        "a streaming agent; its message streams and the polls cut mid-message",
+        _chaos([ResetMidResponse(), Reset(), Drop(), Delay(0.05)], 0.3, path=_POLLS_AND_FOLLOWS),
+        streaming=True,
+    ),
     *(
         [
             Scenario(
@@ -418,13 +436,13 @@ async def run_scenario(
     rng = random.Random(f"{options.seed}/{scenario.name}")
     emulator = None
     if options.parlant_url is None:
-        emulator = EmulatorServer(ParlantEmulator([EmulatedAgent(_AGENT, echo())]))
+        emulator = EmulatorServer(ParlantEmulator())
     upstream = options.parlant_url or (emulator.url if emulator else "")
     proxy = FaultProxy(upstream)
     supervisor = _supervisor(scenario, proxy.url)
     truth = httpx.AsyncClient(base_url=upstream, timeout=30)
     try:
-        [agent_id] = (await supervisor.aensure_agents([_AGENT])).values()
+        agent_id = await _agent(truth, _STREAMING_AGENT if scenario.streaming else _AGENT)
         sessions = [await supervisor.acreate_session(agent_id) for _ in range(options.sessions)]
         rig = _Rig(options, rng, proxy, supervisor, truth, sessions, emulator, asyncio.Event())
         await _run(rig, scenario, report, progress)
@@ -441,6 +459,21 @@ async def run_scenario(
             await asyncio.to_thread(emulator.stop)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _agent(truth: httpx.AsyncClient, name: str) -> str:
+    """The drill agent's id, found by name on the server, else created (the streaming one
+    with `message_output_mode: stream`; the emulator and Parlant both honour it)."""
+    response = await truth.get("/agents")
+    response.raise_for_status()
+    for agent in response.json():
+        if agent["name"] == name:
+            return str(agent["id"])
+    mode = "stream" if name == _STREAMING_AGENT else "block"
+    body = {"name": name, "description": "Echoes, for drills.", "message_output_mode": mode}
+    created = await truth.post("/agents", json=body)
+    created.raise_for_status()
+    return str(created.json()["id"])
 
 
 def _supervisor(scenario: Scenario, url: str) -> Supervising:
@@ -468,9 +501,10 @@ async def _run(
 ) -> None:
     supervisor = rig.supervisor
     seen: dict[str, list[int]] = defaultdict(list)
+    texts: dict[str, dict[int, str]] = defaultdict(dict)
     readers = (
         {
-            sid: asyncio.ensure_future(_read(rig, sid, seen, scenario.readers))
+            sid: asyncio.ensure_future(_read(rig, sid, seen, texts, scenario.readers))
             for sid in rig.sessions
         }
         if scenario.readers != "final"
@@ -478,7 +512,10 @@ async def _run(
     )
     injector = asyncio.ensure_future(scenario.inject(rig))
     conversations = asyncio.gather(
-        *(_converse(rig, sid, scenario.pause_between_turns) for sid in rig.sessions)
+        *(
+            _converse(rig, sid, scenario.pause_between_turns, streams=scenario.streaming)
+            for sid in rig.sessions
+        )
     )
     ticker = asyncio.ensure_future(_tick(rig, report, conversations, progress))
     asks: list[_Ask] = [ask for asked in await conversations for ask in asked]
@@ -489,24 +526,30 @@ async def _run(
     written = {sid: await _written(rig, sid) for sid in rig.sessions if sid not in rig.deleted}
     if scenario.readers == "final":
         for session_id in written:
-            readers[session_id] = asyncio.ensure_future(_read(rig, session_id, seen, "final"))
+            readers[session_id] = asyncio.ensure_future(
+                _read(rig, session_id, seen, texts, "final")
+            )
     await _caught_up(seen, written)
     for reader in readers.values():
         reader.cancel()
     await asyncio.gather(*readers.values(), return_exceptions=True)
-    _account(report, asks, written, seen)
+    _account(report, asks, written, seen, texts)
     progress(report, supervisor)
 
 
-async def _converse(rig: _Rig, session_id: str, pause: float) -> list[_Ask]:
+async def _converse(rig: _Rig, session_id: str, pause: float, *, streams: bool) -> list[_Ask]:
     asks = []
+    timeout = rig.options.ask_timeout
     for turn in range(rig.options.turns):
         message = f"drill {session_id} turn {turn} #{rig.rng.randrange(10**9)}"
         ask = _Ask(session_id, message)
         asks.append(ask)
         try:
-            reply = await rig.supervisor.aask(session_id, message, timeout=rig.options.ask_timeout)
-            ask.reply = reply.text
+            if streams and turn % 2:  # read live: the pieces must join to the whole answer
+                pieces = rig.supervisor.astream_text(session_id, message, timeout=timeout)
+                ask.reply = "".join([piece async for piece in pieces])
+            else:
+                ask.reply = (await rig.supervisor.aask(session_id, message, timeout=timeout)).text
         except (ReplyTimeout, SupervisorStopped):  # no answer in time: what drills must not see
             ask.timed_out = True
         except SupervisorError as error:
@@ -520,13 +563,21 @@ async def _converse(rig: _Rig, session_id: str, pause: float) -> list[_Ask]:
     return asks
 
 
-async def _read(rig: _Rig, session_id: str, seen: dict[str, list[int]], mode: str) -> None:
+async def _read(
+    rig: _Rig,
+    session_id: str,
+    seen: dict[str, list[int]],
+    texts: dict[str, dict[int, str]],
+    mode: str,
+) -> None:
     events = rig.supervisor.aevents(session_id, since=0 if mode == "final" else None)
     if mode == "stalled":
         await asyncio.sleep(1.0)  # subscribed, but not reading: its session pauses polling
     try:
         async for event in events:
             seen[session_id].append(event.offset)
+            if event.kind == "message":
+                texts[session_id][event.offset] = message_text(event)
     except SupervisorError:
         pass  # a deleted session's reader ends with its error
     finally:
@@ -570,6 +621,7 @@ def _account(
     asks: list[_Ask],
     written: dict[str, list[dict[str, Any]]],
     seen: dict[str, list[int]],
+    texts: dict[str, dict[int, str]],
 ) -> None:
     report.asks = len(asks)
     for ask in asks:
@@ -588,6 +640,14 @@ def _account(
         got = seen.get(session_id, [])
         report.lost += len(set(offsets) - set(got))
         report.duplicated += len(got) - len(set(got))
+        read = texts.get(session_id, {})
+        report.partial += sum(
+            1
+            for event in events
+            if event["kind"] == "message"
+            and event["offset"] in read
+            and read[event["offset"]] != event["data"].get("message")
+        )
 
 
 def _answer_in_log(events: list[dict[str, Any]], message: str) -> str | None:

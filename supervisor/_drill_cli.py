@@ -36,6 +36,7 @@ def report_table(reports: list[ScenarioReport]) -> Table:
         "lost",
         "dup",
         "mis-attr",
+        "partial",
         "recovery s p50/p99/max",
         "restarts",
         "result",
@@ -58,6 +59,7 @@ def report_table(reports: list[ScenarioReport]) -> Table:
             str(r.lost),
             str(r.duplicated),
             str(r.misattributed),
+            str(r.partial),
             recovery,
             str(r.restarts),
             result,
@@ -77,6 +79,7 @@ def report_table(reports: list[ScenarioReport]) -> Table:
                 "lost",
                 "duplicated",
                 "misattributed",
+                "partial",
             )
         ),
         "",

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from supervisor._drill import ScenarioReport, _account, _answer_in_log, _Ask, _recovery
 from supervisor.testing import ProxyRecord
 
@@ -34,7 +36,7 @@ def test_the_answer_to_a_message_is_what_the_server_logged_after_it() -> None:
     assert _answer_in_log(LOG, "never sent") is None
 
 
-def test_the_accounting_counts_lost_duplicated_and_misattributed() -> None:
+def test_the_accounting_counts_lost_duplicated_misattributed_and_partial() -> None:
     report = ScenarioReport("check")
     asks = [
         _Ask("s", "one", reply="echo: two"),  # someone else's answer
@@ -43,9 +45,13 @@ def test_the_accounting_counts_lost_duplicated_and_misattributed() -> None:
         _Ask("s", "four", timed_out=True),
     ]
 
-    _account(report, asks, {"s": LOG}, {"s": [0, 1, 1, 3, 4]})  # 2 lost, 1 twice
+    seen = {"s": [0, 1, 1, 3, 4]}  # 2 lost, 1 twice
+    texts = {"s": {0: "one", 3: "two", 4: "echo:"}}  # 4 read before it was whole
+
+    _account(report, asks, {"s": LOG}, seen, texts)
 
     assert (report.lost, report.duplicated, report.misattributed) == (1, 1, 1)
+    assert report.partial == 1
     assert (report.answered, report.failed_clearly, report.timed_out) == (2, 1, 1)
     assert not report.passed
 
@@ -73,7 +79,10 @@ def test_recovery_runs_from_a_streaks_first_failure_to_the_next_good_poll() -> N
     assert p99 == 1.0
 
 
-def test_the_drill_command_runs_a_scenario_and_writes_its_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scenario", ["actor-crash", "stream-cuts"])
+def test_the_drill_command_runs_a_scenario_and_writes_its_report(
+    scenario: str, tmp_path: Path
+) -> None:
     report = tmp_path / "drill.json"
     result = subprocess.run(
         [
@@ -82,7 +91,7 @@ def test_the_drill_command_runs_a_scenario_and_writes_its_report(tmp_path: Path)
             "supervisor",
             "drill",
             "--scenario",
-            "actor-crash",
+            scenario,
             "--sessions",
             "5",
             "--turns",
@@ -102,7 +111,8 @@ def test_the_drill_command_runs_a_scenario_and_writes_its_report(tmp_path: Path)
     assert "drill passed" in result.stdout
     document = json.loads(report.read_text())
     [row] = document["scenarios"]
-    assert row["scenario"] == "actor-crash"
+    assert row["scenario"] == scenario
+    assert row["partial"] == 0
     assert row["faults"] >= 1
     assert row["asks"] == 10
     assert document["passed"] is True

@@ -554,7 +554,11 @@ class ParlantEmulator:
             return _unprocessable("body must be a JSON object")
         name = payload.get("name") or "Unnamed Agent"
         description = payload.get("description") or ""
-        body = self._add_agent(EmulatedAgent(name=str(name), description=str(description)))
+        output_mode: Literal["block", "stream"] = (
+            "stream" if payload.get("message_output_mode") == "stream" else "block"
+        )
+        agent = EmulatedAgent(str(name), description=str(description), output_mode=output_mode)
+        body = self._add_agent(agent)
         return JSONResponse(body, status_code=201)
 
     def agents(self) -> list[dict[str, Any]]:
