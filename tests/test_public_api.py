@@ -15,8 +15,10 @@ import supervisor.testing
 PINNED = {
     "supervisor": [
         "AccessDenied",
+        "AgentError",
         "Backoff",
         "InvalidInput",
+        "MessageDelta",
         "ParlantUnavailable",
         "PermanentError",
         "Reply",
@@ -36,6 +38,8 @@ PINNED = {
         "TransientError",
     ],
     "supervisor.testing": [
+        "CUT_MARKER",
+        "FAIL_MARKER",
         "AgentScript",
         "AppServer",
         "Delay",
@@ -46,6 +50,7 @@ PINNED = {
         "Fault",
         "FaultProxy",
         "Hang",
+        "ModelFailure",
         "ParlantEmulator",
         "ParlantServer",
         "ParlantServerError",
@@ -72,9 +77,11 @@ PINNED = {
     ],
     "actors": [
         "AccessDenied",
+        "AgentError",
         "Backoff",
         "IllegalTransition",
         "InvalidInput",
+        "MessageDelta",
         "ParlantUnavailable",
         "PermanentError",
         "Reply",

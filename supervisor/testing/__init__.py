@@ -1,11 +1,15 @@
 """Test support that users can import too, like `structlog.testing`.
 
 - `ParlantEmulator` + `EmulatorServer`: a Parlant-compatible server on 127.0.0.1 with
-  scriptable agents (`echo`, `scripted`, or any `AgentScript`).
+  scriptable agents (`echo`, `scripted`, or any `AgentScript`), block-mode or streaming; a
+  script that raises (`ModelFailure`) fails its turn as Parlant does.
 - `FaultProxy` and its faults (`Reset`, `ResetMidResponse`, `Drop`, `Hang`, `Delay`,
   `Respond`): real sockets failing in chosen, seeded ways, in front of any Parlant URL.
 - `ParlantServer`: a real Parlant server (the `[parlant-server]` extra) in a subprocess,
-  answering through a deterministic model: integration tests against the real thing.
+  answering through a deterministic model (streaming, or failing on purpose): integration
+  tests against the real thing.
+- `FAIL_MARKER`, `CUT_MARKER`: in a customer message, they make both servers' models fail the
+  turn (a provider that is down), or cut a streamed answer after its first chunk.
 - `AppServer`: any ASGI app (the reference backend, yours) served by uvicorn on 127.0.0.1.
 - `kill_session_actor()`: a session's actor fails as a bug would (it is restarted).
 - `kill_shard()`: a `ShardedSupervisor`'s shard process dies (Ray restarts it).
@@ -17,12 +21,19 @@ from supervisor.testing._clock import FakeClock
 from supervisor.testing._emulator import (
     AgentScript,
     EmulatedAgent,
+    ModelFailure,
     ParlantEmulator,
     TurnContext,
     echo,
     scripted,
 )
-from supervisor.testing._parlant_server import ParlantServer, ParlantServerError, Utterance
+from supervisor.testing._parlant_server import (
+    CUT_MARKER,
+    FAIL_MARKER,
+    ParlantServer,
+    ParlantServerError,
+    Utterance,
+)
 from supervisor.testing._proxy import (
     Delay,
     Drop,
@@ -38,6 +49,8 @@ from supervisor.testing._server import AppServer, EmulatorServer
 from supervisor.testing._settle import settle
 
 __all__ = [
+    "CUT_MARKER",
+    "FAIL_MARKER",
     "AgentScript",
     "AppServer",
     "Delay",
@@ -48,6 +61,7 @@ __all__ = [
     "Fault",
     "FaultProxy",
     "Hang",
+    "ModelFailure",
     "ParlantEmulator",
     "ParlantServer",
     "ParlantServerError",

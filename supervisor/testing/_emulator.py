@@ -27,7 +27,7 @@ import string
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pprint import pformat
 from typing import Any, Final, Literal, Protocol, final
@@ -120,38 +120,45 @@ class TurnContext:
         self._session.append_agent_message(self.trace_id, text, preamble=preamble)
         self.status("ready")
 
-    async def stream(self, text: str, *, cut_after: int | None = None) -> None:
-        """Write an agent message as Parlant streams one: at its first chunk (one word a
-        chunk, spaces leading), then updated in place every `chunk_delay` seconds of the
-        agent, then terminated (`null`), then an intermediate `ready`.
+    async def stream(self, text: str | AsyncIterable[str], *, cut_after: int | None = None) -> None:
+        """Write an agent message as Parlant streams one: at its first chunk, then updated in
+        place at each next one, then terminated (`null`), then an intermediate `ready`.
 
         Args:
-            text: The whole message.
+            text: The whole message, sent one word a chunk (spaces leading) every
+                `chunk_delay` seconds of the agent; or the chunks themselves, each written
+                as the iterable yields it.
             cut_after: Fail after this many chunks, as a model provider that cuts the stream:
                 the message is terminated as it stands and `ModelFailure` is raised (the turn
                 then fails).
         """
-        pieces = re.findall(r"\s*\S+", text) or [""]
+        pieces = self._words(text) if isinstance(text, str) else text
         event: dict[str, Any] | None = None
         chunks: list[str | None] = []
-        for index, piece in enumerate(pieces):
-            if index:
-                await asyncio.sleep(self._agent.chunk_delay)
-            if cut_after is not None and index >= cut_after:
+        cut = False
+        async for piece in pieces:
+            if cut_after is not None and len(chunks) >= cut_after:
+                cut = True
                 break
             chunks.append(piece)
             if event is None:
                 event = self._session.append_streamed_message(self.trace_id, chunks)
             else:
                 self._session.update_message(event, chunks)
-        else:
-            await asyncio.sleep(self._agent.chunk_delay)
-        assert event is not None
+        if event is None:  # nothing to say: a message with no text, as Parlant's empty stream
+            event = self._session.append_streamed_message(self.trace_id, [""])
         chunks.append(None)
         self._session.update_message(event, chunks)
-        if cut_after is not None and cut_after < len(pieces):
+        if cut:
             raise ModelFailure("the emulated model provider cut the stream")
         self.status("ready")
+
+    async def _words(self, text: str) -> AsyncIterator[str]:
+        for index, word in enumerate(re.findall(r"\s*\S+", text) or [""]):
+            if index:
+                await asyncio.sleep(self._agent.chunk_delay)
+            yield word
+        await asyncio.sleep(self._agent.chunk_delay)
 
     async def reply(self, text: str) -> None:
         """Write the answer the agent's way: streamed if it streams, else whole."""

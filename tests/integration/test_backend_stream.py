@@ -10,8 +10,15 @@ from typing import Any
 import httpx
 import pytest
 
-from supervisor.testing import AppServer, EmulatedAgent, EmulatorServer, TurnContext, echo
-from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
+from supervisor.testing import (
+    CUT_MARKER,
+    FAIL_MARKER,
+    AppServer,
+    EmulatedAgent,
+    EmulatorServer,
+    TurnContext,
+    echo,
+)
 from tests.integration.test_backend import CHAT, sse_with_ids
 
 Backend = Callable[..., AppServer]

@@ -12,6 +12,8 @@ from parlant.client.types import Event
 
 from supervisor import AgentError, MessageDelta, SessionSupervisor
 from supervisor.testing import (
+    CUT_MARKER,
+    FAIL_MARKER,
     EmulatedAgent,
     EmulatorServer,
     FaultProxy,
@@ -21,7 +23,6 @@ from supervisor.testing import (
     kill_session_actor,
     settle,
 )
-from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
 from tests.helpers import new_session, until_events
 from tests.logwatch import LogWatcher
 

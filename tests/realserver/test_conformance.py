@@ -18,8 +18,14 @@ from typing import Any
 import pytest
 
 from supervisor import AgentError, Reply, SessionSupervisor
-from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantServer, echo
-from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
+from supervisor.testing import (
+    CUT_MARKER,
+    FAIL_MARKER,
+    EmulatedAgent,
+    EmulatorServer,
+    ParlantServer,
+    echo,
+)
 from tests.helpers import post_as_human_agent, session_with
 from tests.realserver.conftest import CHUNK_DELAY
 

@@ -13,8 +13,7 @@ import pytest
 from parlant.client.types import Event
 
 from supervisor import AgentError, MessageDelta, SessionSupervisor
-from supervisor.testing import ParlantServer, settle
-from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
+from supervisor.testing import CUT_MARKER, FAIL_MARKER, ParlantServer, settle
 from tests.helpers import session_with
 
 Supervise = Callable[..., SessionSupervisor]
