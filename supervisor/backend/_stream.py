@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Any, final
 
 from parlant.client.types import Event
 
@@ -34,10 +34,6 @@ from actors._events import agent_status, is_message, is_preamble, message_text
 from actors._messages import StreamItem
 
 __all__ = ["Frame", "Position", "TurnFramer", "TurnLog", "TurnLogs"]
-
-_END: Final = 2**31
-"""The part of a position after every other at its offset."""
-
 
 @final
 @dataclass(frozen=True, slots=True, order=True)
@@ -106,13 +102,13 @@ class TurnFramer:
         return [self._frame(item.offset, 1, "status", data)]
 
     def end(self) -> Frame:
-        """The last frame of a turn that completed."""
-        return self._frame(self._last.offset, _END, "end", {"session_id": self._token})
+        """The last frame of a turn that completed (placed after its last event)."""
+        return self._frame(self._last.offset + 1, 0, "end", {"session_id": self._token})
 
     def error(self, status: int, detail: str) -> Frame:
-        """The last frame of a turn that failed."""
+        """The last frame of a turn that failed (placed after its last event)."""
         data = {"status": status, "detail": detail}
-        return self._frame(self._last.offset, _END, "error", data)
+        return self._frame(self._last.offset + 1, 0, "error", data)
 
     def _text(self, offset: int, text: str, preamble: bool, *, done: bool) -> list[Frame]:
         message_id = f"msg-{offset}"
