@@ -48,7 +48,8 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     server = EmulatorServer(
         ParlantEmulator(
-            [EmulatedAgent("echo"), EmulatedAgent("clock", clock, output_mode="stream")]
+            [EmulatedAgent("echo"), EmulatedAgent("clock", clock, output_mode="stream")],
+            refuse_read_event=args.refuse_read_event,
         ),
         port=args.port,
         http="httptools",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bench.run import measure
@@ -34,3 +39,30 @@ def test_each_client_recovers_from_an_outage_and_the_rate_is_measured(impl: str)
     assert result["polling_after_budget"] == 20
     assert result["recovery_s"] is not None
     assert result["peak_reconnects_per_s"] > 0
+
+
+def test_the_stream_benchmark_measures_every_chunk_each_way(tmp_path: Path) -> None:
+    report = tmp_path / "stream.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.stream",
+            "--messages",
+            "2",
+            "--chunks",
+            "5",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows) == 3
+    assert all(row["chunks"] == 8 for row in rows.values())  # the first of 5 left out, twice
+    assert all(row["p50_ms"] > 0 for row in rows.values())
