@@ -318,8 +318,8 @@ class SessionActor(DispatchedActor):
                 self._runtime.follower.follow(self.session_id, self.actor_urn, effect, self._tell)
             case CheckMessage():
                 self._runtime.follower.check(self.session_id, self.actor_urn, effect, self._tell)
-            case StopFollowing():
-                self._runtime.follower.release(self.session_id, self.actor_urn)
+            case StopFollowing(event_id):
+                self._runtime.follower.release(self.session_id, self.actor_urn, event_id)
             case PostMessage(consumer_id, text):
                 self._consumers[consumer_id].post_started = True
                 posting = self._runtime.io.submit(

@@ -674,6 +674,7 @@ class SessionCore:
         # or after Parlant wrote nothing for wait_for_data: abandoned, released as it stands
         # (ReplyMessage.is_complete says so).
         del self._streaming[event_id]
+        self._effects.append(StopFollowing(event_id))
         self._abandoned_total += 1
         if self._parked and self._parked[0].id == event_id:
             self._send_text(streamed.event, streamed, done=True)

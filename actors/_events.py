@@ -1,4 +1,4 @@
-"""Reading Parlant events: what kind of thing an event is, in the terms PARLANT.md measured.
+"""Reading Parlant events: what kind of thing an event is, in the terms docs/PARLANT.md measured.
 
 Events are parlant-client's own `Event` model; nothing here copies or re-declares it.
 """

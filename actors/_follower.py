@@ -4,7 +4,7 @@ Parlant writes a streamed message once, at its first chunk, then updates it in p
 same offset until its `chunks` end with `null`: a long-poll sees it once, partial. Its live
 text comes from `GET /sessions/{id}/events/{event_id}?sse=true`, which sends the whole event
 each time its chunks grow (the server re-checks every 0.1 s) and closes at the terminator, or
-after `wait_for_data` seconds with nothing new (PARLANT.md, measured on 3.3.2). Parlant's
+after `wait_for_data` seconds with nothing new (docs/PARLANT.md, measured on 3.3.2). Parlant's
 production policy refuses `read_event` (403): there the message is re-read from the log
 instead (`list_events(min_offset=<its offset>, wait_for_data=0)`) at a bounded interval.
 """
@@ -26,6 +26,7 @@ from parlant.client.core.api_error import ApiError
 from parlant.client.types import Event
 
 from actors._backoff import Backoff
+from actors._errors import SupervisorError
 from actors._events import is_incomplete, parse_event, stream_size
 from actors._io import IOLoop
 from actors._messages import (
@@ -100,14 +101,10 @@ class Follower:
         self._backoff = backoff
         self._rng = rng or random.Random()
         self._read_event_refused = False  # learned once, for the whole upstream
-        self._tasks: dict[str, set[asyncio.Task[None]]] = {}
+        # per session: each follow ("follow", event id) and check ("check", event id) running
+        self._tasks: dict[str, dict[tuple[str, str], asyncio.Task[None]]] = {}
         self._owners: dict[str, str] = {}
         self._shut = False
-
-    @property
-    def following(self) -> int:
-        """Follows and checks in flight now (read from any thread; approximate)."""
-        return sum(len(tasks) for tasks in list(self._tasks.values()))
 
     def follow(
         self, session_id: str, owner: str, follow: FollowMessage, tell: Callable[[Message], None]
@@ -115,7 +112,7 @@ class Follower:
         """Follow a streamed message on behalf of actor `owner`; outcomes go to `tell`."""
         if not self._shut:
             work = functools.partial(self._follow, session_id, follow, tell)
-            self._io.call_soon(self._start, session_id, owner, work)
+            self._io.call_soon(self._start, session_id, owner, ("follow", follow.event_id), work)
 
     def check(
         self, session_id: str, owner: str, check: CheckMessage, tell: Callable[[Message], None]
@@ -123,16 +120,17 @@ class Follower:
         """Re-read a message once from the log; `MessageChecked` goes to `tell`."""
         if not self._shut:
             work = functools.partial(self._check, session_id, check, tell)
-            self._io.call_soon(self._start, session_id, owner, work)
+            self._io.call_soon(self._start, session_id, owner, ("check", check.event_id), work)
 
-    def release(self, session_id: str, owner: str | None) -> None:
-        """Cancel every follow and check of the session, if `owner` (None: anyone) owns it.
+    def release(self, session_id: str, owner: str | None, event_id: str | None = None) -> None:
+        """Cancel the follow and check of message `event_id` (None: of every message of the
+        session), if `owner` (None: anyone) owns the session.
 
         A crashed actor's release can arrive after its successor's first follow: ownership
         keeps it from cancelling the successor's.
         """
         if not self._shut:
-            self._io.call_soon(self._release, session_id, owner)
+            self._io.call_soon(self._release, session_id, owner, event_id)
 
     def shut(self) -> None:
         """Stop for good, every session at once (a whole supervisor's stop): one pass on the
@@ -152,27 +150,47 @@ class Follower:
             self._release(session_id, None)
 
     def _start(
-        self, session_id: str, owner: str, work: Callable[[], Coroutine[None, None, None]]
+        self,
+        session_id: str,
+        owner: str,
+        key: tuple[str, str],
+        work: Callable[[], Coroutine[None, None, None]],
     ) -> None:
         if self._owners.get(session_id, owner) != owner:
             self._release(session_id, None)  # a successor took over: the predecessor's go
         self._owners[session_id] = owner
-        task = self._io.loop.create_task(work())
-        tasks = self._tasks.setdefault(session_id, set())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks = self._tasks.setdefault(session_id, {})
+        running = tasks.pop(key, None)
+        if running is not None:
+            running.cancel()
+        task = tasks[key] = self._io.loop.create_task(work())
+        task.add_done_callback(
+            lambda done: tasks.pop(key, None) if tasks.get(key) is done else None
+        )
 
-    def _release(self, session_id: str, owner: str | None) -> None:
+    def _release(self, session_id: str, owner: str | None, event_id: str | None = None) -> None:
         if owner is not None and self._owners.get(session_id, owner) != owner:
             return
-        self._owners.pop(session_id, None)
-        for task in self._tasks.pop(session_id, set()):
-            task.cancel()
+        tasks = self._tasks.get(session_id, {})
+        for key in [key for key in tasks if event_id is None or key[1] == event_id]:
+            tasks.pop(key).cancel()
+        if event_id is None:
+            self._owners.pop(session_id, None)
+            self._tasks.pop(session_id, None)
 
     async def _pause(self, attempt: int) -> None:
         await asyncio.sleep(self._backoff.delay(attempt, self._rng))
 
     async def _follow(
+        self, session_id: str, follow: FollowMessage, tell: Callable[[Message], None]
+    ) -> None:
+        try:
+            await self._follow_until_done(session_id, follow, tell)
+        except Exception:  # a bug here must not leave the message waiting: the log decides
+            _log.exception("session.follow_crashed", session_id=session_id)
+            tell(FollowEnded(follow.event_id))
+
+    async def _follow_until_done(
         self, session_id: str, follow: FollowMessage, tell: Callable[[Message], None]
     ) -> None:
         progress = _Progress(tell)
@@ -188,7 +206,13 @@ class Follower:
                 self._read_event_refused = True
                 _log.warning("session.read_event_refused", session_id=session_id)
                 continue
-            except (WireError, TimeoutError, ApiError, pydantic.ValidationError) as error:
+            except (
+                WireError,
+                TimeoutError,
+                ApiError,
+                SupervisorError,
+                pydantic.ValidationError,
+            ) as error:
                 if isinstance(error, ApiError) and error.status_code in _GONE:
                     break
                 # refused, cut, 429, 5xx: Parlant is there or will be; the stream is retried

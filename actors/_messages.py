@@ -440,7 +440,10 @@ class CheckMessage:
 @final
 @dataclass(frozen=True, slots=True)
 class StopFollowing:
-    """Stop following (and checking) every message of the session."""
+    """Stop following (and checking) the message `event_id`; None: every message of the
+    session."""
+
+    event_id: str | None = None
 
 
 @final

@@ -1,6 +1,6 @@
 """Grouping a session's event log into agent turns (pure: no I/O, no clock).
 
-The rules come from PARLANT.md, measured on a real server:
+The rules come from docs/PARLANT.md, measured on a real server:
 
 - The customer's message carries no id the agent's events repeat. A turn is the trace that
   opens with an `acknowledged` status; it claims every customer message seen before it that

@@ -35,6 +35,7 @@ from actors._messages import StreamItem
 
 __all__ = ["Frame", "Position", "TurnFramer", "TurnLog", "TurnLogs"]
 
+
 @final
 @dataclass(frozen=True, slots=True, order=True)
 class Position:

@@ -1,7 +1,7 @@
 """A Parlant-compatible server for tests, demos and benchmarks (an ASGI app).
 
 It speaks the subset of Parlant's HTTP API that conversations use, with the JSON shapes and
-long-poll semantics measured on a real 3.3.2 server (PARLANT.md): 504 after `wait_for_data`
+long-poll semantics measured on a real 3.3.2 server (docs/PARLANT.md): 504 after `wait_for_data`
 with no data, 404 for unknown or deleted sessions (open polls included), customer messages
 traced `<main>`, agent turns that open with `acknowledged` and complete with a `ready` whose
 `data.stage` is `completed`, an intermediate `ready` after every agent message, preambles,

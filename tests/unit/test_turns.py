@@ -1,4 +1,4 @@
-"""TurnTracker on the real server's captures and on the edge cases PARLANT.md describes."""
+"""TurnTracker on the real server's captures and on the edge cases docs/PARLANT.md describes."""
 
 from __future__ import annotations
 
