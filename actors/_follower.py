@@ -218,7 +218,7 @@ class Follower:
                 # refused, cut, 429, 5xx: Parlant is there or will be; the stream is retried
                 # for as long as its session lives (like its polls)
                 failures = 0 if progress.told > told_before else failures + 1
-                _log.info("session.follow_failed", session_id=session_id, error=repr(error))
+                _log.info("session.follow_failed", session_id=session_id, error=_describe(error))
                 await self._pause(failures)
                 continue
             if end is _End.COMPLETE:
@@ -301,12 +301,20 @@ class Follower:
                     continue
                 event = None
             except Exception as error:  # the supervisor's errors, the wire's: try again
-                _log.info("session.check_failed", session_id=session_id, error=repr(error))
+                _log.info("session.check_failed", session_id=session_id, error=_describe(error))
                 await self._pause(attempt)
                 attempt += 1
                 continue
             tell(MessageChecked(check.event_id, event))
             return
+
+
+def _describe(error: Exception) -> str:
+    """What went wrong, for a log line: a status, never a body (Parlant's 403 echoes the
+    request's headers, credentials included)."""
+    if isinstance(error, ApiError):
+        return f"HTTP {error.status_code}"
+    return f"{type(error).__name__}: {error}"
 
 
 @final

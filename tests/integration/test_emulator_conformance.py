@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from supervisor.testing import EmulatedAgent, EmulatorServer, echo
 from tests.samples import raw
@@ -125,3 +129,102 @@ def test_human_agent_messages_are_written_like_the_real_servers(serve: Serve) ->
     assert on_behalf.json()["data"]["participant"] == {"id": agent_id, "display_name": "echo"}
     assert named.json()["trace_id"] == on_behalf.json()["trace_id"] == "<main>"
     assert server.call(server.emulator.session_events, events.split("/")[2])[-1]["offset"] == 1
+
+
+def streamed_poll(
+    http: httpx.Client, session_id: str, until: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Long-poll as the seed does (min_offset = last + 1) until an event `until` likes."""
+    seen: list[dict[str, Any]] = []
+    while not any(until(event) for event in seen):
+        offset = seen[-1]["offset"] + 1 if seen else 0
+        response = http.get(
+            f"/sessions/{session_id}/events", params={"min_offset": offset, "wait_for_data": 10}
+        )
+        assert response.status_code == 200, response.text
+        seen += response.json()
+    return seen
+
+
+def completed(event: dict[str, Any]) -> bool:
+    return (
+        event["kind"] == "status" and (event["data"].get("data") or {}).get("stage") == "completed"
+    )
+
+
+def errored(event: dict[str, Any]) -> bool:
+    return event["kind"] == "status" and event["data"].get("status") == "error"
+
+
+def test_a_streamed_turn_is_shaped_like_the_real_servers(serve: Serve) -> None:
+    server = serve(EmulatedAgent("stream", echo(), output_mode="stream", chunk_delay=0.05))
+    real = raw("streamed_turn")
+    real_polled = [event for poll in real["polls"] for event in poll["body"]]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        session_id = server.call(server.emulator.create_session, "stream")
+        http.post(
+            f"/sessions/{session_id}/events", json=real["post_customer_message"]["request"]["json"]
+        )
+        polled = streamed_poll(http, session_id, completed)
+        [message] = [e for e in polled if e["kind"] == "message" and e["source"] == "ai_agent"]
+        with http.stream(
+            "GET", f"/sessions/{session_id}/events/{message['id']}", params={"sse": "true"}
+        ) as sse:
+            lines = list(sse.iter_lines())
+        waited = http.get(
+            f"/sessions/{session_id}/events/{message['id']}",
+            params={"wait_for_completion": "true"},
+        ).json()
+        reread = http.get(f"/sessions/{session_id}/events", params={"wait_for_data": 0}).json()
+
+    assert turn_signature(polled) == turn_signature(real_polled)
+    [real_message] = [
+        e for e in real_polled if e["kind"] == "message" and e["source"] == "ai_agent"
+    ]
+    assert shape(message) == shape(real_message)
+    assert message["data"]["chunks"][-1] is not None  # seen once, partial, as on the real server
+    real_lines = [entry["line"] for entry in real["read_event_sse"] if "line" in entry]
+    assert all(line.startswith("data: {") or line == "" for line in lines)
+    assert shape(json.loads(lines[0][6:])) == shape(json.loads(real_lines[0][6:]))
+    assert json.loads(lines[-2][6:])["data"]["chunks"][-1] is None  # ends at the terminator
+    assert waited["data"]["message"] == "echo: Tell me about CKD stage 3"
+    assert shape(waited) == shape(real["read_event_wait"]["body"])
+    assert reread[message["offset"]]["data"]["chunks"][-1] is None
+
+
+def test_a_failed_turn_is_shaped_like_the_real_servers(serve: Serve) -> None:
+    server = serve(EmulatedAgent("stock", echo(), preamble=True))
+    real = raw("error_turn")
+    real_polled = [
+        event for poll in real["polls"] if poll["status"] == 200 for event in poll["body"]
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        session_id = server.call(server.emulator.create_session, "stock")
+        http.post(
+            f"/sessions/{session_id}/events", json=real["post_customer_message"]["request"]["json"]
+        )
+        polled = streamed_poll(http, session_id, errored)
+
+    assert turn_signature(polled) == turn_signature(real_polled)
+    error = polled[-1]
+    assert shape(error) == shape(real_polled[-1])
+    assert error["data"]["data"]["exception"].startswith("['Traceback (most recent call last):")
+
+
+def test_a_client_that_hangs_up_mid_request_is_no_error_in_the_servers_log(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve()
+    session_id = server.call(server.emulator.create_session, "echo")
+    head = (
+        f"POST /sessions/{session_id}/events HTTP/1.1\r\nHost: emulator\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    with (
+        caplog.at_level(logging.INFO),
+        socket.create_connection((server.host, server.port)) as raw_socket,
+    ):
+        raw_socket.sendall(head.encode() + b'{"kind": "mess')  # and hangs up
+    server.stop()  # lets the request in flight finish
+
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from parlant.client.types import Event
 
-from supervisor import SessionNotFound, SupervisorConfig
+from supervisor import MessageDelta, SessionNotFound, SupervisorConfig
 from supervisor.sharding import ShardedSupervisor, ShardLost
-from supervisor.testing import EmulatedAgent, EmulatorServer, TurnContext, kill_shard
+from supervisor.testing import EmulatedAgent, EmulatorServer, TurnContext, echo, kill_shard
 
 Serve = Callable[..., EmulatorServer]
 Shard = Callable[..., ShardedSupervisor]
@@ -102,6 +102,21 @@ def test_a_stream_crosses_the_ray_boundary_event_by_event(serve: Serve, shard: S
     assert kinds[0] == ("status", "acknowledged")
     assert kinds[-1] == ("status", "ready")
     assert [e.data["message"] for e in events if e.kind == "message"] == ["echo: hello"]
+
+
+def test_a_streamed_answer_crosses_the_ray_boundary_delta_by_delta(
+    serve: Serve, shard: Shard
+) -> None:
+    server = serve(EmulatedAgent("stream", echo(), output_mode="stream", chunk_delay=0.01))
+    sharded = shard(server.url, shards=2)
+    session_id = sharded.create_session(server.call(server.emulator.agent_id, "stream"))
+
+    items = list(sharded.stream(session_id, "tell me more", timeout=30))
+    pieces = list(sharded.stream_text(session_id, "and more", timeout=30))
+
+    deltas = [i for i in items if isinstance(i, MessageDelta)]
+    assert "".join(d.delta for d in deltas) == "echo: tell me more"
+    assert "".join(pieces) == "echo: and more"
 
 
 def test_a_shards_error_reaches_the_caller_as_itself(serve: Serve, shard: Shard) -> None:
