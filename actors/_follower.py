@@ -15,7 +15,6 @@ import asyncio
 import enum
 import functools
 import random
-import ssl
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Final, final
 from urllib.parse import quote
@@ -92,9 +91,7 @@ class Follower:
     ) -> None:
         self._io = io
         self._api = api
-        self._target = WireTarget.of(
-            api.base_url, dict(headers or {}), ssl.create_default_context()
-        )
+        self._target = WireTarget.of(api.base_url, dict(headers or {}))
         self._wait_for_data = wait_for_data
         self._timeout_margin = timeout_margin
         self._reread_interval = reread_interval

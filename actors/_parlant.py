@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, final
 from urllib.parse import quote
@@ -188,7 +187,7 @@ class ParlantApi:
         """One request through the lean pool; `ApiError` (as parlant-client raises it) for a
         status other than 2xx."""
         if self._pool is None:
-            target = WireTarget.of(self.base_url, self._headers, ssl.create_default_context())
+            target = WireTarget.of(self.base_url, self._headers)
             self._pool = ConnectionPool(target, self._concurrency)
         response = await self._pool.request(
             method,

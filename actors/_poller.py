@@ -9,7 +9,6 @@ runs the request and tells the outcome back.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Final, final
@@ -90,9 +89,7 @@ class Poller:
     ) -> None:
         self._io = io
         self._recorder = recorder
-        self._target = WireTarget.of(
-            base_url.rstrip("/"), dict(headers or {}), ssl.create_default_context()
-        )
+        self._target = WireTarget.of(base_url.rstrip("/"), dict(headers or {}))
         self._timeout_margin = timeout_margin
         self._connections: dict[str, Connection] = {}
         self._polls: dict[str, asyncio.Task[None]] = {}

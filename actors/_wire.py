@@ -69,7 +69,9 @@ class WireTarget:
     headers: tuple[tuple[bytes, bytes], ...]
 
     @classmethod
-    def of(cls, base_url: str, headers: dict[str, str], ssl_context: ssl.SSLContext) -> WireTarget:
+    def of(cls, base_url: str, headers: dict[str, str]) -> WireTarget:
+        """The target of `base_url`; an https one gets a default TLS context of its own
+        (created only then: loading the CA bundle costs about a megabyte)."""
         parts = urlsplit(base_url)
         secure = parts.scheme == "https"
         host = parts.hostname or "localhost"
@@ -80,7 +82,7 @@ class WireTarget:
             port=port,
             path_prefix=parts.path.rstrip("/"),
             host_header=host_header.encode("idna"),
-            ssl_context=ssl_context if secure else None,
+            ssl_context=ssl.create_default_context() if secure else None,
             headers=tuple(
                 (name.lower().encode(), value.encode()) for name, value in headers.items()
             ),
