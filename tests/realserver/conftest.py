@@ -21,7 +21,8 @@ AGENTS: Final = {
 """Every server's agents: `Echo` writes its answer whole, `StreamingEcho` streams it
 (`output_mode=STREAM`, one word a chunk)."""
 STREAMING: Final = ["StreamingEcho"]
-CHUNK_DELAY: Final = 0.02
+CHUNK_DELAY: Final = 0.1
+"""Seconds between two words: a streamed answer of a few words outlasts a poll's 0.25 s."""
 
 
 @pytest.fixture(scope="session")
@@ -64,14 +65,4 @@ def own_parlant() -> Iterator[ParlantServer]:
     """A real server of the test's own, for tests that kill or restart it."""
     require_parlant()
     with ParlantServer(policy="null") as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def slow_streaming_parlant() -> Iterator[ParlantServer]:
-    """A real server whose streamed answers take 0.1 s a word: time to act mid-message."""
-    require_parlant()
-    with ParlantServer(
-        agents=AGENTS, streaming=STREAMING, chunk_delay=0.1, policy="null"
-    ) as server:
         yield server

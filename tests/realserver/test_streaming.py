@@ -18,19 +18,19 @@ from tests.helpers import session_with
 
 Supervise = Callable[..., SessionSupervisor]
 
-QUESTION = "Tell me about CKD stage 3"
-ANSWER = f"echo: {QUESTION}"
+QUESTION = "Tell me about CKD stage 3 and what to read about it first"
+ANSWER = f"echo: {QUESTION}"  # 14 words at 0.1 s: a poll sees it partial
 
 
 def test_a_long_poll_sees_a_streamed_message_once_and_partial(
-    slow_streaming_parlant: ParlantServer, supervise: Supervise
+    null_parlant: ParlantServer, supervise: Supervise
 ) -> None:
     """The measured fact the rest rests on: min_offset=last+1 polling sees the message once,
     before its terminator; a re-read of the log at its offset has the whole message."""
-    sup = supervise(slow_streaming_parlant.url)
+    sup = supervise(null_parlant.url)
     session_id = session_with(sup, "StreamingEcho")
     sup.close(session_id)
-    client = httpx.Client(base_url=slow_streaming_parlant.url, timeout=30)
+    client = httpx.Client(base_url=null_parlant.url, timeout=30)
     client.post(
         f"/sessions/{session_id}/events",
         json={"kind": "message", "source": "customer", "message": QUESTION},
@@ -141,9 +141,9 @@ def test_a_failed_turn_fails_its_ask_cleanly_and_the_next_one_answers(
 
 
 def test_a_turn_superseded_mid_stream_abandons_its_message_and_the_next_answers_both(
-    slow_streaming_parlant: ParlantServer, supervise: Supervise
+    null_parlant: ParlantServer, supervise: Supervise
 ) -> None:
-    sup = supervise(slow_streaming_parlant.url)
+    sup = supervise(null_parlant.url)
     session_id = session_with(sup, "StreamingEcho")
     long_question = " ".join(f"word{n}" for n in range(30))
 
