@@ -46,6 +46,7 @@ from actors._messages import (
     PostMessage,
     Reap,
     Resolve,
+    Resume,
     ResumeReply,
     SaveCheckpoint,
     Schedule,
@@ -120,13 +121,13 @@ class ActorCrashed:
     Attributes:
         session_id: The session.
         actor_urn: Which actor crashed (a successor may already run).
-        checkpoint: Where a successor must resume so no consumer misses anything.
+        resume: Where a successor must resume so no consumer misses anything.
         error: What was raised.
     """
 
     session_id: str
     actor_urn: str
-    checkpoint: int
+    resume: Resume
     error: Exception
 
 
@@ -185,13 +186,14 @@ class SessionRuntime:
     report: Callable[[ActorCrashed | ReapRequested], None] = _unwired
     saves: set[concurrent.futures.Future[None]] = field(default_factory=set)
 
-    def checkpoint_of(self, session_id: str) -> int:
-        """Where a new actor for the session starts: its live or last checkpoint, else 0."""
+    def resume_of(self, session_id: str) -> Resume:
+        """Where a new actor for the session starts: where its live or last actor stood (its
+        checkpoint), else at 0."""
         live = self.board.get(session_id)
         if live is not None:
-            return live.checkpoint
+            return Resume(live.checkpoint)
         remembered = self.checkpoints.recall(session_id)
-        return remembered if remembered is not None else 0
+        return remembered if remembered is not None else Resume(0)
 
 
 class Mailbox(Protocol):
@@ -214,7 +216,7 @@ class SessionActor(DispatchedActor):
         self,
         session_id: str,
         runtime: SessionRuntime,
-        start_offset: int | None,
+        start: Resume | None,
         *,
         reactivated: bool,
     ) -> None:
@@ -222,7 +224,7 @@ class SessionActor(DispatchedActor):
         self.session_id = session_id
         self._reactivated = reactivated
         self._runtime = runtime
-        self._start_offset = start_offset
+        self._start = start  # None: at the checkpoint stored in Parlant
         self._core = SessionCore(session_id, runtime.settings, random.Random())
         self._consumers: dict[int, Consumer] = {}
         self._snapshot: SessionSnapshot | None = None
@@ -233,9 +235,10 @@ class SessionActor(DispatchedActor):
 
     def on_start(self) -> None:
         self._runtime.mailboxes[self.session_id] = self._inbox
-        self._guarded(Start(self._start_offset))
+        start = self._start
+        self._guarded(Start(None) if start is None else Start(start.offset, start))
         self._runtime.recorder.session_started(reactivated=self._reactivated)
-        self._log.info("session.started", from_offset=self._start_offset)
+        self._log.info("session.started", from_offset=start.offset if start else None)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Barrier):
@@ -263,7 +266,7 @@ class SessionActor(DispatchedActor):
         except Exception as error:
             self._log.error("session.crashed", error=repr(error), message=type(message).__name__)
             self._runtime.report(
-                ActorCrashed(self.session_id, self.actor_urn, self._core.checkpoint, error)
+                ActorCrashed(self.session_id, self.actor_urn, self._core.resume_point(), error)
             )
             raise
 
@@ -444,7 +447,7 @@ class SessionActor(DispatchedActor):
         self._runtime.poller.release(self.session_id, self.actor_urn)
         self._runtime.follower.release(self.session_id, self.actor_urn)
         if not self._shutdown:
-            self._runtime.checkpoints.remember(self.session_id, self._core.checkpoint)
+            self._runtime.checkpoints.remember(self.session_id, self._core.resume_point())
         # a successor for the same session may already be running: leave its entries alone
         if self._runtime.board.get(self.session_id) is self._snapshot:
             del self._runtime.board[self.session_id]

@@ -1,4 +1,4 @@
-"""Where each stopped session stopped, kept in memory: bounded in size and in time.
+"""Where each stopped session stopped (its `Resume`), kept in memory: bounded in size and time.
 
 A reaped or given-up session's actor is gone, but its checkpoint is kept so that the next call
 resumes it where it stopped. One entry per session ever seen would grow without end in a
@@ -15,12 +15,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import final
 
+from actors._messages import Resume
+
 __all__ = ["CheckpointMemory"]
 
 
 @final
 class CheckpointMemory:
-    """session id -> offset, least recently stored first; safe to use from any thread."""
+    """session id -> `Resume`, least recently stored first; safe to use from any thread."""
 
     def __init__(self, now: Callable[[], float], *, capacity: int, ttl: float | None) -> None:
         if capacity < 1:
@@ -30,21 +32,21 @@ class CheckpointMemory:
         self._now = now
         self._capacity = capacity
         self._ttl = ttl
-        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Resume, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, session_id: str, offset: int) -> None:
-        """Store (or replace) the session's checkpoint; it becomes the most recent entry."""
+    def remember(self, session_id: str, resume: Resume) -> None:
+        """Store (or replace) where the session stopped; it becomes the most recent entry."""
         with self._lock:
             now = self._now()
-            self._entries[session_id] = (offset, now)
+            self._entries[session_id] = (resume, now)
             self._entries.move_to_end(session_id)
             self._expire(now)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
 
-    def recall(self, session_id: str) -> int | None:
-        """The session's checkpoint, or None if it was never stored or was forgotten."""
+    def recall(self, session_id: str) -> Resume | None:
+        """Where the session stopped, or None if it was never stored or was forgotten."""
         with self._lock:
             self._expire(self._now())
             entry = self._entries.get(session_id)

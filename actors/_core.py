@@ -58,6 +58,7 @@ from actors._messages import (
     PostMessage,
     Reap,
     Resolve,
+    Resume,
     ResumeReply,
     SaveCheckpoint,
     Schedule,
@@ -272,6 +273,8 @@ class SessionCore:
         "_pauses_total",
         "_poll_open",
         "_readers",
+        "_replay_unclaimed",
+        "_replay_until",
         "_replies",
         "_retry_not_before",
         "_rng",
@@ -311,6 +314,8 @@ class SessionCore:
         self._held_generation = 0
         self._failed_turns_total = 0
         self._abandoned_total = 0
+        self._replay_until = 0  # see Resume: events below it were handled by an earlier actor
+        self._replay_unclaimed: frozenset[int] = frozenset()
         self._own_posts: set[int] = set()
         self._idle_generation = 0
         self._idle_armed = False
@@ -347,6 +352,10 @@ class SessionCore:
         needed.extend(r.since for r in self._readers.values() if r.held is not None)
         return min(needed)
 
+    def resume_point(self) -> Resume:
+        """What a successor needs to pick up where this core stands (see `Resume`)."""
+        return Resume(self.checkpoint, self._dispatched_until, frozenset(self._window))
+
     def snapshot(self) -> SessionSnapshot:
         """The session's figures now."""
         return SessionSnapshot(
@@ -376,8 +385,11 @@ class SessionCore:
             case Start(None):
                 check_transition(self._state, SessionState.POLLING)
                 self._effects.append(LoadCheckpoint())
-            case Start(int() as from_offset):
+            case Start(int() as from_offset, resume):
                 self._begin(from_offset)
+                if resume is not None:
+                    self._replay_until = resume.seen_until
+                    self._replay_unclaimed = resume.unclaimed
             case CheckpointLoaded(stored):
                 if self._state is SessionState.STARTING:  # else: stopped while it loaded
                     self._begin(stored)
@@ -476,10 +488,11 @@ class SessionCore:
     # --- idleness -------------------------------------------------------------------------
 
     def _idle(self) -> bool:
+        # Unclaimed events are no work: a reaped session's checkpoint stays on the first of
+        # them, and its next reader gets them from the server (`resume_point`).
         return (
             not self._waiters
             and not self._readers
-            and not self._window
             and not self._parked
             and self._state in (SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF)
         )
@@ -597,6 +610,10 @@ class SessionCore:
         self._settle_if_trace_ended(event)
 
     def _dispatch(self, event: Event) -> None:
+        # read again after an earlier actor handled it: news only if it was still unclaimed
+        news = event.offset >= self._replay_until or event.offset in self._replay_unclaimed
+        if self._replay_unclaimed and event.offset + 1 >= self._replay_until:
+            self._replay_unclaimed = frozenset()
         update = self._tracker.feed(event)
         claimed = False
         match update:
@@ -625,13 +642,13 @@ class SessionCore:
             case None:
                 pass
         for consumer_id, reader in self._readers.items():
-            if event.offset < reader.since:
+            if event.offset < reader.since or (reader.from_now and not news):
                 continue
             if reader.held is not None:
                 reader.held.append(event)
             else:
                 self._deliver(consumer_id, (event,))
-        if not claimed and not self._readers:
+        if news and not claimed and not self._readers:
             self._keep_unclaimed(event)
 
     def _agent_error(self) -> AgentError:

@@ -87,11 +87,12 @@ class Follower:
         timeout_margin: float,
         reread_interval: float,
         backoff: Backoff,
+        max_body: int = 0,
         rng: random.Random | None = None,
     ) -> None:
         self._io = io
         self._api = api
-        self._target = WireTarget.of(api.base_url, dict(headers or {}))
+        self._target = WireTarget.of(api.base_url, dict(headers or {}), max_body)
         self._wait_for_data = wait_for_data
         self._timeout_margin = timeout_margin
         self._reread_interval = reread_interval
@@ -244,7 +245,7 @@ class Follower:
                 raise _Refused
             if response.status != 200:
                 raise ApiError(status_code=response.status, body=response.reason)
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(self._target.max_body)
             pieces = aiter(response.body())
             while True:
                 async with asyncio.timeout(self._wait_for_data + self._timeout_margin):

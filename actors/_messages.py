@@ -45,6 +45,7 @@ __all__ = [
     "PostMessage",
     "Reap",
     "Resolve",
+    "Resume",
     "ResumeReply",
     "SaveCheckpoint",
     "Schedule",
@@ -138,10 +139,34 @@ class Consumer(Protocol):
 
 @final
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a session's new actor picks up what an earlier one left (after a reap, a close or
+    a crash): poll from `offset`; of the events below `seen_until` that it reads again, only
+    those in `unclaimed` are news to an `events()` reader subscribing without `since` (the
+    others an ask, a stream or a reader took already).
+
+    Attributes:
+        offset: The checkpoint: the first offset anyone may still need.
+        seen_until: The earlier actor had handled every event below it.
+        unclaimed: The offsets, below `seen_until`, that it held for the next reader.
+    """
+
+    offset: int
+    seen_until: int = 0
+    unclaimed: frozenset[int] = frozenset()
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Start:
-    """Begin polling at `from_offset`; None: at the checkpoint stored in Parlant (load it)."""
+    """Begin polling at `from_offset`; None: at the checkpoint stored in Parlant (load it).
+
+    `resume` (from an earlier actor of the session) says which of the events read again are
+    news (see `Resume`); its offset is `from_offset`.
+    """
 
     from_offset: int | None = 0
+    resume: Resume | None = None
 
 
 @final

@@ -50,7 +50,8 @@ __all__ = ["ParlantApi", "translate_error"]
 
 T = TypeVar("T")
 
-_REQUEST_TIMEOUT: Final = 30.0
+REQUEST_TIMEOUT: Final = 30.0
+"""Seconds a short request may take in all (connecting, sending, the whole answer)."""
 DEFAULT_CONCURRENCY: Final = 8
 DEFAULT_RETRY: Final = Backoff(base=0.2, cap=2.0)
 _RETRIED_STATUSES: Final = frozenset({429, 503})
@@ -115,28 +116,51 @@ class ParlantApi:
         concurrency: int = DEFAULT_CONCURRENCY,
         retries: int = 5,
         retry_backoff: Backoff = DEFAULT_RETRY,
+        max_body: int = 0,
+        request_timeout: float = REQUEST_TIMEOUT,
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.request_timeout = request_timeout
         self._concurrency = concurrency
         self._retries = retries
         self._retry_backoff = retry_backoff
         self._rng = rng or random.Random()
         self._headers = dict(headers or {})
+        self._max_body = max_body
         self._http: httpx.AsyncClient | None = None
         self._client: AsyncParlantClient | None = None
         self._slots: asyncio.Semaphore | None = None
         self._pool: ConnectionPool | None = None
 
-    async def _call(self, request: Callable[[AsyncParlantClient], Awaitable[T]]) -> T:
-        """A parlant-client request, once one of its pool's slots is free, retried as
-        `_retrying` says."""
+    async def _call(
+        self,
+        what: str,
+        request: Callable[[AsyncParlantClient], Awaitable[T]],
+        *,
+        timeout: float | None = None,
+        session_id: str | None = None,
+    ) -> T:
+        """A parlant-client request (`what` names it), once one of its pool's slots is free,
+        retried as `_retrying` says, each attempt within `timeout` seconds (at most, and by
+        default, `request_timeout`): given an httpx client, parlant-client sends
+        `timeout=None` on every request, so nothing else bounds it."""
+        limit = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
 
         async def attempt() -> T:
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._concurrency)
             async with self._slots:
-                return await request(self._parlant())
+                try:
+                    async with asyncio.timeout(limit):
+                        return await request(self._parlant())
+                except TimeoutError:
+                    where = f"session {session_id}" if session_id else "Parlant"
+                    raise ParlantUnavailable(
+                        f"{where}: Parlant at {self.base_url} did not answer {what} within "
+                        f"{limit:g} s; check that the server is up, then try again",
+                        session_id=session_id,
+                    ) from None
 
         return await self._retrying(attempt)
 
@@ -157,7 +181,7 @@ class ParlantApi:
         if self._client is None:
             self._http = httpx.AsyncClient(
                 headers=self._headers,
-                timeout=_REQUEST_TIMEOUT,
+                timeout=self.request_timeout,
                 limits=httpx.Limits(max_connections=self._concurrency),
                 trust_env=False,
             )
@@ -187,14 +211,14 @@ class ParlantApi:
         """One request through the lean pool; `ApiError` (as parlant-client raises it) for a
         status other than 2xx."""
         if self._pool is None:
-            target = WireTarget.of(self.base_url, self._headers)
+            target = WireTarget.of(self.base_url, self._headers, self._max_body)
             self._pool = ConnectionPool(target, self._concurrency)
         response = await self._pool.request(
             method,
             path,
             json_body=body,
-            timeout=_REQUEST_TIMEOUT,
-            connect_timeout=CONNECT_TIMEOUT,
+            timeout=self.request_timeout,
+            connect_timeout=min(CONNECT_TIMEOUT, self.request_timeout),
         )
         if not 200 <= response.status < 300:
             raise ApiError(status_code=response.status, body=_json(response))
@@ -208,7 +232,9 @@ class ParlantApi:
 
     async def create_customer(self, name: str) -> str:
         """Create a customer; returns its id."""
-        customer = await self._call(lambda parlant: parlant.customers.create(name=name))
+        customer = await self._call(
+            "create_customer", lambda parlant: parlant.customers.create(name=name)
+        )
         return customer.id
 
     async def create_session(
@@ -216,9 +242,10 @@ class ParlantApi:
     ) -> str:
         """Create a session (no greeting); returns its id."""
         session = await self._call(
+            "create_session",
             lambda parlant: parlant.sessions.create(
                 agent_id=agent_id, customer_id=customer_id, title=title, allow_greeting=False
-            )
+            ),
         )
         return session.id
 
@@ -227,7 +254,11 @@ class ParlantApi:
 
         Parlant calls it a consumption offset; we store the first offset still needed there.
         """
-        session = await self._call(lambda parlant: parlant.sessions.retrieve(session_id))
+        session = await self._call(
+            "read_session",
+            lambda parlant: parlant.sessions.retrieve(session_id),
+            session_id=session_id,
+        )
         return session.consumption_offsets.client
 
     async def save_checkpoint(self, session_id: str, offset: int) -> None:
@@ -243,23 +274,29 @@ class ParlantApi:
 
     async def delete_session(self, session_id: str) -> None:
         """Delete a session on the server (its open polls get 404)."""
-        await self._call(lambda parlant: parlant.sessions.delete(session_id))
+        await self._call(
+            "delete_session",
+            lambda parlant: parlant.sessions.delete(session_id),
+            session_id=session_id,
+        )
 
     async def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
         """Each named agent's id, found by name, else created."""
-        ids = {agent.name: agent.id for agent in await self._call(lambda p: p.agents.list())}
+        agents = await self._call("list_agents", lambda parlant: parlant.agents.list())
+        ids = {agent.name: agent.id for agent in agents}
         for name in names:
             if name not in ids:
                 ids[name] = await self._create_agent(name)
         return {name: ids[name] for name in names}
 
     async def _create_agent(self, name: str) -> str:
-        agent = await self._call(lambda parlant: parlant.agents.create(name=name))
+        agent = await self._call("create_agent", lambda parlant: parlant.agents.create(name=name))
         return agent.id
 
-    async def ping(self) -> None:
-        """Raise unless the server answers (lists agents)."""
-        await self._call(lambda parlant: parlant.agents.list())
+    async def ping(self, timeout: float | None = None) -> None:
+        """Raise unless the server answers (lists agents) within `timeout` seconds (default
+        `request_timeout`)."""
+        await self._call("list_agents", lambda parlant: parlant.agents.list(), timeout=timeout)
 
     async def aclose(self) -> None:
         """Close the pools."""

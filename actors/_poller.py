@@ -28,7 +28,7 @@ from actors._messages import (
     PollTimedOut,
     StartPoll,
 )
-from actors._wire import CONNECT_TIMEOUT, Connection, WireError, WireTarget
+from actors._wire import CONNECT_TIMEOUT, Connection, WireBodyTooLarge, WireError, WireTarget
 from metrics import Recorder
 
 _log = structlog.get_logger("parlant_supervisor")
@@ -86,10 +86,11 @@ class Poller:
         *,
         headers: Mapping[str, str] | None = None,
         timeout_margin: float = TIMEOUT_MARGIN,
+        max_body: int = 0,
     ) -> None:
         self._io = io
         self._recorder = recorder
-        self._target = WireTarget.of(base_url.rstrip("/"), dict(headers or {}))
+        self._target = WireTarget.of(base_url.rstrip("/"), dict(headers or {}), max_body)
         self._timeout_margin = timeout_margin
         self._connections: dict[str, Connection] = {}
         self._polls: dict[str, asyncio.Task[None]] = {}
@@ -211,6 +212,8 @@ class Poller:
                 )
         except TimeoutError:
             return PollTimedOut(generation, "client_timeout")
+        except WireBodyTooLarge as error:
+            return PollFailed(generation, PollFailure(FailureKind.MALFORMED, str(error)))
         except WireError as error:
             return PollFailed(generation, PollFailure(FailureKind.NETWORK, str(error)))
         status = response.status

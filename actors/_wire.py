@@ -30,10 +30,12 @@ import h11
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "MAX_BODY",
     "Connection",
     "ConnectionPool",
     "SSEDecoder",
     "StreamedResponse",
+    "WireBodyTooLarge",
     "WireConnectError",
     "WireError",
     "WireResponse",
@@ -46,6 +48,9 @@ __all__ = [
 _READ_SIZE: Final = 65_536
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to connect before a request fails as never sent (polls and short requests)."""
+MAX_BODY: Final = 64 * 1024 * 1024
+"""Bytes a response body (or one streamed event) may have before it fails as too large: a
+generous bound on what a hostile or broken server can make this process hold."""
 
 
 class WireError(Exception):
@@ -54,6 +59,10 @@ class WireError(Exception):
 
 class WireConnectError(WireError):
     """No connection was made: the request was certainly not sent."""
+
+
+class WireBodyTooLarge(WireError):
+    """The response (or one streamed event) was larger than the target's `max_body`."""
 
 
 @final
@@ -67,11 +76,13 @@ class WireTarget:
     host_header: bytes
     ssl_context: ssl.SSLContext | None
     headers: tuple[tuple[bytes, bytes], ...]
+    max_body: int = MAX_BODY
 
     @classmethod
-    def of(cls, base_url: str, headers: dict[str, str]) -> WireTarget:
+    def of(cls, base_url: str, headers: dict[str, str], max_body: int = 0) -> WireTarget:
         """The target of `base_url`; an https one gets a default TLS context of its own
-        (created only then: loading the CA bundle costs about a megabyte)."""
+        (created only then: loading the CA bundle costs about a megabyte). Responses (and
+        each streamed event) larger than `max_body` bytes fail (0: `MAX_BODY`)."""
         parts = urlsplit(base_url)
         secure = parts.scheme == "https"
         host = parts.hostname or "localhost"
@@ -86,6 +97,7 @@ class WireTarget:
             headers=tuple(
                 (name.lower().encode(), value.encode()) for name, value in headers.items()
             ),
+            max_body=max_body or MAX_BODY,
         )
 
 
@@ -141,13 +153,19 @@ class SSEDecoder:
     sends, so they are ignored.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_BODY) -> None:
         self._pending = b""
         self._data: list[str] = []
+        self._size = 0
+        self._max_event = max_event
 
     def feed(self, piece: bytes) -> list[str]:
-        """The data of every event that `piece` completes, in order."""
+        """The data of every event that `piece` completes, in order; `WireBodyTooLarge` when
+        one event grows past `max_event` bytes."""
         self._pending += piece
+        self._size += len(piece)
+        if self._size > self._max_event:
+            raise WireBodyTooLarge(f"a streamed event is larger than {self._max_event} bytes")
         complete: list[str] = []
         while True:
             cut = _line_end(self._pending)
@@ -160,6 +178,7 @@ class SSEDecoder:
                 if self._data:
                     complete.append("\n".join(self._data))
                     self._data = []
+                self._size = len(self._pending)
             elif line.startswith("data:"):
                 value = line[5:]
                 self._data.append(value[1:] if value.startswith(" ") else value)
@@ -270,7 +289,9 @@ class Connection:
     ) -> WireResponse:
         try:
             reader, connection = await self._send(method, path, connect_timeout, json_body)
-            head, body = await read_message(reader, connection, h11.Response)
+            head, body = await read_message(
+                reader, connection, h11.Response, max_body=self._target.max_body
+            )
         except (OSError, h11.ProtocolError) as error:
             raise WireError(f"{type(error).__name__}: {error}") from error
         if head is None:
@@ -371,15 +392,21 @@ H = TypeVar("H", h11.Request, h11.Response)
 
 
 async def read_message(
-    reader: asyncio.StreamReader, connection: h11.Connection, head_type: type[H]
+    reader: asyncio.StreamReader,
+    connection: h11.Connection,
+    head_type: type[H],
+    *,
+    max_body: int | None = None,
 ) -> tuple[H | None, list[bytes]]:
     """One whole HTTP message from the peer: its head and its body in the pieces it came.
 
     The head is None when the peer closed the connection first; a peer that breaks the protocol
-    (or closes mid-message) raises `h11.RemoteProtocolError`.
+    (or closes mid-message) raises `h11.RemoteProtocolError`; a body past `max_body` bytes
+    raises `WireBodyTooLarge` (the rest is not read).
     """
     head: H | None = None
     chunks: list[bytes] = []
+    size = 0
     while True:
         event = connection.next_event()
         if event is h11.NEED_DATA:
@@ -387,6 +414,9 @@ async def read_message(
         elif isinstance(event, head_type):
             head = event
         elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if max_body is not None and size > max_body:
+                raise WireBodyTooLarge(f"the response body is larger than {max_body} bytes")
             chunks.append(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage):
             return head, chunks

@@ -30,6 +30,10 @@ class SupervisorConfig:
         request_concurrency: Short requests (posting a message, creating a session, re-reading
             history) in flight at once, over as many pooled connections. Long-polls do not count:
             each session has its own connection.
+        request_timeout: Seconds a short request (posting a message, creating a session or a
+            customer, reading history or a checkpoint, finding agents) may take in all before
+            it fails with `ParlantUnavailable` naming it. A server that accepts connections and
+            never answers must not hang a caller.
         request_retries: Times a short request (a post included) is sent again when it certainly
             had no effect: the connection was refused, or Parlant answered 429 or 503. A post
             whose fate is unknown (a reset, a timeout) is never re-sent: the ask fails instead.
@@ -62,6 +66,8 @@ class SupervisorConfig:
             `status: error` that fails it (`AgentError`), before it resolves as it is. Parlant
             writes that error a few ms after the turn's completed `ready`; turns that answered
             never wait.
+        max_response_bytes: The largest response body (or streamed event) read from Parlant:
+            a larger one fails, as malformed, instead of growing this process without bound.
         stream_reread_interval: Seconds between two re-reads of a streamed message where
             Parlant refuses `read_event` (its production policy), which then stands in for
             following it live. Each costs one `list_events` of Parlant's rate limit (240 a
@@ -75,6 +81,7 @@ class SupervisorConfig:
     backoff: Backoff = field(default_factory=Backoff)
     headers: Mapping[str, str] = field(default_factory=dict)
     request_concurrency: int = 8
+    request_timeout: float = 30.0
     request_retries: int = 5
     max_message_length: int = 32_768
     actor_threads: int = 2
@@ -88,8 +95,11 @@ class SupervisorConfig:
     poll_timeout_margin: float = 10.0
     failure_grace: float = 0.5
     stream_reread_interval: float = 0.5
+    max_response_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        if self.max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes must be >= 1024, got {self.max_response_bytes}")
         if self.stream_reread_interval <= 0:
             raise ValueError(
                 f"stream_reread_interval must be > 0 seconds, got {self.stream_reread_interval}"
@@ -100,6 +110,8 @@ class SupervisorConfig:
             raise ValueError(f"request_concurrency must be >= 1, got {self.request_concurrency}")
         if self.actor_threads < 1:
             raise ValueError(f"actor_threads must be >= 1, got {self.actor_threads}")
+        if self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.request_retries < 0:
             raise ValueError(f"request_retries must be >= 0, got {self.request_retries}")
         if self.max_message_length < 1:

@@ -122,6 +122,8 @@ class SessionSupervisor:
             headers=self.config.headers,
             concurrency=self.config.request_concurrency,
             retries=self.config.request_retries,
+            max_body=self.config.max_response_bytes,
+            request_timeout=self.config.request_timeout,
         )
         self._runtime = SessionRuntime(
             io=self._io,
@@ -132,6 +134,7 @@ class SessionSupervisor:
                 self._metrics,
                 headers=self.config.headers,
                 timeout_margin=self.config.poll_timeout_margin,
+                max_body=self.config.max_response_bytes,
             ),
             follower=Follower(
                 self._io,
@@ -141,6 +144,7 @@ class SessionSupervisor:
                 timeout_margin=self.config.poll_timeout_margin,
                 reread_interval=self.config.stream_reread_interval,
                 backoff=self.config.backoff,
+                max_body=self.config.max_response_bytes,
             ),
             api=api,
             clock=self._clock,
@@ -234,15 +238,16 @@ class SessionSupervisor:
         _require_since(since, session_id)
         return await self._on_io(self._runtime.api.read_events(session_id, since), session_id)
 
-    def check_parlant(self) -> None:
-        """Return if Parlant answers a request now; else raise `ParlantUnavailable` (or
-        `AccessDenied` when it refuses the configured credentials)."""
-        self._run(self.acheck_parlant())
+    def check_parlant(self, *, timeout: float | None = None) -> None:
+        """Return if Parlant answers a request within `timeout` seconds (default
+        `request_timeout`); else raise `ParlantUnavailable` (or `AccessDenied` when it refuses
+        the configured credentials)."""
+        self._run(self.acheck_parlant(timeout=timeout))
 
-    async def acheck_parlant(self) -> None:
+    async def acheck_parlant(self, *, timeout: float | None = None) -> None:
         """Asyncio twin of `check_parlant`."""
         self._check_running()
-        await self._on_io(self._runtime.api.ping())
+        await self._on_io(self._runtime.api.ping(timeout))
 
     def open(self, session_id: str, *, since: int | None = None) -> None:
         """Start polling a session now rather than on first use.

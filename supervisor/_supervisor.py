@@ -11,7 +11,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Final, final
 
 import pykka
 import structlog
@@ -29,15 +29,28 @@ from actors._messages import (
     AwaitReply,
     Consumer,
     Message,
+    Resume,
     ResumeReply,
     Stop,
     Subscribe,
 )
 from actors._restarts import RestartPolicy, RestartTracker
 
-__all__ = ["Close", "ListSessions", "Open", "Route", "SessionRefs", "StopAll", "Supervisor"]
+__all__ = [
+    "Close",
+    "ListSessions",
+    "Open",
+    "RegistryFigures",
+    "Route",
+    "SessionRefs",
+    "StopAll",
+    "Supervisor",
+]
 
 _log = structlog.get_logger("parlant_supervisor")
+
+_PRUNE_AT: Final = 16
+"""Registrations of a session after which finished ones are dropped (then at twice the live)."""
 
 
 @final
@@ -87,6 +100,12 @@ class ListSessions:
 
 @final
 @dataclass(frozen=True, slots=True)
+class RegistryFigures:
+    """The answer is (entries, consumer registrations) of the registry: what it holds."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class SessionRefs:
     """The answer is the live SessionActors' refs (for `supervisor.testing.settle`)."""
 
@@ -108,9 +127,19 @@ class _Session:
     restarts: RestartTracker | None = None
     restarting: list[Message | Kill] | None = None  # messages held while a restart is pending
     orphaned: list[Message | Kill] = field(default_factory=list)  # reached a dead actor
-    resume_from: int = 0
+    resume_from: Resume = field(default_factory=lambda: Resume(0))
     generation: int = 0
     failed: SessionFailed | None = None
+
+    prune_at: int = _PRUNE_AT
+
+    def register(self, registration: AwaitReply | Subscribe) -> None:
+        """Keep a new consumer. Finished ones are dropped whenever the registrations double
+        (amortized O(1) an ask; a finished ask holds its message's text)."""
+        if len(self.consumers) >= self.prune_at:
+            self.live_consumers()
+            self.prune_at = max(_PRUNE_AT, 2 * len(self.consumers))
+        self.consumers[registration.consumer.consumer_id] = registration
 
     def live_consumers(self) -> list[AwaitReply | Subscribe]:
         finished = [cid for cid, reg in self.consumers.items() if reg.consumer.finished]
@@ -165,7 +194,7 @@ class Supervisor(pykka.ThreadingActor):
             self._close(session_id, error)
 
     def on_receive(self, message: Any) -> Any:
-        if self._stopping and not isinstance(message, ListSessions | SessionRefs):
+        if self._stopping and not isinstance(message, ListSessions | SessionRefs | RegistryFigures):
             return None  # every consumer was failed by StopAll: nothing left to deliver to
         match message:
             case Route(session_id, inner):
@@ -189,6 +218,9 @@ class Supervisor(pykka.ThreadingActor):
                     self._retire(session_id, error)
             case ListSessions():
                 return list(self._actors)
+            case RegistryFigures():
+                registrations = sum(len(s.consumers) for s in self._sessions.values())
+                return len(self._sessions), registrations
             case SessionRefs():
                 return list(self._actors.values())
         return None
@@ -196,16 +228,25 @@ class Supervisor(pykka.ThreadingActor):
     def _session(self, session_id: str) -> _Session:
         return self._sessions.setdefault(session_id, _Session())
 
-    def _actor(self, session_id: str, since: int | None = None) -> pykka.ActorRef[SessionActor]:
-        start: int | None
+    def _actor(
+        self, session_id: str, since: int | None = None, resume: Resume | None = None
+    ) -> pykka.ActorRef[SessionActor]:
+        """The session's live actor, else a new one: at `resume` (a restart), at `since` (an
+        `open`), else where the session last stood."""
+        start: Resume | None
         ref = self._actors.get(session_id)
         if ref is not None and ref.is_alive():
             return ref
         runtime = self._runtime
         reactivated = session_id in runtime.board or session_id in runtime.checkpoints
-        start = since if since is not None else runtime.checkpoint_of(session_id)
-        if since is None and not reactivated and runtime.settings.checkpoint_interval is not None:
+        if resume is not None:
+            start = resume
+        elif since is not None:
+            start = Resume(since)
+        elif not reactivated and runtime.settings.checkpoint_interval is not None:
             start = None  # durable checkpoints: resume where Parlant says we stopped
+        else:
+            start = runtime.resume_of(session_id)
         ref = SessionActor.start(session_id, runtime, start, reactivated=reactivated)
         self._actors[session_id] = ref
         runtime.started_total += 1
@@ -218,13 +259,15 @@ class Supervisor(pykka.ThreadingActor):
             if session.failed is not None:
                 message.consumer.fail(session.failed)
                 return False
-            session.consumers[message.consumer.consumer_id] = message
+            session.register(message)
         return True
 
     def _deliver(self, session_id: str, message: Message | Kill) -> None:
-        session = self._session(session_id)
         summons = isinstance(message, AwaitReply | Subscribe)
-        if session.restarting is not None:
+        # no entry is made for housekeeping (a post's outcome after a close): only sessions
+        # with an actor, or a consumer, have one
+        session = self._sessions.get(session_id)
+        if session is not None and session.restarting is not None:
             session.restarting.append(message)
             return
         ref = self._actors.get(session_id)
@@ -233,14 +276,14 @@ class Supervisor(pykka.ThreadingActor):
             # this message in our mailbox: keep the message for the successor, instead of
             # dropping it (a post's outcome) or spawning a successor that knows nothing of
             # the consumers waiting on the dead actor
-            session.orphaned.append(message)
+            self._session(session_id).orphaned.append(message)
             return
         if not summons and ref is None:
             return  # housekeeping for a closed session must not re-open it
         try:
             self._actor(session_id).tell(message)
         except pykka.ActorDeadError:
-            session.orphaned.append(message)  # it crashed just now: its report follows
+            self._session(session_id).orphaned.append(message)  # its crash report follows
 
     def _crashed(self, crash: ActorCrashed) -> None:
         ref = self._actors.get(crash.session_id)
@@ -264,12 +307,12 @@ class Supervisor(pykka.ThreadingActor):
                 registration.consumer.fail(session.failed)
             session.consumers.clear()
             session.orphaned.clear()
-            self._runtime.checkpoints.remember(crash.session_id, crash.checkpoint)
+            self._runtime.checkpoints.remember(crash.session_id, crash.resume)
             self._runtime.recorder.session_failed("crashed")
             log.error("session.given_up", restarts=decision.restarts_in_window)
             return
         session.generation += 1
-        session.resume_from = crash.checkpoint
+        session.resume_from = crash.resume
         session.restarting, session.orphaned = session.orphaned, []
         generation = session.generation
         self._runtime.clock.call_at(
@@ -280,7 +323,7 @@ class Supervisor(pykka.ThreadingActor):
             "session.restart_scheduled",
             at=decision.restart_at,
             restarts=decision.restarts_in_window,
-            checkpoint=crash.checkpoint,
+            checkpoint=crash.resume.offset,
         )
 
     def _reap(self, session_id: str, actor_urn: str) -> None:
@@ -305,9 +348,11 @@ class Supervisor(pykka.ThreadingActor):
         if session is None or session.generation != generation or session.restarting is None:
             return
         held, session.restarting = session.restarting, None
-        ref = self._actor(session_id, since=session.resume_from)
+        ref = self._actor(session_id, resume=session.resume_from)
         self._runtime.recorder.session_restarted()
-        _log.info("session.restarted", session_id=session_id, from_offset=session.resume_from)
+        _log.info(
+            "session.restarted", session_id=session_id, from_offset=session.resume_from.offset
+        )
         pending = {id(m) for m in held}
         for registration in session.live_consumers():
             if id(registration) in pending:

@@ -49,6 +49,8 @@ __all__ = ["BackendSettings", "create_app"]
 
 _MAX_BODY: Final = 1024 * 1024
 _RETRY_AFTER: Final = "5"
+_READY_TIMEOUT: Final = 5.0
+"""Seconds `/readyz` waits for Parlant: a readiness probe must answer before its own timeout."""
 
 
 @final
@@ -222,7 +224,7 @@ class Backend:
         self.conversations = Conversations(settings.max_conversations)
         self.turns = TurnLogs()
         self._agents: dict[Intent, ChatAgent] = {}
-        self._lock = asyncio.Lock()
+        self._finding: asyncio.Future[None] | None = None
         self._producers: set[asyncio.Task[None]] = set()
 
     def stream(
@@ -238,6 +240,17 @@ class Backend:
         task.add_done_callback(self._producers.discard)
         return log
 
+    def _forget(self, conversation: Conversation) -> None:
+        """A conversation no token leads to any more: stop polling its session."""
+        self.turns.forget(conversation.token)
+        task = asyncio.ensure_future(self._close_quietly(conversation.session_id))
+        self._producers.add(task)
+        task.add_done_callback(self._producers.discard)
+
+    async def _close_quietly(self, session_id: str) -> None:
+        with contextlib.suppress(SupervisorError):
+            await self.supervisor.aclose(session_id)
+
     async def aclose(self) -> None:
         """Stop every turn still being streamed (their clients get an `error` event)."""
         for task in list(self._producers):
@@ -245,18 +258,27 @@ class Backend:
         await asyncio.gather(*self._producers, return_exceptions=True)
 
     async def agent(self, intent: Intent) -> ChatAgent:
-        """The agent for an intent, found (else created) by name on first use."""
-        async with self._lock:
-            if not self._agents:
-                try:
-                    ids = await self.supervisor.aensure_agents([a.name for a in AGENTS])
-                except SupervisorError as error:
-                    raise _refusal(error, None) from None
-                timeout = self.settings.ask_timeout
-                self._agents = {
-                    a.intent: a(self.supervisor, ids[a.name], timeout=timeout) for a in AGENTS
-                }
-            return self._agents[intent]
+        """The agent for an intent, found (else created) by name on first use.
+
+        One lookup at a time, shared by every request that needs it: when it fails (Parlant
+        down), they all get the failure at once, and the next request looks again.
+        """
+        if not self._agents:
+            finding = self._finding
+            if finding is None:
+                finding = self._finding = asyncio.ensure_future(self._find_agents())
+            try:
+                await asyncio.shield(finding)  # a client that leaves cancels only its wait
+            except SupervisorError as error:
+                if self._finding is finding:
+                    self._finding = None
+                raise _refusal(error, None) from None
+        return self._agents[intent]
+
+    async def _find_agents(self) -> None:
+        ids = await self.supervisor.aensure_agents([a.name for a in AGENTS])
+        timeout = self.settings.ask_timeout
+        self._agents = {a.intent: a(self.supervisor, ids[a.name], timeout=timeout) for a in AGENTS}
 
     async def turn(self, request: ChatRequest) -> tuple[Conversation, ChatAgent]:
         """The conversation a request continues (or a new one), and the agent it is with."""
@@ -266,7 +288,10 @@ class Backend:
                 session_id = await agent.start()
             except SupervisorError as error:
                 raise _refusal(error, None) from None
-            return self.conversations.open(session_id, request.intent), agent
+            opened, forgotten = self.conversations.open(session_id, request.intent)
+            for old in forgotten:  # its token is gone: nobody can read it any more
+                self._forget(old)
+            return opened, agent
         conversation = self.conversations.find(request.session_id)
         if conversation is None:
             raise _unknown(request.session_id)
@@ -509,7 +534,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         if not backend.supervisor.statistics().running:
             raise _Refused(503, "the supervisor is not running")
         try:
-            await backend.supervisor.acheck_parlant()
+            await backend.supervisor.acheck_parlant(timeout=_READY_TIMEOUT)
         except SupervisorError as error:
             raise _Refused(503, f"Parlant does not answer: {type(error).__name__}") from None
         return {"status": "ready"}

@@ -41,14 +41,16 @@ class Conversations:
         self._by_token: OrderedDict[str, Conversation] = OrderedDict()
         self._lock = threading.Lock()
 
-    def open(self, session_id: str, intent: Intent) -> Conversation:
-        """A new token for the Parlant session."""
+    def open(self, session_id: str, intent: Intent) -> tuple[Conversation, list[Conversation]]:
+        """A new token for the Parlant session, and the conversations forgotten to make room
+        (their sessions should stop being polled: no token leads to them any more)."""
         conversation = Conversation(secrets.token_urlsafe(TOKEN_BYTES), session_id, intent)
+        forgotten: list[Conversation] = []
         with self._lock:
             self._by_token[conversation.token] = conversation
             while len(self._by_token) > self._capacity:
-                self._by_token.popitem(last=False)
-        return conversation
+                forgotten.append(self._by_token.popitem(last=False)[1])
+        return conversation, forgotten
 
     def find(self, token: str) -> Conversation | None:
         """The conversation a token stands for, or None for an unknown (or forged) token."""

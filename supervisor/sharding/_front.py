@@ -276,14 +276,14 @@ class ShardedSupervisor:
         """Asyncio twin of `history`."""
         return await asyncio.to_thread(self.history, session_id, since=since)
 
-    def check_parlant(self) -> None:
+    def check_parlant(self, *, timeout: float | None = None) -> None:
         """Raise `ParlantUnavailable` unless Parlant answers (asked through a shard)."""
         self._check_running()
-        self._again(self._any_shard(), lambda shard: shard.check_parlant.remote())
+        self._again(self._any_shard(), lambda shard: shard.check_parlant.remote(timeout))
 
-    async def acheck_parlant(self) -> None:
+    async def acheck_parlant(self, *, timeout: float | None = None) -> None:
         """Asyncio twin of `check_parlant`."""
-        await asyncio.to_thread(self.check_parlant)
+        await asyncio.to_thread(self.check_parlant, timeout=timeout)
 
     def open(self, session_id: str, *, since: int | None = None) -> None:
         """Start polling the session on its shard (see `SessionSupervisor.open`).

@@ -98,8 +98,8 @@ class Shard:
     async def history(self, session_id: str, since: int) -> list[Event]:
         return await self._supervisor.ahistory(session_id, since=since)
 
-    async def check_parlant(self) -> None:
-        await self._supervisor.acheck_parlant()
+    async def check_parlant(self, timeout: float | None) -> None:
+        await self._supervisor.acheck_parlant(timeout=timeout)
 
     async def sessions(self) -> list[str]:
         return self._supervisor.sessions()

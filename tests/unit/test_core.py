@@ -44,6 +44,7 @@ from actors._messages import (
     PostMessage,
     Reap,
     Resolve,
+    Resume,
     SaveCheckpoint,
     Schedule,
     Start,
@@ -545,7 +546,7 @@ def test_an_idle_session_arms_its_ttl_and_is_reaped_when_it_fires() -> None:
     assert d.send(timer.timer) == [Reap()]
 
 
-def test_any_consumer_or_unclaimed_event_makes_the_ttl_timer_stale() -> None:
+def test_any_consumer_makes_the_ttl_timer_stale() -> None:
     d = Driver(idle_ttl=300.0)
     [first] = idle_timers(d.start())
     d.ask(1)
@@ -554,8 +555,42 @@ def test_any_consumer_or_unclaimed_event_makes_the_ttl_timer_stale() -> None:
     d.now = 50.0
     [second] = idle_timers(d.receive(customer(0), *turn(1, "T", "answer")))
     assert second.at == 350.0  # counted from the end of the activity
-    d.receive(agent(6, "F", "follow-up nobody read"))
-    assert d.send(second.timer) == []  # an unclaimed event waits for a reader: not idle
+    d.send(Subscribe(Handle(2, ConsumerKind.READER)))
+    assert d.send(second.timer) == []  # a reader came: not idle
+
+
+def test_a_follow_up_nobody_reads_does_not_keep_a_session_from_being_reaped() -> None:
+    d = Driver(idle_ttl=300.0)
+    d.start()
+    d.ask(1)
+    d.send(MessagePosted(1, 0))
+    [timer] = idle_timers(d.receive(customer(0), *turn(1, "T", "answer")))
+    d.receive(agent(6, "F", "follow-up nobody read"))  # no work: the timer still stands
+
+    assert d.send(timer.timer) == [Reap()]
+    assert d.core.resume_point() == Resume(6, 7, frozenset({6}))  # where its reader starts
+
+
+def test_a_successor_reading_again_gives_readers_only_what_was_still_unclaimed() -> None:
+    d = Driver()
+    d.send(Start(0, Resume(0, 7, frozenset({6}))))  # an earlier actor handled 0..6
+    d.send(Subscribe(Handle(1, ConsumerKind.READER)))  # a new reader: the news only
+    d.send(Subscribe(Handle(2, ConsumerKind.READER), since=0))  # a re-read: everything
+    d.receive(
+        customer(0), *turn(1, "T", "answer"), agent(6, "F", "follow-up"), agent(7, "G", "new")
+    )
+
+    assert d.delivered(1) == [6, 7]
+    assert d.delivered(2) == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_successor_keeps_only_the_unclaimed_for_the_next_reader() -> None:
+    d = Driver()
+    d.send(Start(0, Resume(0, 7, frozenset({6}))))
+    d.receive(customer(0), *turn(1, "T", "answer"), agent(6, "F", "follow-up"))
+    d.send(Subscribe(Handle(1, ConsumerKind.READER)))
+
+    assert d.delivered(1) == [6]
 
 
 def test_without_a_ttl_a_session_is_never_reaped() -> None:
