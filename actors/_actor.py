@@ -408,6 +408,7 @@ class SessionActor(DispatchedActor):
             consumer = self._consumers.get(consumer_id)
             if consumer is not None:
                 consumer.customer_offset = offset
+            self._runtime.poller.upstream_answered()  # Parlant took it: it is there
             self._runtime.route(self.session_id, MessagePosted(consumer_id, offset))
         else:
             failure = self._translate(error)

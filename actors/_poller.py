@@ -2,13 +2,22 @@
 
 Each session gets its own keep-alive connection (`Connection`, reused poll after poll):
 one shared connection pool for thousands of concurrent long-polls costs O(N) per request and
-O(N^2) in a wave of 504s (DESIGN.md, measured). The actor decides what to poll; the poller only
-runs the request and tells the outcome back.
+O(N^2) in a wave of 504s (measured). The actor decides what to poll; the poller only runs the
+request and tells the outcome back.
+
+The poller also keeps the upstream's health (`Upstream`): when Parlant is down (a connection
+refused, failures in a row from several sessions), a poll that fails for that reason, and any
+new one, is held instead of told as a failure (the session's actor sees its poll still open:
+it does not back off on its own); one probe (`GET /healthz`, any answer below 500) asks whether
+the server is back, and the held polls are then readmitted at a bounded rate (`Readmission`).
+One log line per transition, not one per session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Final, final
@@ -28,7 +37,15 @@ from actors._messages import (
     PollTimedOut,
     StartPoll,
 )
-from actors._wire import CONNECT_TIMEOUT, Connection, WireBodyTooLarge, WireError, WireTarget
+from actors._upstream import Readmission, Upstream, UpstreamState
+from actors._wire import (
+    CONNECT_TIMEOUT,
+    Connection,
+    WireBodyTooLarge,
+    WireConnectError,
+    WireError,
+    WireTarget,
+)
 from metrics import Recorder
 
 _log = structlog.get_logger("parlant_supervisor")
@@ -37,6 +54,12 @@ __all__ = ["Poller", "classify_status", "outcome_label", "retry_after_seconds"]
 
 TIMEOUT_MARGIN: Final = 10.0
 """Seconds the client waits past `wait_for_data`, so the server's 504 normally comes first."""
+
+_TICK: Final = 0.02
+"""Seconds between two batches of readmitted polls."""
+
+_UPSTREAM_FAILURES: Final = frozenset({FailureKind.NETWORK, FailureKind.SERVER_ERROR})
+"""Poll failures that say the server is not there (refused, reset, 5xx), not the session."""
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -75,7 +98,8 @@ class Poller:
     """Runs long-polls on the I/O loop. `start` and `cancel` may be called from any thread.
 
     Guarantees: at most one open poll per session (a new one replaces the old); a cancelled
-    poll tells nothing; every other poll tells exactly one outcome.
+    poll tells nothing; every other poll tells exactly one outcome (a poll held while the
+    upstream is down tells it once readmitted).
     """
 
     def __init__(
@@ -87,20 +111,39 @@ class Poller:
         headers: Mapping[str, str] | None = None,
         timeout_margin: float = TIMEOUT_MARGIN,
         max_body: int = 0,
+        readmission: Readmission | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._io = io
         self._recorder = recorder
-        self._target = WireTarget.of(base_url.rstrip("/"), dict(headers or {}), max_body)
+        self._base_url = base_url.rstrip("/")
+        self._target = WireTarget.of(self._base_url, dict(headers or {}), max_body)
         self._timeout_margin = timeout_margin
         self._connections: dict[str, Connection] = {}
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._owners: dict[str, str] = {}
         self._shut = False
+        self._upstream = Upstream(rng or random.Random())
+        self._readmission = readmission or Readmission()
+        self._held: dict[str, tuple[StartPoll, Callable[[Message], None]]] = {}
+        self._recovery: asyncio.Task[None] | None = None  # probing, then readmitting
+        self._down_since = 0.0
+        self._heard: asyncio.Event | None = None  # another request got an answer meanwhile
 
     @property
     def open_polls(self) -> int:
         """Polls in flight now (read from any thread; approximate while it changes)."""
         return len(self._polls)
+
+    @property
+    def held_polls(self) -> int:
+        """Polls held while the upstream is down or recovering (any thread; approximate)."""
+        return len(self._held)
+
+    @property
+    def upstream_state(self) -> UpstreamState:
+        """The upstream's health now (read from any thread)."""
+        return self._upstream.state
 
     def start(
         self, session_id: str, owner: str, poll: StartPoll, tell: Callable[[Message], None]
@@ -126,6 +169,18 @@ class Poller:
         if not self._shut:
             self._io.call_soon(self._release, session_id, owner)
 
+    def upstream_answered(self) -> None:
+        """Another request to Parlant got a real answer (a post): if it was down, it is back,
+        and the held polls are readmitted without waiting for the next probe. Any thread."""
+        if not self._shut and self._upstream.state is UpstreamState.DOWN:
+            self._io.call_soon(self._answered)
+
+    def _answered(self) -> None:
+        if self._upstream.state is UpstreamState.DOWN:
+            self._upstream.probe_answered()
+            if self._heard is not None:
+                self._heard.set()
+
     def shut(self) -> None:
         """Stop polling for good, every session at once: one pass on the I/O loop cancels every
         poll and closes every connection; `start`, `cancel` and `release` are dropped from now
@@ -135,8 +190,10 @@ class Poller:
         self._io.call_soon(self._close_all)
 
     def _close_all(self) -> None:
-        for session_id in list(self._polls.keys() | self._connections.keys()):
+        for session_id in list(self._polls.keys() | self._connections.keys() | self._held.keys()):
             self._release(session_id, None)
+        if self._recovery is not None:
+            self._recovery.cancel()
 
     async def aclose(self) -> None:
         """Cancel every poll and close every connection (on the I/O loop)."""
@@ -149,6 +206,12 @@ class Poller:
     ) -> None:
         self._cancel(session_id, None)
         self._owners[session_id] = owner
+        if self._upstream.state is not UpstreamState.UP:
+            self._held[session_id] = (poll, tell)  # readmitted in turn
+            return
+        self._launch(session_id, poll, tell)
+
+    def _launch(self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]) -> None:
         task = self._io.loop.create_task(self._poll(session_id, poll, tell))
         self._polls[session_id] = task
         task.add_done_callback(lambda done: self._forget(session_id, done))
@@ -163,6 +226,7 @@ class Poller:
     def _cancel(self, session_id: str, owner: str | None) -> None:
         if not self._owns(session_id, owner):
             return
+        self._held.pop(session_id, None)
         task = self._polls.pop(session_id, None)
         if task is not None:
             task.cancel()
@@ -186,8 +250,9 @@ class Poller:
         self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]
     ) -> None:
         started = self._io.loop.time()
+        refused = False
         try:
-            outcome = await self._outcome(session_id, poll)
+            outcome, refused = await self._outcome(session_id, poll)
         except Exception as error:  # a bug here must not leave the session waiting forever
             _log.exception("session.poll_crashed", session_id=session_id)
             detail = f"internal error: {type(error).__name__}: {error}"
@@ -197,9 +262,75 @@ class Poller:
             kinds = Counter(str(event.kind) for event in outcome.events)
             for kind, count in kinds.items():
                 self._recorder.events_received(kind, count)
+        if isinstance(outcome, PollFailed) and outcome.failure.kind in _UPSTREAM_FAILURES:
+            if self._upstream.failed(session_id, refused=refused):
+                self._went_down(outcome.failure)
+            if self._upstream.state is UpstreamState.DOWN:
+                self._held[session_id] = (poll, tell)  # the server is not there: wait for it
+                return
+        elif not isinstance(outcome, PollFailed):
+            self._upstream.succeeded()
         tell(outcome)
 
-    async def _outcome(self, session_id: str, poll: StartPoll) -> Message:
+    # --- the upstream's health ------------------------------------------------------------
+
+    def _went_down(self, failure: PollFailure) -> None:
+        self._down_since = self._io.loop.time()
+        _log.warning("upstream.down", url=self._base_url, detail=failure.detail)
+        if self._recovery is None or self._recovery.done():
+            self._recovery = self._io.loop.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Probe until the server answers, then readmit the held polls at a bounded rate; from
+        the probing again if it fails meanwhile."""
+        probe = Connection(self._target)
+        heard = self._heard = asyncio.Event()
+        try:
+            while True:
+                while self._upstream.state is UpstreamState.DOWN:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(heard.wait(), self._upstream.probe_delay())
+                    if self._upstream.state is UpstreamState.DOWN and await self._answers(probe):
+                        self._upstream.probe_answered()
+                heard.clear()
+                _log.info("upstream.recovering", url=self._base_url, held=len(self._held))
+                await self._readmit(self._readmission.rate(len(self._held)))
+                if self._upstream.state is UpstreamState.RECOVERING:
+                    self._upstream.readmitted()
+                    down = self._io.loop.time() - self._down_since
+                    _log.info("upstream.up", url=self._base_url, down_seconds=round(down, 3))
+                    return
+        finally:
+            probe.close()
+
+    async def _readmit(self, rate: float) -> None:
+        """Send the held polls again, `rate` a second: a few each tick of `_TICK` seconds (a
+        sleep per poll would be rounded up to the loop's millisecond resolution, and slow),
+        never making up for lost time in a burst: the rate is a bound."""
+        loop = self._io.loop
+        allowance, last = 0.0, loop.time()
+        while self._held and self._upstream.state is UpstreamState.RECOVERING:
+            now = loop.time()
+            allowance = min(allowance + (now - last) * rate, max(1.0, rate * _TICK))
+            last = now
+            while allowance >= 1.0 and self._held:
+                session_id = next(iter(self._held))
+                poll, tell = self._held.pop(session_id)
+                self._launch(session_id, poll, tell)
+                allowance -= 1.0
+            await asyncio.sleep(_TICK)
+
+    async def _answers(self, probe: Connection) -> bool:
+        """Whether the server answers at all (`GET /healthz`: any status below 500)."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                response = await probe.request(b"GET", "/healthz", connect_timeout=CONNECT_TIMEOUT)
+        except (WireError, TimeoutError):
+            return False
+        return response.status < 500
+
+    async def _outcome(self, session_id: str, poll: StartPoll) -> tuple[Message, bool]:
+        """The poll's outcome, and whether its connection was refused."""
         generation = poll.generation
         path = (
             f"/sessions/{quote(session_id, safe='')}/events"
@@ -211,11 +342,12 @@ class Poller:
                     b"GET", path, connect_timeout=CONNECT_TIMEOUT
                 )
         except TimeoutError:
-            return PollTimedOut(generation, "client_timeout")
+            return PollTimedOut(generation, "client_timeout"), False
         except WireBodyTooLarge as error:
-            return PollFailed(generation, PollFailure(FailureKind.MALFORMED, str(error)))
+            return PollFailed(generation, PollFailure(FailureKind.MALFORMED, str(error))), False
         except WireError as error:
-            return PollFailed(generation, PollFailure(FailureKind.NETWORK, str(error)))
+            failed = PollFailed(generation, PollFailure(FailureKind.NETWORK, str(error)))
+            return failed, isinstance(error, WireConnectError)
         status = response.status
         if status == 200:
             try:
@@ -224,14 +356,14 @@ class Poller:
                 detail = (
                     f"200 with a body that is not a list of events ({error.error_count()} errors)"
                 )
-                return PollFailed(generation, PollFailure(FailureKind.MALFORMED, detail, 200))
+                failure = PollFailure(FailureKind.MALFORMED, detail, 200)
+                return PollFailed(generation, failure), False
             if not events:
-                return PollTimedOut(generation, "empty")
-            return EventsReceived(generation, tuple(events))
+                return PollTimedOut(generation, "empty"), False
+            return EventsReceived(generation, tuple(events)), False
         if status == 504:
-            return PollTimedOut(generation, "gateway_timeout")
+            return PollTimedOut(generation, "gateway_timeout"), False
         detail = f"HTTP {status} {response.reason}".rstrip()
         retry_after = retry_after_seconds(response.headers)
-        return PollFailed(
-            generation, PollFailure(classify_status(status), detail, status, retry_after)
-        )
+        failure = PollFailure(classify_status(status), detail, status, retry_after)
+        return PollFailed(generation, failure), False

@@ -38,6 +38,13 @@ class StatisticsSource(Protocol):
     @property
     def open_polls(self) -> int: ...
     @property
+    def upstream(self) -> str:
+        """`up`, `down` or `recovering`."""
+        ...
+
+    @property
+    def held_polls(self) -> int: ...
+    @property
     def buffered_events(self) -> int: ...
     @property
     def buffered_events_max(self) -> int: ...
@@ -76,6 +83,16 @@ class StatisticsCollector(Collector):
             sessions.add_metric([str(state.value)], count)
         yield sessions
         yield _gauge("open_polls", "Long-polls in flight.", stats.open_polls)
+        upstream = GaugeMetricFamily(
+            f"{PREFIX}_upstream",
+            "1 for Parlant's health as the supervisor sees it (up, down: polls held and one "
+            "probe asks, recovering: held polls readmitted at a bounded rate), else 0.",
+            labels=["state"],
+        )
+        for state in ("up", "down", "recovering"):
+            upstream.add_metric([state], float(stats.upstream == state))
+        yield upstream
+        yield _gauge("held_polls", "Polls held until Parlant is back.", stats.held_polls)
         yield _gauge(
             "buffered_events",
             "Unclaimed events held in memory, all sessions.",

@@ -484,6 +484,8 @@ class SessionSupervisor:
             mailbox_depths=[inbox.qsize() for inbox in list(runtime.mailboxes.values())],
             sessions_started_total=runtime.started_total,
             open_polls=runtime.poller.open_polls,
+            upstream=runtime.poller.upstream_state.value,
+            held_polls=runtime.poller.held_polls,
         )
 
     def stop(self, timeout: float | None = None) -> StopSummary:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Any, final
+from typing import Any, Final, final
 
 from actors import SessionSnapshot, SessionState
 
 __all__ = ["StopSummary", "SupervisorStatistics"]
+
+_UPSTREAM_SEVERITY: Final = ("up", "recovering", "down")
 
 
 @final
@@ -36,6 +38,9 @@ class SupervisorStatistics:
         failed_turns_total: Agent turns Parlant failed (`status: error`), over live sessions.
         messages_abandoned_total: Streamed messages Parlant never finished (released as
             they stood), over live sessions.
+        upstream: Parlant's health as the supervisor sees it: `up`, `down` (its polls are
+            held, one probe asks), `recovering` (held polls readmitted at a bounded rate).
+        held_polls: Polls held until Parlant is back.
         buffered_events_per_session: Each live session's unclaimed events (no order, no ids).
         mailbox_depth_per_session: Each live session's mailbox depth (no order, no ids).
     """
@@ -59,6 +64,8 @@ class SupervisorStatistics:
     streaming_messages: int = 0
     failed_turns_total: int = 0
     messages_abandoned_total: int = 0
+    upstream: str = "up"
+    held_polls: int = 0
 
     @classmethod
     def collect(
@@ -69,6 +76,8 @@ class SupervisorStatistics:
         mailbox_depths: Iterable[int],
         sessions_started_total: int,
         open_polls: int,
+        upstream: str = "up",
+        held_polls: int = 0,
     ) -> SupervisorStatistics:
         """Aggregate per-session snapshots."""
         by_state = dict.fromkeys(SessionState, 0)
@@ -106,6 +115,8 @@ class SupervisorStatistics:
             streaming_messages=streaming,
             failed_turns_total=failed,
             messages_abandoned_total=abandoned,
+            upstream=upstream,
+            held_polls=held_polls,
         )
 
     @classmethod
@@ -140,6 +151,10 @@ class SupervisorStatistics:
             streaming_messages=sum(part.streaming_messages for part in parts),
             failed_turns_total=sum(part.failed_turns_total for part in parts),
             messages_abandoned_total=sum(part.messages_abandoned_total for part in parts),
+            upstream=max(
+                (part.upstream for part in parts), key=_UPSTREAM_SEVERITY.index, default="up"
+            ),
+            held_polls=sum(part.held_polls for part in parts),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

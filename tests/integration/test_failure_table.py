@@ -66,7 +66,7 @@ def test_a_malformed_body_is_retried_not_taken_for_events(
     assert "not a list of events" in failure["detail"]
 
 
-def test_a_refused_connection_backs_off_and_an_ask_fails_as_unavailable(
+def test_a_refused_connection_holds_the_poll_until_parlant_answers_and_an_ask_fails_clearly(
     supervise: Supervise, logs: LogWatcher
 ) -> None:
     with socket.socket() as probe:  # a port nobody listens on
@@ -76,6 +76,8 @@ def test_a_refused_connection_backs_off_and_an_ask_fails_as_unavailable(
 
     with pytest.raises(ParlantUnavailable, match=rf"session s1.*127\.0\.0\.1:{port}"):
         sup.ask("s1", "anyone home?", timeout=30)
-    logs.wait_for("session.poll_failed", kind="network", session_id="s1")
+    logs.wait_for("upstream.down")
     settle(sup)
-    assert sup.statistics().sessions_by_state[SessionState.BACKING_OFF] == 1
+    stats = sup.statistics()
+    assert (stats.upstream, stats.held_polls) == ("down", 1)  # one probe asks, not the session
+    assert stats.sessions_by_state[SessionState.POLLING] == 1

@@ -1,0 +1,60 @@
+"""One health signal per Parlant: an outage is noticed once, probed by one request, and every
+session comes back at a bounded rate when it is over."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from supervisor import SessionState, SessionSupervisor
+from supervisor.testing import EmulatorServer, FaultProxy, settle
+from tests.helpers import new_session
+from tests.logwatch import LogWatcher
+
+Serve = Callable[..., EmulatorServer]
+Supervise = Callable[..., SessionSupervisor]
+Proxy = Callable[[str], FaultProxy]
+
+
+def test_an_outage_holds_every_poll_and_all_come_back_once_parlant_answers(
+    serve: Serve, proxy: Proxy, supervise: Supervise, logs: LogWatcher
+) -> None:
+    server = serve()
+    faults = proxy(server.url)
+    sup = supervise(faults.url)
+    sessions = [new_session(server, sup) for _ in range(30)]
+    server.run(server.emulator.until(lambda: server.emulator.open_polls() >= 30))
+
+    with faults.outage():  # refused, and the open polls reset
+        logs.wait_for("upstream.down")
+        settle(sup)
+        during = sup.statistics()
+    logs.wait_for("upstream.up")
+    settle(sup)
+
+    assert during.upstream == "down"
+    assert during.held_polls + during.open_polls <= 30
+    assert during.held_polls >= 1
+    assert len(logs.matching("upstream.down")) == 1  # one line for the upstream, not 30
+    after = sup.statistics()
+    assert after.upstream == "up"
+    assert after.held_polls == 0
+    assert after.sessions_by_state[SessionState.FAILED] == 0
+    replies = [sup.ask(session_id, "back?", timeout=30).text for session_id in sessions[:5]]
+    assert replies == ["echo: back?"] * 5
+
+
+def test_one_sessions_failures_do_not_hold_the_others(
+    serve: Serve, proxy: Proxy, supervise: Supervise, logs: LogWatcher
+) -> None:
+    from supervisor.testing import Respond
+
+    server = serve()
+    faults = proxy(server.url)
+    sup = supervise(faults.url)
+    broken = new_session(server, sup)
+    fine = new_session(server, sup)
+    faults.inject(*[Respond(500)] * 5, method="GET", path=rf"^/sessions/{broken}/events$")
+
+    assert sup.ask(fine, "hello", timeout=30).text == "echo: hello"
+    assert sup.ask(broken, "and you?", timeout=30).text == "echo: and you?"
+    assert logs.matching("upstream.down") == []
