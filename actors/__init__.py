@@ -6,6 +6,7 @@ out its effects; `Poller` runs every session's long-poll on one asyncio I/O thre
 """
 
 from actors._backoff import Backoff
+from actors._budget import RequestBudget
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
 from actors._errors import (
     AccessDenied,
@@ -38,6 +39,7 @@ __all__ = [
     "Reply",
     "ReplyMessage",
     "ReplyTimeout",
+    "RequestBudget",
     "RestartPolicy",
     "SessionClosed",
     "SessionCore",

@@ -18,17 +18,20 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, final
 from urllib.parse import quote
 
 import httpx
 import pydantic
+import structlog
 from parlant.client import AsyncParlantClient
 from parlant.client.core.api_error import ApiError
 from parlant.client.types import Event
 
 from actors._backoff import Backoff
+from actors._budget import Budget
 from actors._errors import (
     AccessDenied,
     InvalidInput,
@@ -44,9 +47,12 @@ from actors._wire import (
     WireError,
     WireResponse,
     WireTarget,
+    retry_after_seconds,
 )
 
 __all__ = ["ParlantApi", "translate_error"]
+
+_log = structlog.get_logger("parlant_supervisor")
 
 T = TypeVar("T")
 
@@ -118,10 +124,13 @@ class ParlantApi:
         retry_backoff: Backoff = DEFAULT_RETRY,
         max_body: int = 0,
         request_timeout: float = REQUEST_TIMEOUT,
+        budget: Budget | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.request_timeout = request_timeout
+        self._budget = budget or Budget(None, time.monotonic)
+        self._checkpoints_refused = False
         self._concurrency = concurrency
         self._retries = retries
         self._retry_backoff = retry_backoff
@@ -138,6 +147,7 @@ class ParlantApi:
         what: str,
         request: Callable[[AsyncParlantClient], Awaitable[T]],
         *,
+        operation: str = "other",
         timeout: float | None = None,
         session_id: str | None = None,
     ) -> T:
@@ -148,12 +158,17 @@ class ParlantApi:
         limit = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
 
         async def attempt() -> T:
+            await self._budget.take(operation)
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._concurrency)
             async with self._slots:
                 try:
                     async with asyncio.timeout(limit):
                         return await request(self._parlant())
+                except ApiError as error:
+                    if error.status_code == 429:
+                        self._budget.refused(operation, None)
+                    raise
                 except TimeoutError:
                     where = f"session {session_id}" if session_id else "Parlant"
                     raise ParlantUnavailable(
@@ -192,7 +207,9 @@ class ParlantApi:
         """Post `text` as the customer's message; returns the event's offset."""
         body = json.dumps({"kind": "message", "source": "customer", "message": text}).encode()
         path = f"/sessions/{quote(session_id, safe='')}/events"
-        event = await self._retrying(lambda: self._send(b"POST", path, body))
+        event = await self._retrying(
+            lambda: self._send(b"POST", path, body, "create_customer_event")
+        )
         if not isinstance(event, dict) or not isinstance(event.get("offset"), int):
             raise ParlantUnavailable(
                 f"session {session_id}: Parlant at {self.base_url} answered the message's post "
@@ -202,14 +219,17 @@ class ParlantApi:
         offset: int = event["offset"]
         return offset
 
-    async def _send(self, method: bytes, path: str, body: bytes) -> Any:
+    async def _send(self, method: bytes, path: str, body: bytes, operation: str) -> Any:
         """Send a JSON body through the lean pool; the answer's JSON, or `ApiError` (as
         parlant-client raises it) for a status other than 2xx."""
-        return _json(await self._request(method, path, body))
+        return _json(await self._request(method, path, operation, body))
 
-    async def _request(self, method: bytes, path: str, body: bytes | None = None) -> WireResponse:
-        """One request through the lean pool; `ApiError` (as parlant-client raises it) for a
-        status other than 2xx."""
+    async def _request(
+        self, method: bytes, path: str, operation: str, body: bytes | None = None
+    ) -> WireResponse:
+        """One request of `operation` through the lean pool, once the budget lets it go;
+        `ApiError` (as parlant-client raises it) for a status other than 2xx."""
+        await self._budget.take(operation)
         if self._pool is None:
             target = WireTarget.of(self.base_url, self._headers, self._max_body)
             self._pool = ConnectionPool(target, self._concurrency)
@@ -220,6 +240,8 @@ class ParlantApi:
             timeout=self.request_timeout,
             connect_timeout=min(CONNECT_TIMEOUT, self.request_timeout),
         )
+        if response.status == 429:  # every request of its kind waits, not only this one
+            self._budget.refused(operation, retry_after_seconds(response.headers))
         if not 200 <= response.status < 300:
             raise ApiError(status_code=response.status, body=_json(response))
         return response
@@ -227,7 +249,9 @@ class ParlantApi:
     async def read_events(self, session_id: str, min_offset: int) -> list[Event]:
         """Every event at or after `min_offset`, without waiting."""
         path = f"/sessions/{quote(session_id, safe='')}/events?min_offset={min_offset}"
-        response = await self._retrying(lambda: self._request(b"GET", f"{path}&wait_for_data=0"))
+        response = await self._retrying(
+            lambda: self._request(b"GET", f"{path}&wait_for_data=0", "list_events")
+        )
         return _parsed(parse_events, response, session_id, self.base_url)
 
     async def create_customer(self, name: str) -> str:
@@ -246,6 +270,7 @@ class ParlantApi:
             lambda parlant: parlant.sessions.create(
                 agent_id=agent_id, customer_id=customer_id, title=title, allow_greeting=False
             ),
+            operation="create_guest_session" if customer_id is None else "other",
         )
         return session.id
 
@@ -257,6 +282,7 @@ class ParlantApi:
         session = await self._call(
             "read_session",
             lambda parlant: parlant.sessions.retrieve(session_id),
+            operation="read_session",
             session_id=session_id,
         )
         return session.consumption_offsets.client
@@ -268,9 +294,19 @@ class ParlantApi:
         one every `checkpoint_interval`, and every session one more when it stops (10,000 at
         a shard's stop took over a minute through parlant-client's pool).
         """
+        if self._checkpoints_refused:
+            return
         body = json.dumps({"consumption_offsets": {"client": offset}}).encode()
         path = f"/sessions/{quote(session_id, safe='')}"
-        await self._retrying(lambda: self._send(b"PATCH", path, body))
+        try:
+            await self._retrying(lambda: self._send(b"PATCH", path, body, "other"))
+        except ApiError as error:
+            if error.status_code != 403:
+                raise
+            # Parlant's production policy forbids PATCH: sessions go on without durable
+            # checkpoints (they resume from memory, or from the start); said once
+            self._checkpoints_refused = True
+            _log.warning("supervisor.checkpoints_refused", url=self.base_url)
 
     async def delete_session(self, session_id: str) -> None:
         """Delete a session on the server (its open polls get 404)."""

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import pydantic
 import structlog
 
+from actors._budget import Budget
 from actors._events import parse_events
 from actors._io import IOLoop
 from actors._messages import (
@@ -45,12 +46,13 @@ from actors._wire import (
     WireConnectError,
     WireError,
     WireTarget,
+    retry_after_seconds,
 )
 from metrics import Recorder
 
 _log = structlog.get_logger("parlant_supervisor")
 
-__all__ = ["Poller", "classify_status", "outcome_label", "retry_after_seconds"]
+__all__ = ["Poller", "classify_status", "outcome_label"]
 
 TIMEOUT_MARGIN: Final = 10.0
 """Seconds the client waits past `wait_for_data`, so the server's 504 normally comes first."""
@@ -60,17 +62,6 @@ _TICK: Final = 0.02
 
 _UPSTREAM_FAILURES: Final = frozenset({FailureKind.NETWORK, FailureKind.SERVER_ERROR})
 """Poll failures that say the server is not there (refused, reset, 5xx), not the session."""
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The `Retry-After` header in seconds, when it is given in seconds (dates are ignored)."""
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def outcome_label(outcome: Message) -> str:
@@ -112,6 +103,7 @@ class Poller:
         timeout_margin: float = TIMEOUT_MARGIN,
         max_body: int = 0,
         readmission: Readmission | None = None,
+        budget: Budget | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._io = io
@@ -125,6 +117,7 @@ class Poller:
         self._shut = False
         self._upstream = Upstream(rng or random.Random())
         self._readmission = readmission or Readmission()
+        self._budget = budget or Budget(None, io.loop.time)
         self._held: dict[str, tuple[StartPoll, Callable[[Message], None]]] = {}
         self._recovery: asyncio.Task[None] | None = None  # probing, then readmitting
         self._down_since = 0.0
@@ -330,14 +323,17 @@ class Poller:
         return response.status < 500
 
     async def _outcome(self, session_id: str, poll: StartPoll) -> tuple[Message, bool]:
-        """The poll's outcome, and whether its connection was refused."""
+        """The poll's outcome, and whether its connection was refused. It goes once the budget
+        lets it, waiting longer than asked when many sessions need it to stay within it."""
         generation = poll.generation
+        await self._budget.take("list_events")
+        wait = self._budget.poll_wait(len(self._owners), poll.wait_for_data)
         path = (
             f"/sessions/{quote(session_id, safe='')}/events"
-            f"?min_offset={poll.min_offset}&wait_for_data={poll.wait_for_data}"
+            f"?min_offset={poll.min_offset}&wait_for_data={wait}"
         )
         try:
-            async with asyncio.timeout(poll.wait_for_data + self._timeout_margin):
+            async with asyncio.timeout(wait + self._timeout_margin):
                 response = await self._connection(session_id).request(
                     b"GET", path, connect_timeout=CONNECT_TIMEOUT
                 )
@@ -365,5 +361,7 @@ class Poller:
             return PollTimedOut(generation, "gateway_timeout"), False
         detail = f"HTTP {status} {response.reason}".rstrip()
         retry_after = retry_after_seconds(response.headers)
+        if status == 429:  # every session's polls wait, not only this one's
+            self._budget.refused("list_events", retry_after)
         failure = PollFailure(classify_status(status), detail, status, retry_after)
         return PollFailed(generation, failure), False

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar, final
 from urllib.parse import urlsplit
@@ -43,6 +43,7 @@ __all__ = [
     "is_open",
     "next_cycle",
     "read_message",
+    "retry_after_seconds",
 ]
 
 _READ_SIZE: Final = 65_536
@@ -304,6 +305,17 @@ class Connection:
             headers=_headers(head),
             content=b"".join(body),
         )
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The `Retry-After` header in seconds, when it is given in seconds (dates are ignored)."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 def _headers(head: h11.Response) -> dict[str, str]:

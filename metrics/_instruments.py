@@ -88,6 +88,10 @@ class Recorder(Protocol):
         """Parlant failed `count` agent turns (`status: error`)."""
         ...
 
+    def budget_waited(self, operation: str) -> None:
+        """A request of `operation` waited for the request budget (or a 429's pause)."""
+        ...
+
     def messages_abandoned(self, count: int) -> None:
         """`count` streamed messages were never finished by Parlant (released as they stood)."""
         ...
@@ -186,7 +190,14 @@ class SupervisorMetrics:
             "or nothing written for wait_for_data), released as they stood.",
             registry=registry,
         )
+        self._budget_waits = Counter(
+            f"{PREFIX}_budget_waits",
+            "Requests held back by the request budget (or a 429's pause), by operation.",
+            ["operation"],
+            registry=registry,
+        )
         self._collectors = (
+            self._budget_waits,
             self._failed_turns,
             self._abandoned,
             self._started,
@@ -253,6 +264,9 @@ class SupervisorMetrics:
 
     def turns_failed(self, count: int) -> None:
         self._failed_turns.inc(count)
+
+    def budget_waited(self, operation: str) -> None:
+        self._budget_waits.labels(operation).inc()
 
     def messages_abandoned(self, count: int) -> None:
         self._abandoned.inc(count)

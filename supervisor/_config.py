@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import final
 
-from actors import Backoff, SessionSettings
+from actors import Backoff, RequestBudget, SessionSettings
 from actors._restarts import RestartPolicy
 
 __all__ = ["SupervisorConfig"]
@@ -30,6 +30,11 @@ class SupervisorConfig:
         request_concurrency: Short requests (posting a message, creating a session, re-reading
             history) in flight at once, over as many pooled connections. Long-polls do not count:
             each session has its own connection.
+        request_budget: Requests a window this client sends Parlant, per operation, shaped
+            before the server refuses them: `RequestBudget.parlant_production()` for Parlant's
+            production policy (240 `list_events` a minute per client IP...). Long-polls then
+            wait longer (`wait_for_data` rises) when the sessions need it. None: no budget
+            (a 429 still pauses every request of its kind).
         request_timeout: Seconds a short request (posting a message, creating a session or a
             customer, reading history or a checkpoint, finding agents) may take in all before
             it fails with `ParlantUnavailable` naming it. A server that accepts connections and
@@ -81,6 +86,7 @@ class SupervisorConfig:
     backoff: Backoff = field(default_factory=Backoff)
     headers: Mapping[str, str] = field(default_factory=dict)
     request_concurrency: int = 8
+    request_budget: RequestBudget | None = None
     request_timeout: float = 30.0
     request_retries: int = 5
     max_message_length: int = 32_768

@@ -31,6 +31,7 @@ import httpx
 from actors import (
     Backoff,
     ReplyTimeout,
+    RequestBudget,
     RestartPolicy,
     SessionNotFound,
     SupervisorError,
@@ -43,6 +44,7 @@ from supervisor._protocol import Supervising
 from supervisor.testing import (
     Delay,
     Drop,
+    EmulatedAgent,
     EmulatorServer,
     Fault,
     FaultProxy,
@@ -52,6 +54,7 @@ from supervisor.testing import (
     Reset,
     ResetMidResponse,
     Respond,
+    echo,
     kill_session_actor,
     kill_shard,
 )
@@ -185,6 +188,10 @@ class Scenario:
             local Ray instance) instead of one `SessionSupervisor`.
         streaming: Converse with an agent that streams its answers; every other turn is then
             read live (`astream_text`) instead of asked.
+        production: The emulator enforces Parlant's production policy (on `RATE_WINDOW`),
+            and the supervisor runs the same budget (`RequestBudget.parlant_production`).
+        sessions: Sessions for this scenario (None: the drill's `--sessions`).
+        turns: Turns per session for this scenario (None: the drill's `--turns`).
     """
 
     name: str
@@ -196,6 +203,21 @@ class Scenario:
     needs_emulator: bool = False
     shards: int = 0
     streaming: bool = False
+    production: bool = False
+    sessions: int | None = None
+    turns: int | None = None
+
+    def sized(self, options: DrillOptions) -> DrillOptions:
+        """`options` with this scenario's own sessions and turns, where it has them."""
+        return replace(
+            options, sessions=self.sessions or options.sessions, turns=self.turns or options.turns
+        )
+
+
+RATE_WINDOW: Final = 3.0
+"""The `rate-budget` scenario's policy: Parlant's production limits per 3 s instead of per
+minute, the same shaping 20 times faster (30 customer messages a window: its 100 sessions need
+four windows, so the budget must hold requests back)."""
 
 
 def _chaos(
@@ -295,15 +317,28 @@ def _counter(supervisor: Supervising, name: str) -> int:
     return int(supervisor.registry.get_sample_value(f"parlant_supervisor_{name}_total") or 0)
 
 
-def _counting(name: str) -> Injector:
-    """For scenarios whose faults the supervisor meets by itself (reaps, backpressure pauses):
-    count them from its metrics once the conversations are over."""
+def _counting(name: str, *, labelled: bool = False) -> Injector:
+    """For scenarios whose faults the supervisor meets by itself (reaps, backpressure pauses,
+    requests the budget held back): count them from its metrics once the conversations are
+    over (summed over its labels when `labelled`)."""
 
     async def count(rig: _Rig) -> None:
         await rig.finished.wait()
-        rig.faults += _counter(rig.supervisor, name)
+        if labelled:
+            rig.faults += _labelled_counter(rig.supervisor, name)
+        else:
+            rig.faults += _counter(rig.supervisor, name)
 
     return count
+
+
+def _labelled_counter(supervisor: Supervising, name: str) -> int:
+    """A labelled counter of the supervisor's registry, summed over its labels."""
+    total = 0.0
+    for family in supervisor.registry.collect():
+        if family.name == f"parlant_supervisor_{name}":
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return int(total)
 
 
 async def _mixed(rig: _Rig) -> None:
@@ -383,6 +418,15 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     ),
     Scenario("mixed", "all of the above at random, with the seed", _mixed),
     Scenario(
+        "rate-budget",
+        "Parlant's production policy (rate limits per IP, 20x faster): the budget shapes it",
+        _counting("budget_waits", labelled=True),
+        production=True,
+        sessions=100,
+        turns=1,
+        needs_emulator=True,
+    ),
+    Scenario(
         "stream-cuts",
         "a streaming agent; its message streams and the polls cut mid-message",
         _chaos([ResetMidResponse(), Reset(), Drop(), Delay(0.05)], 0.3, path=_POLLS_AND_FOLLOWS),
@@ -436,14 +480,27 @@ async def run_scenario(
     rng = random.Random(f"{options.seed}/{scenario.name}")
     emulator = None
     if options.parlant_url is None:
-        emulator = EmulatorServer(ParlantEmulator())
+        emulator = EmulatorServer(_emulator(scenario))
     upstream = options.parlant_url or (emulator.url if emulator else "")
     proxy = FaultProxy(upstream)
     supervisor = _supervisor(scenario, proxy.url)
-    truth = httpx.AsyncClient(base_url=upstream, timeout=30)
+    # the accounting reads the server's log as another client would: its own IP, its own limits
+    truth = httpx.AsyncClient(
+        base_url=upstream, timeout=30, headers={"X-Forwarded-For": "198.51.100.7"}
+    )
+    options = scenario.sized(options)
     try:
-        agent_id = await _agent(truth, _STREAMING_AGENT if scenario.streaming else _AGENT)
-        sessions = [await supervisor.acreate_session(agent_id) for _ in range(options.sessions)]
+        if scenario.production:
+            assert emulator is not None
+            # the sessions exist already, as if their users (each their own IP) had opened
+            # them: the policy allows one client 10 guest sessions a window
+            sessions = [
+                emulator.call(emulator.emulator.create_session, _AGENT)
+                for _ in range(options.sessions)
+            ]
+        else:
+            agent_id = await _agent(truth, _STREAMING_AGENT if scenario.streaming else _AGENT)
+            sessions = [await supervisor.acreate_session(agent_id) for _ in range(options.sessions)]
         rig = _Rig(options, rng, proxy, supervisor, truth, sessions, emulator, asyncio.Event())
         await _run(rig, scenario, report, progress)
         report.faults = rig.faults + proxy.injected.total()
@@ -459,6 +516,14 @@ async def run_scenario(
             await asyncio.to_thread(emulator.stop)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _emulator(scenario: Scenario) -> ParlantEmulator:
+    if not scenario.production:
+        return ParlantEmulator()
+    return ParlantEmulator(
+        [EmulatedAgent(_AGENT, echo())], authorization="production", rate_window=RATE_WINDOW
+    )
 
 
 async def _agent(truth: httpx.AsyncClient, name: str) -> str:
@@ -478,6 +543,9 @@ async def _agent(truth: httpx.AsyncClient, name: str) -> str:
 
 def _supervisor(scenario: Scenario, url: str) -> Supervising:
     config = scenario.config(drill_config())
+    if scenario.production:
+        budget = replace(RequestBudget.parlant_production(), window=RATE_WINDOW)
+        config = replace(config, request_budget=budget)
     if not scenario.shards:
         return SessionSupervisor(url, config=config)
     from supervisor.sharding import ShardedSupervisor

@@ -104,9 +104,8 @@ def run_drills(
     )
     with Live(progress, console=console, refresh_per_second=8):
         for scenario in scenarios:
-            task = progress.add_task(
-                scenario.name, total=options.sessions * options.turns, status=""
-            )
+            sized = scenario.sized(options)
+            task = progress.add_task(scenario.name, total=sized.sessions * sized.turns, status="")
             reports.append(asyncio.run(run_scenario(scenario, options, _updater(progress, task))))
     console.print(report_table(reports))
     if json_path is not None:

@@ -27,6 +27,7 @@ from actors import (
     SupervisorStopped,
 )
 from actors._actor import Kill, SessionRuntime
+from actors._budget import Budget
 from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock, Deadline, SystemClock
 from actors._dispatcher import Dispatcher
@@ -117,6 +118,8 @@ class SessionSupervisor:
         self._io = IOLoop()
         self._io.start()
         self._clock = clock or SystemClock(self._io)
+        # on the I/O thread, like every request it shapes
+        budget = Budget(self.config.request_budget, self._io.loop.time, self._metrics.budget_waited)
         api = ParlantApi(
             self.parlant_url,
             headers=self.config.headers,
@@ -124,6 +127,7 @@ class SessionSupervisor:
             retries=self.config.request_retries,
             max_body=self.config.max_response_bytes,
             request_timeout=self.config.request_timeout,
+            budget=budget,
         )
         self._runtime = SessionRuntime(
             io=self._io,
@@ -135,6 +139,7 @@ class SessionSupervisor:
                 headers=self.config.headers,
                 timeout_margin=self.config.poll_timeout_margin,
                 max_body=self.config.max_response_bytes,
+                budget=budget,
             ),
             follower=Follower(
                 self._io,

@@ -389,6 +389,9 @@ class ParlantEmulator:
         *,
         stray_events: bool = True,
         refuse_read_event: bool = False,
+        authorization: Literal["development", "production"] = "development",
+        rate_limits: Mapping[str, int] | None = None,
+        rate_window: float = 60.0,
     ) -> None:
         """Create an emulator serving `agents` (ids are assigned; see `agent_id`).
 
@@ -398,6 +401,15 @@ class ParlantEmulator:
                 (`typing`, a preamble, an empty `ready`, `processing`) after its cancellation.
             refuse_read_event: Answer `read_event` with 403, as Parlant's production policy
                 does (streamed messages can then only be followed by re-reading the log).
+            authorization: `"production"` enforces Parlant's production policy: only reading
+                agents and sessions, guest sessions, listing events and customer messages are
+                permitted (403 for the rest), each rate-limited per client IP (the first
+                `X-Forwarded-For` entry, else `X-Real-IP`, `CF-Connecting-IP`, the peer) with
+                moving windows (429 beyond, with no `Retry-After`, as Parlant answers). Needs
+                the `limits` package.
+            rate_limits: Requests per window and client IP, by Parlant operation name
+                (default: Parlant's, `PRODUCTION_LIMITS`; `other` for operations not named).
+            rate_window: The windows' length in seconds (Parlant's: 60).
         """
         self._agents: dict[str, tuple[dict[str, Any], EmulatedAgent]] = {}
         self._customers: dict[str, dict[str, Any]] = {}
@@ -406,6 +418,11 @@ class ParlantEmulator:
         self._background: set[asyncio.Task[None]] = set()
         self._stray_events = stray_events
         self._refuse_read_event = refuse_read_event
+        self._policy = (
+            _ProductionPolicy(rate_limits or PRODUCTION_LIMITS, rate_window)
+            if authorization == "production"
+            else None
+        )
         self._open_polls = 0
         self._closing = False
         self._injected: dict[str, list[int]] = {}
@@ -415,18 +432,29 @@ class ParlantEmulator:
             self._add_agent(agent)
         self.app = Starlette(
             routes=[
-                Route("/agents", self._create_agent, methods=["POST"]),
-                Route("/agents", self._list_agents, methods=["GET"]),
-                Route("/agents/{agent_id}", self._read_agent, methods=["GET"]),
-                Route("/customers", self._create_customer, methods=["POST"]),
-                Route("/sessions", self._create_session, methods=["POST"]),
-                Route("/sessions/{session_id}", self._read_session, methods=["GET"]),
-                Route("/sessions/{session_id}", self._update_session, methods=["PATCH"]),
-                Route("/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
-                Route("/sessions/{session_id}/events", self._list_events, methods=["GET"]),
-                Route("/sessions/{session_id}/events", self._create_event, methods=["POST"]),
-                Route(
-                    "/sessions/{session_id}/events/{event_id}", self._read_event, methods=["GET"]
+                self._route("/agents", "POST", self._create_agent, "create_agent"),
+                self._route("/agents", "GET", self._list_agents, "list_agents"),
+                self._route("/agents/{agent_id}", "GET", self._read_agent, "read_agent"),
+                self._route("/customers", "POST", self._create_customer, "create_customer"),
+                self._route("/sessions", "POST", self._create_session, _session_creation),
+                self._route("/sessions/{session_id}", "GET", self._read_session, "read_session"),
+                self._route(
+                    "/sessions/{session_id}", "PATCH", self._update_session, "update_session"
+                ),
+                self._route(
+                    "/sessions/{session_id}", "DELETE", self._delete_session, "delete_session"
+                ),
+                self._route(
+                    "/sessions/{session_id}/events", "GET", self._list_events, "list_events"
+                ),
+                self._route(
+                    "/sessions/{session_id}/events", "POST", self._create_event, _event_creation
+                ),
+                self._route(
+                    "/sessions/{session_id}/events/{event_id}",
+                    "GET",
+                    self._read_event,
+                    "read_event",
                 ),
                 Route("/healthz", self._health, methods=["GET"]),
                 Route("/_emulator/stats", self._stats, methods=["GET"]),
@@ -434,6 +462,28 @@ class ParlantEmulator:
             # a client that hangs up mid-request is no error of the server's
             exception_handlers={ClientDisconnect: _client_gone},
         )
+
+    def _route(
+        self,
+        path: str,
+        method: str,
+        endpoint: Callable[[Request], Awaitable[Response]],
+        operation: str | Callable[[Request], Awaitable[str]],
+    ) -> Route:
+        """A route whose requests the production policy (if enforced) authorizes first, as
+        Parlant's handlers do: permission (403), then the client's rate limit (429)."""
+
+        async def authorized(request: Request) -> Response:
+            if self._policy is not None:
+                name = operation if isinstance(operation, str) else await operation(request)
+                refusal = self._policy.authorize(request, name)
+                if refusal is not None:
+                    if name == "list_events":  # a poll answered, for `served`
+                        self._served[(request.path_params["session_id"], refusal.status_code)] += 1
+                    return refusal
+            return await endpoint(request)
+
+        return Route(path, authorized, methods=[method])
 
     # --- for tests (call on the server's loop) ----------------------------------------------
 
@@ -865,6 +915,70 @@ _GUIDELINE_DATA: Final[dict[str, Any]] = {
     "matched_journeys": [],
     "matched_journey_states": [],
 }
+
+
+PRODUCTION_LIMITS: Final[Mapping[str, int]] = {
+    "read_agent": 30,
+    "create_guest_session": 10,
+    "read_session": 30,
+    "list_events": 240,
+    "create_customer_event": 30,
+    "other": 100,
+}
+"""Parlant 3.3's production rate limits: requests a minute per client IP, by operation."""
+
+_PERMITTED: Final = frozenset(
+    {"read_agent", "create_guest_session", "read_session", "list_events", "create_customer_event"}
+)
+
+
+@final
+class _ProductionPolicy:
+    """Parlant's `ProductionAuthorizationPolicy`: its permissions and per-IP moving windows
+    (the `limits` library, which Parlant itself uses)."""
+
+    def __init__(self, limits: Mapping[str, int], window: float) -> None:
+        from limits import RateLimitItemPerSecond  # the emulator's production mode only
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+
+        per_window = {**PRODUCTION_LIMITS, **limits}
+        seconds = max(1, round(window))
+        self._items = {op: RateLimitItemPerSecond(n, seconds) for op, n in per_window.items()}
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def authorize(self, request: Request, operation: str) -> Response | None:
+        if operation not in _PERMITTED:
+            detail = f"Authorization failed: OPERATION={operation} (emulated production policy)"
+            return JSONResponse({"detail": detail}, status_code=403)
+        item = self._items.get(operation, self._items["other"])
+        if not self._limiter.hit(item, _client_ip(request), operation):
+            detail = f"Rate limit exceeded: OPERATION={operation} (emulated production policy)"
+            return JSONResponse({"detail": detail}, status_code=429)
+        return None
+
+
+def _client_ip(request: Request) -> str:
+    """The client IP Parlant's rate limiter keys on (`BasicRateLimiter._get_client_ip`)."""
+    headers = request.headers
+    if forwarded := headers.get("x-forwarded-for"):
+        return forwarded.split(",")[0].strip()
+    for header in ("x-real-ip", "cf-connecting-ip"):
+        if value := headers.get(header):
+            return value.strip()
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def _session_creation(request: Request) -> str:
+    payload = await _json_object(request)
+    customer = payload.get("customer_id") if payload is not None else None
+    return "create_customer_session" if customer else "create_guest_session"
+
+
+async def _event_creation(request: Request) -> str:
+    payload = await _json_object(request)
+    source = payload.get("source") if payload is not None else None
+    return "create_customer_event" if source == "customer" else "create_human_agent_event"
 
 
 def _streaming(event: dict[str, Any]) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 
 from supervisor import AgentError, Reply, SessionSupervisor
@@ -203,3 +204,47 @@ def test_the_emulator_and_the_real_server_look_the_same_to_consumers(
 
     assert on_emulator == on_real
     assert on_real.replies  # the scenario ran turns, not nothing
+
+
+def production_policy(url: str, agent_id: str, ip: str) -> dict[str, Any]:
+    """What a client at `ip` is allowed under the production policy, and where it stops."""
+    with httpx.Client(base_url=url, headers={"X-Forwarded-For": ip}, timeout=30) as http:
+        session_id = http.post("/sessions", json={"agent_id": agent_id}).json()["id"]
+        statuses = {
+            "list agents": http.get("/agents").status_code,
+            "read agent": http.get(f"/agents/{agent_id}").status_code,
+            "create customer": http.post("/customers", json={"name": "x"}).status_code,
+            "read session": http.get(f"/sessions/{session_id}").status_code,
+            "update session": http.patch(f"/sessions/{session_id}", json={}).status_code,
+            "list events": http.get(
+                f"/sessions/{session_id}/events", params={"wait_for_data": 0}
+            ).status_code,
+            "read event": http.get(f"/sessions/{session_id}/events/x").status_code,
+            "delete session": http.delete(f"/sessions/{session_id}").status_code,
+        }
+        # 10 guest sessions a minute per IP: the first took one
+        more = [http.post("/sessions", json={"agent_id": agent_id}) for _ in range(10)]
+        elsewhere = http.post(
+            "/sessions", json={"agent_id": agent_id}, headers={"X-Forwarded-For": f"{ip}0"}
+        )
+    refused = more[-1]
+    return {
+        **statuses,
+        "guest sessions": [r.status_code for r in more],
+        "refusal": refused.json()["detail"].split(":")[0],
+        "retry-after": refused.headers.get("retry-after"),
+        "another IP": elsewhere.status_code,
+    }
+
+
+def test_the_emulator_enforces_parlants_production_policy_as_parlant_does(
+    production_parlant: ParlantServer, serve: Serve
+) -> None:
+    emulator = serve(EmulatedAgent("Echo"), authorization="production")
+
+    on_real = production_policy(production_parlant.url, "Echo", "203.0.113.5")
+    agent_id = emulator.call(emulator.emulator.agent_id, "Echo")
+    on_emulator = production_policy(emulator.url, agent_id, "203.0.113.5")
+
+    assert on_emulator == on_real
+    assert on_real["guest sessions"] == [201] * 9 + [429]
