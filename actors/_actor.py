@@ -323,10 +323,20 @@ class SessionActor(DispatchedActor):
                 self._runtime.follower.check(self.session_id, self.actor_urn, effect, self._tell)
             case StopFollowing(event_id):
                 self._runtime.follower.release(self.session_id, self.actor_urn, event_id)
-            case PostMessage(consumer_id, text):
-                self._consumers[consumer_id].post_started = True
+            case PostMessage(consumer_id, text, since):
+                consumer = self._consumers[consumer_id]
+                consumer.post_started = True
                 posting = self._runtime.io.submit(
-                    self._runtime.api.post_customer_message(self.session_id, text)
+                    self._runtime.api.post_customer_message(
+                        self.session_id,
+                        text,
+                        consumer.post_key,
+                        since=since,
+                        wanted=lambda: not consumer.finished,
+                        maybe_sent=consumer.maybe_sent,
+                        until_up=self._runtime.poller.until_up,
+                        retried=self._runtime.recorder.post_retried,
+                    )
                 )
                 posting.add_done_callback(lambda done: self._posted(consumer_id, done))
             case FetchHistory(consumer_id, min_offset, _):
@@ -390,6 +400,10 @@ class SessionActor(DispatchedActor):
         abandoned = snapshot.abandoned_total - (previous.abandoned_total if previous else 0)
         if abandoned:
             recorder.messages_abandoned(abandoned)
+        twice = snapshot.duplicate_posts_total - (previous.duplicate_posts_total if previous else 0)
+        if twice:
+            recorder.duplicate_posts(twice)
+            _log.error("session.duplicate_post", session_id=self.session_id, count=twice)
 
     def _tell(self, message: Message) -> None:
         """Tell this actor something from another thread; dropped if it has stopped."""

@@ -17,6 +17,7 @@ from actors._backoff import Backoff
 from actors._errors import (
     AccessDenied,
     AgentError,
+    ParlantUnavailable,
     ReplyTimeout,
     SessionClosed,
     SessionNotFound,
@@ -72,6 +73,7 @@ from actors._messages import (
     TimerKind,
     Unsubscribe,
 )
+from actors._posting import key_of
 from actors._reply import MessageDelta, Reply
 from actors._state import SessionState, check_transition
 from actors._turns import (
@@ -89,6 +91,9 @@ __all__ = ["SessionCore", "SessionSettings", "SessionSnapshot"]
 _PARKED_LIMIT: Final = 1000
 """Events held behind a streamed message still being written before polling pauses (they
 wait on the server instead)."""
+_POST_KEYS_KEPT: Final = 256
+"""Post keys a session remembers, to tell a post stored twice (the latest ones: a late copy
+lands within seconds of the first)."""
 
 
 @final
@@ -161,6 +166,8 @@ class SessionSnapshot:
         failed_turns_total: Turns Parlant's engine failed (`status: error`).
         abandoned_total: Streamed messages Parlant never finished (their turn was cancelled,
             or nothing was written for `wait_for_data` seconds): released as they stood.
+        duplicate_posts_total: Customer messages whose post key was already in the log at
+            another offset: one post stored twice (see `actors._posting`).
     """
 
     session_id: str
@@ -177,6 +184,7 @@ class SessionSnapshot:
     streaming: int = 0
     failed_turns_total: int = 0
     abandoned_total: int = 0
+    duplicate_posts_total: int = 0
 
 
 @dataclass(slots=True)
@@ -256,6 +264,7 @@ class SessionCore:
     __slots__ = (
         "_abandoned_total",
         "_consecutive_failures",
+        "_duplicate_posts_total",
         "_effects",
         "_evicted_total",
         "_failed_turns_total",
@@ -272,6 +281,7 @@ class SessionCore:
         "_parked",
         "_pauses_total",
         "_poll_open",
+        "_post_keys",
         "_readers",
         "_replay_unclaimed",
         "_replay_until",
@@ -317,6 +327,8 @@ class SessionCore:
         self._replay_until = 0  # see Resume: events below it were handled by an earlier actor
         self._replay_unclaimed: frozenset[int] = frozenset()
         self._own_posts: set[int] = set()
+        self._post_keys: dict[str, int] = {}  # the latest posts' keys -> their offsets
+        self._duplicate_posts_total = 0
         self._idle_generation = 0
         self._idle_armed = False
         self._saved_checkpoint: int | None = None
@@ -373,6 +385,7 @@ class SessionCore:
             streaming=len(self._streaming),
             failed_turns_total=self._failed_turns_total,
             abandoned_total=self._abandoned_total,
+            duplicate_posts_total=self._duplicate_posts_total,
         )
 
     # --- the one entry point --------------------------------------------------------------
@@ -453,15 +466,9 @@ class SessionCore:
                 if generation == self._idle_generation and self._idle():
                     self._effects.append(Reap())
             case TimerFired(TimerKind.DEADLINE, consumer_id):
-                if self._waiters.pop(consumer_id, None) is not None:
-                    self._fail(
-                        consumer_id,
-                        ReplyTimeout(
-                            f"session {self.session_id}: no completed reply before the deadline; "
-                            "the reply will still reach the session's events() readers",
-                            session_id=self.session_id,
-                        ),
-                    )
+                waiter = self._waiters.pop(consumer_id, None)
+                if waiter is not None:
+                    self._fail(consumer_id, self._timed_out(waiter))
         self._poll_if_due()
         self._flush_outbox()
         self._watch_idleness(now)
@@ -618,6 +625,7 @@ class SessionCore:
         claimed = False
         match update:
             case CustomerSpoke():
+                self._note_key(event)
                 claimed = event.offset in self._own_posts or any(
                     w.customer_offset == event.offset for w in self._waiters.values()
                 )
@@ -650,6 +658,17 @@ class SessionCore:
                 self._deliver(consumer_id, (event,))
         if news and not claimed and not self._readers:
             self._keep_unclaimed(event)
+
+    def _note_key(self, event: Event) -> None:
+        """Count a post key met at a second offset: one post stored twice."""
+        key = key_of(event)
+        if key is None:
+            return
+        first = self._post_keys.setdefault(key, event.offset)
+        if first != event.offset:
+            self._duplicate_posts_total += 1
+        elif len(self._post_keys) > _POST_KEYS_KEPT:
+            del self._post_keys[next(iter(self._post_keys))]
 
     def _agent_error(self) -> AgentError:
         return AgentError(
@@ -798,6 +817,21 @@ class SessionCore:
             if offset >= floor:
                 self._replies[offset] = outcome
 
+    def _timed_out(self, waiter: _Waiter) -> SupervisorError:
+        if waiter.customer_offset is None:
+            return ParlantUnavailable(
+                f"session {self.session_id}: the message could not be posted before the "
+                "deadline (Parlant unreachable, refusing it, or its answers lost and the log "
+                "unreadable); it is not sent again. If it was stored, its reply reaches the "
+                "session's events() readers",
+                session_id=self.session_id,
+            )
+        return ReplyTimeout(
+            f"session {self.session_id}: no completed reply before the deadline; "
+            "the reply will still reach the session's events() readers",
+            session_id=self.session_id,
+        )
+
     def _unposted_floor(self) -> int | None:
         pending = [w.registered_at for w in self._waiters.values() if w.customer_offset is None]
         return min(pending) if pending else None
@@ -824,7 +858,8 @@ class SessionCore:
         if self._refuse_if_closed(consumer.consumer_id):
             return
         self._resume_reply(consumer.consumer_id, consumer.kind, consumer.capacity)
-        self._effects.append(PostMessage(consumer.consumer_id, message.text))
+        since = self._next_offset  # every copy of the message comes after what was read
+        self._effects.append(PostMessage(consumer.consumer_id, message.text, since))
         self._schedule_deadline(consumer.consumer_id, message.deadline)
 
     def _resume_reply(self, consumer_id: int, kind: ConsumerKind, capacity: int) -> None:

@@ -110,6 +110,14 @@ class Consumer(Protocol):
     post_error: SupervisorError | None
     """Why sending its customer message failed, once known (kept across restarts)."""
 
+    post_key: str
+    """The key its customer message is posted with (in the event's metadata): a copy of it in
+    the log is this message, whoever sent it."""
+
+    maybe_sent: bool
+    """Whether its message may have been sent already, by a process now gone (a shard that
+    died): the log is searched for `post_key` before anything is sent."""
+
     asked_at: float | None
     """Clock time it was asked (None for readers): reply latency is measured from it."""
 
@@ -474,10 +482,12 @@ class StopFollowing:
 @final
 @dataclass(frozen=True, slots=True)
 class PostMessage:
-    """Post the consumer's text as a customer message; tell `MessagePosted` or `PostFailed`."""
+    """Post the consumer's text as a customer message, exactly once (no copy of it can be
+    below offset `since`); tell `MessagePosted` or `PostFailed`."""
 
     consumer_id: int
     text: str
+    since: int
 
 
 @final

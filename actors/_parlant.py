@@ -40,10 +40,10 @@ from actors._errors import (
     SupervisorError,
 )
 from actors._events import parse_events
+from actors._posting import certainly_not_sent, post_exactly_once
 from actors._wire import (
     CONNECT_TIMEOUT,
     ConnectionPool,
-    WireConnectError,
     WireError,
     WireResponse,
     WireTarget,
@@ -60,16 +60,8 @@ REQUEST_TIMEOUT: Final = 30.0
 """Seconds a short request may take in all (connecting, sending, the whole answer)."""
 DEFAULT_CONCURRENCY: Final = 8
 DEFAULT_RETRY: Final = Backoff(base=0.2, cap=2.0)
-_RETRIED_STATUSES: Final = frozenset({429, 503})
-
-
-def never_sent(error: Exception) -> bool:
-    """Whether a failed request certainly had no effect, so sending it again is safe even when
-    it is not idempotent (a customer message): no connection was made, or the server refused
-    it outright (429 Too Many Requests, 503 Service Unavailable)."""
-    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | WireConnectError):
-        return True
-    return isinstance(error, ApiError) and error.status_code in _RETRIED_STATUSES
+POST_GRACE: Final = 2.0
+"""Seconds after a post's request was cut before a read of the log can prove it absent."""
 
 
 def translate_error(error: Exception, base_url: str, session_id: str | None) -> SupervisorError:
@@ -124,11 +116,13 @@ class ParlantApi:
         retry_backoff: Backoff = DEFAULT_RETRY,
         max_body: int = 0,
         request_timeout: float = REQUEST_TIMEOUT,
+        post_grace: float = POST_GRACE,
         budget: Budget | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.request_timeout = request_timeout
+        self._post_grace = post_grace
         self._budget = budget or Budget(None, time.monotonic)
         self._checkpoints_refused = False
         self._concurrency = concurrency
@@ -180,14 +174,14 @@ class ParlantApi:
         return await self._retrying(attempt)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run `attempt`; one that certainly had no effect (`never_sent`) is tried again, up to
-        `retries` times, after a jittered delay."""
+        """Run `attempt`; one that certainly had no effect (`certainly_not_sent`) is tried
+        again, up to `retries` times, after a jittered delay."""
         attempts = 0
         while True:
             try:
                 return await attempt()
             except Exception as error:
-                if attempts >= self._retries or not never_sent(error):
+                if attempts >= self._retries or not certainly_not_sent(error):
                     raise
             await asyncio.sleep(self._retry_backoff.delay(attempts, self._rng))
             attempts += 1
@@ -203,13 +197,40 @@ class ParlantApi:
             self._client = AsyncParlantClient(base_url=self.base_url, httpx_client=self._http)
         return self._client
 
-    async def post_customer_message(self, session_id: str, text: str) -> int:
-        """Post `text` as the customer's message; returns the event's offset."""
-        body = json.dumps({"kind": "message", "source": "customer", "message": text}).encode()
-        path = f"/sessions/{quote(session_id, safe='')}/events"
-        event = await self._retrying(
-            lambda: self._send(b"POST", path, body, "create_customer_event")
+    async def post_customer_message(
+        self,
+        session_id: str,
+        text: str,
+        key: str,
+        *,
+        since: int,
+        wanted: Callable[[], bool],
+        maybe_sent: bool = False,
+        until_up: Callable[[], Awaitable[None]] | None = None,
+        retried: Callable[[str], None] = lambda reason: None,
+    ) -> int:
+        """Post `text` as the customer's message, exactly once (`post_exactly_once`: `key`
+        goes in its metadata); returns the event's offset."""
+        return await post_exactly_once(
+            self,
+            session_id,
+            text,
+            key,
+            since=since,
+            wanted=wanted,
+            maybe_sent=maybe_sent,
+            grace=self._post_grace,
+            backoff=self._retry_backoff,
+            rng=self._rng,
+            now=time.monotonic,
+            until_up=until_up or _up,
+            retried=retried,
         )
+
+    async def send_customer_message(self, session_id: str, body: bytes) -> int:
+        """One request that posts a customer message (`body`, JSON); the event's offset."""
+        path = f"/sessions/{quote(session_id, safe='')}/events"
+        event = await self._send(b"POST", path, body, "create_customer_event")
         if not isinstance(event, dict) or not isinstance(event.get("offset"), int):
             raise ParlantUnavailable(
                 f"session {session_id}: Parlant at {self.base_url} answered the message's post "
@@ -247,11 +268,13 @@ class ParlantApi:
         return response
 
     async def read_events(self, session_id: str, min_offset: int) -> list[Event]:
-        """Every event at or after `min_offset`, without waiting."""
+        """Every event at or after `min_offset`, without waiting (retried as `_retrying`)."""
+        return await self._retrying(lambda: self.read_log(session_id, min_offset))
+
+    async def read_log(self, session_id: str, min_offset: int) -> list[Event]:
+        """Every event at or after `min_offset`, without waiting, in one request."""
         path = f"/sessions/{quote(session_id, safe='')}/events?min_offset={min_offset}"
-        response = await self._retrying(
-            lambda: self._request(b"GET", f"{path}&wait_for_data=0", "list_events")
-        )
+        response = await self._request(b"GET", f"{path}&wait_for_data=0", "list_events")
         return _parsed(parse_events, response, session_id, self.base_url)
 
     async def create_customer(self, name: str) -> str:
@@ -340,6 +363,10 @@ class ParlantApi:
             self._pool.close()
         if self._http is not None:
             await self._http.aclose()
+
+
+async def _up() -> None:
+    """Without an upstream to ask: taken to be up."""
 
 
 def _json(response: WireResponse) -> Any:

@@ -122,6 +122,7 @@ class Poller:
         self._recovery: asyncio.Task[None] | None = None  # probing, then readmitting
         self._down_since = 0.0
         self._heard: asyncio.Event | None = None  # another request got an answer meanwhile
+        self._back: asyncio.Event | None = None  # set when the upstream is no longer down
 
     @property
     def open_polls(self) -> int:
@@ -170,9 +171,26 @@ class Poller:
 
     def _answered(self) -> None:
         if self._upstream.state is UpstreamState.DOWN:
-            self._upstream.probe_answered()
+            self._probe_answered()
             if self._heard is not None:
                 self._heard.set()
+
+    def _probe_answered(self) -> None:
+        self._upstream.probe_answered()
+        if self._back is not None:
+            self._back.set()
+            self._back = None
+
+    async def until_up(self, patience: float = 1.0) -> None:
+        """Wait while the upstream is down, at most `patience` seconds (the caller looks again
+        whether it still needs to send: posts wait with the polls, not each on its own). On
+        the I/O loop."""
+        if self._upstream.state is not UpstreamState.DOWN:
+            return
+        if self._back is None:
+            self._back = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._back.wait(), patience)
 
     def shut(self) -> None:
         """Stop polling for good, every session at once: one pass on the I/O loop cancels every
@@ -284,7 +302,7 @@ class Poller:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(heard.wait(), self._upstream.probe_delay())
                     if self._upstream.state is UpstreamState.DOWN and await self._answers(probe):
-                        self._upstream.probe_answered()
+                        self._probe_answered()
                 heard.clear()
                 _log.info("upstream.recovering", url=self._base_url, held=len(self._held))
                 await self._readmit(self._readmission.rate(len(self._held)))

@@ -40,6 +40,7 @@ REPLY_OUTCOMES: Final = (
 )
 EVENT_KINDS: Final = ("message", "status", "tool", "custom", "other")
 FAILURE_REASONS: Final = ("not_found", "forbidden", "crashed")
+POST_RETRY_REASONS: Final = ("refused", "found", "absent")
 
 _POLL_BUCKETS: Final = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 45, 60, 75)
 _REPLY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -94,6 +95,15 @@ class Recorder(Protocol):
 
     def messages_abandoned(self, count: int) -> None:
         """`count` streamed messages were never finished by Parlant (released as they stood)."""
+        ...
+
+    def post_retried(self, reason: str) -> None:
+        """A post went on after a failure: `refused` (certainly not sent: sent again),
+        `found` (its answer was lost, the log holds it), `absent` (proved absent: sent again)."""
+        ...
+
+    def duplicate_posts(self, count: int) -> None:
+        """`count` posts were found stored twice."""
         ...
 
     def events_evicted(self, count: int) -> None:
@@ -196,7 +206,25 @@ class SupervisorMetrics:
             ["operation"],
             registry=registry,
         )
+        self._post_retries = Counter(
+            f"{PREFIX}_post_retries",
+            "Customer-message posts that went on after a failure, by reason: refused "
+            "(certainly not sent, sent again), found (the answer was lost, the log holds it), "
+            "absent (proved absent from the log, sent again with the same key).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in POST_RETRY_REASONS:
+            self._post_retries.labels(reason)
+        self._duplicate_posts = Counter(
+            f"{PREFIX}_duplicate_posts",
+            "Customer messages found stored twice (one post key at two offsets): a cut "
+            "request that landed after the log proved it absent. Should stay 0.",
+            registry=registry,
+        )
         self._collectors = (
+            self._post_retries,
+            self._duplicate_posts,
             self._budget_waits,
             self._failed_turns,
             self._abandoned,
@@ -270,6 +298,12 @@ class SupervisorMetrics:
 
     def messages_abandoned(self, count: int) -> None:
         self._abandoned.inc(count)
+
+    def post_retried(self, reason: str) -> None:
+        self._post_retries.labels(reason).inc()
+
+    def duplicate_posts(self, count: int) -> None:
+        self._duplicate_posts.inc(count)
 
     def events_evicted(self, count: int) -> None:
         self._evicted.inc(count)

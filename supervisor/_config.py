@@ -39,9 +39,16 @@ class SupervisorConfig:
             customer, reading history or a checkpoint, finding agents) may take in all before
             it fails with `ParlantUnavailable` naming it. A server that accepts connections and
             never answers must not hang a caller.
-        request_retries: Times a short request (a post included) is sent again when it certainly
-            had no effect: the connection was refused, or Parlant answered 429 or 503. A post
-            whose fate is unknown (a reset, a timeout) is never re-sent: the ask fails instead.
+        request_retries: Times a short request other than a post (creating a session or a
+            customer, reading history) is sent again when it certainly had no effect: the
+            connection was refused, or Parlant answered 429 or 503. Posts are not counted:
+            each goes on until its ask's deadline (see `post_grace`).
+        post_grace: Seconds after a post's request was cut (reset, timed out, 5xx) before a
+            read of the session's log can prove the message absent and it is sent again, with
+            the same key: every post carries a key in its metadata, so a message is stored
+            once however often its request fails, and an ask rides out every transient fault
+            until its own deadline. Longer is safer against a server that stalls mid-request;
+            shorter recovers sooner.
         max_message_length: Longest customer message accepted, in characters.
         actor_threads: Threads that run every session's actor (one actor per session, a
             few threads for all of them; handlers never block, so two keep up on two cores).
@@ -89,6 +96,7 @@ class SupervisorConfig:
     request_budget: RequestBudget | None = None
     request_timeout: float = 30.0
     request_retries: int = 5
+    post_grace: float = 2.0
     max_message_length: int = 32_768
     actor_threads: int = 2
     stop_timeout: float = 10.0
@@ -104,6 +112,8 @@ class SupervisorConfig:
     max_response_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        if self.post_grace < 0:
+            raise ValueError(f"post_grace must be >= 0 seconds, got {self.post_grace}")
         if self.max_response_bytes < 1024:
             raise ValueError(f"max_response_bytes must be >= 1024, got {self.max_response_bytes}")
         if self.stream_reread_interval <= 0:

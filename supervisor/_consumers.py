@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import itertools
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Generic, TypeVar, final
@@ -107,12 +108,16 @@ class ReplyConsumer:
 
     kind: Final = ConsumerKind.ASK
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self, capacity: int, *, post_key: str | None = None, maybe_sent: bool = False
+    ) -> None:
         self.consumer_id = next_consumer_id()
         self.capacity = capacity
         self.customer_offset: int | None = None
         self.post_started = False
         self.post_error: SupervisorError | None = None
+        self.post_key = post_key or uuid.uuid4().hex
+        self.maybe_sent = maybe_sent
         self.asked_at: float | None = None
         self.next_offset: int | None = None  # an ask takes its turn whole, not by offsets
         self._channel: _Channel[Reply] = _Channel()
@@ -156,7 +161,13 @@ class EventConsumer:
     """
 
     def __init__(
-        self, kind: ConsumerKind, capacity: int, notify: Callable[[Message], None]
+        self,
+        kind: ConsumerKind,
+        capacity: int,
+        notify: Callable[[Message], None],
+        *,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
     ) -> None:
         self.consumer_id = next_consumer_id()
         self.kind = kind
@@ -164,6 +175,8 @@ class EventConsumer:
         self.customer_offset: int | None = None
         self.post_started = False
         self.post_error: SupervisorError | None = None
+        self.post_key = post_key or uuid.uuid4().hex
+        self.maybe_sent = maybe_sent
         self.asked_at: float | None = None
         self.next_offset: int | None = None
         self._notify = notify

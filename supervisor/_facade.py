@@ -127,6 +127,7 @@ class SessionSupervisor:
             retries=self.config.request_retries,
             max_body=self.config.max_response_bytes,
             request_timeout=self.config.request_timeout,
+            post_grace=self.config.post_grace,
             budget=budget,
         )
         self._runtime = SessionRuntime(

@@ -9,7 +9,14 @@ from parlant.client.types import Event
 from actors._events import PREAMBLE_TAG, event_list_adapter
 
 
-def _event(offset: int, source: str, kind: str, trace_id: str, data: dict[str, Any]) -> Event:
+def _event(
+    offset: int,
+    source: str,
+    kind: str,
+    trace_id: str,
+    data: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+) -> Event:
     raw = {
         "id": f"ev{offset:08d}",
         "source": source,
@@ -19,16 +26,18 @@ def _event(offset: int, source: str, kind: str, trace_id: str, data: dict[str, A
         "trace_id": trace_id,
         "correlation_id": trace_id,
         "data": data,
-        "metadata": {},
+        "metadata": metadata or {},
         "deleted": False,
     }
     return event_list_adapter.validate_python([raw])[0]
 
 
-def customer(offset: int, text: str = "hello") -> Event:
+def customer(offset: int, text: str = "hello", *, key: str | None = None) -> Event:
+    """A customer message; `key`: posted by this library with that key."""
     participant = {"id": "cust", "display_name": "customer"}
     data = {"message": text, "participant": participant, "flagged": False, "tags": []}
-    return _event(offset, "customer", "message", "<main>", data)
+    metadata = {"parlant_supervisor": {"post": key}} if key is not None else None
+    return _event(offset, "customer", "message", "<main>", data, metadata)
 
 
 def status(offset: int, trace_id: str, name: str, stage: str | None = None) -> Event:

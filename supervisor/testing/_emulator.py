@@ -307,7 +307,14 @@ class _Session:
             "labels": [],
         }
 
-    def append(self, source: str, kind: str, trace_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    def append(
+        self,
+        source: str,
+        kind: str,
+        trace_id: str,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         event = {
             "id": _new_id(),
             "source": source,
@@ -317,7 +324,7 @@ class _Session:
             "trace_id": trace_id,
             "correlation_id": trace_id,
             "data": data,
-            "metadata": {},
+            "metadata": dict(metadata or {}),
             "deleted": False,
         }
         self.events.append(event)
@@ -813,6 +820,9 @@ class ParlantEmulator:
             )
         if not isinstance(text, str):
             return _unprocessable("message must be a string")
+        metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            return _unprocessable("metadata must be a JSON object")
         if source != "customer":
             if not text:
                 return _refused("Missing 'message' field for event")
@@ -828,7 +838,7 @@ class ParlantEmulator:
                     "display_name": participant["display_name"],
                 }
             data: dict[str, Any] = {"message": text, "participant": participant}
-            event = session.append(source, "message", MAIN_TRACE, data)
+            event = session.append(source, "message", MAIN_TRACE, data, metadata)
             return JSONResponse(event, status_code=201)
         data = {
             "message": text,
@@ -836,7 +846,7 @@ class ParlantEmulator:
             "flagged": False,
             "tags": [],
         }
-        event = session.append("customer", "message", MAIN_TRACE, data)
+        event = session.append("customer", "message", MAIN_TRACE, data, metadata)
         session.unanswered.append(text)
         self._start_turn(session)
         return JSONResponse(event, status_code=201)

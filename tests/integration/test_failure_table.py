@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import socket
 from collections.abc import Callable
 
@@ -66,18 +67,24 @@ def test_a_malformed_body_is_retried_not_taken_for_events(
     assert "not a list of events" in failure["detail"]
 
 
-def test_a_refused_connection_holds_the_poll_until_parlant_answers_and_an_ask_fails_clearly(
+def test_a_refused_connection_holds_the_poll_and_the_post_until_the_asks_deadline(
     supervise: Supervise, logs: LogWatcher
 ) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    sup = supervise(f"http://127.0.0.1:{port}", clock=FakeClock())
+    clock = FakeClock()
+    sup = supervise(f"http://127.0.0.1:{port}", clock=clock)
 
-    with pytest.raises(ParlantUnavailable, match=rf"session s1.*127\.0\.0\.1:{port}"):
-        sup.ask("s1", "anyone home?", timeout=30)
-    logs.wait_for("upstream.down")
-    settle(sup)
-    stats = sup.statistics()
-    assert (stats.upstream, stats.held_polls) == ("down", 1)  # one probe asks, not the session
-    assert stats.sessions_by_state[SessionState.POLLING] == 1
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        asking = pool.submit(sup.ask, "s1", "anyone home?", timeout=30)
+        logs.wait_for("session.post_retried", reason="refused", session_id="s1")
+        logs.wait_for("upstream.down")
+        settle(sup)
+        stats = sup.statistics()
+        assert (stats.upstream, stats.held_polls) == ("down", 1)  # one probe asks
+        assert stats.sessions_by_state[SessionState.POLLING] == 1
+        assert not asking.done()  # the post waits with the polls, up to the ask's deadline
+        clock.advance(30)
+        with pytest.raises(ParlantUnavailable, match="could not be posted before the deadline"):
+            asking.result(timeout=30)

@@ -14,12 +14,13 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
-from supervisor import ParlantUnavailable, Reply, SessionSupervisor
+from supervisor import Reply, SessionSupervisor
 from supervisor.testing import (
     Delay,
     Drop,
     EmulatorServer,
     FakeClock,
+    Fault,
     FaultProxy,
     Hang,
     Reset,
@@ -137,7 +138,7 @@ def test_slow_answers_are_waited_for_not_taken_for_failures(
     assert polls(sup, "network") == polls(sup, "client_timeout") == 0
 
 
-def test_an_outage_fails_asks_as_unavailable_and_polling_resumes_when_it_ends(
+def test_an_ask_during_an_outage_is_posted_once_it_ends_and_polling_resumes(
     serve: Serve, supervise: Supervise, proxy: Proxy, logs: LogWatcher
 ) -> None:
     clock = FakeClock()
@@ -145,41 +146,57 @@ def test_an_outage_fails_asks_as_unavailable_and_polling_resumes_when_it_ends(
     reader = sup.events(session_id)
     assert sup.ask(session_id, "before", timeout=600).text == "echo: before"
 
-    with wire.outage():  # the open poll is reset, every new connection refused
-        # a reset alone may be the session's: it backs off, as any session would
-        logs.wait_for("session.poll_failed", kind="network", session_id=session_id)
-        with pytest.raises(ParlantUnavailable, match=session_id):
-            sup.ask(session_id, "during", timeout=600)
-        settle(sup)
-        clock.advance(sup.config.backoff.cap)  # its retry is refused: Parlant is down
-        logs.wait_for("upstream.down")
-        settle(sup)
-        stats = sup.statistics()
-        assert (stats.upstream, stats.held_polls) == ("down", 1)  # held: a probe asks
-    logs.wait_for("upstream.up")  # the probe found it back: the held poll went out again
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with wire.outage():  # the open poll is reset, every new connection refused
+            # a reset alone may be the session's: it backs off, as any session would
+            logs.wait_for("session.poll_failed", kind="network", session_id=session_id)
+            during = pool.submit(sup.ask, session_id, "during", timeout=600)
+            logs.wait_for("session.post_retried", reason="refused", session_id=session_id)
+            settle(sup)
+            clock.advance(sup.config.backoff.cap)  # its retry is refused: Parlant is down
+            logs.wait_for("upstream.down")
+            settle(sup)
+            stats = sup.statistics()
+            assert (stats.upstream, stats.held_polls) == ("down", 1)  # held: a probe asks
+            assert not during.done()  # the post waits for Parlant, as the poll does
+        logs.wait_for("upstream.up")  # the probe found it back: the held poll went out again
+        assert during.result(timeout=30).text == "echo: during"
     assert sup.ask(session_id, "after", timeout=600).text == "echo: after"
 
     assert offsets_seen(reader, server, session_id) == written_offsets(server, session_id)
-    assert wire.injected == {"refused": 1}
+    written = messages(server.call(server.emulator.session_events, session_id))
+    assert written.count("during") == 1
+    assert wire.injected["refused"] >= 1
 
 
-def test_a_post_whose_answer_is_lost_fails_the_ask_but_its_reply_still_reaches_readers(
-    serve: Serve, supervise: Supervise, proxy: Proxy
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        pytest.param(ResetMidResponse(), "found", id="stored-then-reset"),
+        pytest.param(Drop(), "absent", id="dropped-unforwarded"),
+        pytest.param(Reset(), "absent", id="reset-unforwarded"),
+        pytest.param(Respond(502), "absent", id="bad-gateway"),
+    ],
+)
+def test_a_post_whose_fate_is_unknown_is_settled_from_the_log_and_stored_once(
+    fault: Fault, reason: str, serve: Serve, supervise: Supervise, proxy: Proxy
 ) -> None:
-    server, wire, sup, session_id = rig(serve, proxy, supervise)
-    wire.inject(ResetMidResponse(), method="POST", path=events_path(session_id))
+    server, wire, sup, session_id = rig(serve, proxy, supervise, post_grace=0.05)
+    wire.inject(fault, method="POST", path=events_path(session_id))
     reader = sup.events(session_id)
 
-    with pytest.raises(ParlantUnavailable, match=session_id):
-        sup.ask(session_id, "did this arrive?", timeout=30)
+    reply = sup.ask(session_id, "did this arrive?", timeout=30)
 
+    assert reply.text == "echo: did this arrive?"
     emulator = server.emulator
-    server.run(emulator.until(lambda: len(messages(emulator.session_events(session_id))) == 2))
-    seen = [next(reader) for _ in emulator.session_events(session_id)]
-    assert messages(event.model_dump() for event in seen) == [
-        "did this arrive?",
-        "echo: did this arrive?",
-    ]
+    written = messages(server.call(emulator.session_events, session_id))
+    assert written == ["did this arrive?", "echo: did this arrive?"]
+    assert offsets_seen(reader, server, session_id) == written_offsets(server, session_id)
+    retried = sup.registry.get_sample_value(
+        "parlant_supervisor_post_retries_total", {"reason": reason}
+    )
+    assert retried == 1
+    assert sup.registry.get_sample_value("parlant_supervisor_duplicate_posts_total") == 0
 
 
 def test_chaos_is_seeded_bounded_and_aimed(serve: Serve, proxy: Proxy) -> None:

@@ -13,6 +13,7 @@ from actors import (
     AccessDenied,
     Backoff,
     IllegalTransition,
+    ParlantUnavailable,
     Reply,
     ReplyTimeout,
     SessionClosed,
@@ -313,7 +314,10 @@ def test_an_ask_posts_its_message_and_schedules_its_deadline() -> None:
     d = Driver()
     d.start()
     effects = d.send(AwaitReply(Handle(1, ConsumerKind.ASK), "hi", 120.0))
-    assert effects == [PostMessage(1, "hi"), Schedule(120.0, TimerFired(TimerKind.DEADLINE, 1))]
+    assert effects == [
+        PostMessage(1, "hi", 0),  # every copy of it is at offset 0 or after
+        Schedule(120.0, TimerFired(TimerKind.DEADLINE, 1)),
+    ]
 
 
 def test_an_ask_resolves_at_the_completed_ready_not_at_intermediate_readies() -> None:
@@ -431,6 +435,32 @@ def test_the_deadline_fails_the_ask_and_its_late_reply_reaches_the_next_reader()
     d.send(Subscribe(Handle(2, ConsumerKind.READER)))
     assert d.delivered(2) == [1, 2, 3, 4, 5]  # the whole late turn; the own message was claimed
     assert d.send(TimerFired(TimerKind.DEADLINE, 1)) == []  # a second firing is stale
+
+
+def test_an_ask_whose_message_was_never_confirmed_posted_fails_as_unavailable_at_its_deadline() -> (
+    None
+):
+    d = Driver()
+    d.start()
+    d.receive(customer(0), *turn(1, "T", "earlier"))
+    d.ask(1)
+    assert d.of(PostMessage) == [PostMessage(1, "question", 6)]
+
+    [fail] = d.send(TimerFired(TimerKind.DEADLINE, 1))  # the post was still being retried
+
+    assert isinstance(fail, Fail)
+    assert isinstance(fail.error, ParlantUnavailable)
+    assert "could not be posted before the deadline" in str(fail.error)
+
+
+def test_a_post_key_met_at_a_second_offset_counts_as_a_duplicate_post() -> None:
+    d = Driver()
+    d.start()
+    d.receive(customer(0, key="k1"), customer(1, key="k2"), customer(2))
+    assert d.core.snapshot().duplicate_posts_total == 0
+
+    d.receive(customer(3, key="k1"))  # stored twice
+    assert d.core.snapshot().duplicate_posts_total == 1
 
 
 def test_the_own_message_of_an_ask_that_timed_out_before_its_post_returned_stays_unread() -> None:
