@@ -248,3 +248,43 @@ def test_the_emulator_enforces_parlants_production_policy_as_parlant_does(
 
     assert on_emulator == on_real
     assert on_real["guest sessions"] == [201] * 9 + [429]
+
+
+def keyed_posts(url: str, agent_id: str) -> dict[str, Any]:
+    """Two posts with one key, and what the log says of them (Parlant does not deduplicate:
+    exactly-once posting rests on the key coming back unchanged with every read)."""
+    metadata = {"parlant_supervisor": {"post": "k-1"}, "app": {"n": 1, "tags": ["a"]}}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        session_id = http.post("/sessions", json={"agent_id": agent_id}).json()["id"]
+        posted = [
+            http.post(
+                f"/sessions/{session_id}/events",
+                json={
+                    "kind": "message",
+                    "source": "customer",
+                    "message": "hi",
+                    "metadata": metadata,
+                },
+            ).json()
+            for _ in range(2)
+        ]
+        log = http.get(
+            f"/sessions/{session_id}/events",
+            params={"min_offset": 0, "wait_for_data": 0, "source": "customer"},
+        ).json()
+    return {
+        "answered with": [p["metadata"] for p in posted],
+        "in the log": [event["metadata"] for event in log],
+    }
+
+
+def test_a_customer_messages_metadata_comes_back_unchanged_and_is_not_deduplicated(
+    null_parlant: ParlantServer, serve: Serve
+) -> None:
+    emulator = serve(*NULL_AGENTS)
+
+    on_real = keyed_posts(null_parlant.url, "Echo")
+    on_emulator = keyed_posts(emulator.url, emulator.call(emulator.emulator.agent_id, "Echo"))
+
+    assert on_emulator == on_real
+    assert len(on_real["in the log"]) == 2

@@ -14,7 +14,7 @@ from supervisor import (
     SessionState,
     SessionSupervisor,
 )
-from supervisor.testing import ParlantServer, settle
+from supervisor.testing import Drop, Fault, FaultProxy, ParlantServer, ResetMidResponse, settle
 from tests.helpers import post_as_human_agent, session_with
 
 Supervise = Callable[..., SessionSupervisor]
@@ -170,3 +170,21 @@ def test_fifty_sessions_in_parallel_each_with_two_turns(
         texts = list(pool.map(converse, range(50)))
 
     assert texts == [[f"echo: s{i} t0", f"echo: s{i} t1"] for i in range(50)]
+
+
+@pytest.mark.parametrize("fault", [ResetMidResponse(), Drop()], ids=["answer-lost", "dropped"])
+def test_a_post_cut_on_the_wire_is_settled_from_the_real_servers_log_and_stored_once(
+    fault: Fault, null_parlant: ParlantServer, supervise: Supervise
+) -> None:
+    with FaultProxy(null_parlant.url) as wire:
+        sup = supervise(wire.url, post_grace=0.2)
+        session_id = session_with(sup)
+        wire.inject(fault, method="POST", path=rf"^/sessions/{session_id}/events$")
+
+        reply = sup.ask(session_id, "did this arrive?", timeout=30)
+        log = sup.history(session_id)
+        sup.stop()
+
+    assert reply.text == "echo: did this arrive?"
+    customer = [e.data["message"] for e in log if e.kind == "message" and e.source == "customer"]
+    assert customer == ["did this arrive?"]
