@@ -37,6 +37,7 @@ def report_table(reports: list[ScenarioReport]) -> Table:
         "dup",
         "mis-attr",
         "partial",
+        "dup posts",
         "recovery s p50/p99/max",
         "restarts",
         "result",
@@ -60,6 +61,7 @@ def report_table(reports: list[ScenarioReport]) -> Table:
             str(r.duplicated),
             str(r.misattributed),
             str(r.partial),
+            str(r.duplicate_posts),
             recovery,
             str(r.restarts),
             result,
@@ -80,6 +82,7 @@ def report_table(reports: list[ScenarioReport]) -> Table:
                 "duplicated",
                 "misattributed",
                 "partial",
+                "duplicate_posts",
             )
         ),
         "",

@@ -63,6 +63,35 @@ def test_a_scenario_that_met_no_fault_did_not_pass() -> None:
     assert report.passed
 
 
+def test_a_message_stored_twice_is_counted_from_the_servers_log_and_fails_the_scenario() -> None:
+    keyed = {"parlant_supervisor": {"post": "k1"}}
+    log = [
+        {**message(0, "customer", "one"), "metadata": keyed},
+        message(1, "ai_agent", "echo: one"),
+        {**message(2, "customer", "one"), "metadata": keyed},  # the same post, again
+        {**message(3, "customer", "two"), "metadata": {"parlant_supervisor": {"post": "k2"}}},
+    ]
+    report = ScenarioReport("check", faults=1)
+
+    _account(report, [_Ask("s", "one", reply="echo: one")], {"s": log}, {"s": [0, 1, 2, 3]}, {})
+
+    assert report.duplicate_posts == 1
+    assert not report.passed
+
+
+def test_an_ask_failed_by_an_error_its_scenario_does_not_expect_fails_it() -> None:
+    asks = [_Ask("s", "one", reply="echo: one"), _Ask("s", "two", error="ParlantUnavailable")]
+    transient = ScenarioReport("outage", faults=1)
+    deleted = ScenarioReport("deleted", faults=1, expected_errors=("SessionNotFound",))
+    for report in (transient, deleted):
+        _account(report, asks, {"s": LOG}, {"s": [0, 1, 2, 3, 4]}, {})
+    assert not transient.passed  # a transient fault: the ask should have ridden it out
+    assert not deleted.passed  # not the error a deletion gives
+
+    deleted.errors = {"SessionNotFound": 1}
+    assert deleted.passed
+
+
 def test_recovery_runs_from_a_streaks_first_failure_to_the_next_good_poll() -> None:
     path = "/sessions/s/events"
     records = [
