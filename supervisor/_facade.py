@@ -333,7 +333,22 @@ class SessionSupervisor:
 
     async def aask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
         """Asyncio twin of `ask`."""
-        consumer = ReplyConsumer(self.config.consumer_capacity)
+        return await self._aask(session_id, message, timeout)
+
+    async def _aask(
+        self,
+        session_id: str,
+        message: str,
+        timeout: float | None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
+    ) -> Reply:
+        """`aask`, posting with `post_key` (a new one by default); `maybe_sent`: another
+        process may have posted it already (it is looked for in the log first). For the
+        sharded supervisor, which hands an ask over to a restarted shard."""
+        consumer = ReplyConsumer(
+            self.config.consumer_capacity, post_key=post_key, maybe_sent=maybe_sent
+        )
         self._await_reply(session_id, message, timeout, consumer)
         guard = None if timeout is None else timeout + _SAFETY_MARGIN
         try:
@@ -363,7 +378,20 @@ class SessionSupervisor:
         self, session_id: str, message: str, *, timeout: float | None = None
     ) -> AsyncGenerator[Event | MessageDelta, None]:
         """Asyncio twin of `stream`."""
-        consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
+        return self._astream(session_id, message, timeout)
+
+    def _astream(
+        self,
+        session_id: str,
+        message: str,
+        timeout: float | None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
+    ) -> AsyncGenerator[Event | MessageDelta, None]:
+        """`astream`, posting as `_aask` says."""
+        consumer = self._event_consumer(
+            session_id, ConsumerKind.STREAM, post_key=post_key, maybe_sent=maybe_sent
+        )
         self._await_reply(session_id, message, timeout, consumer)
         return self._aiterate(session_id, consumer, timeout)
 
@@ -410,11 +438,20 @@ class SessionSupervisor:
         self._route(session_id, Subscribe(consumer, since))
         return _only_events_async(self._aiterate(session_id, consumer, None))
 
-    def _event_consumer(self, session_id: str, kind: ConsumerKind) -> EventConsumer:
+    def _event_consumer(
+        self,
+        session_id: str,
+        kind: ConsumerKind,
+        *,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
+    ) -> EventConsumer:
         return EventConsumer(
             kind,
             self.config.consumer_capacity,
             lambda message: self._route_quietly(session_id, message),
+            post_key=post_key,
+            maybe_sent=maybe_sent,
         )
 
     def _await_reply(

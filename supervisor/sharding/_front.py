@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -44,7 +46,14 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from actors import MessageDelta, Reply, SupervisorError, SupervisorStopped, TransientError
+from actors import (
+    MessageDelta,
+    Reply,
+    ReplyTimeout,
+    SupervisorError,
+    SupervisorStopped,
+    TransientError,
+)
 from supervisor._config import SupervisorConfig
 from supervisor._facade import _require_id, _require_since
 from supervisor._statistics import StopSummary, SupervisorStatistics
@@ -322,34 +331,67 @@ class ShardedSupervisor:
     def ask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
         """Post `message` and return the turn that answers it (see `SessionSupervisor.ask`).
 
+        If the session's shard dies meanwhile, the ask is handed to the restarted shard with
+        its post key: that one learns from the session's log whether the message was posted
+        (and follows its turn) or not (and posts it), so it is posted once either way.
+
         Raises:
-            ShardLost: The session's shard died meanwhile (the ask is not sent again).
+            ReplyTimeout: The deadline passed while the shard was restarting.
+            ShardLost: The shard did not come back within `restart_timeout`.
         """
         index = self._track(session_id)
-        reply: Reply = self._once(
-            index, lambda shard: shard.ask.remote(session_id, message, timeout)
-        )
-        return reply
+        handover = _Handover(session_id, timeout)
+        while True:
+            try:
+                reply: Reply = self._once(index, lambda shard: handover.send(shard.ask, message))
+                return reply
+            except ShardLost:
+                handover.lost()
+                self._recover(index)
 
     async def aask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
         """Asyncio twin of `ask`."""
         index = self._track(session_id)
-        reply: Reply = await self._aonce(
-            index, lambda shard: shard.ask.remote(session_id, message, timeout)
-        )
-        return reply
+        handover = _Handover(session_id, timeout)
+        while True:
+            try:
+                reply: Reply = await self._aonce(
+                    index, lambda shard: handover.send(shard.ask, message)
+                )
+                return reply
+            except ShardLost:
+                handover.lost()
+                await asyncio.to_thread(self._recover, index)
 
     def stream(
         self, session_id: str, message: str, *, timeout: float | None = None
     ) -> Generator[Event | MessageDelta, None, None]:
         """Post `message` and yield the answering turn's events live, and its streamed
-        messages' deltas (see `SessionSupervisor.stream`); `ShardLost` ends it if the session's
-        shard dies."""
+        messages' deltas (see `SessionSupervisor.stream`). If the session's shard dies, the
+        stream goes on on the restarted shard as `ask` does, each event and each piece of
+        text yielded once."""
         index = self._track(session_id)
         if index in self._down:
             self._recover(index)
-        refs = self._shard_stream(index, "stream", session_id, message, timeout)
-        return self._relay(index, refs)
+        handover = _Handover(session_id, timeout)
+        refs = handover.send(self._stream_method(index), message)
+        return self._handed_over(index, handover, message, refs)
+
+    def _handed_over(
+        self, index: int, handover: _Handover, message: str, refs: Any
+    ) -> Generator[Event | MessageDelta, None, None]:
+        cursor = _TurnCursor()
+        while True:
+            try:
+                for item in self._relay(index, refs):
+                    fresh = cursor.fresh(item)
+                    if fresh is not None:
+                        yield fresh
+                return
+            except ShardLost:
+                handover.lost()
+                self._recover(index)
+            refs = handover.send(self._stream_method(index), message)
 
     def astream(
         self, session_id: str, message: str, *, timeout: float | None = None
@@ -357,22 +399,33 @@ class ShardedSupervisor:
         """Asyncio twin of `stream` (on a shard known to be down, the message is posted once
         it is back, at the first iteration)."""
         index = self._track(session_id)
-        if index not in self._down:
-            refs = self._shard_stream(index, "stream", session_id, message, timeout)
-            return self._arelay(index, refs)
-        return self._astream_when_back(index, session_id, message, timeout)
+        handover = _Handover(session_id, timeout)
+        refs = None if index in self._down else handover.send(self._stream_method(index), message)
+        return self._ahanded_over(index, handover, message, refs)
 
-    async def _astream_when_back(
-        self, index: int, session_id: str, message: str, timeout: float | None
+    async def _ahanded_over(
+        self, index: int, handover: _Handover, message: str, refs: Any
     ) -> AsyncGenerator[Event | MessageDelta, None]:
-        await asyncio.to_thread(self._recover, index)
-        refs = self._shard_stream(index, "stream", session_id, message, timeout)
-        relay = self._arelay(index, refs)
-        try:
-            async for event in relay:
-                yield event
-        finally:
-            await relay.aclose()
+        cursor = _TurnCursor()
+        while True:
+            if refs is None:
+                await asyncio.to_thread(self._recover, index)
+                refs = handover.send(self._stream_method(index), message)
+            relay = self._arelay(index, refs)
+            try:
+                async for item in relay:
+                    fresh = cursor.fresh(item)
+                    if fresh is not None:
+                        yield fresh
+                return
+            except ShardLost:
+                handover.lost()
+                refs = None
+            finally:
+                await relay.aclose()
+
+    def _stream_method(self, index: int) -> Any:
+        return self._shards[index].stream.options(**self._stream_options)
 
     def stream_text(
         self, session_id: str, message: str, *, timeout: float | None = None
@@ -669,6 +722,66 @@ class ShardedSupervisor:
                     return
                 with contextlib.suppress(ShardLost, SupervisorError):
                     self._recover(index)
+
+
+@final
+class _Handover:
+    """An ask or stream in flight on a shard: its message's post key and its deadline, so that
+    it can be sent again to the shard's next incarnation, which finds out from the session's
+    log whether the dead one had posted it."""
+
+    def __init__(self, session_id: str, timeout: float | None) -> None:
+        self.session_id = session_id
+        self.key = uuid.uuid4().hex
+        self.maybe_sent = False
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def lost(self) -> None:
+        """The shard died with it: it may have been posted."""
+        self.maybe_sent = True
+
+    def send(self, method: Any, message: str) -> Any:
+        """Call the shard's `method` (`ask` or `stream`) for it, with what time is left."""
+        return method.remote(self.session_id, message, self._remaining(), self.key, self.maybe_sent)
+
+    def _remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise ReplyTimeout(
+                f"session {self.session_id}: no completed reply before the deadline (its "
+                "shard died and restarted meanwhile); the reply will still reach the "
+                "session's events() readers",
+                session_id=self.session_id,
+            )
+        return left
+
+
+@final
+class _TurnCursor:
+    """What a stream has yielded: the offset after its last event, and how much of each
+    streamed message's text, so that a stream resumed on a restarted shard (which gives the
+    turn again from its start) yields each event and each piece of text once."""
+
+    def __init__(self) -> None:
+        self._next_offset: int | None = None
+        self._texts: dict[str, tuple[int, bool]] = {}  # message id -> (characters, done)
+
+    def fresh(self, item: Event | MessageDelta) -> Event | MessageDelta | None:
+        """`item` as the caller should see it now, or None if it saw it already."""
+        if self._next_offset is not None and item.offset < self._next_offset:
+            return None
+        if isinstance(item, MessageDelta):
+            given, done = self._texts.get(item.event_id, (0, False))
+            if len(item.text) < given or (len(item.text) == given and (done or not item.done)):
+                return None  # nothing new (its last delta may add no text, only `done`)
+            self._texts[item.event_id] = (len(item.text), item.done)
+            piece = item.text[given:]
+            return item if piece == item.delta else dataclasses.replace(item, delta=piece)
+        self._next_offset = item.offset + 1
+        self._texts.pop(item.id, None)
+        return item
 
 
 @final

@@ -55,13 +55,18 @@ class Shard:
     async def close(self, session_id: str) -> None:
         await self._supervisor.aclose(session_id)
 
-    async def ask(self, session_id: str, message: str, timeout: float | None) -> Reply:
-        return await self._supervisor.aask(session_id, message, timeout=timeout)
+    async def ask(
+        self, session_id: str, message: str, timeout: float | None, key: str, maybe_sent: bool
+    ) -> Reply:
+        """An ask whose message is posted with `key`; `maybe_sent`: a dead incarnation of this
+        shard may have posted it (the log tells: it is posted at most once)."""
+        return await self._supervisor._aask(session_id, message, timeout, key, maybe_sent)
 
     async def stream(
-        self, session_id: str, message: str, timeout: float | None
+        self, session_id: str, message: str, timeout: float | None, key: str, maybe_sent: bool
     ) -> AsyncGenerator[Event | MessageDelta, None]:
-        stream = self._supervisor.astream(session_id, message, timeout=timeout)
+        """A stream whose message is posted as `ask` says."""
+        stream = self._supervisor._astream(session_id, message, timeout, key, maybe_sent)
         try:
             async for event in stream:
                 yield event
