@@ -19,6 +19,7 @@ import asyncio
 import json
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, final
 from urllib.parse import quote
@@ -40,7 +41,7 @@ from actors._errors import (
     SupervisorError,
 )
 from actors._events import parse_events
-from actors._posting import certainly_not_sent, post_exactly_once
+from actors._posting import certainly_not_sent, post_exactly_once, refused_for_good
 from actors._wire import (
     CONNECT_TIMEOUT,
     ConnectionPool,
@@ -278,11 +279,39 @@ class ParlantApi:
         return _parsed(parse_events, response, session_id, self.base_url)
 
     async def create_customer(self, name: str) -> str:
-        """Create a customer; returns its id."""
-        customer = await self._call(
-            "create_customer", lambda parlant: parlant.customers.create(name=name)
-        )
-        return customer.id
+        """Create a customer, exactly once; returns its id.
+
+        Its id is ours (Parlant takes one given at creation, and refuses a second customer with
+        it), so a creation whose fate is unknown (a reset, a timeout, a 5xx: Parlant answers a
+        duplicate id with 500) is settled by reading the customer back: there, it was created;
+        404, it is created again with the same id. Up to `retries` attempts, as `_retrying`.
+        """
+        customer_id = uuid.uuid4().hex
+        attempts = 0
+        while True:
+            try:
+                customer = await self._call(
+                    "create_customer",
+                    lambda parlant: parlant.customers.create(name=name, id=customer_id),
+                )
+                return customer.id
+            except Exception as error:
+                if refused_for_good(error) or attempts >= self._retries:
+                    raise
+                if not certainly_not_sent(error) and await self._customer_exists(customer_id):
+                    return customer_id  # else sent again: the same id cannot make a second
+            await asyncio.sleep(self._retry_backoff.delay(attempts, self._rng))
+            attempts += 1
+
+    async def _customer_exists(self, customer_id: str) -> bool:
+        """Whether Parlant has the customer (False also when it cannot tell now)."""
+        try:
+            await self._call(
+                "read_customer", lambda parlant: parlant.customers.retrieve(customer_id)
+            )
+        except Exception:  # 404, or no answer: either way, creating it again is safe
+            return False
+        return True
 
     async def create_session(
         self, agent_id: str, customer_id: str | None, title: str | None

@@ -34,7 +34,7 @@ from typing import Any, Final, Literal, Protocol, final
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from actors._events import PREAMBLE_TAG
@@ -443,6 +443,9 @@ class ParlantEmulator:
                 self._route("/agents", "GET", self._list_agents, "list_agents"),
                 self._route("/agents/{agent_id}", "GET", self._read_agent, "read_agent"),
                 self._route("/customers", "POST", self._create_customer, "create_customer"),
+                self._route(
+                    "/customers/{customer_id}", "GET", self._read_customer, "read_customer"
+                ),
                 self._route("/sessions", "POST", self._create_session, _session_creation),
                 self._route("/sessions/{session_id}", "GET", self._read_session, "read_session"),
                 self._route(
@@ -516,6 +519,10 @@ class ParlantEmulator:
     def session_events(self, session_id: str) -> list[dict[str, Any]]:
         """Every event the session has, as the JSON the server sends."""
         return list(self._sessions[session_id].events)
+
+    def customers(self) -> list[dict[str, Any]]:
+        """Every customer, as the JSON the server sends, in order of creation."""
+        return list(self._customers.values())
 
     def session_consumption_offset(self, session_id: str) -> int:
         """The session's stored `consumption_offsets.client`."""
@@ -642,7 +649,11 @@ class ParlantEmulator:
         payload = await _json_object(request)
         if payload is None:
             return _unprocessable("body must be a JSON object")
-        customer_id = _new_id()
+        customer_id = payload.get("id") or _new_id()
+        if not isinstance(customer_id, str):
+            return _unprocessable("id must be a string")
+        if customer_id in self._customers:  # Parlant's store raises; its API answers 500
+            return PlainTextResponse("Internal Server Error", status_code=500)
         body: dict[str, Any] = {
             "id": customer_id,
             "creation_utc": _now_utc(),
@@ -652,6 +663,12 @@ class ParlantEmulator:
         }
         self._customers[customer_id] = body
         return JSONResponse(body, status_code=201)
+
+    async def _read_customer(self, request: Request) -> Response:
+        customer_id = request.path_params["customer_id"]
+        if customer_id not in self._customers:
+            return JSONResponse({"detail": f"Item '{customer_id}' not found"}, status_code=404)
+        return JSONResponse(self._customers[customer_id])
 
     async def _create_session(self, request: Request) -> Response:
         payload = await _json_object(request)

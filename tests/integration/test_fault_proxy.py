@@ -274,3 +274,22 @@ def test_the_proxy_counts_requests_waiting_upstream(serve: Serve, proxy: Proxy) 
         assert poll.result().status_code == 200
 
     assert wire.in_flight == 0  # uncounted before its answer went back
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [ResetMidResponse(), Drop(), Respond(502)],
+    ids=["created-then-reset", "dropped-unforwarded", "bad-gateway"],
+)
+def test_a_customer_creation_whose_fate_is_unknown_creates_one_customer(
+    fault: Fault, serve: Serve, supervise: Supervise, proxy: Proxy
+) -> None:
+    server = serve()
+    wire = proxy(server.url)
+    sup = supervise(wire.url)
+    wire.inject(fault, method="POST", path="^/customers$")
+
+    customer_id = sup.create_customer("Ada")
+
+    customers = server.call(server.emulator.customers)
+    assert [(c["id"], c["name"]) for c in customers] == [(customer_id, "Ada")]

@@ -288,3 +288,28 @@ def test_a_customer_messages_metadata_comes_back_unchanged_and_is_not_deduplicat
 
     assert on_emulator == on_real
     assert len(on_real["in the log"]) == 2
+
+
+def customer_with_an_id_of_ours(url: str) -> dict[str, Any]:
+    """Customers created with a given id: once, then refused; read back by it."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        first = http.post("/customers", json={"name": "Ada", "id": "our-id-1"})
+        again = http.post("/customers", json={"name": "Ada", "id": "our-id-1"})
+        found = http.get("/customers/our-id-1")
+        missing = http.get("/customers/our-id-2")
+    return {
+        "created": (first.status_code, first.json()["id"]),
+        "again": again.status_code,
+        "read": (found.status_code, found.json()["name"]),
+        "missing": missing.status_code,
+    }
+
+
+def test_a_customer_id_chosen_by_the_client_is_kept_and_cannot_be_taken_twice(
+    own_parlant: ParlantServer, serve: Serve
+) -> None:
+    on_real = customer_with_an_id_of_ours(own_parlant.url)
+    on_emulator = customer_with_an_id_of_ours(serve().url)
+
+    assert on_emulator == on_real
+    assert on_real["created"] == (201, "our-id-1")
