@@ -321,7 +321,9 @@ class SessionSupervisor:
         Raises:
             ReplyTimeout: No completed reply in time (it will still reach `events()`).
             SessionNotFound, AccessDenied: Parlant refused the session.
-            ParlantUnavailable: Parlant could not be reached to post the message.
+            ParlantUnavailable: The message could not be posted before the deadline (it is
+                posted once however its requests fail: each carries a key, and a cut one is
+                settled from the session's log; see `SupervisorConfig.post_grace`).
             SessionClosed, SupervisorStopped, InvalidInput: as named.
         """
         consumer = ReplyConsumer(self.config.consumer_capacity)

@@ -12,10 +12,12 @@ shard does:
 - `events()` readers resume on the restarted shard from the offset after the last event they
   yielded, or where they started if they yielded none (re-read from Parlant), so each event
   still reaches them exactly once;
-- `ask`, `stream`, `create_session` and `create_customer` fail with `ShardLost` (a
-  `TransientError`): the shard may have posted the message (or created the session) before it
-  died, and sending it again could post it twice. A reply that was written still reaches the
-  session's `events()` readers, as when a post's answer is lost on the network.
+- `ask` and `stream` are handed to the restarted shard with their message's post key
+  (`_Handover`): it learns from the session's log whether the dead one had posted the message
+  (then it follows that turn) or not (then it posts it), so the message is posted once; a
+  resumed stream yields each event and each piece of text once (`_TurnCursor`);
+- `create_session` and `create_customer` fail with `ShardLost` (a `TransientError`): the dead
+  shard may have created it, under an id the driver never learnt.
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ _METRICS_TIMEOUT: Final = 5.0
 class ShardLost(TransientError):
     """The shard hosting the session died during the call.
 
-    Ray restarts it and its sessions resume from their durable checkpoints. The call was not
-    sent again: an ask's message may have been posted before the shard died (its reply then
-    reaches the session's `events()` readers). Retry it if you know it was not.
+    Ray restarts it and its sessions resume from their durable checkpoints. Raised by
+    `create_session` and `create_customer` (the dead shard may have created it; it was not sent
+    again), and by any call when the shard is not back within `restart_timeout`; asks and
+    streams are handed to the restarted shard instead.
     """
 
     outcome = "shard_lost"
