@@ -208,6 +208,7 @@ class _Waiter:
     registered_at: int
     flow: _Flow
     customer_offset: int | None = None
+    resumed: bool = False  # its message may have been posted by a process now gone
 
 
 @dataclass(slots=True)
@@ -858,7 +859,11 @@ class SessionCore:
         if self._refuse_if_closed(consumer.consumer_id):
             return
         self._resume_reply(consumer.consumer_id, consumer.kind, consumer.capacity)
-        since = self._next_offset  # every copy of the message comes after what was read
+        # a new message lands after everything read so far; one a process now gone may have
+        # posted, anywhere (this actor may have read past it before the ask came)
+        resumed = consumer.maybe_sent
+        self._waiters[consumer.consumer_id].resumed = resumed
+        since = 0 if resumed else self._next_offset
         self._effects.append(PostMessage(consumer.consumer_id, message.text, since))
         self._schedule_deadline(consumer.consumer_id, message.deadline)
 
@@ -893,6 +898,14 @@ class SessionCore:
         elif held is not None:
             if stream:  # it resolves (or fails) with the others when the hold ends
                 self._deliver(consumer_id, held.reply.events)
+        elif (
+            waiter.resumed
+            and offset < self._dispatched_until
+            and self._tracker.open_turn_answering(offset) is None
+        ):
+            # posted by a process now gone: its turn may have been read, and completed, before
+            # this waiter came; read it again (`_settle_from_history`)
+            self._effects.append(FetchHistory(consumer_id, offset, self._dispatched_until))
         elif stream:
             self._catch_up(consumer_id, offset)
         floor = self._unposted_floor()
@@ -940,6 +953,9 @@ class SessionCore:
     def _history_fetched(
         self, consumer_id: int, events: tuple[Event, ...], error: SupervisorError | None
     ) -> None:
+        if consumer_id in self._waiters:
+            self._settle_from_history(consumer_id, events, error)
+            return
         reader = self._readers.get(consumer_id)
         if reader is None or reader.held is None:
             return
@@ -953,6 +969,32 @@ class SessionCore:
         reader.held = None
         if history:
             self._deliver(consumer_id, history)
+
+    def _settle_from_history(
+        self, consumer_id: int, events: tuple[Event, ...], error: SupervisorError | None
+    ) -> None:
+        """Resolve a resumed waiter with its turn, read again from its message on; if that
+        turn has not completed (or the read failed), the live log settles it (or its
+        deadline)."""
+        waiter = self._waiters[consumer_id]
+        offset = waiter.customer_offset
+        if error is not None or offset is None:
+            return
+        tracker = TurnTracker()
+        outcome: Reply | SupervisorError | None = None
+        for event in events:
+            match tracker.feed(event):
+                case TurnCompleted(trace_id, answers, turn_events) if offset in answers:
+                    outcome = Reply.of_turn(self.session_id, trace_id, answers, turn_events)
+                case TurnFailed(_, answers, _) if offset in answers:
+                    outcome = self._agent_error()
+        if isinstance(outcome, Reply):
+            if waiter.kind is ConsumerKind.STREAM:
+                self._deliver(consumer_id, outcome.events)
+            self._resolve(consumer_id, outcome)
+        elif outcome is not None:
+            del self._waiters[consumer_id]
+            self._fail(consumer_id, outcome)
 
     def _flow(self, consumer_id: int) -> _Flow | None:
         waiter = self._waiters.get(consumer_id)

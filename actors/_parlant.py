@@ -270,12 +270,18 @@ class ParlantApi:
 
     async def read_events(self, session_id: str, min_offset: int) -> list[Event]:
         """Every event at or after `min_offset`, without waiting (retried as `_retrying`)."""
-        return await self._retrying(lambda: self.read_log(session_id, min_offset))
+        return await self._retrying(lambda: self._read_log(session_id, min_offset))
 
-    async def read_log(self, session_id: str, min_offset: int) -> list[Event]:
-        """Every event at or after `min_offset`, without waiting, in one request."""
+    async def read_customer_messages(self, session_id: str, min_offset: int) -> list[Event]:
+        """The customer messages at or after `min_offset`, without waiting, in one request
+        (Parlant filters them: a post's key is looked for in few events, however long the
+        session)."""
+        return await self._read_log(session_id, min_offset, "&source=customer&kinds=message")
+
+    async def _read_log(self, session_id: str, min_offset: int, filters: str = "") -> list[Event]:
         path = f"/sessions/{quote(session_id, safe='')}/events?min_offset={min_offset}"
-        response = await self._request(b"GET", f"{path}&wait_for_data=0", "list_events")
+        query = f"{path}&wait_for_data=0{filters}"
+        response = await self._request(b"GET", query, "list_events")
         return _parsed(parse_events, response, session_id, self.base_url)
 
     async def create_customer(self, name: str) -> str:

@@ -80,8 +80,8 @@ class PostTransport(Protocol):
         """Send the message's JSON body; the stored event's offset."""
         ...
 
-    async def read_log(self, session_id: str, min_offset: int) -> list[Event]:
-        """Every event at or after `min_offset`, without waiting, in one request."""
+    async def read_customer_messages(self, session_id: str, min_offset: int) -> list[Event]:
+        """The customer messages at or after `min_offset`, without waiting, in one request."""
         ...
 
 
@@ -189,7 +189,7 @@ async def post_exactly_once(
                 await sleep(early)
                 continue
             try:
-                events = await transport.read_log(session_id, since)
+                events = await transport.read_customer_messages(session_id, since)
             except Exception as error:
                 if refused_for_good(error):
                     raise

@@ -270,7 +270,7 @@ def keyed_posts(url: str, agent_id: str) -> dict[str, Any]:
         ]
         log = http.get(
             f"/sessions/{session_id}/events",
-            params={"min_offset": 0, "wait_for_data": 0, "source": "customer"},
+            params={"min_offset": 0, "wait_for_data": 0, "source": "customer", "kinds": "message"},
         ).json()
     return {
         "answered with": [p["metadata"] for p in posted],

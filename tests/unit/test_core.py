@@ -67,6 +67,7 @@ class Handle:
     consumer_id: int
     kind: ConsumerKind
     capacity: int = 100
+    maybe_sent: bool = False
 
     def deliver(self, events: Sequence[Event]) -> None: ...
     def resolve(self, reply: Reply) -> None: ...
@@ -451,6 +452,23 @@ def test_an_ask_whose_message_was_never_confirmed_posted_fails_as_unavailable_at
     assert isinstance(fail, Fail)
     assert isinstance(fail.error, ParlantUnavailable)
     assert "could not be posted before the deadline" in str(fail.error)
+
+
+def test_an_ask_resumed_after_its_turn_was_read_is_answered_from_the_log_read_again() -> None:
+    d = Driver()
+    d.start()
+    earlier = [customer(0, "q", key="k1"), *turn(1, "T", "echo: q")]
+    d.receive(*earlier)  # a process now gone posted it; this actor read its whole turn
+
+    d.send(AwaitReply(Handle(1, ConsumerKind.ASK, maybe_sent=True), "q", None))
+    assert d.of(PostMessage) == [PostMessage(1, "q", 0)]  # looked for from the start
+    d.send(MessagePosted(1, 0))  # found in the log at offset 0
+    assert d.of(FetchHistory) == [FetchHistory(1, 0, 6)]
+    d.send(HistoryFetched(1, tuple(earlier)))
+
+    [resolve] = d.of(Resolve)
+    assert resolve.reply.answers == (0,)  # type: ignore[attr-defined]
+    assert resolve.reply.text == "echo: q"  # type: ignore[attr-defined]
 
 
 def test_a_post_key_met_at_a_second_offset_counts_as_a_duplicate_post() -> None:

@@ -45,11 +45,11 @@ class Log:
             raise fault
         return offset
 
-    async def read_log(self, session_id: str, min_offset: int) -> list[Event]:
+    async def read_customer_messages(self, session_id: str, min_offset: int) -> list[Event]:
         self.reads.append(self.now)
         if self.read_faults:
             raise self.read_faults.pop(0)
-        return [event for event in self.events if event.offset >= min_offset]
+        return [e for e in self.events if e.offset >= min_offset and e.source == "customer"]
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
