@@ -391,19 +391,17 @@ class SessionActor(DispatchedActor):
         if after is SessionState.FAILED and before is not SessionState.FAILED:
             failure = snapshot.last_failure
             recorder.session_failed(failure.kind.value if failure else "crashed")
-        evicted = snapshot.evicted_total - (previous.evicted_total if previous else 0)
-        if evicted:
-            recorder.events_evicted(evicted)
-        failed = snapshot.failed_turns_total - (previous.failed_turns_total if previous else 0)
-        if failed:
-            recorder.turns_failed(failed)
-        abandoned = snapshot.abandoned_total - (previous.abandoned_total if previous else 0)
-        if abandoned:
-            recorder.messages_abandoned(abandoned)
-        twice = snapshot.duplicate_posts_total - (previous.duplicate_posts_total if previous else 0)
-        if twice:
-            recorder.duplicate_posts(twice)
-            _log.error("session.duplicate_post", session_id=self.session_id, count=twice)
+        for total, count in (
+            ("evicted_total", recorder.events_evicted),
+            ("failed_turns_total", recorder.turns_failed),
+            ("abandoned_total", recorder.messages_abandoned),
+            ("duplicate_posts_total", recorder.duplicate_posts),
+        ):
+            grown = getattr(snapshot, total) - (getattr(previous, total) if previous else 0)
+            if grown:
+                count(grown)
+                if total == "duplicate_posts_total":
+                    _log.error("session.duplicate_post", session_id=self.session_id, count=grown)
 
     def _tell(self, message: Message) -> None:
         """Tell this actor something from another thread; dropped if it has stopped."""
