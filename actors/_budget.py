@@ -44,11 +44,15 @@ class RequestBudget:
         window: The window's length, in seconds (Parlant's are a minute).
         headroom: The share of each limit to use (room for clock skew, retries, and other
             clients behind the same IP).
+        idle_share: The share of the `list_events` budget that idle long-polls may take
+            (`poll_wait` spaces them so); the rest is for the polls of turns in progress,
+            which re-poll at each event Parlant writes (about four a turn).
     """
 
     limits: Mapping[str, int] = field(default_factory=dict)
     window: float = 60.0
     headroom: float = 0.9
+    idle_share: float = 0.5
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.limits) - set(OPERATIONS))
@@ -56,9 +60,10 @@ class RequestBudget:
             raise ValueError(f"unknown operations {unknown}; choose among {list(OPERATIONS)}")
         if any(limit < 1 for limit in self.limits.values()):
             raise ValueError(f"every limit must be >= 1 request, got {dict(self.limits)}")
-        if self.window <= 0 or not 0 < self.headroom <= 1:
+        if self.window <= 0 or not 0 < self.headroom <= 1 or not 0 < self.idle_share <= 1:
             raise ValueError(
-                f"need window > 0 and 0 < headroom <= 1, got {self.window}, {self.headroom}"
+                "need window > 0, 0 < headroom <= 1 and 0 < idle_share <= 1, got "
+                f"{self.window}, {self.headroom}, {self.idle_share}"
             )
         object.__setattr__(self, "limits", dict(self.limits))  # ours: a caller's may change
 
@@ -87,12 +92,13 @@ class RequestBudget:
         return None if limit is None else max(1, math.floor(limit * self.headroom))
 
     def poll_wait(self, sessions: int, wait_for_data: int) -> int:
-        """The `wait_for_data` that keeps `sessions` idle long-polls within the `list_events`
-        budget (at least `wait_for_data`; Parlant sets no maximum)."""
+        """The `wait_for_data` that keeps `sessions` idle long-polls within their share of the
+        `list_events` budget (at least `wait_for_data`; Parlant sets no maximum)."""
         allowed = self.allowed("list_events")
         if allowed is None:
             return wait_for_data
-        return max(wait_for_data, math.ceil(sessions * self.window / allowed))
+        idle = max(1.0, allowed * self.idle_share)
+        return max(wait_for_data, math.ceil(sessions * self.window / idle))
 
 
 @final

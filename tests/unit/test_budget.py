@@ -49,9 +49,11 @@ def test_a_429_pauses_its_operation_for_everyone_even_without_a_budget() -> None
 def test_long_polls_wait_longer_when_the_sessions_need_it() -> None:
     production = RequestBudget.parlant_production()
     assert production.allowed("list_events") == 216
-    assert production.poll_wait(100, 60) == 60  # 100 re-polls a minute: within 216
-    assert production.poll_wait(1000, 60) == 278  # ceil(1000 * 60 / 216)
+    # idle polls take half of it (108 a minute), turns in progress the other half
+    assert production.poll_wait(100, 60) == 60  # 100 re-polls a minute: within 108
+    assert production.poll_wait(1000, 60) == 556  # ceil(1000 * 60 / 108)
     assert RequestBudget().poll_wait(1000, 60) == 60  # no budget: as asked
+    assert RequestBudget({"list_events": 100}, idle_share=1.0).poll_wait(1000, 60) == 667
 
 
 def test_a_scaled_budget_multiplies_every_limit_and_bad_ones_are_refused() -> None:
