@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from supervisor import SessionSupervisor, SupervisorConfig
-from supervisor.backend import BackendSettings, create_app
+from supervisor.backend import BackendSettings, create_app, harden_server
 from supervisor.testing import (
     AppServer,
     EmulatedAgent,
@@ -52,8 +52,11 @@ def backend() -> Iterator[Callable[..., AppServer]]:
 
         def start(**settings: Any) -> AppServer:
             config = SupervisorConfig(wait_for_data=30, wait_jitter=5)
-            app = create_app(BackendSettings(**{"supervisor": config, **settings}))
-            return running.enter_context(AppServer(app))
+            chosen = BackendSettings(**{"supervisor": config, **settings})
+            served = AppServer(
+                create_app(chosen), configure=lambda c: harden_server(c, chosen.limits)
+            )
+            return running.enter_context(served)
 
         yield start
 

@@ -71,10 +71,13 @@ PINNED = {
     "supervisor.backend": [
         "BackendSettings",
         "ChatAgent",
+        "HttpLimits",
         "Intent",
         "MedicalWelfareAgent",
         "ResearchPaperAgent",
+        "TokenRedaction",
         "create_app",
+        "harden_server",
     ],
     "actors": [
         "AccessDenied",

@@ -8,12 +8,16 @@ the supervisor, with the `process()` / `process_stream()` interface; add one by 
 
 from supervisor.backend._agents import ChatAgent, Intent, MedicalWelfareAgent, ResearchPaperAgent
 from supervisor.backend._app import BackendSettings, create_app
+from supervisor.backend._http import HttpLimits, TokenRedaction, harden_server
 
 __all__ = [
     "BackendSettings",
     "ChatAgent",
+    "HttpLimits",
     "Intent",
     "MedicalWelfareAgent",
     "ResearchPaperAgent",
+    "TokenRedaction",
     "create_app",
+    "harden_server",
 ]

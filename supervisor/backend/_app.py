@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Final, final
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -42,12 +44,12 @@ from supervisor._protocol import Supervising
 from supervisor.backend._agents import AGENTS, ChatAgent, Intent
 from supervisor.backend._conversations import Conversation, Conversations
 from supervisor.backend._embedded import EMBEDDED_AGENTS
+from supervisor.backend._http import BodyLimit, HttpLimits, TokenRedaction
 from supervisor.backend._stream import Frame, Position, TurnFramer, TurnLog, TurnLogs
 from supervisor.testing import EmulatorServer, ParlantEmulator
 
 __all__ = ["BackendSettings", "create_app"]
 
-_MAX_BODY: Final = 1024 * 1024
 _RETRY_AFTER: Final = "5"
 _READY_TIMEOUT: Final = 5.0
 """Seconds `/readyz` waits for Parlant: a readiness probe must answer before its own timeout."""
@@ -72,6 +74,8 @@ class BackendSettings:
         shard_log_level: What each shard logs (Ray forwards it to this process' output).
         stream_keep_alive: Seconds of silence after which a stream sends an SSE comment
             (proxies and load balancers drop connections idle for longer, often 30-60 s).
+        limits: What one request may send and how long it may take (bodies are enforced by
+            the app; heads, connections and concurrency by the server: `harden_server`).
     """
 
     parlant_url: str | None = None
@@ -82,6 +86,7 @@ class BackendSettings:
     ray_address: str | None = None
     shard_log_level: int = logging.WARNING
     stream_keep_alive: float = 15.0
+    limits: HttpLimits = field(default_factory=HttpLimits)
 
 
 class ChatRequest(BaseModel):
@@ -95,15 +100,21 @@ class ChatRequest(BaseModel):
         default=None,
         min_length=1,
         max_length=128,
+        pattern=r"^[A-Za-z0-9_-]+$",
         description="The conversation to continue (from an earlier response); none starts one.",
     )
 
     @field_validator("message")
     @classmethod
-    def _not_blank(cls, message: str) -> str:
+    def _text(cls, message: str) -> str:
         if not message.strip():
             raise ValueError("message must not be blank")
+        if _SURROGATE.search(message):  # JSON's \ud800 escapes decode to them; UTF-8 has none
+            raise ValueError("message must be Unicode text (it has a lone surrogate)")
         return message
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 class AgentMessage(BaseModel):
@@ -307,13 +318,36 @@ def _backend(request: Request) -> Backend:
 
 
 def _json_body(request: Request) -> None:
-    """Refuse non-JSON and oversized bodies before they are read."""
+    """Refuse non-JSON bodies (their size is capped as they arrive: `BodyLimit`)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise _Refused(415, f"send JSON (Content-Type: application/json), not {content_type!r}")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > _MAX_BODY:
-        raise _Refused(413, f"the body is larger than {_MAX_BODY} bytes")
+        detail = f"send JSON (Content-Type: application/json), not {_quoted(content_type)!r}"
+        raise _Refused(415, detail)
+
+
+def _quoted(text: str, limit: int = 64) -> str:
+    """A client's text repeated in an answer: cut to `limit` characters, non-ASCII escaped (a
+    lone surrogate cannot be encoded)."""
+    cut = text[:limit] + ("..." if len(text) > limit else "")
+    return cut.encode("ascii", "backslashreplace").decode()
+
+
+def _invalid(error: RequestValidationError) -> JSONResponse:
+    """422 naming each problem by place and kind, never echoing the input: FastAPI's default
+    answer repeats every invalid value (a 100 MiB field came back whole, and a lone surrogate,
+    which JSON cannot encode, turned the 422 into a 500)."""
+    problems = [
+        {
+            "loc": [part if isinstance(part, int) else _quoted(str(part)) for part in e["loc"]],
+            "msg": e["msg"],
+            "type": e["type"],
+        }
+        for e in error.errors()[:_MAX_PROBLEMS]
+    ]
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+_MAX_PROBLEMS: Final = 10
 
 
 BackendDep = Annotated[Backend, Depends(_backend)]
@@ -379,9 +413,13 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         supervisor = await asyncio.to_thread(_supervisor, url, settings)
         app.state.backend = Backend(supervisor, settings)
         app.state.embedded = emulator
+        redaction = TokenRedaction()
+        access_log = logging.getLogger("uvicorn.access")
+        access_log.addFilter(redaction)
         try:
             yield
         finally:
+            access_log.removeFilter(redaction)
             await app.state.backend.aclose()
             await supervisor.astop()
             if emulator is not None:
@@ -397,6 +435,12 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     @app.exception_handler(_Refused)
     async def refused(request: Request, error: _Refused) -> JSONResponse:
         return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _invalid(error)
+
+    app.add_middleware(BodyLimit, limits=settings.limits)
 
     @app.post(
         "/api/chat",

@@ -10,6 +10,8 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, final
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from supervisor.testing._loop import LoopThread
 
@@ -32,6 +34,30 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+class _UnloggedH11(H11Protocol):
+    """h11 that writes no access log whatever the process' logging: uvicorn decides it from the
+    `uvicorn.access` logger's handlers, which are process-wide, and its `access_log=False`
+    empties that logger for every server of the process (the backend's own included)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_log = False
+
+
+class _UnloggedHttpTools(HttpToolsProtocol):
+    """httptools that writes no access log (see `_UnloggedH11`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_log = False
+
+
+_UNLOGGED: dict[str, type[asyncio.Protocol]] = {
+    "h11": _UnloggedH11,
+    "httptools": _UnloggedHttpTools,
+}
+
+
 def http_url(host: str, port: int) -> str:
     """The base URL of a server on (host, port), brackets around IPv6 hosts."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -44,7 +70,9 @@ class AppServer:
     The socket is bound and listening when the constructor returns, so `url` works at once;
     connections made before uvicorn accepts (after the app's lifespan start-up) wait in the
     kernel's backlog. `stop()` drains requests in flight for up to `graceful_shutdown` seconds,
-    then runs the app's lifespan shutdown.
+    then runs the app's lifespan shutdown. It writes no access log unless `access_log` (then to
+    the `uvicorn.access` logger, as uvicorn does); `configure` may change the uvicorn config
+    before the server is made (e.g. `supervisor.backend.harden_server`).
 
     Example:
         >>> with AppServer(create_app()) as backend:
@@ -62,6 +90,8 @@ class AppServer:
         graceful_shutdown: int = 1,
         http: Literal["h11", "httptools"] = "h11",
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        access_log: bool = False,
+        configure: Callable[[uvicorn.Config], None] | None = None,
     ) -> None:
         self.app = app
         self._backlog = backlog
@@ -74,13 +104,14 @@ class AppServer:
             # silence the logs of the uvicorn serving the app it is embedded in
             log_config=None,
             log_level=None,
-            access_log=False,
             lifespan=lifespan,
             backlog=backlog,
             timeout_graceful_shutdown=graceful_shutdown,
             timeout_keep_alive=120,
-            http=http,
+            http=http if access_log else _UNLOGGED[http],
         )
+        if configure is not None:
+            configure(self._config)
         self._server = uvicorn.Server(self._config)
         self._thread = LoopThread("asgi-server", loop_factory)
         self._serving = self._thread.submit(self._server.serve(sockets=[self._socket]))

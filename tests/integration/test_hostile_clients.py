@@ -1,0 +1,208 @@
+"""The reference backend against clients that do not play by the rules, over real sockets: huge
+and endless bodies, lying Content-Lengths, trickled and oversized heads, too many connections,
+text JSON can carry but Unicode cannot, tokens in access logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import select
+import socket
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from supervisor.backend import HttpLimits
+from supervisor.testing import AppServer, EmulatorServer
+
+Backend = Callable[..., AppServer]
+Serve = Callable[..., EmulatorServer]
+MiB = 1024 * 1024
+
+
+@contextlib.contextmanager
+def connected(server: AppServer) -> Iterator[socket.socket]:
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
+        yield sock
+
+
+def head(path: str, *headers: str, method: str = "POST") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: test", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (or resets) the connection."""
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_a_chunked_body_past_the_cap_is_refused_as_it_arrives_not_after_it_is_read(
+    backend: Backend,
+) -> None:
+    server = backend()
+    chunk = b"x" * 65536
+    sent = 0
+    with connected(server) as sock:
+        sock.sendall(
+            head("/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked")
+        )
+        readable: list[socket.socket] = []
+        while not readable and sent < 100 * MiB:  # the 100 MiB a hostile client would send
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+            readable, _, _ = select.select([sock], [], [], 0)
+        response = answer(sock)
+
+    assert status_of(response) == 413
+    assert b"larger than 1048576 bytes" in response
+    assert sent < 16 * MiB  # refused at the cap (plus what the sockets' buffers held)
+
+
+def test_a_declared_length_past_the_cap_is_refused_before_a_byte_of_the_body(
+    backend: Backend,
+) -> None:
+    server = backend()
+    with connected(server) as sock:
+        sock.sendall(
+            head("/api/chat", "Content-Type: application/json", f"Content-Length: {150 * MiB}")
+        )
+        response = answer(sock)
+
+    assert status_of(response) == 413
+
+
+def test_a_body_shorter_than_its_length_is_a_408_not_a_hung_connection(
+    backend: Backend,
+) -> None:
+    server = backend(limits=HttpLimits(body_timeout=0.3))
+    with connected(server) as sock:
+        sock.sendall(
+            head("/api/chat", "Content-Type: application/json", "Content-Length: 100")
+            + b'{"message": '
+        )
+        response = answer(sock)
+
+    assert status_of(response) == 408
+    assert b"did not arrive within 0.3 s" in response
+
+
+@pytest.mark.parametrize("field", ["message", "session_id", "intent", "\ud800"])
+def test_a_lone_surrogate_anywhere_is_a_422_that_echoes_nothing_and_logs_no_traceback(
+    backend: Backend, serve: Serve, caplog: pytest.LogCaptureFixture, field: str
+) -> None:
+    emulator = serve()
+    server = backend(parlant_url=emulator.url)
+    body = {"message": "hi", "intent": "research_paper", field: "bad \ud800 text " + "y" * 1000}
+    content = json.dumps(body).encode()  # ASCII: the surrogate travels as the escape \\ud800
+
+    response = httpx.post(
+        f"{server.url}/api/chat",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == 422
+    assert "y" * 100 not in response.text  # the input is not echoed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert emulator.call(emulator.emulator.session_ids) == []
+
+
+def test_a_huge_invalid_field_is_not_echoed_back(backend: Backend) -> None:
+    server = backend()
+
+    response = httpx.post(
+        f"{server.url}/api/chat",
+        json={"message": "z" * 900_000, "intent": "research_paper"},
+        timeout=30,
+    )
+
+    assert response.status_code == 422
+    assert len(response.content) < 1_000
+
+
+def test_a_head_trickled_byte_by_byte_is_cut_at_the_header_timeout(backend: Backend) -> None:
+    server = backend(limits=HttpLimits(header_timeout=0.5))
+    slow = [socket.create_connection((server.host, server.port)) for _ in range(200)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        healthy = httpx.get(f"{server.url}/healthz", timeout=5)  # others are still served
+        for sock in slow:
+            sock.settimeout(30)
+            with contextlib.suppress(ConnectionResetError):
+                sock.sendall(b"a")  # one more byte: it does not restart the deadline
+            assert answer(sock) == b""  # closed, unanswered
+    finally:
+        for sock in slow:
+            sock.close()
+
+    assert healthy.status_code == 200
+
+
+def test_a_silent_connection_is_closed_at_the_header_timeout(backend: Backend) -> None:
+    server = backend(limits=HttpLimits(header_timeout=0.3))
+    with connected(server) as sock:
+        assert answer(sock) == b""
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(["X-Big: " + "a" * 10 * MiB], id="a-10-MB-header"),
+        pytest.param([f"X-{i}: v" for i in range(100_000)], id="100000-headers"),
+    ],
+)
+def test_a_head_past_its_size_limit_is_refused_and_the_connection_closed(
+    backend: Backend, headers: list[str]
+) -> None:
+    server = backend()
+    with connected(server) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(head("/healthz", *headers, method="GET"))
+        response = answer(sock)
+
+    assert status_of(response) == 400
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+def test_requests_past_the_concurrency_limit_get_503(backend: Backend) -> None:
+    server = backend(limits=HttpLimits(max_concurrency=4))
+    held = [socket.create_connection((server.host, server.port)) for _ in range(4)]
+    try:
+        response = httpx.get(f"{server.url}/healthz", timeout=5)
+    finally:
+        for sock in held:
+            sock.close()
+
+    assert response.status_code == 503
+
+
+def test_the_access_log_is_written_and_never_shows_a_token(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = backend()
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    token = httpx.post(
+        f"{server.url}/api/chat", json={"message": "hi", "intent": "medical_welfare"}, timeout=30
+    ).json()["session_id"]
+
+    httpx.get(f"{server.url}/api/sessions/{token}/messages", timeout=30)
+    httpx.get(f"{server.url}/api/sessions/{token}/stream", timeout=30)
+    httpx.delete(f"{server.url}/api/sessions/{token}", timeout=30)
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(lines) == 4
+    assert "/api/sessions/<token>/messages" in lines[1]
+    assert not [line for line in lines if token in line]
