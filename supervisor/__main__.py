@@ -13,14 +13,14 @@ from typing import Annotated
 
 import structlog
 import typer
-import uvicorn
 from rich.console import Console
 
 from supervisor._config import SupervisorConfig
 from supervisor._demo import run_demo
 from supervisor._drill import SCENARIOS, DrillOptions, scenarios_named
 from supervisor._drill_cli import run_drills
-from supervisor.backend import BackendSettings, create_app
+from supervisor.backend import BackendSettings
+from supervisor.backend import serve as serve_backend
 from supervisor.backend._embedded import local_parlant
 from supervisor.testing import ParlantServerError
 
@@ -113,8 +113,30 @@ def serve(
         float, typer.Option(min=0.1, help="Seconds a chat request waits for its reply (then 504).")
     ] = 60.0,
     drain_timeout: Annotated[
-        int, typer.Option(min=0, help="Seconds SIGINT/SIGTERM lets requests in flight finish.")
-    ] = 10,
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds SIGINT/SIGTERM lets asks and streams in flight finish (new requests "
+            "get 503 at once; what is still running then gets 503 or an error event).",
+        ),
+    ] = 10.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="SUPERVISOR_WORKERS",
+            help="Worker processes on one port, any of them serving any conversation (they "
+            "share the conversation store; needs --parlant local or a URL).",
+        ),
+    ] = 1,
+    trusted_proxy: Annotated[
+        str,
+        typer.Option(
+            envvar="SUPERVISOR_TRUSTED_PROXIES",
+            help="Comma-separated proxy addresses or networks whose X-Forwarded-For names the "
+            "client (per-client quotas); from others the header is ignored. Empty: none.",
+        ),
+    ] = "",
     shards: Annotated[
         int,
         typer.Option(
@@ -136,6 +158,12 @@ def serve(
     """Run the reference backend: POST /api/chat, /api/chat/stream, /metrics, /healthz, /readyz."""
     _configure_logging(verbose)
     console = Console(stderr=True)
+    if workers > 1 and parlant == "embedded":
+        raise typer.BadParameter(
+            "several workers need one Parlant server they all reach: --parlant local or a URL "
+            "(each worker would embed an emulator of its own)",
+            param_hint="--workers",
+        )
     with _cleanup_before_dying_by(signal.SIGTERM), _parlant(parlant, console) as parlant_url:
         where = parlant_url or "the embedded emulator (no Parlant server needed)"
         console.print(f"[bold]parlant-supervisor[/bold] backend; Parlant: {where}")
@@ -149,12 +177,13 @@ def serve(
             ray_address=ray_address,
             shard_log_level=logging.INFO if verbose else logging.WARNING,
         )
-        uvicorn.run(
-            create_app(settings),
+        serve_backend(
+            settings,
             host=host,
             port=port,
-            timeout_graceful_shutdown=drain_timeout,
-            log_level="info",
+            workers=workers,
+            drain_timeout=drain_timeout,
+            trusted_proxies=trusted_proxy,
         )
 
 

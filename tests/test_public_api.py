@@ -78,6 +78,7 @@ PINNED = {
         "TokenRedaction",
         "create_app",
         "harden_server",
+        "serve",
     ],
     "actors": [
         "AccessDenied",

@@ -9,6 +9,7 @@ the supervisor, with the `process()` / `process_stream()` interface; add one by 
 from supervisor.backend._agents import ChatAgent, Intent, MedicalWelfareAgent, ResearchPaperAgent
 from supervisor.backend._app import BackendSettings, create_app
 from supervisor.backend._http import HttpLimits, TokenRedaction, harden_server
+from supervisor.backend._serve import serve
 
 __all__ = [
     "BackendSettings",
@@ -20,4 +21,5 @@ __all__ = [
     "TokenRedaction",
     "create_app",
     "harden_server",
+    "serve",
 ]

@@ -13,9 +13,9 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Final, final
+from typing import Annotated, Any, Final, TypeVar, final
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors import (
     AccessDenied,
@@ -50,7 +51,13 @@ from supervisor.testing import EmulatorServer, ParlantEmulator
 
 __all__ = ["BackendSettings", "create_app"]
 
+T = TypeVar("T")
+
 _RETRY_AFTER: Final = "5"
+_SHUTTING_DOWN_MID_TURN: Final = (
+    "the backend is shutting down; the message was sent and the agent's reply will be in the "
+    "conversation (GET /api/sessions/{session_id}/messages)"
+)
 _READY_TIMEOUT: Final = 5.0
 """Seconds `/readyz` waits for Parlant: a readiness probe must answer before its own timeout."""
 
@@ -237,6 +244,36 @@ class Backend:
         self._agents: dict[Intent, ChatAgent] = {}
         self._finding: asyncio.Future[None] | None = None
         self._producers: set[asyncio.Task[None]] = set()
+        self._asks: set[asyncio.Future[Any]] = set()
+        self.draining = False
+        self._drain_over = asyncio.Event()
+
+    async def drain(self, timeout: float) -> None:
+        """Shut down gently: new requests are refused from now on (503), asks and streams in
+        flight get `timeout` seconds to finish; then each ask still waiting answers 503 (its
+        reply stays in the conversation) and each stream ends with an `error` event."""
+        self.draining = True
+        in_flight = self._asks | self._producers
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=timeout)
+        self._drain_over.set()
+        await self.aclose()
+
+    async def answer(self, turn: Coroutine[Any, Any, T], token: str) -> T:
+        """The result of an ask, unless the backend's drain ends first (503)."""
+        ask = asyncio.ensure_future(turn)
+        self._asks.add(ask)
+        ask.add_done_callback(self._asks.discard)
+        over = asyncio.ensure_future(self._drain_over.wait())
+        try:
+            done, _ = await asyncio.wait({ask, over}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            over.cancel()
+            if not ask.done():
+                ask.cancel()
+        if ask in done:
+            return ask.result()
+        raise _Refused(503, _SHUTTING_DOWN_MID_TURN, token, {"Retry-After": _RETRY_AFTER})
 
     def stream(
         self, conversation: Conversation, first: StreamItem, rest: AsyncGenerator[StreamItem, None]
@@ -369,11 +406,38 @@ async def _produce(
         refusal = _refusal(error, None)
         log.append(framer.error(refusal.status, refusal.detail))
     except asyncio.CancelledError:
-        log.append(framer.error(503, "the backend is shutting down; send the message again"))
+        log.append(framer.error(503, _SHUTTING_DOWN_MID_TURN))
         raise
     finally:
         log.finish()
         await rest.aclose()
+
+
+@final
+class _DrainGate:
+    """ASGI middleware: while the backend drains, every request but the liveness probe and
+    the metrics is answered 503 at once (a load balancer sends it elsewhere)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        backend: Backend | None = getattr(scope["app"].state, "backend", None)
+        if (
+            scope["type"] == "http"
+            and backend is not None
+            and backend.draining
+            and scope["path"] not in _SERVED_WHILE_DRAINING
+        ):
+            refusal = _Refused(
+                503, "the backend is shutting down", headers={"Retry-After": _RETRY_AFTER}
+            )
+            await refusal.response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+_SERVED_WHILE_DRAINING: Final = frozenset({"/healthz", "/metrics"})
 
 
 def _event_stream(frames: AsyncIterator[Frame], keep_alive: float) -> EventSourceResponse:
@@ -441,6 +505,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         return _invalid(error)
 
     app.add_middleware(BodyLimit, limits=settings.limits)
+    app.add_middleware(_DrainGate)  # outermost: a draining backend reads no body
 
     @app.post(
         "/api/chat",
@@ -452,7 +517,9 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         """Send a message to the intent's agent; returns its reply and the conversation token."""
         conversation, agent = await backend.turn(body)
         try:
-            reply = await agent.process(body.message, conversation.session_id)
+            reply = await backend.answer(
+                agent.process(body.message, conversation.session_id), conversation.token
+            )
         except SupervisorError as error:
             raise _refusal(error, conversation.token) from None
         return ChatResponse(

@@ -1,0 +1,187 @@
+"""Serving the backend with uvicorn: its limits, a drain before uvicorn's own shutdown, and
+several worker processes.
+
+uvicorn's shutdown alone does not suit a chat backend: at SIGTERM it stops reading new
+connections, waits `timeout_graceful_shutdown` for requests in flight, then cancels them (an ask
+got a plain-text 500, a stream was cut mid-chunk, each logged a CancelledError traceback), and
+only then runs the lifespan shutdown that stops the supervisor. `BackendServer` drains first
+(`Backend.drain`: new requests answered 503 JSON at once, asks and streams in flight given
+`drain_timeout` seconds, then answered 503 JSON or ended with an `error` event), and hands over
+to uvicorn's shutdown once nothing is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import os
+import signal
+import socket
+from types import FrameType
+from typing import Final, final
+
+import uvicorn
+from fastapi import FastAPI
+
+from supervisor.backend._app import Backend, BackendSettings, create_app
+from supervisor.backend._http import harden_server
+
+__all__ = ["BackendServer", "serve"]
+
+_UVICORN_GRACE: Final = 5
+"""Seconds uvicorn's own shutdown waits after the drain: what is left is sending the last
+frames of streams that ended."""
+
+
+@final
+class BackendServer(uvicorn.Server):
+    """A uvicorn server of the backend that drains before it shuts down (see the module).
+
+    It builds its app in the process that serves it, so that each worker process has its own
+    supervisor.
+    """
+
+    def __init__(self, config: uvicorn.Config, settings: BackendSettings, drain_timeout: float):
+        super().__init__(config)
+        self.settings = settings
+        self.drain_timeout = drain_timeout
+        self._app: FastAPI | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_begun = False
+        self._draining: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Build the app here (in a worker, after it was pickled over), then serve it."""
+        self._loop = asyncio.get_running_loop()
+        self._app = create_app(self.settings)
+        self.config.app = self._app
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first SIGINT/SIGTERM drains, then shuts down; another one shuts down at once
+        (as uvicorn does)."""
+        backend: Backend | None = getattr(self._app.state, "backend", None) if self._app else None
+        if self._drain_begun or backend is None or self._loop is None:
+            super().handle_exit(sig, frame)
+            return
+        self._drain_begun = True
+        loop = self._loop
+
+        def begin() -> None:
+            self._draining = loop.create_task(self._drain(backend, sig, frame))
+
+        loop.call_soon_threadsafe(begin)
+
+    async def _drain(self, backend: Backend, sig: int, frame: FrameType | None) -> None:
+        try:
+            await backend.drain(self.drain_timeout)
+        finally:
+            super().handle_exit(sig, frame)
+
+
+def serve(
+    settings: BackendSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    drain_timeout: float = 10.0,
+    trusted_proxies: str = "",
+) -> None:
+    """Serve the backend until SIGINT/SIGTERM: `workers` processes on one socket, each with
+    its own supervisor, sharing conversations through `settings.store_url`.
+
+    Args:
+        trusted_proxies: Comma-separated addresses or networks (or `*`) whose
+            `X-Forwarded-For` names the client; from any other peer the header is ignored.
+            Empty: none is trusted, the client is the connection's peer.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    config = uvicorn.Config(
+        "supervisor.backend:create_app",  # replaced by the app each process builds
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=_UVICORN_GRACE,
+        proxy_headers=True,
+        forwarded_allow_ips=trusted_proxies,
+    )
+    harden_server(config, settings.limits)
+    if workers == 1:
+        BackendServer(config, settings, drain_timeout).run()
+        return
+    _Workers(config, settings, drain_timeout, workers).run()
+
+
+def _work(
+    config: uvicorn.Config, settings: BackendSettings, drain_timeout: float, sock: socket.socket
+) -> None:
+    """A worker process: in a process group of its own, so that a terminal's Ctrl+C reaches
+    the parent alone, which then drains each worker once (SIGTERM)."""
+    os.setpgid(0, 0)
+    BackendServer(config, settings, drain_timeout).run(sockets=[sock])
+
+
+@final
+class _Workers:
+    """Worker processes serving one listening socket, replaced when one dies; SIGINT or SIGTERM
+    drains them all (each gets one SIGTERM), then the parent dies by the same signal.
+
+    (uvicorn's own `Multiprocess` makes a plain `uvicorn.Server` in each worker, which would
+    not drain.)
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        settings: BackendSettings,
+        drain_timeout: float,
+        workers: int,
+    ) -> None:
+        self._config = config
+        self._settings = settings
+        self._drain_timeout = drain_timeout
+        self._count = workers
+        self._context = multiprocessing.get_context("spawn")
+        self._stopping: list[int] = []
+
+    def _start(self, sock: socket.socket) -> multiprocessing.process.BaseProcess:
+        args = (self._config, self._settings, self._drain_timeout, sock)
+        process = self._context.Process(target=_work, args=args, name="backend-worker")
+        process.start()
+        return process
+
+    def run(self) -> None:
+        sock = self._config.bind_socket()
+        processes: list[multiprocessing.process.BaseProcess] = []
+
+        def stop(sig: int, frame: FrameType | None) -> None:
+            if not self._stopping:
+                for process in processes:
+                    if process.pid is not None and process.exitcode is None:
+                        os.kill(process.pid, signal.SIGTERM)
+            self._stopping.append(sig)
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            processes.extend(self._start(sock) for _ in range(self._count))
+            _log.info("Started %d worker processes [%s]", self._count, os.getpid())
+            while any(p.exitcode is None for p in processes):
+                multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.5)
+                for index, process in enumerate(processes):
+                    if process.exitcode is not None and not self._stopping:
+                        _log.warning("Worker process [%s] died; starting another", process.pid)
+                        processes[index] = self._start(sock)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sock.close()
+        if self._stopping:
+            signal.raise_signal(self._stopping[0])  # die by it, as uvicorn does
+
+
+_log: Final = logging.getLogger("uvicorn.error")
