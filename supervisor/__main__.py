@@ -19,7 +19,7 @@ from supervisor._config import SupervisorConfig
 from supervisor._demo import run_demo
 from supervisor._drill import SCENARIOS, DrillOptions, scenarios_named
 from supervisor._drill_cli import run_drills
-from supervisor.backend import BackendSettings
+from supervisor.backend import BackendSettings, HttpLimits
 from supervisor.backend import serve as serve_backend
 from supervisor.backend._embedded import local_parlant
 from supervisor.testing import ParlantServerError
@@ -137,6 +137,15 @@ def serve(
             "client (per-client quotas); from others the header is ignored. Empty: none.",
         ),
     ] = "",
+    new_conversations_per_minute: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="SUPERVISOR_NEW_CONVERSATIONS_PER_MINUTE",
+            help="New conversations one client address may start a minute (429 past it; "
+            "0: no limit).",
+        ),
+    ] = 30,
     shards: Annotated[
         int,
         typer.Option(
@@ -176,6 +185,8 @@ def serve(
             shards=shards,
             ray_address=ray_address,
             shard_log_level=logging.INFO if verbose else logging.WARNING,
+            limits=HttpLimits(trusted_proxies=tuple(p for p in trusted_proxy.split(",") if p)),
+            new_conversations_per_minute=new_conversations_per_minute,
         )
         serve_backend(
             settings,
@@ -183,7 +194,6 @@ def serve(
             port=port,
             workers=workers,
             drain_timeout=drain_timeout,
-            trusted_proxies=trusted_proxy,
         )
 
 

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Final, TypeVar, final
@@ -20,6 +22,9 @@ from typing import Annotated, Any, Final, TypeVar, final
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -83,6 +88,11 @@ class BackendSettings:
             (proxies and load balancers drop connections idle for longer, often 30-60 s).
         limits: What one request may send and how long it may take (bodies are enforced by
             the app; heads, connections and concurrency by the server: `harden_server`).
+        new_conversations_per_minute: New conversations one client address may start in any
+            minute (a moving window; 429 with Retry-After past it; 0: no limit). Each is a
+            Parlant customer and session, and each message an LLM turn. The address is the
+            connection's peer, or what `X-Forwarded-For` says when the peer is one of
+            `limits.trusted_proxies`. Counted in each worker process.
     """
 
     parlant_url: str | None = None
@@ -94,6 +104,7 @@ class BackendSettings:
     shard_log_level: int = logging.WARNING
     stream_keep_alive: float = 15.0
     limits: HttpLimits = field(default_factory=HttpLimits)
+    new_conversations_per_minute: int = 30
 
 
 class ChatRequest(BaseModel):
@@ -165,10 +176,12 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     for status, description in {
         400: "The body could not be parsed at all (e.g. it is not UTF-8).",
         404: "Unknown session_id (or the conversation is gone).",
-        409: "The session_id belongs to another intent's agent.",
+        409: "The session_id belongs to another intent's agent, or a turn is in flight in "
+        "this conversation already.",
         410: "No stream of this conversation's latest turn is kept to resume.",
         413: "The request body is too large.",
         415: "The body is not JSON.",
+        429: "Too many new conversations from this client (see Retry-After).",
         502: "The agent failed to answer (the conversation goes on), or Parlant refused the "
         "backend's credentials.",
         503: "Parlant is unreachable, or the backend is shutting down.",
@@ -247,6 +260,22 @@ class Backend:
         self._asks: set[asyncio.Future[Any]] = set()
         self.draining = False
         self._drain_over = asyncio.Event()
+        self._starts = MovingWindowRateLimiter(MemoryStorage())
+        self._start_quota = RateLimitItemPerMinute(max(settings.new_conversations_per_minute, 1))
+
+    async def admit_new_conversation(self, client: str) -> None:
+        """Count a new conversation against its client's quota; 429 past it."""
+        if self.settings.new_conversations_per_minute <= 0:
+            return
+        if await self._starts.hit(self._start_quota, client):
+            return
+        stats = await self._starts.get_window_stats(self._start_quota, client)
+        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        detail = (
+            f"at most {self.settings.new_conversations_per_minute} new conversations a minute "
+            "from one client; continue one you have, or start one later"
+        )
+        raise _Refused(429, detail, headers={"Retry-After": str(wait)})
 
     async def drain(self, timeout: float) -> None:
         """Shut down gently: new requests are refused from now on (503), asks and streams in
@@ -328,9 +357,10 @@ class Backend:
         timeout = self.settings.ask_timeout
         self._agents = {a.intent: a(self.supervisor, ids[a.name], timeout=timeout) for a in AGENTS}
 
-    async def turn(self, request: ChatRequest) -> tuple[Conversation, ChatAgent]:
+    async def turn(self, request: ChatRequest, client: str) -> tuple[Conversation, ChatAgent]:
         """The conversation a request continues (or a new one), and the agent it is with."""
         if request.session_id is None:
+            await self.admit_new_conversation(client)
             agent = await self.agent(request.intent)
             try:
                 session_id = await agent.start()
@@ -347,6 +377,12 @@ class Backend:
             detail = f"this conversation is with the {conversation.intent.value} agent"
             raise _Refused(409, detail, conversation.token)
         return conversation, await self.agent(conversation.intent)
+
+
+def _client(request: Request) -> str:
+    """Who sent a request, for quotas: the peer, or the client a trusted proxy names (uvicorn's
+    proxy-headers middleware has put it in the scope)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _backend(request: Request) -> Backend:
@@ -513,9 +549,9 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         responses=_ERRORS,
         dependencies=[Depends(_json_body)],
     )
-    async def chat(body: ChatRequest, backend: BackendDep) -> ChatResponse:
+    async def chat(body: ChatRequest, request: Request, backend: BackendDep) -> ChatResponse:
         """Send a message to the intent's agent; returns its reply and the conversation token."""
-        conversation, agent = await backend.turn(body)
+        conversation, agent = await backend.turn(body, _client(request))
         try:
             reply = await backend.answer(
                 agent.process(body.message, conversation.session_id), conversation.token
@@ -542,12 +578,14 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         response_class=EventSourceResponse,
         dependencies=[Depends(_json_body)],
     )
-    async def chat_stream(body: ChatRequest, backend: BackendDep) -> EventSourceResponse:
+    async def chat_stream(
+        body: ChatRequest, request: Request, backend: BackendDep
+    ) -> EventSourceResponse:
         """The same, as Server-Sent Events: `session`, then the turn live (`status`, and each
         agent message as `text-start`, `text-delta`s as it is written, `text-end`), then `end`
         (or `error`). A client whose connection breaks resumes with `GET
         /api/sessions/{session_id}/stream` and `Last-Event-ID`."""
-        conversation, agent = await backend.turn(body)
+        conversation, agent = await backend.turn(body, _client(request))
         items = agent.process_stream(body.message, conversation.session_id)
         try:
             first = await anext(items)  # errors before the turn starts are HTTP errors

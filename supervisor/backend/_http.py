@@ -55,6 +55,9 @@ class HttpLimits:
             first byte or a kept-alive connection's next one (the connection is closed).
         max_concurrency: Connections and requests in flight past which new requests get 503.
         keep_alive: Seconds an idle kept-alive connection stays open.
+        trusted_proxies: Addresses or networks (or `*`) of the proxies whose `X-Forwarded-For`
+            and `X-Forwarded-Proto` are believed; from any other peer they are ignored. Empty:
+            the client is always the connection's peer.
     """
 
     max_body: int = 1024 * 1024
@@ -63,6 +66,7 @@ class HttpLimits:
     header_timeout: float = _HEADER_TIMEOUT
     max_concurrency: int = 1_000
     keep_alive: int = 5
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_body", "max_header_bytes", "max_concurrency", "keep_alive"):
@@ -215,6 +219,8 @@ def harden_server(config: uvicorn.Config, limits: HttpLimits) -> None:
     config.limit_concurrency = limits.max_concurrency
     config.timeout_keep_alive = limits.keep_alive
     config.header_timeout = limits.header_timeout  # type: ignore[attr-defined]
+    config.proxy_headers = True
+    config.forwarded_allow_ips = list(limits.trusted_proxies)
 
 
 _TOKEN_IN_PATH: Final = re.compile(r"(/api/sessions/)[^/?#\s]+")

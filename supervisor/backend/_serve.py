@@ -89,15 +89,9 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     drain_timeout: float = 10.0,
-    trusted_proxies: str = "",
 ) -> None:
     """Serve the backend until SIGINT/SIGTERM: `workers` processes on one socket, each with
     its own supervisor, sharing conversations through `settings.store_url`.
-
-    Args:
-        trusted_proxies: Comma-separated addresses or networks (or `*`) whose
-            `X-Forwarded-For` names the client; from any other peer the header is ignored.
-            Empty: none is trusted, the client is the connection's peer.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -107,8 +101,6 @@ def serve(
         port=port,
         log_level="info",
         timeout_graceful_shutdown=_UVICORN_GRACE,
-        proxy_headers=True,
-        forwarded_allow_ips=trusted_proxies,
     )
     harden_server(config, settings.limits)
     if workers == 1:

@@ -89,7 +89,14 @@ def sigterm_with_turns_in_flight(
     """40 turns in flight (20 asks, 20 streams), then SIGTERM (and the agent released, or
     not); returns their answers, a request sent during the drain, the process and its log."""
     emulator = serve(gated("ResearchPaperAgent"), gated("MedicalWelfareAgent"))
-    process, url = backend_process("--parlant", emulator.url, "--drain-timeout", str(drain_timeout))
+    process, url = backend_process(
+        "--parlant",
+        emulator.url,
+        "--drain-timeout",
+        str(drain_timeout),
+        "--new-conversations-per-minute",
+        "0",  # 40 from one client at once
+    )
     server = emulator.emulator
 
     def posted() -> int:

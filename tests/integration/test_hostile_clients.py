@@ -206,3 +206,49 @@ def test_the_access_log_is_written_and_never_shows_a_token(
     assert len(lines) == 4
     assert "/api/sessions/<token>/messages" in lines[1]
     assert not [line for line in lines if token in line]
+
+
+def start(server: AppServer, **headers: str) -> httpx.Response:
+    body = {"message": "hi", "intent": "medical_welfare"}
+    return httpx.post(f"{server.url}/api/chat", json=body, headers=headers, timeout=30)
+
+
+def test_new_conversations_past_the_clients_quota_get_429_and_post_nothing(
+    backend: Backend, serve: Serve
+) -> None:
+    emulator = serve()
+    server = backend(parlant_url=emulator.url, new_conversations_per_minute=3)
+    first = [start(server) for _ in range(3)]
+
+    refused = start(server)
+    spoofed = start(server, **{"X-Forwarded-For": "203.0.113.9"})  # from an untrusted peer
+    token = first[0].json()["session_id"]
+    continued = httpx.post(
+        f"{server.url}/api/chat",
+        json={"message": "more", "intent": "medical_welfare", "session_id": token},
+        timeout=30,
+    )
+
+    assert [r.status_code for r in first] == [200, 200, 200]
+    assert refused.status_code == spoofed.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert "at most 3 new conversations a minute" in refused.json()["detail"]
+    assert continued.status_code == 200  # a conversation one has is not limited
+    assert len(emulator.call(emulator.emulator.session_ids)) == 3
+
+
+def test_a_trusted_proxy_names_the_client_each_gets_its_own_quota(
+    backend: Backend, serve: Serve
+) -> None:
+    emulator = serve()
+    server = backend(
+        parlant_url=emulator.url,
+        new_conversations_per_minute=1,
+        limits=HttpLimits(trusted_proxies=("127.0.0.1",)),
+    )
+
+    alice = [start(server, **{"X-Forwarded-For": "198.51.100.1"}) for _ in range(2)]
+    bob = start(server, **{"X-Forwarded-For": "198.51.100.2"})
+
+    assert [r.status_code for r in alice] == [200, 429]
+    assert bob.status_code == 200
