@@ -146,6 +146,28 @@ def serve(
             "0: no limit).",
         ),
     ] = 30,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PARLANT_SUPERVISOR_DATA_DIR",
+            help="Where the conversations are kept (SQLite) when no --store-url is given "
+            "[default: $XDG_DATA_HOME/parlant-supervisor].",
+            show_default=False,
+        ),
+    ] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SUPERVISOR_STORE_URL",
+            help="The conversation store as an SQLAlchemy URL, e.g. "
+            "postgresql+asyncpg://user:password@host/db (the [postgresql] extra) for backends "
+            "on several machines.",
+        ),
+    ] = None,
+    conversation_ttl: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds without a message after which a conversation expires."),
+    ] = 86_400.0,
     shards: Annotated[
         int,
         typer.Option(
@@ -187,6 +209,9 @@ def serve(
             shard_log_level=logging.INFO if verbose else logging.WARNING,
             limits=HttpLimits(trusted_proxies=tuple(p for p in trusted_proxy.split(",") if p)),
             new_conversations_per_minute=new_conversations_per_minute,
+            data_dir=data_dir,
+            store_url=store_url,
+            conversation_ttl=conversation_ttl,
         )
         serve_backend(
             settings,
@@ -194,6 +219,7 @@ def serve(
             port=port,
             workers=workers,
             drain_timeout=drain_timeout,
+            log_level=logging.INFO if verbose else logging.WARNING,
         )
 
 

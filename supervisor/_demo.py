@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -46,11 +48,19 @@ _SUMMARY: Final = (
 
 def run_demo(console: Console, parlant_url: str | None, timeout: float) -> bool:
     """Hold the demo conversations through the backend; True if every turn was answered."""
-    settings = BackendSettings(
-        parlant_url=parlant_url,
-        ask_timeout=timeout,
-        supervisor=SupervisorConfig(wait_for_data=30),
-    )
+    with tempfile.TemporaryDirectory(prefix="parlant-supervisor-demo-") as data_dir:
+        settings = BackendSettings(
+            parlant_url=parlant_url,
+            ask_timeout=timeout,
+            supervisor=SupervisorConfig(wait_for_data=30),
+            data_dir=Path(data_dir),  # the demo's conversations are not worth keeping
+        )
+        return _converse(console, settings, parlant_url, timeout)
+
+
+def _converse(
+    console: Console, settings: BackendSettings, parlant_url: str | None, timeout: float
+) -> bool:
     with AppServer(create_app(settings)) as backend:
         where = parlant_url or "the embedded emulator"
         console.print(f"[bold]backend[/bold] at {backend.url}, Parlant: {where}")

@@ -19,6 +19,7 @@ from supervisor.testing import (
     ParlantEmulator,
 )
 from tests.logwatch import LogWatcher
+from tests.postgresql import postgresql_server
 
 
 @pytest.fixture(autouse=True)
@@ -43,16 +44,18 @@ def serve() -> Iterator[Callable[..., EmulatorServer]]:
 
 
 @pytest.fixture
-def backend() -> Iterator[Callable[..., AppServer]]:
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., AppServer]]:
     """backend(**settings) -> the reference backend served on 127.0.0.1 (stopped after the test).
 
-    Without `parlant_url` it runs on its embedded default, like `python -m supervisor serve`.
+    Without `parlant_url` it runs on its embedded default, like `python -m supervisor serve`;
+    without `data_dir` (or `store_url`) its conversations are in a new temporary directory.
     """
     with contextlib.ExitStack() as running:
 
         def start(**settings: Any) -> AppServer:
             config = SupervisorConfig(wait_for_data=30, wait_jitter=5)
-            chosen = BackendSettings(**{"supervisor": config, **settings})
+            defaults = {"supervisor": config, "data_dir": tmp_path_factory.mktemp("backend")}
+            chosen = BackendSettings(**{**defaults, **settings})
             served = AppServer(
                 create_app(chosen), configure=lambda c: harden_server(c, chosen.limits)
             )
@@ -89,3 +92,11 @@ def supervise() -> Iterator[Callable[..., SessionSupervisor]]:
         internals = supervisor._internals()
         assert not internals.io.thread.is_alive()
         assert not any(thread.is_alive() for thread in internals.runtime.threads)
+
+
+@pytest.fixture(scope="session")
+def postgresql_base() -> Iterator[str]:
+    """One real PostgreSQL server for the session (as `postgres` under root): its base URL,
+    `postgresql+asyncpg://postgres@127.0.0.1:<port>` (append `/<database>`)."""
+    with postgresql_server() as base:
+        yield base

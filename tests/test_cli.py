@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -56,7 +57,9 @@ def test_demo_against_a_given_parlant_url_creates_its_agents_there(
 
 
 @pytest.mark.parametrize("parlant", ["embedded", "local", "embedded-sharded"])
-def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm(parlant: str) -> None:
+def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm(
+    parlant: str, tmp_path: Path
+) -> None:
     if parlant == "local":
         require_parlant()
     options = ["--parlant", parlant]
@@ -82,6 +85,7 @@ def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm(parlant: str
             ],
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)},
         )
     finally:
         signal.signal(signal.SIGINT, interrupt)

@@ -2,8 +2,9 @@
 ShardedSupervisor over Ray, with `BackendSettings.shards`).
 
 The supervisor is owned by the app's lifespan: created at start-up, stopped at shutdown (after
-uvicorn has drained the requests in flight). Parlant's ids never leave the process: clients
-hold opaque conversation tokens (`Conversations`).
+the requests in flight were drained: `Backend.drain`). Parlant's ids never leave the process:
+clients hold opaque conversation tokens, kept in a `ConversationStore` (SQLite by default,
+PostgreSQL for several machines) that a restarted backend and every worker process share.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar, final
 
+import structlog
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +31,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -48,15 +53,19 @@ from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
 from supervisor._protocol import Supervising
 from supervisor.backend._agents import AGENTS, ChatAgent, Intent
-from supervisor.backend._conversations import Conversation, Conversations
 from supervisor.backend._embedded import EMBEDDED_AGENTS
 from supervisor.backend._http import BodyLimit, HttpLimits, TokenRedaction
+from supervisor.backend._store import Conversation, ConversationStore
 from supervisor.backend._stream import Frame, Position, TurnFramer, TurnLog, TurnLogs
 from supervisor.testing import EmulatorServer, ParlantEmulator
 
 __all__ = ["BackendSettings", "create_app"]
 
 T = TypeVar("T")
+_log = structlog.get_logger("supervisor.backend")
+
+_LEASE_MARGIN: Final = 5.0
+"""Seconds a turn's hold on its conversation outlives the ask's deadline (`claim_turn`)."""
 
 _RETRY_AFTER: Final = "5"
 _SHUTTING_DOWN_MID_TURN: Final = (
@@ -77,7 +86,17 @@ class BackendSettings:
             the two agents scripted for a meaningful demo.
         ask_timeout: Seconds a chat request waits for the agent's reply before its 504.
         supervisor: The supervisor's configuration (each shard's, when sharded).
-        max_conversations: Conversation tokens kept in memory (least recently used forgotten).
+        store_url: Where conversations are kept: an SQLAlchemy URL,
+            `postgresql+asyncpg://user:password@host/db` (the `[postgresql]` extra) for
+            backends on several machines, or `sqlite+aiosqlite:///path/file.db`. None: SQLite
+            in `data_dir`.
+        data_dir: The directory of the default SQLite store; None: `$PARLANT_SUPERVISOR_DATA_DIR`,
+            else `$XDG_DATA_HOME/parlant-supervisor` (`~/.local/share/parlant-supervisor`).
+        conversation_ttl: Seconds without a message after which a conversation expires: its
+            token stops working and its session stops being polled.
+        one_turn_at_a_time: A message to a conversation whose previous turn is still in flight
+            (in any worker) gets 409, instead of a second turn racing the first.
+        clock: The time, in epoch seconds (tests inject theirs).
         shards: 0 runs one `SessionSupervisor` in this process; N > 0 a `ShardedSupervisor`
             of N shards on Ray (the `[ray]` extra), with durable checkpoints.
         ray_address: The Ray cluster the shards run on (`"auto"`, `"ray://head:10001"`); None
@@ -98,7 +117,11 @@ class BackendSettings:
     parlant_url: str | None = None
     ask_timeout: float = 60.0
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
-    max_conversations: int = 1_000_000
+    store_url: str | None = None
+    data_dir: Path | None = None
+    conversation_ttl: float = 86_400.0
+    one_turn_at_a_time: bool = True
+    clock: Callable[[], float] = time.time
     shards: int = 0
     ray_address: str | None = None
     shard_log_level: int = logging.WARNING
@@ -249,14 +272,17 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
 class Backend:
     """What the routes share: the supervisor, the agents (found lazily) and the tokens."""
 
-    def __init__(self, supervisor: Supervising, settings: BackendSettings) -> None:
+    def __init__(
+        self, supervisor: Supervising, store: ConversationStore, settings: BackendSettings
+    ) -> None:
         self.supervisor = supervisor
         self.settings = settings
-        self.conversations = Conversations(settings.max_conversations)
+        self.store = store
         self.turns = TurnLogs()
         self._agents: dict[Intent, ChatAgent] = {}
         self._finding: asyncio.Future[None] | None = None
         self._producers: set[asyncio.Task[None]] = set()
+        self._housekeeping: set[asyncio.Future[None]] = set()
         self._asks: set[asyncio.Future[Any]] = set()
         self.draining = False
         self._drain_over = asyncio.Event()
@@ -310,29 +336,86 @@ class Backend:
         """Start writing a turn's frames into a new log of the conversation, on a task of its
         own: a client that loses its connection does not stop the turn, and resumes from the
         log (`Last-Event-ID`)."""
-        log = self.turns.start(conversation.token, first.offset)
+        log = self.turns.start(conversation.key, first.offset)
         framer = TurnFramer(conversation.token, first.offset)
         task = asyncio.get_running_loop().create_task(_produce(log, framer, first, rest))
         self._producers.add(task)
         task.add_done_callback(self._producers.discard)
+        task.add_done_callback(lambda _: self._release_soon(conversation))
         return log
 
-    def _forget(self, conversation: Conversation) -> None:
-        """A conversation no token leads to any more: stop polling its session."""
-        self.turns.forget(conversation.token)
-        task = asyncio.ensure_future(self._close_quietly(conversation.session_id))
-        self._producers.add(task)
-        task.add_done_callback(self._producers.discard)
+    async def find(self, token: str) -> Conversation:
+        """The conversation a token stands for (404 for an unknown, forged or expired one)."""
+        conversation = await self.store.find(token, self.settings.clock())
+        if conversation is None:
+            raise _unknown(token)
+        return conversation
+
+    async def claim_turn(self, conversation: Conversation) -> None:
+        """Hold the conversation for one turn (409 if a turn holds it already, in any worker);
+        the hold lapses by itself past the ask's deadline, should its holder die."""
+        if not self.settings.one_turn_at_a_time:
+            return
+        lease = self.settings.ask_timeout + _LEASE_MARGIN
+        if not await self.store.claim_turn(conversation.token, self.settings.clock(), lease):
+            detail = (
+                "a turn is in flight in this conversation: send the next message once it is "
+                "answered (or read it with GET /api/sessions/{session_id}/messages)"
+            )
+            raise _Refused(409, detail, conversation.token, {"Retry-After": "1"})
+
+    async def release_turn(self, conversation: Conversation) -> None:
+        """End the conversation's hold (`claim_turn`)."""
+        if self.settings.one_turn_at_a_time:
+            await self.store.release_turn(conversation.token)
+
+    def _release_soon(self, conversation: Conversation) -> None:
+        self._background(self.release_turn(conversation))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._housekeeping.add(task)
+        task.add_done_callback(self._housekeeping.discard)
+
+    async def expire(self) -> int:
+        """Forget the conversations unused for `conversation_ttl` and stop polling their
+        sessions; returns how many."""
+        expired = await self.store.expire(self.settings.clock())
+        for conversation in expired:
+            self.turns.forget(conversation.key)
+            await self._close_quietly(conversation.session_id)
+        return len(expired)
+
+    async def keep_expiring(self) -> None:
+        """`expire` at a tenth of the TTL (at most every minute), for ever; a failure (the
+        store unreachable) is logged and tried again next time."""
+        interval = min(self.settings.conversation_ttl / 10, 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire()
+            except SQLAlchemyError as error:
+                _log.warning("backend.expiry_failed", error=type(error).__name__)
 
     async def _close_quietly(self, session_id: str) -> None:
         with contextlib.suppress(SupervisorError):
             await self.supervisor.aclose(session_id)
 
     async def aclose(self) -> None:
-        """Stop every turn still being streamed (their clients get an `error` event)."""
+        """Stop every turn still being streamed (their clients get an `error` event), then
+        finish the housekeeping (turns released, sessions closed)."""
         for task in list(self._producers):
             task.cancel()
         await asyncio.gather(*self._producers, return_exceptions=True)
+        await asyncio.gather(*self._housekeeping, return_exceptions=True)
+
+    async def refusal(self, error: SupervisorError, conversation: Conversation) -> _Refused:
+        """The HTTP answer to an error of the conversation's session; a session Parlant no
+        longer has (deleted, or an emulator that was restarted) is forgotten for good."""
+        if isinstance(error, SessionNotFound):
+            await self.store.forget(conversation.token)
+            self.turns.forget(conversation.key)
+        return _refusal(error, conversation.token)
 
     async def agent(self, intent: Intent) -> ChatAgent:
         """The agent for an intent, found (else created) by name on first use.
@@ -366,17 +449,15 @@ class Backend:
                 session_id = await agent.start()
             except SupervisorError as error:
                 raise _refusal(error, None) from None
-            opened, forgotten = self.conversations.open(session_id, request.intent)
-            for old in forgotten:  # its token is gone: nobody can read it any more
-                self._forget(old)
-            return opened, agent
-        conversation = self.conversations.find(request.session_id)
-        if conversation is None:
-            raise _unknown(request.session_id)
+            opened = await self.store.open(session_id, request.intent, self.settings.clock())
+            return opened, agent  # nobody else knows its token yet: no turn to claim
+        conversation = await self.find(request.session_id)
         if conversation.intent is not request.intent:
             detail = f"this conversation is with the {conversation.intent.value} agent"
             raise _Refused(409, detail, conversation.token)
-        return conversation, await self.agent(conversation.intent)
+        agent = await self.agent(conversation.intent)
+        await self.claim_turn(conversation)
+        return conversation, agent
 
 
 def _client(request: Request) -> str:
@@ -499,6 +580,22 @@ def _supervisor(url: str, settings: BackendSettings) -> Supervising:
     )
 
 
+def default_data_dir() -> Path:
+    """Where the default SQLite store lives: `$PARLANT_SUPERVISOR_DATA_DIR`, else
+    `$XDG_DATA_HOME/parlant-supervisor`, else `~/.local/share/parlant-supervisor`."""
+    if chosen := os.environ.get("PARLANT_SUPERVISOR_DATA_DIR"):
+        return Path(chosen)
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "parlant-supervisor"
+
+
+def _store(settings: BackendSettings) -> ConversationStore:
+    ttl = settings.conversation_ttl
+    if settings.store_url is not None:
+        return ConversationStore(settings.store_url, ttl=ttl)
+    return ConversationStore.sqlite(settings.data_dir or default_data_dir(), ttl=ttl)
+
+
 def create_app(settings: BackendSettings | None = None) -> FastAPI:
     """The backend as an ASGI app; serve it with uvicorn (`python -m supervisor serve`)."""
     settings = settings or BackendSettings()
@@ -510,9 +607,12 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         if url is None:
             emulator = EmulatorServer(ParlantEmulator(EMBEDDED_AGENTS))
             url = emulator.url
+        store = _store(settings)
+        await store.start()
         supervisor = await asyncio.to_thread(_supervisor, url, settings)
-        app.state.backend = Backend(supervisor, settings)
+        app.state.backend = backend = Backend(supervisor, store, settings)
         app.state.embedded = emulator
+        expiring = asyncio.ensure_future(backend.keep_expiring())
         redaction = TokenRedaction()
         access_log = logging.getLogger("uvicorn.access")
         access_log.addFilter(redaction)
@@ -520,8 +620,10 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
             yield
         finally:
             access_log.removeFilter(redaction)
-            await app.state.backend.aclose()
+            expiring.cancel()
+            await backend.aclose()
             await supervisor.astop()
+            await store.aclose()
             if emulator is not None:
                 await asyncio.to_thread(emulator.stop)
 
@@ -535,6 +637,12 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     @app.exception_handler(_Refused)
     async def refused(request: Request, error: _Refused) -> JSONResponse:
         return error.response()
+
+    @app.exception_handler(SQLAlchemyError)
+    async def store_failed(request: Request, error: SQLAlchemyError) -> JSONResponse:
+        _log.warning("backend.store_failed", error=type(error).__name__)
+        detail = "the conversation store is unavailable; nothing was sent, try again shortly"
+        return _Refused(503, detail, headers={"Retry-After": _RETRY_AFTER}).response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -557,7 +665,9 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
                 agent.process(body.message, conversation.session_id), conversation.token
             )
         except SupervisorError as error:
-            raise _refusal(error, conversation.token) from None
+            raise await backend.refusal(error, conversation) from None
+        finally:
+            await asyncio.shield(backend.release_turn(conversation))
         return ChatResponse(
             session_id=conversation.token,
             intent=conversation.intent,
@@ -589,10 +699,13 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         items = agent.process_stream(body.message, conversation.session_id)
         try:
             first = await anext(items)  # errors before the turn starts are HTTP errors
-        except SupervisorError as error:
+        except BaseException as error:
             await items.aclose()
-            raise _refusal(error, conversation.token) from None
-        log = backend.stream(conversation, first, items)
+            await asyncio.shield(backend.release_turn(conversation))
+            if isinstance(error, SupervisorError):
+                raise await backend.refusal(error, conversation) from None
+            raise
+        log = backend.stream(conversation, first, items)  # released when the turn ends
         return _event_stream(log.after(None), settings.stream_keep_alive)
 
     @app.get(
@@ -611,10 +724,8 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     ) -> EventSourceResponse:
         """The stream of the conversation's latest turn, after the event `Last-Event-ID` names
         (from its start without one), then live until it ends: nothing twice, nothing lost."""
-        conversation = backend.conversations.find(session_id)
-        if conversation is None:
-            raise _unknown(session_id)
-        log = backend.turns.find(conversation.token)
+        conversation = await backend.find(session_id)
+        log = backend.turns.find(conversation.key)
         position = Position.parse(last_event_id) if last_event_id is not None else None
         if last_event_id is not None and position is None:
             raise _Refused(422, "Last-Event-ID is not an id this backend sent", session_id)
@@ -629,10 +740,10 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     @app.delete("/api/sessions/{session_id}", status_code=204, responses={404: _ERRORS[404]})
     async def close_session(session_id: str, backend: BackendDep) -> Response:
         """End a conversation: its token stops working and its session stops being polled."""
-        conversation = backend.conversations.forget(session_id)
+        conversation = await backend.store.forget(session_id)
         if conversation is None:
             raise _unknown(session_id)
-        backend.turns.forget(conversation.token)
+        backend.turns.forget(conversation.key)
         with contextlib.suppress(SupervisorError):
             await backend.supervisor.aclose(conversation.session_id)
         return Response(status_code=204)
@@ -646,13 +757,11 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         session_id: str, backend: BackendDep
     ) -> list[ConversationMessage]:
         """Every message of a conversation so far, e.g. a reply that came after its 504."""
-        conversation = backend.conversations.find(session_id)
-        if conversation is None:
-            raise _unknown(session_id)
+        conversation = await backend.find(session_id)
         try:
             events = await backend.supervisor.ahistory(conversation.session_id)
         except SupervisorError as error:
-            raise _refusal(error, conversation.token) from None
+            raise await backend.refusal(error, conversation) from None
         return [
             ConversationMessage(
                 offset=event.offset,

@@ -23,6 +23,7 @@ import socket
 from types import FrameType
 from typing import Final, final
 
+import structlog
 import uvicorn
 from fastapi import FastAPI
 
@@ -89,9 +90,15 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     drain_timeout: float = 10.0,
+    log_level: int = logging.WARNING,
 ) -> None:
     """Serve the backend until SIGINT/SIGTERM: `workers` processes on one socket, each with
-    its own supervisor, sharing conversations through `settings.store_url`.
+    its own supervisor, sharing conversations through the store (`settings.store_url`, or the
+    SQLite file in `settings.data_dir` for workers of one machine).
+
+    Args:
+        log_level: What the supervisor logs (structlog) in each worker process; one process
+            logs as the caller configured.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -106,15 +113,22 @@ def serve(
     if workers == 1:
         BackendServer(config, settings, drain_timeout).run()
         return
-    _Workers(config, settings, drain_timeout, workers).run()
+    _Workers(config, settings, drain_timeout, workers, log_level).run()
 
 
 def _work(
-    config: uvicorn.Config, settings: BackendSettings, drain_timeout: float, sock: socket.socket
+    config: uvicorn.Config,
+    settings: BackendSettings,
+    drain_timeout: float,
+    sock: socket.socket,
+    log_level: int,
 ) -> None:
     """A worker process: in a process group of its own, so that a terminal's Ctrl+C reaches
-    the parent alone, which then drains each worker once (SIGTERM)."""
+    the parent alone, which then drains each worker once (SIGTERM). A new interpreter: its
+    logging is configured again, as in the parent."""
     os.setpgid(0, 0)
+    config.configure_logging()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(log_level))
     BackendServer(config, settings, drain_timeout).run(sockets=[sock])
 
 
@@ -133,7 +147,9 @@ class _Workers:
         settings: BackendSettings,
         drain_timeout: float,
         workers: int,
+        log_level: int,
     ) -> None:
+        self._log_level = log_level
         self._config = config
         self._settings = settings
         self._drain_timeout = drain_timeout
@@ -142,7 +158,7 @@ class _Workers:
         self._stopping: list[int] = []
 
     def _start(self, sock: socket.socket) -> multiprocessing.process.BaseProcess:
-        args = (self._config, self._settings, self._drain_timeout, sock)
+        args = (self._config, self._settings, self._drain_timeout, sock, self._log_level)
         process = self._context.Process(target=_work, args=args, name="backend-worker")
         process.start()
         return process

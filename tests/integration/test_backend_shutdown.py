@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,8 +33,11 @@ def gated(name: str) -> EmulatedAgent:
 
 
 @pytest.fixture
-def backend_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
-    """backend_process(*options) -> (the serve process, its URL), killed after the test."""
+def backend_process(
+    tmp_path: Path,
+) -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
+    """backend_process(*options) -> (the serve process, its URL), killed after the test; its
+    conversations are kept in `tmp_path`."""
     started: list[subprocess.Popen[str]] = []
 
     def start(*options: str) -> tuple[subprocess.Popen[str], str]:
@@ -40,7 +45,8 @@ def backend_process() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         command = [sys.executable, "-m", "supervisor", "serve", "--port", str(port), *options]
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        env = {**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)}
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
         started.append(process)
         assert process.stderr is not None
         for line in process.stderr:  # until uvicorn says it listens (or the process dies)

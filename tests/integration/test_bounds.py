@@ -166,21 +166,26 @@ def test_a_response_body_past_the_cap_is_a_malformed_poll_not_a_memory_blow_up(
     assert 'parlant_supervisor_polls_total{outcome="malformed"} 1.0' in exposition
 
 
-def test_a_conversation_the_backend_forgets_stops_being_polled(
+def test_a_conversation_the_backend_expires_stops_being_polled(
     serve: Serve, backend: Backend
 ) -> None:
     server = serve()
-    app = backend(parlant_url=server.url, max_conversations=2)
+    now = [1_000.0]
+    app = backend(parlant_url=server.url, conversation_ttl=100, clock=lambda: now[0])
     emulator = server.emulator
 
     with httpx.Client(base_url=app.url, timeout=30) as http:
-        tokens = [
-            http.post("/api/chat", json={"message": f"hi {n}", "intent": "research_paper"}).json()[
-                "session_id"
-            ]
-            for n in range(3)
-        ]
+        tokens = []
+        for n, at in enumerate([1_000.0, 1_060.0, 1_060.0]):
+            now[0] = at
+            body = {"message": f"hi {n}", "intent": "research_paper"}
+            tokens.append(http.post("/api/chat", json=body).json()["session_id"])
+        now[0] = 1_130.0  # the first unused for 130 s, the others for 70 s
+        expired = app.run(app.app.state.backend.expire())
         server.run(emulator.until(lambda: emulator.open_polls() == 2))  # the first is closed
         forgotten = http.get(f"/api/sessions/{tokens[0]}/messages")
+        kept = http.get(f"/api/sessions/{tokens[1]}/messages")
 
+    assert expired == 1
     assert forgotten.status_code == 404
+    assert kept.status_code == 200

@@ -1,0 +1,177 @@
+"""Conversations that outlive the backend process and are shared by its workers: the store
+(SQLite by default, PostgreSQL), one turn at a time per conversation, old tokens of a
+restarted embedded emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from supervisor.testing import AppServer, EmulatedAgent, EmulatorServer, TurnContext
+
+Backend = Callable[..., AppServer]
+Serve = Callable[..., EmulatorServer]
+
+
+def chat(url: str, message: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
+    body: dict[str, Any] = {"message": message, "intent": "research_paper"}
+    if token is not None:
+        body["session_id"] = token
+    return httpx.post(f"{url}/api/chat", json=body, timeout=60, **kwargs)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty conversation store: an SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'conversations.db'}"
+        return
+    base: str = request.getfixturevalue("postgresql_base")
+    name = f"backend_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        admin = create_async_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+        async with admin.connect() as connection:
+            await connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        await admin.dispose()
+
+    asyncio.run(create())
+    yield f"{base}/{name}"
+
+
+def test_a_restarted_backend_continues_every_conversation_it_knew(
+    backend: Backend, serve: Serve, store_url: str
+) -> None:
+    emulator = serve()  # Parlant outlives the backend, as a real server does
+    first = backend(parlant_url=emulator.url, store_url=store_url)
+    tokens = [chat(first.url, f"hello {n}").json()["session_id"] for n in range(3)]
+    first.stop()
+
+    second = backend(parlant_url=emulator.url, store_url=store_url)
+    continued = [chat(second.url, f"again {n}", token) for n, token in enumerate(tokens)]
+    history = httpx.get(f"{second.url}/api/sessions/{tokens[0]}/messages", timeout=30).json()
+
+    assert [r.status_code for r in continued] == [200, 200, 200]
+    assert [r.json()["reply"] for r in continued] == [f"echo: again {n}" for n in range(3)]
+    assert [r.json()["session_id"] for r in continued] == tokens
+    assert [m["text"] for m in history] == ["hello 0", "echo: hello 0", "again 0", "echo: again 0"]
+    assert len(emulator.call(emulator.emulator.session_ids)) == 3  # no new session
+
+
+def test_an_old_token_of_a_restarted_embedded_emulator_is_gone_not_someone_elses(
+    backend: Backend, tmp_path: Path
+) -> None:
+    first = backend(data_dir=tmp_path)  # the embedded emulator: its sessions die with it
+    token = httpx.post(
+        f"{first.url}/api/chat", json={"message": "hi", "intent": "medical_welfare"}, timeout=60
+    ).json()["session_id"]
+    first.stop()
+
+    second = backend(data_dir=tmp_path)
+    body = {"message": "still there?", "intent": "medical_welfare", "session_id": token}
+    gone = httpx.post(f"{second.url}/api/chat", json=body, timeout=60)
+    again = httpx.post(f"{second.url}/api/chat", json=body, timeout=60)
+
+    assert gone.status_code == 404
+    assert gone.json()["detail"] == "this conversation no longer exists"
+    assert again.status_code == 404  # forgotten: the store no longer knows the token
+    assert again.json()["detail"] == "unknown session_id"
+
+
+def gated(name: str) -> EmulatedAgent:
+    async def script(turn: TurnContext) -> None:
+        if turn.message == "slow":
+            await turn.gate("slow")
+        turn.say(f"echo: {turn.message}")
+
+    return EmulatedAgent(name, script)
+
+
+def test_a_second_message_while_a_turn_is_in_flight_is_a_409_and_posts_nothing(
+    backend: Backend, serve: Serve
+) -> None:
+    emulator = serve(gated("ResearchPaperAgent"), gated("MedicalWelfareAgent"))
+    server = backend(parlant_url=emulator.url)
+    token = chat(server.url, "hi").json()["session_id"]
+    [session_id] = emulator.call(emulator.emulator.session_ids)
+
+    def customer_messages() -> int:
+        events = emulator.emulator.session_events(session_id)
+        return sum(1 for e in events if e["source"] == "customer")
+
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        slow = pool.submit(chat, server.url, "slow", token)
+        emulator.run(emulator.emulator.until(lambda: customer_messages() == 2))
+        second = chat(server.url, "meanwhile", token)
+        stream = httpx.post(
+            f"{server.url}/api/chat/stream",
+            json={"message": "meanwhile", "intent": "research_paper", "session_id": token},
+            timeout=60,
+        )
+        emulator.call(emulator.emulator.release, "slow")
+        answered = slow.result(timeout=60)
+    after = chat(server.url, "now", token)
+
+    assert second.status_code == stream.status_code == 409
+    assert "a turn is in flight" in second.json()["detail"]
+    assert second.headers["retry-after"] == "1"
+    assert answered.json()["reply"] == "echo: slow"
+    assert after.status_code == 200  # the turn's end released the conversation
+    assert emulator.call(customer_messages) == 3  # hi, slow, now
+
+
+def test_several_workers_serve_any_conversation_from_one_store(
+    serve: Serve, store_url: str, tmp_path: Path
+) -> None:
+    emulator = serve()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "supervisor", "serve", "--port", str(port), "--workers", "2",
+        "--parlant", emulator.url, "--store-url", store_url,
+        "--new-conversations-per-minute", "0",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert process.stderr is not None
+        listening = 0
+        for line in process.stderr:  # each worker says it is up
+            listening += "Application startup complete." in line
+            if listening == 2:
+                break
+        fresh = {"headers": {"Connection": "close"}}  # each request a new connection
+        tokens = [chat(url, f"hi {n}", **fresh).json()["session_id"] for n in range(10)]
+        turns = [chat(url, f"more {n}", token, **fresh) for n, token in enumerate(tokens * 3)]
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert [t.status_code for t in turns] == [200] * 30
+    assert [t.json()["reply"] for t in turns] == [f"echo: more {n}" for n in range(30)]
+    assert len(emulator.call(emulator.emulator.session_ids)) == 10
+    assert log.count("Application shutdown complete.") == 2
+    assert "Traceback" not in log
+    assert process.returncode == -signal.SIGTERM
