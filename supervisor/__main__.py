@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -207,7 +208,7 @@ def serve(
             shards=shards,
             ray_address=ray_address,
             shard_log_level=logging.INFO if verbose else logging.WARNING,
-            limits=HttpLimits(trusted_proxies=tuple(p for p in trusted_proxy.split(",") if p)),
+            limits=HttpLimits(trusted_proxies=_proxies(trusted_proxy)),
             new_conversations_per_minute=new_conversations_per_minute,
             data_dir=data_dir,
             store_url=store_url,
@@ -275,6 +276,22 @@ def drill(
         console.print("[bold red]drill failed: see the rows marked FAIL[/]")
         raise typer.Exit(1)
     console.print("[bold green]drill passed: nothing lost, duplicated or mis-attributed[/]")
+
+
+def _proxies(value: str) -> tuple[str, ...]:
+    """--trusted-proxy's addresses and networks, checked (a typo would silently trust nobody
+    behind that proxy, and make all its clients one for the quota)."""
+    proxies = tuple(p.strip() for p in value.split(",") if p.strip())
+    for proxy in proxies:
+        if proxy == "*":
+            continue
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{proxy!r} is not an address or network", param_hint="--trusted-proxy"
+            ) from None
+    return proxies
 
 
 def _configure_logging(verbose: bool, quiet: bool = False) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar, final
 
+import pykka
 import structlog
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,8 +66,10 @@ __all__ = ["BackendSettings", "create_app"]
 T = TypeVar("T")
 _log = structlog.get_logger("supervisor.backend")
 
-_LEASE_MARGIN: Final = 5.0
-"""Seconds a turn's hold on its conversation outlives the ask's deadline (`claim_turn`)."""
+_LEASE_MARGIN: Final = 35.0
+"""Seconds a turn's hold on its conversation outlives the ask's deadline (`claim`): more than
+the supervisor's own margin past it (30 s), so that a live turn's hold never lapses."""
+_RETRY: Final = {"Retry-After": "5"}
 
 _RETRY_AFTER: Final = "5"
 _SHUTTING_DOWN_MID_TURN: Final = (
@@ -92,8 +96,9 @@ class BackendSettings:
             in `data_dir`.
         data_dir: The directory of the default SQLite store; None: `$PARLANT_SUPERVISOR_DATA_DIR`,
             else `$XDG_DATA_HOME/parlant-supervisor` (`~/.local/share/parlant-supervisor`).
-        conversation_ttl: Seconds without a message after which a conversation expires: its
-            token stops working and its session stops being polled.
+        conversation_ttl: Seconds without use (a message, a read, any request with its token)
+            after which a conversation expires: its token stops working and its session stops
+            being polled.
         one_turn_at_a_time: A message to a conversation whose previous turn is still in flight
             (in any worker) gets 409, instead of a second turn racing the first.
         clock: The time, in epoch seconds (tests inject theirs).
@@ -202,6 +207,7 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
         409: "The session_id belongs to another intent's agent, or a turn is in flight in "
         "this conversation already.",
         410: "No stream of this conversation's latest turn is kept to resume.",
+        408: "The request body did not arrive in time.",
         413: "The request body is too large.",
         415: "The body is not JSON.",
         429: "Too many new conversations from this client (see Retry-After).",
@@ -282,7 +288,9 @@ class Backend:
         self._agents: dict[Intent, ChatAgent] = {}
         self._finding: asyncio.Future[None] | None = None
         self._producers: set[asyncio.Task[None]] = set()
-        self._housekeeping: set[asyncio.Future[None]] = set()
+        self._requests = 0
+        self._no_requests = asyncio.Event()
+        self._no_requests.set()
         self._asks: set[asyncio.Future[Any]] = set()
         self.draining = False
         self._drain_over = asyncio.Event()
@@ -303,19 +311,37 @@ class Backend:
         )
         raise _Refused(429, detail, headers={"Retry-After": str(wait)})
 
+    def entered(self) -> None:
+        """A request (past `_DrainGate`) began."""
+        self._requests += 1
+        self._no_requests.clear()
+
+    def left(self) -> None:
+        """A request's response ended."""
+        self._requests -= 1
+        if not self._requests:
+            self._no_requests.set()
+
     async def drain(self, timeout: float) -> None:
-        """Shut down gently: new requests are refused from now on (503), asks and streams in
-        flight get `timeout` seconds to finish; then each ask still waiting answers 503 (its
-        reply stays in the conversation) and each stream ends with an `error` event."""
+        """Shut down gently: new requests are refused from now on (503), the requests in flight
+        (asks and streams among them) get `timeout` seconds to finish; then each ask still
+        waiting answers 503 (its reply stays in the conversation) and each stream ends with an
+        `error` event, which `_DRAIN_GRACE` more seconds let their clients receive."""
         self.draining = True
-        in_flight = self._asks | self._producers
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._no_requests.wait()
         self._drain_over.set()
         await self.aclose()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_GRACE):
+                await self._no_requests.wait()
 
     async def answer(self, turn: Coroutine[Any, Any, T], token: str) -> T:
         """The result of an ask, unless the backend's drain ends first (503)."""
+        if self._drain_over.is_set():  # it came too late: nothing was sent
+            turn.close()
+            raise _Refused(503, "the backend is shutting down", token, _RETRY)
         ask = asyncio.ensure_future(turn)
         self._asks.add(ask)
         ask.add_done_callback(self._asks.discard)
@@ -328,20 +354,24 @@ class Backend:
                 ask.cancel()
         if ask in done:
             return ask.result()
-        raise _Refused(503, _SHUTTING_DOWN_MID_TURN, token, {"Retry-After": _RETRY_AFTER})
+        raise _Refused(503, _SHUTTING_DOWN_MID_TURN, token, _RETRY)
 
     def stream(
-        self, conversation: Conversation, first: StreamItem, rest: AsyncGenerator[StreamItem, None]
+        self, turn: _Turn, first: StreamItem, rest: AsyncGenerator[StreamItem, None]
     ) -> TurnLog:
         """Start writing a turn's frames into a new log of the conversation, on a task of its
         own: a client that loses its connection does not stop the turn, and resumes from the
-        log (`Last-Event-ID`)."""
+        log (`Last-Event-ID`). The turn's hold on its conversation ends before its last frame
+        (a client that sends its next message at `end` is not refused)."""
+        conversation = turn.conversation
         log = self.turns.start(conversation.key, first.offset)
         framer = TurnFramer(conversation.token, first.offset)
-        task = asyncio.get_running_loop().create_task(_produce(log, framer, first, rest))
+        work = _produce(log, framer, first, rest, lambda: self.release(turn))
+        task = asyncio.get_running_loop().create_task(work)
         self._producers.add(task)
         task.add_done_callback(self._producers.discard)
-        task.add_done_callback(lambda _: self._release_soon(conversation))
+        if self._drain_over.is_set():  # past the drain: it ends at once, with its error
+            task.cancel()
         return log
 
     async def find(self, token: str) -> Conversation:
@@ -351,31 +381,31 @@ class Backend:
             raise _unknown(token)
         return conversation
 
-    async def claim_turn(self, conversation: Conversation) -> None:
+    async def claim(self, conversation: Conversation, agent: ChatAgent) -> _Turn:
         """Hold the conversation for one turn (409 if a turn holds it already, in any worker);
         the hold lapses by itself past the ask's deadline, should its holder die."""
         if not self.settings.one_turn_at_a_time:
-            return
+            return _Turn(conversation, agent, None)
         lease = self.settings.ask_timeout + _LEASE_MARGIN
-        if not await self.store.claim_turn(conversation.token, self.settings.clock(), lease):
+        claim = await self.store.claim_turn(conversation.token, self.settings.clock(), lease)
+        if claim is None:
             detail = (
                 "a turn is in flight in this conversation: send the next message once it is "
                 "answered (or read it with GET /api/sessions/{session_id}/messages)"
             )
             raise _Refused(409, detail, conversation.token, {"Retry-After": "1"})
+        return _Turn(conversation, agent, claim)
 
-    async def release_turn(self, conversation: Conversation) -> None:
-        """End the conversation's hold (`claim_turn`)."""
-        if self.settings.one_turn_at_a_time:
-            await self.store.release_turn(conversation.token)
-
-    def _release_soon(self, conversation: Conversation) -> None:
-        self._background(self.release_turn(conversation))
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._housekeeping.add(task)
-        task.add_done_callback(self._housekeeping.discard)
+    async def release(self, turn: _Turn) -> None:
+        """End the turn's hold on its conversation (`claim`). Never raises: a store that
+        fails here leaves the hold to lapse by itself, and must not turn an answered turn
+        into an error."""
+        if turn.claim is None:
+            return
+        try:
+            await asyncio.shield(self.store.release_turn(turn.conversation.token, turn.claim))
+        except Exception as error:  # the store's driver raises its own errors, not only ours
+            _log.warning("backend.release_failed", error=type(error).__name__)
 
     async def expire(self) -> int:
         """Forget the conversations unused for `conversation_ttl` and stop polling their
@@ -388,26 +418,24 @@ class Backend:
 
     async def keep_expiring(self) -> None:
         """`expire` at a tenth of the TTL (at most every minute), for ever; a failure (the
-        store unreachable) is logged and tried again next time."""
+        store unreachable, a session slow to close) is logged and tried again next time."""
         interval = min(self.settings.conversation_ttl / 10, 60.0)
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.expire()
-            except SQLAlchemyError as error:
+            except Exception as error:  # the store's driver raises its own errors too
                 _log.warning("backend.expiry_failed", error=type(error).__name__)
 
     async def _close_quietly(self, session_id: str) -> None:
-        with contextlib.suppress(SupervisorError):
+        with contextlib.suppress(SupervisorError, pykka.Timeout):
             await self.supervisor.aclose(session_id)
 
     async def aclose(self) -> None:
-        """Stop every turn still being streamed (their clients get an `error` event), then
-        finish the housekeeping (turns released, sessions closed)."""
+        """Stop every turn still being streamed (their clients get an `error` event)."""
         for task in list(self._producers):
             task.cancel()
         await asyncio.gather(*self._producers, return_exceptions=True)
-        await asyncio.gather(*self._housekeeping, return_exceptions=True)
 
     async def refusal(self, error: SupervisorError, conversation: Conversation) -> _Refused:
         """The HTTP answer to an error of the conversation's session; a session Parlant no
@@ -440,8 +468,10 @@ class Backend:
         timeout = self.settings.ask_timeout
         self._agents = {a.intent: a(self.supervisor, ids[a.name], timeout=timeout) for a in AGENTS}
 
-    async def turn(self, request: ChatRequest, client: str) -> tuple[Conversation, ChatAgent]:
-        """The conversation a request continues (or a new one), and the agent it is with."""
+    async def turn(self, request: ChatRequest, client: str) -> _Turn:
+        """The conversation a request continues (or a new one), held for this turn, and the
+        agent it is with. A new conversation is held too: a stream hands its token out at once.
+        """
         if request.session_id is None:
             await self.admit_new_conversation(client)
             agent = await self.agent(request.intent)
@@ -449,21 +479,42 @@ class Backend:
                 session_id = await agent.start()
             except SupervisorError as error:
                 raise _refusal(error, None) from None
-            opened = await self.store.open(session_id, request.intent, self.settings.clock())
-            return opened, agent  # nobody else knows its token yet: no turn to claim
+            try:
+                opened = await self.store.open(session_id, request.intent, self.settings.clock())
+            except BaseException:
+                await self._close_quietly(session_id)  # nobody could ever reach it
+                raise
+            return await self.claim(opened, agent)
         conversation = await self.find(request.session_id)
         if conversation.intent is not request.intent:
             detail = f"this conversation is with the {conversation.intent.value} agent"
             raise _Refused(409, detail, conversation.token)
-        agent = await self.agent(conversation.intent)
-        await self.claim_turn(conversation)
-        return conversation, agent
+        return await self.claim(conversation, await self.agent(conversation.intent))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """A turn about to be taken: its conversation, its agent, and the hold on the
+    conversation (`claim`; None when turns are not held)."""
+
+    conversation: Conversation
+    agent: ChatAgent
+    claim: str | None
 
 
 def _client(request: Request) -> str:
     """Who sent a request, for quotas: the peer, or the client a trusted proxy names (uvicorn's
     proxy-headers middleware has put it in the scope)."""
-    return request.client.host if request.client else "unknown"
+    if request.client is None:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return request.client.host
+    if address.version == 6:  # one subscriber gets a /64: count it as one client
+        return str(ipaddress.ip_network((address, 64), strict=False))
+    return str(address)
 
 
 def _backend(request: Request) -> Backend:
@@ -508,26 +559,37 @@ BackendDep = Annotated[Backend, Depends(_backend)]
 
 
 async def _produce(
-    log: TurnLog, framer: TurnFramer, first: StreamItem, rest: AsyncGenerator[StreamItem, None]
+    log: TurnLog,
+    framer: TurnFramer,
+    first: StreamItem,
+    rest: AsyncGenerator[StreamItem, None],
+    release: Callable[[], Coroutine[Any, Any, None]],
 ) -> None:
-    """Write a turn's frames into its log, to its end (or its error)."""
+    """Write a turn's frames into its log, to its end (or its error); the turn's hold on its
+    conversation ends before the last frame."""
     log.append(framer.start())
+    cancelled = False
     try:
         for frame in framer.frames(first):
             log.append(frame)
         async for item in rest:
             for frame in framer.frames(item):
                 log.append(frame)
-        log.append(framer.end())
+        last = framer.end()
     except SupervisorError as error:
         refusal = _refusal(error, None)
-        log.append(framer.error(refusal.status, refusal.detail))
+        last = framer.error(refusal.status, refusal.detail)
     except asyncio.CancelledError:
-        log.append(framer.error(503, _SHUTTING_DOWN_MID_TURN))
-        raise
-    finally:
-        log.finish()
+        cancelled = True
+        last = framer.error(503, _SHUTTING_DOWN_MID_TURN)
+    try:
         await rest.aclose()
+        await release()
+    finally:
+        log.append(last)
+        log.finish()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 @final
@@ -546,15 +608,23 @@ class _DrainGate:
             and backend.draining
             and scope["path"] not in _SERVED_WHILE_DRAINING
         ):
-            refusal = _Refused(
-                503, "the backend is shutting down", headers={"Retry-After": _RETRY_AFTER}
-            )
+            refusal = _Refused(503, "the backend is shutting down", headers=_RETRY)
             await refusal.response()(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if backend is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        backend.entered()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            backend.left()
 
 
 _SERVED_WHILE_DRAINING: Final = frozenset({"/healthz", "/metrics"})
+_DRAIN_GRACE: Final = 2.0
+"""Seconds after the drain's deadline for the answers it forced (503s, `error` events) to be
+sent, before uvicorn's own shutdown."""
 
 
 def _event_stream(frames: AsyncIterator[Frame], keep_alive: float) -> EventSourceResponse:
@@ -621,6 +691,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         finally:
             access_log.removeFilter(redaction)
             expiring.cancel()
+            await asyncio.gather(expiring, return_exceptions=True)
             await backend.aclose()
             await supervisor.astop()
             await store.aclose()
@@ -638,11 +709,15 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     async def refused(request: Request, error: _Refused) -> JSONResponse:
         return error.response()
 
-    @app.exception_handler(SQLAlchemyError)
-    async def store_failed(request: Request, error: SQLAlchemyError) -> JSONResponse:
+    async def store_failed(request: Request, error: Exception) -> JSONResponse:
         _log.warning("backend.store_failed", error=type(error).__name__)
-        detail = "the conversation store is unavailable; nothing was sent, try again shortly"
-        return _Refused(503, detail, headers={"Retry-After": _RETRY_AFTER}).response()
+        detail = "the conversation store is unavailable; try again shortly"
+        return _Refused(503, detail, headers=_RETRY).response()
+
+    # SQLAlchemy wraps what its drivers raise in a statement, but not every failure to
+    # connect (asyncpg's refused connection is a bare OSError).
+    app.add_exception_handler(SQLAlchemyError, store_failed)
+    app.add_exception_handler(OSError, store_failed)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -659,15 +734,16 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     )
     async def chat(body: ChatRequest, request: Request, backend: BackendDep) -> ChatResponse:
         """Send a message to the intent's agent; returns its reply and the conversation token."""
-        conversation, agent = await backend.turn(body, _client(request))
+        turn = await backend.turn(body, _client(request))
+        conversation = turn.conversation
         try:
             reply = await backend.answer(
-                agent.process(body.message, conversation.session_id), conversation.token
+                turn.agent.process(body.message, conversation.session_id), conversation.token
             )
         except SupervisorError as error:
             raise await backend.refusal(error, conversation) from None
         finally:
-            await asyncio.shield(backend.release_turn(conversation))
+            await backend.release(turn)
         return ChatResponse(
             session_id=conversation.token,
             intent=conversation.intent,
@@ -695,17 +771,20 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         agent message as `text-start`, `text-delta`s as it is written, `text-end`), then `end`
         (or `error`). A client whose connection breaks resumes with `GET
         /api/sessions/{session_id}/stream` and `Last-Event-ID`."""
-        conversation, agent = await backend.turn(body, _client(request))
-        items = agent.process_stream(body.message, conversation.session_id)
+        turn = await backend.turn(body, _client(request))
+        conversation = turn.conversation
+        items: AsyncGenerator[StreamItem, None] | None = None
         try:
+            items = turn.agent.process_stream(body.message, conversation.session_id)
             first = await anext(items)  # errors before the turn starts are HTTP errors
         except BaseException as error:
-            await items.aclose()
-            await asyncio.shield(backend.release_turn(conversation))
+            if items is not None:
+                await items.aclose()
+            await backend.release(turn)
             if isinstance(error, SupervisorError):
                 raise await backend.refusal(error, conversation) from None
             raise
-        log = backend.stream(conversation, first, items)  # released when the turn ends
+        log = backend.stream(turn, first, items)  # released when the turn ends
         return _event_stream(log.after(None), settings.stream_keep_alive)
 
     @app.get(

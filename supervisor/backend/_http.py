@@ -52,12 +52,17 @@ class HttpLimits:
         max_header_bytes: Bytes of a request's head: request line and every header (the
             server answers 400 and closes past it).
         header_timeout: Seconds a request's head may take to arrive, from the connection's
-            first byte or a kept-alive connection's next one (the connection is closed).
+            accept (and, on a kept-alive connection, from the next request's first byte); past
+            it the connection is closed.
         max_concurrency: Connections and requests in flight past which new requests get 503.
+            It counts connections still sending their head: one client holding many sockets
+            can use it up for everyone, so cap connections per client address in the proxy in
+            front (nginx `limit_conn`), as for any Python server.
         keep_alive: Seconds an idle kept-alive connection stays open.
-        trusted_proxies: Addresses or networks (or `*`) of the proxies whose `X-Forwarded-For`
-            and `X-Forwarded-Proto` are believed; from any other peer they are ignored. Empty:
-            the client is always the connection's peer.
+        trusted_proxies: Addresses or networks of the proxies whose `X-Forwarded-For` and
+            `X-Forwarded-Proto` are believed; from any other peer they are ignored. Empty: the
+            client is always the connection's peer. (`*` trusts everyone, so anyone can name
+            any client: never on a port the internet reaches.)
     """
 
     max_body: int = 1024 * 1024
@@ -127,29 +132,30 @@ class BodyLimit:
             return
         limit = self.limits.max_body
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and not declared.isdigit():
-            await _refuse(send, 400, "Content-Length is not a number")
+        too_large = f"the body is larger than {limit} bytes"
+        if declared is not None and not (declared.isascii() and declared.isdigit()):
+            await _refuse(send, 400, "Content-Length is not a number", receive)
             return
         if declared is not None and int(declared) > limit:
-            await _refuse(send, 413, f"the body is larger than {limit} bytes")
+            await _refuse(send, 413, too_large, receive)
             return
         body = bytearray()
         try:
             async with asyncio.timeout(self.limits.body_timeout):
-                while True:
+                while len(body) <= limit:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return
                     body += message.get("body", b"")
-                    if len(body) > limit:
-                        body.clear()
-                        await _refuse(send, 413, f"the body is larger than {limit} bytes", receive)
-                        return
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
             detail = f"the body did not arrive within {self.limits.body_timeout:g} s"
             await _refuse(send, 408, detail)
+            return
+        if len(body) > limit:
+            body.clear()
+            await _refuse(send, 413, too_large, receive)
             return
         await self.app(scope, _replay(bytes(body), receive), send)
 
@@ -172,7 +178,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline on reading each request's head.
 
-    The deadline starts at a connection's first byte (and at a kept-alive connection's next
+    The deadline starts when a connection is accepted (and at a kept-alive connection's next
     request's first byte) and ends when the head is complete; past it the connection is closed.
     Its length is the server config's `header_timeout` (set by `harden_server`).
     """

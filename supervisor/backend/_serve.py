@@ -20,6 +20,8 @@ import multiprocessing.process
 import os
 import signal
 import socket
+import threading
+import time
 from types import FrameType
 from typing import Final, final
 
@@ -65,7 +67,11 @@ class BackendServer(uvicorn.Server):
         """The first SIGINT/SIGTERM drains, then shuts down; another one shuts down at once
         (as uvicorn does)."""
         backend: Backend | None = getattr(self._app.state, "backend", None) if self._app else None
-        if self._drain_begun or backend is None or self._loop is None:
+        if self._drain_begun:  # a second signal: stop now, drain or not
+            super().handle_exit(sig, frame)
+            self.force_exit = True
+            return
+        if backend is None or self._loop is None:  # not started yet: nothing to drain
             super().handle_exit(sig, frame)
             return
         self._drain_begun = True
@@ -102,6 +108,12 @@ def serve(
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and settings.parlant_url is None:
+        raise ValueError(
+            "several workers need one Parlant server they all reach (settings.parlant_url): "
+            "each would embed an emulator of its own, and a conversation another worker "
+            "opened would be lost"
+        )
     config = uvicorn.Config(
         "supervisor.backend:create_app",  # replaced by the app each process builds
         host=host,
@@ -127,9 +139,24 @@ def _work(
     the parent alone, which then drains each worker once (SIGTERM). A new interpreter: its
     logging is configured again, as in the parent."""
     os.setpgid(0, 0)
+    threading.Thread(target=_die_with, args=(os.getppid(),), daemon=True).start()
     config.configure_logging()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(log_level))
     BackendServer(config, settings, drain_timeout).run(sockets=[sock])
+
+
+def _die_with(parent: int) -> None:
+    """Drain and stop when the parent process is gone (killed, say): a worker in a process
+    group of its own would otherwise go on serving the port, orphaned."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_CHECK)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PARENT_CHECK: Final = 1.0
+_RESTART_BACKOFF: Final = (1.0, 30.0)
+"""Seconds before a worker that died young is replaced: doubling from the first to the
+second (a worker that cannot start, e.g. its database is down, is not respawned in a loop)."""
 
 
 @final
@@ -166,24 +193,43 @@ class _Workers:
     def run(self) -> None:
         sock = self._config.bind_socket()
         processes: list[multiprocessing.process.BaseProcess] = []
+        started: dict[int, float] = {}  # index -> when its process started
+        told: dict[int | None, int] = {}  # pid -> how many signals it was sent
+        backoff = _RESTART_BACKOFF[0]
+        restart_at: dict[int, float] = {}
 
         def stop(sig: int, frame: FrameType | None) -> None:
-            if not self._stopping:
-                for process in processes:
-                    if process.pid is not None and process.exitcode is None:
-                        os.kill(process.pid, signal.SIGTERM)
             self._stopping.append(sig)
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            processes.extend(self._start(sock) for _ in range(self._count))
+            for index in range(self._count):
+                processes.append(self._start(sock))
+                started[index] = time.monotonic()
             _log.info("Started %d worker processes [%s]", self._count, os.getpid())
-            while any(p.exitcode is None for p in processes):
-                multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.5)
+            while any(p.exitcode is None for p in processes) or (restart_at and not self._stopping):
+                multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.2)
+                for process in processes:  # each signal the parent got, each worker gets once
+                    if process.exitcode is None and told.get(process.pid, 0) < len(self._stopping):
+                        told[process.pid] = told.get(process.pid, 0) + 1
+                        os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                if self._stopping:
+                    continue
+                now = time.monotonic()
                 for index, process in enumerate(processes):
-                    if process.exitcode is not None and not self._stopping:
-                        _log.warning("Worker process [%s] died; starting another", process.pid)
+                    if process.exitcode is not None and index not in restart_at:
+                        young = now - started[index] < _RESTART_BACKOFF[1]
+                        wait = backoff if young else 0.0
+                        backoff = min(backoff * 2, _RESTART_BACKOFF[1]) if young else backoff
+                        _log.warning(
+                            "Worker process [%s] died; another in %.0f s", process.pid, wait
+                        )
+                        restart_at[index] = now + wait
+                for index, at in list(restart_at.items()):
+                    if at <= now:
+                        del restart_at[index]
                         processes[index] = self._start(sock)
+                        started[index] = now
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

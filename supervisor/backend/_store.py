@@ -77,6 +77,8 @@ _conversations = sa.Table(
     sa.Column("last_used", sa.Double(), nullable=False),
     # Until when the turn in flight holds the conversation; NULL: none is.
     sa.Column("turn_until", sa.Double(), nullable=True),
+    # Who holds that turn (the claim `claim_turn` returned): only its holder releases it.
+    sa.Column("turn_owner", sa.String(32), nullable=True),
 )
 
 _by_last_used = sa.Index("conversations_last_used", _conversations.c.last_used)
@@ -253,6 +255,7 @@ class ConversationStore:
                     created=now,
                     last_used=now,
                     turn_until=None,
+                    turn_owner=None,
                 )
             )
         return Conversation(token, session_id, intent, now, now, key)
@@ -311,14 +314,16 @@ class ConversationStore:
             rows: Sequence[Row[Any]] = (await connection.execute(statement)).all()
         return sorted((_conversation(row) for row in rows), key=lambda c: (c.last_used, c.key))
 
-    async def claim_turn(self, token: str, now: float, lease: float) -> bool:
+    async def claim_turn(self, token: str, now: float, lease: float) -> str | None:
         """Claim the conversation's one turn in flight (across every process), until
-        `now + lease` or `release_turn`: True if claimed, False if another turn holds it
-        (or the token is unknown). An expired lease is claimed again: its holder died."""
+        `now + lease` or `release_turn`: the claim (give it to `release_turn`), or None if
+        another turn holds it (or the token is unknown). An expired lease is claimed again: its
+        holder died, or outlived it (and then releases nothing: the claim is no longer its)."""
         lease = _seconds("lease", lease)
         if not _plausible(token):
-            return False
+            return None
         now = float(now)
+        claim = secrets.token_hex(16)
         table = _conversations
         statement = (
             sa.update(table)
@@ -326,18 +331,24 @@ class ConversationStore:
                 table.c.key == token_key(token),
                 sa.or_(table.c.turn_until.is_(None), table.c.turn_until <= now),
             )
-            .values(turn_until=now + lease)
+            .values(turn_until=now + lease, turn_owner=claim)
             .returning(table.c.key)
         )
         async with self._engine.begin() as connection:
-            return (await connection.execute(statement)).first() is not None
+            claimed = (await connection.execute(statement)).first() is not None
+        return claim if claimed else None
 
-    async def release_turn(self, token: str) -> None:
-        """End the turn in flight (whoever claimed it): the next `claim_turn` succeeds."""
+    async def release_turn(self, token: str, claim: str) -> None:
+        """End the turn `claim` holds: the next `claim_turn` succeeds. A claim that no longer
+        holds the turn (its lease lapsed and another turn took it) releases nothing."""
         if not _plausible(token):
             return
         table = _conversations
-        statement = sa.update(table).where(table.c.key == token_key(token)).values(turn_until=None)
+        statement = (
+            sa.update(table)
+            .where(table.c.key == token_key(token), table.c.turn_owner == claim)
+            .values(turn_until=None, turn_owner=None)
+        )
         async with self._engine.begin() as connection:
             await connection.execute(statement)
 

@@ -55,7 +55,9 @@ class Position:
     def parse(cls, text: str) -> Position | None:
         """The position an SSE id names (None: not one of ours)."""
         pieces = text.strip().split("-")
-        if len(pieces) != 3 or not all(p.isdigit() and len(p) <= 18 for p in pieces):
+        if len(pieces) != 3 or not all(
+            p.isascii() and p.isdigit() and len(p) <= 18 for p in pieces
+        ):
             return None
         origin, offset, part = (int(p) for p in pieces)
         return cls(origin, offset, part)

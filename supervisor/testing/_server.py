@@ -72,7 +72,8 @@ class AppServer:
     kernel's backlog. `stop()` drains requests in flight for up to `graceful_shutdown` seconds,
     then runs the app's lifespan shutdown. It writes no access log unless `access_log` (then to
     the `uvicorn.access` logger, as uvicorn does); `configure` may change the uvicorn config
-    before the server is made (e.g. `supervisor.backend.harden_server`).
+    before the server is made (`supervisor.backend.harden_server` does, and its protocol writes
+    the access log).
 
     Example:
         >>> with AppServer(create_app()) as backend:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from supervisor import SupervisorConfig
 from supervisor.testing import AppServer, EmulatedAgent, EmulatorServer, TurnContext
 
 Backend = Callable[..., AppServer]
@@ -163,6 +165,8 @@ def test_several_workers_serve_any_conversation_from_one_store(
         fresh = {"headers": {"Connection": "close"}}  # each request a new connection
         tokens = [chat(url, f"hi {n}", **fresh).json()["session_id"] for n in range(10)]
         turns = [chat(url, f"more {n}", token, **fresh) for n, token in enumerate(tokens * 3)]
+        # A session both workers served is polled by both supervisors.
+        polls = emulator.call(emulator.emulator.open_polls)
         process.send_signal(signal.SIGTERM)
         _, log = process.communicate(timeout=60)
     finally:
@@ -172,6 +176,44 @@ def test_several_workers_serve_any_conversation_from_one_store(
     assert [t.status_code for t in turns] == [200] * 30
     assert [t.json()["reply"] for t in turns] == [f"echo: more {n}" for n in range(30)]
     assert len(emulator.call(emulator.emulator.session_ids)) == 10
+    assert polls > 10  # some conversation was served by both workers
     assert log.count("Application shutdown complete.") == 2
     assert "Traceback" not in log
     assert process.returncode == -signal.SIGTERM
+
+
+def test_a_new_conversations_first_streamed_turn_holds_it_and_its_end_releases_it(
+    backend: Backend, serve: Serve
+) -> None:
+    emulator = serve(gated("ResearchPaperAgent"), gated("MedicalWelfareAgent"))
+    server = backend(parlant_url=emulator.url)
+    body = {"message": "slow", "intent": "research_paper"}
+    with httpx.stream("POST", f"{server.url}/api/chat/stream", json=body, timeout=60) as stream:
+        lines = stream.iter_lines()
+        token = next(json.loads(line[6:]) for line in lines if line.startswith("data: "))[
+            "session_id"
+        ]  # the `session` event: the token, handed out while the turn runs
+        racing = chat(server.url, "meanwhile", token)
+        emulator.call(emulator.emulator.release, "slow")
+        rest = list(lines)
+    right_after = chat(server.url, "next", token)  # sent as soon as `end` arrived
+
+    assert racing.status_code == 409
+    assert "event: end" in rest
+    assert right_after.status_code == 200
+    assert right_after.json()["reply"] == "echo: next"
+
+
+def test_a_stream_refused_before_its_turn_is_a_4xx_and_releases_the_conversation(
+    backend: Backend, serve: Serve
+) -> None:
+    emulator = serve()
+    server = backend(parlant_url=emulator.url, supervisor=SupervisorConfig(max_message_length=10))
+    token = chat(server.url, "hi").json()["session_id"]
+    body = {"message": "x" * 11, "intent": "research_paper", "session_id": token}
+
+    refused = httpx.post(f"{server.url}/api/chat/stream", json=body, timeout=60)
+    after = chat(server.url, "short", token)
+
+    assert refused.status_code == 422
+    assert after.status_code == 200

@@ -151,6 +151,21 @@ def test_a_head_trickled_byte_by_byte_is_cut_at_the_header_timeout(backend: Back
     assert healthy.status_code == 200
 
 
+def test_the_next_head_on_a_kept_alive_connection_has_its_own_deadline(
+    backend: Backend,
+) -> None:
+    server = backend(limits=HttpLimits(header_timeout=0.5, keep_alive=30))
+    with connected(server) as sock:
+        sock.sendall(head("/healthz", method="GET"))
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):  # the whole first answer
+            first += sock.recv(65536)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")  # then nothing more
+
+        assert status_of(first) == 200
+        assert answer(sock) == b""  # closed at the deadline, not at the 30 s keep-alive
+
+
 def test_a_silent_connection_is_closed_at_the_header_timeout(backend: Backend) -> None:
     server = backend(limits=HttpLimits(header_timeout=0.3))
     with connected(server) as sock:

@@ -130,13 +130,13 @@ async def test_unknown_and_forged_tokens_find_nothing(store: ConversationStore) 
     ]
     for token in forged:
         assert await store.find(token, T0 + 1) is None, token[:40]
-        assert await store.claim_turn(token, T0 + 1, lease=30) is False, token[:40]
-        await store.release_turn(token)
+        assert await store.claim_turn(token, T0 + 1, lease=30) is None, token[:40]
+        await store.release_turn(token, "claim")
         assert await store.forget(token) is None, token[:40]
     # None of that touched the real conversation, nor its turn.
     assert await store.count() == 1
     assert await store.find(real.token, T0 + 2) == dataclasses.replace(real, last_used=T0 + 2)
-    assert await store.claim_turn(real.token, T0 + 2, lease=30) is True
+    assert await store.claim_turn(real.token, T0 + 2, lease=30) is not None
 
 
 @pytest.mark.asyncio
@@ -274,17 +274,23 @@ async def test_claim_turn_holds_one_turn_until_release_or_lease_end(
 ) -> None:
     conversation, other = await open_many(store, 2)
     token = conversation.token
-    assert await store.claim_turn(token, T0, lease=30) is True
-    assert await store.claim_turn(token, T0 + 10, lease=30) is False
-    assert await store.claim_turn(token, T0 + 29.9, lease=30) is False
-    assert await store.claim_turn(other.token, T0 + 10, lease=30) is True  # per conversation
+    claim = await store.claim_turn(token, T0, lease=30)
+    assert claim is not None
+    assert await store.claim_turn(token, T0 + 10, lease=30) is None
+    assert await store.claim_turn(token, T0 + 29.9, lease=30) is None
+    assert await store.claim_turn(other.token, T0 + 10, lease=30) is not None  # per conversation
 
-    await store.release_turn(token)
-    assert await store.claim_turn(token, T0 + 11, lease=30) is True  # held until T0 + 41
-    assert await store.claim_turn(token, T0 + 40, lease=30) is False
-    # Its holder died without releasing: the lease lapses by itself.
-    assert await store.claim_turn(token, T0 + 41, lease=30) is True
-    assert await store.claim_turn(token, T0 + 42, lease=30) is False
+    await store.release_turn(token, "not-the-claim")  # only its holder releases a turn
+    assert await store.claim_turn(token, T0 + 10, lease=30) is None
+    await store.release_turn(token, claim)
+    stale = await store.claim_turn(token, T0 + 11, lease=30)  # held until T0 + 41
+    assert stale is not None
+    assert await store.claim_turn(token, T0 + 40, lease=30) is None
+    # Its holder died (or outlived its lease) without releasing: the lease lapses by itself,
+    # and the old holder's release no longer frees the new holder's turn.
+    assert await store.claim_turn(token, T0 + 41, lease=30) is not None
+    await store.release_turn(token, stale)
+    assert await store.claim_turn(token, T0 + 42, lease=30) is None
 
     with pytest.raises(ValueError, match="lease"):
         await store.claim_turn(token, T0 + 100, lease=0)
@@ -300,12 +306,12 @@ async def test_concurrent_claims_let_exactly_one_turn_through(make_store: MakeSt
         claims = await asyncio.gather(
             *(s.claim_turn(conversation.token, T0 + 1, lease=30) for s in (first, second) * 2)
         )
-        assert sorted(claims) == [False, False, False, True]
+        assert sorted(claim is not None for claim in claims) == [False, False, False, True]
     # And again once the leases lapsed.
     claims = await asyncio.gather(
         *(s.claim_turn(c.token, T0 + 31, lease=30) for c in conversations for s in (first, second))
     )
-    assert sum(claims) == len(conversations)
+    assert sum(claim is not None for claim in claims) == len(conversations)
 
 
 @pytest.mark.asyncio
