@@ -9,4 +9,4 @@ done
 if [ -z "$PY" ]; then echo "error: Python >= 3.11 is required (none found on PATH)" >&2; exit 1; fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,parlant-server,ray,postgresql]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[backend,test,parlant-server,ray,postgresql]"

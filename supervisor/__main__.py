@@ -12,6 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+from supervisor._extras import DISTRIBUTION, missing_modules
+
+if _missing := missing_modules(
+    "typer", "rich", "fastapi", "uvicorn", "sqlalchemy", "sse_starlette"
+):
+    sys.exit(
+        f"parlant-supervisor's command line needs the [backend] extra "
+        f"({', '.join(_missing)} not installed): pip install '{DISTRIBUTION}[backend]'"
+    )
+
 import structlog
 import typer
 from rich.console import Console
@@ -29,6 +39,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # help texts name extras in brackets: `[parlant-server]`, not markup
     no_args_is_help=True,
     help="Keep conversations with Parlant agents alive and correct.",
 )

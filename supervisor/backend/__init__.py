@@ -6,6 +6,19 @@ the supervisor, with the `process()` / `process_stream()` interface; add one by 
 `ChatAgent`.
 """
 
+from supervisor._extras import require_extra
+
+require_extra(
+    "backend",
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
+    "sqlalchemy",
+    "aiosqlite",
+    "limits",
+    what="The reference backend (supervisor.backend)",
+)
+
 from supervisor.backend._agents import ChatAgent, Intent, MedicalWelfareAgent, ResearchPaperAgent
 from supervisor.backend._app import BackendSettings, create_app
 from supervisor.backend._http import HttpLimits, TokenRedaction, harden_server

@@ -16,6 +16,12 @@
 - `FakeClock` and `settle()`: tests that never sleep.
 """
 
+from supervisor._extras import require_extra
+
+require_extra(
+    "testing", "fastapi", "starlette", "uvicorn", "limits", what="supervisor.testing (the emulator)"
+)
+
 from supervisor.testing._chaos import kill_session_actor, kill_shard
 from supervisor.testing._clock import FakeClock
 from supervisor.testing._emulator import (

@@ -1,0 +1,34 @@
+"""Optional parts of the distribution and the extra that installs each: a missing one is named
+with the command that installs it, instead of a bare `No module named 'fastapi'`."""
+
+from __future__ import annotations
+
+import importlib.util
+
+__all__ = ["missing_modules", "require_extra"]
+
+DISTRIBUTION = "parlant-session-supervisor"
+
+
+def missing_modules(*modules: str) -> list[str]:
+    """Which of `modules` cannot be imported here."""
+    missing = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
+
+
+def require_extra(extra: str, *modules: str, what: str) -> None:
+    """Raise ModuleNotFoundError naming `extra` if one of `modules` is not installed."""
+    missing = missing_modules(*modules)
+    if missing:
+        raise ModuleNotFoundError(
+            f"{what} needs the [{extra}] extra ({', '.join(missing)} not installed): "
+            f"pip install '{DISTRIBUTION}[{extra}]'",
+            name=missing[0],
+        )
