@@ -25,13 +25,19 @@ EXTRAS_ONLY = [
 """Top-level modules that only the extras install (parlant-client brings none of them)."""
 
 
-def without_extras(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a new interpreter where no module of an extra can be imported."""
+TEST_ONLY = ["httptools", "uvloop", "pytest", "hypothesis", "schemathesis", "ray", "asyncpg"]
+"""Modules that only the [test], [ray] and [postgresql] extras install."""
+
+
+def without_extras(
+    code: str, *args: str, blocked: list[str] = EXTRAS_ONLY
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a new interpreter where no module in `blocked` can be imported."""
     blocker = f"""
         import importlib.abc, sys
         class NotInstalled(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {EXTRAS_ONLY!r}:
+                if name.split(".")[0] in {blocked!r}:
                     raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
                 return None
         sys.meta_path.insert(0, NotInstalled())
@@ -92,3 +98,23 @@ def test_the_help_names_extras_in_brackets() -> None:
 
     assert result.returncode == 0
     assert "[parlant-server] extra" in result.stdout
+
+
+def test_the_backend_extra_serves_the_embedded_default_without_the_test_extra() -> None:
+    result = without_extras(
+        """
+        from supervisor.backend import BackendSettings, create_app
+        from supervisor.testing import AppServer
+        import httpx, tempfile, pathlib
+        with tempfile.TemporaryDirectory() as data:
+            settings = BackendSettings(data_dir=pathlib.Path(data))
+            with AppServer(create_app(settings)) as backend:
+                body = {"message": "hi", "intent": "medical_welfare"}
+                answer = httpx.post(f"{backend.url}/api/chat", json=body, timeout=60)
+                print("status", answer.status_code)
+        """,
+        blocked=TEST_ONLY,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "status 200" in result.stdout

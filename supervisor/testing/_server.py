@@ -11,7 +11,6 @@ from typing import Any, Literal, Self, TypeVar, final
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from supervisor.testing._loop import LoopThread
 
@@ -44,18 +43,19 @@ class _UnloggedH11(H11Protocol):
         self.access_log = False
 
 
-class _UnloggedHttpTools(HttpToolsProtocol):
-    """httptools that writes no access log (see `_UnloggedH11`)."""
+def _unlogged(http: Literal["h11", "httptools"]) -> type[asyncio.Protocol]:
+    """The `http` protocol writing no access log (see `_UnloggedH11`); httptools is imported
+    only when asked for (uvicorn does not need it)."""
+    if http == "h11":
+        return _UnloggedH11
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.access_log = False
+    class _UnloggedHttpTools(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.access_log = False
 
-
-_UNLOGGED: dict[str, type[asyncio.Protocol]] = {
-    "h11": _UnloggedH11,
-    "httptools": _UnloggedHttpTools,
-}
+    return _UnloggedHttpTools
 
 
 def http_url(host: str, port: int) -> str:
@@ -109,7 +109,7 @@ class AppServer:
             backlog=backlog,
             timeout_graceful_shutdown=graceful_shutdown,
             timeout_keep_alive=120,
-            http=http if access_log else _UNLOGGED[http],
+            http=http if access_log else _unlogged(http),
         )
         if configure is not None:
             configure(self._config)
