@@ -190,8 +190,9 @@ class TurnLog:
 
 @final
 class TurnLogs:
-    """Each conversation's latest turn log, by conversation token: at most `capacity` (the
-    least recently started forgotten first), a finished one for `keep` seconds."""
+    """Each conversation's latest turn log, by conversation key (`Conversation.key`, the
+    token's hash): at most `capacity` (the least recently started forgotten first), a finished
+    one for `keep` seconds."""
 
     def __init__(
         self, capacity: int = 10_000, keep: float = 300.0, now: Callable[[], float] = time.monotonic
@@ -201,23 +202,23 @@ class TurnLogs:
         self._keep = keep
         self._now = now
 
-    def start(self, token: str, origin: int) -> TurnLog:
+    def start(self, key: str, origin: int) -> TurnLog:
         """A new turn of the conversation (its previous turn's log is dropped)."""
-        log = self._logs[token] = TurnLog(origin, self._now)
-        self._logs.move_to_end(token)
+        log = self._logs[key] = TurnLog(origin, self._now)
+        self._logs.move_to_end(key)
         while len(self._logs) > self._capacity:
             self._logs.popitem(last=False)
         return log
 
-    def find(self, token: str) -> TurnLog | None:
+    def find(self, key: str) -> TurnLog | None:
         """The conversation's latest turn log, if it is still kept."""
-        log = self._logs.get(token)
+        log = self._logs.get(key)
         finished = log.finished_at if log is not None else None
         if finished is not None and self._now() - finished > self._keep:
-            del self._logs[token]
+            del self._logs[key]
             return None
         return log
 
-    def forget(self, token: str) -> None:
+    def forget(self, key: str) -> None:
         """The conversation ended."""
-        self._logs.pop(token, None)
+        self._logs.pop(key, None)
