@@ -66,3 +66,18 @@ def test_the_stream_benchmark_measures_every_chunk_each_way(tmp_path: Path) -> N
     assert len(rows) == 3
     assert all(row["chunks"] == 8 for row in rows.values())  # the first of 5 left out, twice
     assert all(row["p50_ms"] > 0 for row in rows.values())
+
+
+def test_the_phases_benchmark_splits_each_phase_between_client_and_server() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.phases", "--sessions", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    phases = [line.split()[0] for line in result.stdout.splitlines() if "client CPU" in line]
+    assert phases == ["open", "asks", "stop"]
+    assert "asks per second:" in result.stdout

@@ -1,0 +1,143 @@
+"""Where the time of opening, asking and stopping goes at N sessions: the wall time of each
+phase beside the CPU the client and the bench's server each spent in it, optionally with a
+py-spy profile of each phase (collapsed stacks, for flame graphs or `--top`).
+
+    python -m bench.phases --sessions 15000 [--profile DIR] [--top 20]
+
+A client that waits on a server it saturates shows server CPU near a core; a client whose own
+cost grows with N shows client CPU per session growing. py-spy (`pip install py-spy`) slows
+what it samples: compare profiled runs with profiled runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+from bench.client import ASK_BUDGET, WAIT_FOR_DATA, Server, asks_per_second
+from supervisor import SessionSupervisor, SupervisorConfig
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Phase:
+    """Times a phase: wall, client CPU, server CPU; profiles it with py-spy if asked."""
+
+    def __init__(self, name: str, server_pid: int, profile: Path | None) -> None:
+        self.name = name
+        self.server_pid = server_pid
+        self.profile = profile
+        self._spy: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Phase:
+        if self.profile is not None:
+            beside = Path(sys.executable).parent / "py-spy"  # in this venv, not on PATH
+            spy = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+            if spy is None:
+                raise SystemExit("--profile needs py-spy: pip install py-spy")
+            output = self.profile / f"{self.name}.txt"
+            command = [spy, "record", "--pid", str(os.getpid()), "--format", "raw"]
+            self._spy = subprocess.Popen(
+                [*command, "--rate", "200", "-o", str(output)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # py-spy attaches
+        self._client = cpu_seconds(os.getpid())
+        self._server = cpu_seconds(self.server_pid)
+        self._wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._wall
+        client = cpu_seconds(os.getpid()) - self._client
+        server = cpu_seconds(self.server_pid) - self._server
+        print(
+            f"{self.name:<5} wall {wall:7.2f} s   client CPU {client:7.2f} s   "
+            f"server CPU {server:7.2f} s",
+            flush=True,
+        )
+        if self._spy is not None:
+            self._spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+            self._spy.wait(timeout=120)
+
+
+def top(path: Path, count: int) -> None:
+    """The functions with the most samples of their own in a py-spy raw profile."""
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if frames:
+            own[frames[-1]] += int(samples)
+            total += int(samples)
+    print(f"-- {path.name}: {total} samples; most of their own:")
+    for frame, taken in own.most_common(count):
+        print(f"{taken / total * 100:5.1f}%  {frame}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--profile", type=Path, help="write a py-spy profile per phase here")
+    parser.add_argument("--top", type=int, default=0, help="print each profile's top N")
+    options = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if options.profile is not None:
+        options.profile.mkdir(parents=True, exist_ok=True)
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "bench.serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serving.stdout is not None
+        url = serving.stdout.readline().strip()
+        server = Server(url)
+        sessions = server.create_sessions(options.sessions)
+        count = len(sessions)
+        print(f"{count} sessions", flush=True)
+        sup = SessionSupervisor(url, config=SupervisorConfig(wait_for_data=WAIT_FOR_DATA))
+        with Phase("open", serving.pid, options.profile):
+            for session_id in sessions:
+                sup.open(session_id, since=0)
+            server.wait_for_open_polls(count)
+
+        async def ask(session_id: str, text: str) -> bool:
+            reply = await sup.aask(session_id, text, timeout=ASK_BUDGET)
+            return reply.text == f"echo: {text}"
+
+        with Phase("asks", serving.pid, options.profile):
+            rate = asyncio.run(asks_per_second(ask, sessions))
+        with Phase("stop", serving.pid, options.profile):
+            sup.stop(timeout=60)
+        print(f"asks per second: {rate:.0f}", flush=True)
+    finally:
+        assert serving.stdin is not None
+        serving.stdin.close()
+        serving.wait(timeout=60)
+    if options.profile is not None and options.top:
+        for name in ("open", "asks", "stop"):
+            top(options.profile / f"{name}.txt", options.top)
+
+
+if __name__ == "__main__":
+    main()
