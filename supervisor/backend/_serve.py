@@ -208,7 +208,8 @@ class _Workers:
                 started[index] = time.monotonic()
             _log.info("Started %d worker processes [%s]", self._count, os.getpid())
             while any(p.exitcode is None for p in processes) or (restart_at and not self._stopping):
-                multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.2)
+                live = [p.sentinel for p in processes if p.exitcode is None]
+                multiprocessing.connection.wait(live, timeout=0.2)  # a dead one's is always ready
                 for process in processes:  # each signal the parent got, each worker gets once
                     if process.exitcode is None and told.get(process.pid, 0) < len(self._stopping):
                         told[process.pid] = told.get(process.pid, 0) + 1
@@ -220,7 +221,9 @@ class _Workers:
                     if process.exitcode is not None and index not in restart_at:
                         young = now - started[index] < _RESTART_BACKOFF[1]
                         wait = backoff if young else 0.0
-                        backoff = min(backoff * 2, _RESTART_BACKOFF[1]) if young else backoff
+                        backoff = (
+                            min(backoff * 2, _RESTART_BACKOFF[1]) if young else _RESTART_BACKOFF[0]
+                        )
                         _log.warning(
                             "Worker process [%s] died; another in %.0f s", process.pid, wait
                         )

@@ -217,3 +217,61 @@ def test_a_stream_refused_before_its_turn_is_a_4xx_and_releases_the_conversation
 
     assert refused.status_code == 422
     assert after.status_code == 200
+
+
+def test_a_worker_that_dies_is_replaced_and_the_rest_serve_meanwhile(
+    serve: Serve, tmp_path: Path
+) -> None:
+    emulator = serve()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "supervisor", "serve", "--port", str(port), "--workers", "2",
+        "--parlant", emulator.url,
+    ]  # fmt: skip
+    env = {**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        lines = iter(process.stderr)
+        until(lines, "Application startup complete.", times=2)
+        workers = children(process.pid)
+        os.kill(workers[0], signal.SIGKILL)
+        replaced = until(lines, "died; another in")
+        until(lines, "Application startup complete.")  # the replacement is up
+        answered = chat(f"http://127.0.0.1:{port}", "still here?", headers={"Connection": "close"})
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert len(workers) == 2
+    assert "another in 1 s" in replaced  # a worker that died young: after a backoff
+    assert answered.status_code == 200
+    assert process.returncode == -signal.SIGTERM
+
+
+def until(lines: Iterator[str], text: str, times: int = 1) -> str:
+    """Read log lines until `text` was seen `times` times (or the log ends: a failure)."""
+    for line in lines:
+        if text in line:
+            times -= 1
+            if times == 0:
+                return line
+    raise AssertionError(f"the log ended before {text!r}")
+
+
+def children(pid: int) -> list[int]:
+    """The worker processes whose parent is `pid` (not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return sorted(found)
