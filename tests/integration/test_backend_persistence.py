@@ -140,21 +140,8 @@ def test_several_workers_serve_any_conversation_from_one_store(
     serve: Serve, store_url: str, tmp_path: Path
 ) -> None:
     emulator = serve()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable, "-m", "supervisor", "serve", "--port", str(port), "--workers", "2",
-        "--parlant", emulator.url, "--store-url", store_url,
-        "--new-conversations-per-minute", "0",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)},
-    )
-    url = f"http://127.0.0.1:{port}"
+    options = ["--store-url", store_url, "--new-conversations-per-minute", "0"]
+    process, url = serve_workers(emulator.url, tmp_path, *options)
     try:
         assert process.stderr is not None
         listening = 0
@@ -223,15 +210,7 @@ def test_a_worker_that_dies_is_replaced_and_the_rest_serve_meanwhile(
     serve: Serve, tmp_path: Path
 ) -> None:
     emulator = serve()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable, "-m", "supervisor", "serve", "--port", str(port), "--workers", "2",
-        "--parlant", emulator.url,
-    ]  # fmt: skip
-    env = {**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    process, url = serve_workers(emulator.url, tmp_path)
     try:
         assert process.stderr is not None
         lines = iter(process.stderr)
@@ -240,7 +219,7 @@ def test_a_worker_that_dies_is_replaced_and_the_rest_serve_meanwhile(
         os.kill(workers[0], signal.SIGKILL)
         replaced = until(lines, "died; another in")
         until(lines, "Application startup complete.")  # the replacement is up
-        answered = chat(f"http://127.0.0.1:{port}", "still here?", headers={"Connection": "close"})
+        answered = chat(url, "still here?", headers={"Connection": "close"})
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
     finally:
@@ -251,6 +230,20 @@ def test_a_worker_that_dies_is_replaced_and_the_rest_serve_meanwhile(
     assert "another in 1 s" in replaced  # a worker that died young: after a backoff
     assert answered.status_code == 200
     assert process.returncode == -signal.SIGTERM
+
+
+def serve_workers(
+    parlant_url: str, data_dir: Path, *options: str
+) -> tuple[subprocess.Popen[str], str]:
+    """`serve --workers 2` on a free port (its log on stderr), and its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "supervisor", "serve", "--port", str(port)]
+    command += ["--workers", "2", "--parlant", parlant_url, *options]
+    env = {**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(data_dir)}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    return process, f"http://127.0.0.1:{port}"
 
 
 def until(lines: Iterator[str], text: str, times: int = 1) -> str:
