@@ -145,6 +145,10 @@ def test_an_ask_during_an_outage_is_posted_once_it_ends_and_polling_resumes(
     server, wire, sup, session_id = rig(serve, proxy, supervise, clock=clock)
     reader = sup.events(session_id)
     assert sup.ask(session_id, "before", timeout=600).text == "echo: before"
+    # The next poll is open, so that the outage resets it (between two polls, its connection
+    # would be refused instead: Parlant down at once, and no session backs off on its own).
+    emulator = server.emulator
+    server.run(emulator.until(lambda: emulator.open_polls() == 1))
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         with wire.outage():  # the open poll is reset, every new connection refused
