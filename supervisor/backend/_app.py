@@ -70,8 +70,7 @@ _LEASE_MARGIN: Final = 35.0
 """Seconds a turn's hold on its conversation outlives the ask's deadline (`claim`): more than
 the supervisor's own margin past it (30 s), so that a live turn's hold never lapses."""
 _RETRY: Final = {"Retry-After": "5"}
-
-_RETRY_AFTER: Final = "5"
+"""What every 503 says: try again in 5 s."""
 _SHUTTING_DOWN_MID_TURN: Final = (
     "the backend is shutting down; the message was sent and the agent's reply will be in the "
     "conversation (GET /api/sessions/{session_id}/messages)"
@@ -254,9 +253,9 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
         return _Refused(504, "no reply within the deadline; it stays in the conversation", token)
     if isinstance(error, ParlantUnavailable):
         detail = "Parlant is unreachable; nothing was lost, try again shortly"
-        return _Refused(503, detail, token, {"Retry-After": _RETRY_AFTER})
+        return _Refused(503, detail, token, _RETRY)
     if isinstance(error, SupervisorStopped):
-        return _Refused(503, "the backend is shutting down", token, {"Retry-After": _RETRY_AFTER})
+        return _Refused(503, "the backend is shutting down", token, _RETRY)
     if isinstance(error, SessionNotFound | SessionClosed):
         return _Refused(404, "this conversation no longer exists", token)
     if isinstance(error, InvalidInput):
@@ -291,7 +290,6 @@ class Backend:
         self._requests = 0
         self._no_requests = asyncio.Event()
         self._no_requests.set()
-        self._asks: set[asyncio.Future[Any]] = set()
         self.draining = False
         self._drain_over = asyncio.Event()
         self._starts = MovingWindowRateLimiter(MemoryStorage())
@@ -343,8 +341,6 @@ class Backend:
             turn.close()
             raise _Refused(503, "the backend is shutting down", token, _RETRY)
         ask = asyncio.ensure_future(turn)
-        self._asks.add(ask)
-        ask.add_done_callback(self._asks.discard)
         over = asyncio.ensure_future(self._drain_over.wait())
         try:
             done, _ = await asyncio.wait({ask, over}, return_when=asyncio.FIRST_COMPLETED)
