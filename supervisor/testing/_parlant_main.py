@@ -5,7 +5,8 @@
         --agent "Echo=Answers with what it was told" [--stream Echo] [--chunk-delay 0.02] \
         [--authorization production]
 
-Transient stores (a restart forgets everything, as docs/PARLANT.md describes). Exits 0 on SIGTERM
+Transient stores: a restart forgets every session and customer (the agents are created again at
+each start; docs/PARLANT.md, "Running a real server offline"). Exits 0 on SIGTERM
 or SIGINT once Parlant has shut down.
 """
 

@@ -1,4 +1,5 @@
-"""Rows of DESIGN.md's failure table over real HTTP, one test each (more in test_conversations)."""
+"""Rows of the README's failure table (README.md, "When things fail") over real HTTP, one test each
+(more in test_conversations)."""
 
 from __future__ import annotations
 
