@@ -9,10 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import random
-import threading
-import weakref
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, final
 
@@ -55,21 +53,25 @@ from actors._messages import (
     Stop,
     StopFollowing,
     Subscribe,
+    Unsubscribe,
 )
 from actors._parlant import ParlantApi, translate_error
 from actors._poller import Poller
+from actors._recorder import Recorder
 from actors._reply import Reply
 from actors._state import SessionState
-from metrics import Recorder
 
 __all__ = [
     "ActorCrashed",
     "ActorKilled",
     "Barrier",
     "Kill",
+    "Mailbox",
     "ReapRequested",
     "Retire",
+    "Route",
     "SessionActor",
+    "SessionBoard",
     "SessionRuntime",
 ]
 
@@ -88,6 +90,17 @@ class Kill:
     """Makes the actor fail as a bug would (like Akka's `Kill`): for drills and tests."""
 
     reason: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Told to the supervisor: deliver `message` to the session's current actor (spawning one
+    for a new consumer). A SessionActor routes the answers of its posts and history reads so:
+    it may have been replaced while the request was on its way."""
+
+    session_id: str
+    message: Message | Kill
 
 
 @final
@@ -140,33 +153,83 @@ class ReapRequested:
     actor_urn: str
 
 
-def _unwired(*_: object) -> None:
-    raise RuntimeError("SessionRuntime.route/report used before the supervisor wired them")
+class Mailbox(Protocol):
+    """What statistics read of an actor's inbox."""
+
+    def qsize(self) -> int: ...
+
+    def empty(self) -> bool: ...
 
 
 @final
-@dataclass(slots=True)
+class SessionBoard:
+    """Where live sessions publish their figures, for readers on any thread.
+
+    Each SessionActor writes its own session's entries only (its latest snapshot, its inbox)
+    and removes them when it stops, unless a successor's replaced them; the Supervisor actor
+    alone counts starts. Readers (`statistics()`, `settle`, the Supervisor choosing where a new
+    actor starts) take copies: one publication channel, never a decision made from another
+    thread's state. Plain dict operations, atomic under the GIL: no lock on the hot path.
+    """
+
+    __slots__ = ("_mailboxes", "_snapshots", "started_total")
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, SessionSnapshot] = {}
+        self._mailboxes: dict[str, Mailbox] = {}
+        self.started_total = 0
+        """Session actors started (written by the Supervisor actor only)."""
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._snapshots
+
+    def __len__(self) -> int:
+        return len(self._snapshots)
+
+    def snapshot(self, session_id: str) -> SessionSnapshot | None:
+        """The session's latest snapshot, if it has a live actor."""
+        return self._snapshots.get(session_id)
+
+    def snapshots(self) -> list[SessionSnapshot]:
+        """Every live session's latest snapshot (a copy of the list)."""
+        return list(self._snapshots.values())
+
+    def mailbox_depths(self) -> Iterator[int]:
+        """Messages waiting in each live session's inbox."""
+        return (inbox.qsize() for inbox in list(self._mailboxes.values()))
+
+    def attach(self, session_id: str, inbox: Mailbox) -> None:
+        self._mailboxes[session_id] = inbox
+
+    def publish(self, session_id: str, snapshot: SessionSnapshot) -> None:
+        self._snapshots[session_id] = snapshot
+
+    def detach(self, session_id: str, snapshot: SessionSnapshot | None, inbox: Mailbox) -> None:
+        """Remove an actor's entries, unless a successor's replaced them."""
+        if self._snapshots.get(session_id) is snapshot and snapshot is not None:
+            del self._snapshots[session_id]
+        if self._mailboxes.get(session_id) is inbox:
+            del self._mailboxes[session_id]
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class SessionRuntime:
-    """What every SessionActor of one supervisor shares.
+    """What every SessionActor of one supervisor shares: built once, in full, and never
+    rewired (the Runtime of `supervisor` builds it, starts it and stops it).
 
     Attributes:
         io: The I/O loop.
         dispatcher: The threads that run every SessionActor.
         poller: Runs the long-polls.
         follower: Follows streamed messages as Parlant writes them.
-        api: Posts messages and reads history.
+        api: Posts messages and reads history (and finishes checkpoint writes on close).
         clock: The injected clock.
         recorder: Where metrics go.
         settings: How sessions poll and buffer.
-        board: The latest snapshot of every live session (read by `statistics()`).
         checkpoints: Where each stopped session stopped, so a re-activated session resumes
             there (bounded: see `CheckpointMemory`).
-        mailboxes: Each live session's actor inbox (its depth is a health figure).
-        threads: Threads to join at shutdown (the Supervisor actor's).
-        started_total: Session actors started (written by the Supervisor actor only).
-        route: Tells a message to a session's current actor, by session id.
-        report: Tells the supervisor a fact (`ActorCrashed`, `ReapRequested`).
-        saves: Checkpoint writes in flight (`stop()` lets them finish).
+        board: Where live sessions publish their snapshots and inboxes.
     """
 
     io: IOLoop
@@ -178,30 +241,16 @@ class SessionRuntime:
     recorder: Recorder
     settings: SessionSettings
     checkpoints: CheckpointMemory
-    board: dict[str, SessionSnapshot] = field(default_factory=dict)
-    mailboxes: dict[str, Mailbox] = field(default_factory=dict)
-    threads: weakref.WeakSet[threading.Thread] = field(default_factory=weakref.WeakSet)
-    started_total: int = 0
-    route: Callable[[str, Message], None] = _unwired
-    report: Callable[[ActorCrashed | ReapRequested], None] = _unwired
-    saves: set[concurrent.futures.Future[None]] = field(default_factory=set)
+    board: SessionBoard
 
     def resume_of(self, session_id: str) -> Resume:
         """Where a new actor for the session starts: where its live or last actor stood (its
         checkpoint), else at 0."""
-        live = self.board.get(session_id)
+        live = self.board.snapshot(session_id)
         if live is not None:
             return Resume(live.checkpoint)
         remembered = self.checkpoints.recall(session_id)
         return remembered if remembered is not None else Resume(0)
-
-
-class Mailbox(Protocol):
-    """What statistics read of an actor's inbox."""
-
-    def qsize(self) -> int: ...
-
-    def empty(self) -> bool: ...
 
 
 @final
@@ -209,7 +258,8 @@ class SessionActor(DispatchedActor):
     """Owns one Parlant session: its offset, its consumers and its polling.
 
     One actor per session, run by the runtime's dispatcher: a few threads for every session
-    (a thread per actor capped a process at a few thousand sessions).
+    (a thread per actor capped a process at a few thousand sessions). `parent` is the actor
+    that supervises it: it is told `ActorCrashed`, `ReapRequested` and `Route`.
     """
 
     def __init__(
@@ -219,9 +269,11 @@ class SessionActor(DispatchedActor):
         start: Resume | None,
         *,
         reactivated: bool,
+        parent: pykka.ActorRef[Any],
     ) -> None:
         super().__init__(runtime.dispatcher)
         self.session_id = session_id
+        self._parent = parent
         self._reactivated = reactivated
         self._runtime = runtime
         self._start = start  # None: at the checkpoint stored in Parlant
@@ -234,7 +286,7 @@ class SessionActor(DispatchedActor):
     # --- pykka hooks ----------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._runtime.mailboxes[self.session_id] = self._inbox
+        self._runtime.board.attach(self.session_id, self._inbox)
         start = self._start
         self._guarded(Start(None) if start is None else Start(start.offset, start))
         self._runtime.recorder.session_started(reactivated=self._reactivated)
@@ -250,6 +302,8 @@ class SessionActor(DispatchedActor):
             return None
         if isinstance(message, AwaitReply | ResumeReply | Subscribe):
             self._consumers[message.consumer.consumer_id] = message.consumer
+        elif isinstance(message, Unsubscribe):
+            self._consumers.pop(message.consumer_id, None)  # its caller stopped reading
         self._guarded(message)
         return None
 
@@ -265,7 +319,7 @@ class SessionActor(DispatchedActor):
             self._handle(message)
         except Exception as error:
             self._log.error("session.crashed", error=repr(error), message=type(message).__name__)
-            self._runtime.report(
+            self._tell_parent(
                 ActorCrashed(self.session_id, self.actor_urn, self._core.resume_point(), error)
             )
             raise
@@ -296,7 +350,7 @@ class SessionActor(DispatchedActor):
         effects = self._core.handle(message, self._runtime.clock.now())
         # published before the effects run: a caller woken by them sees figures that agree
         self._snapshot = self._core.snapshot()
-        self._runtime.board[self.session_id] = self._snapshot
+        self._runtime.board.publish(self.session_id, self._snapshot)
         for effect in effects:
             self._apply(effect)
         self._record(before, previous)
@@ -353,7 +407,7 @@ class SessionActor(DispatchedActor):
             case Schedule(at, timer):
                 self._runtime.clock.call_at(at, lambda: self._tell(timer))
             case Reap():
-                self._runtime.report(ReapRequested(self.session_id, self.actor_urn))
+                self._tell_parent(ReapRequested(self.session_id, self.actor_urn))
             case LoadCheckpoint():
                 loading = self._runtime.io.submit(
                     self._runtime.api.read_checkpoint(self.session_id)
@@ -363,7 +417,6 @@ class SessionActor(DispatchedActor):
                 saving = self._runtime.io.submit(
                     self._runtime.api.save_checkpoint(self.session_id, offset)
                 )
-                self._runtime.saves.add(saving)
                 saving.add_done_callback(self._checkpoint_saved)
 
     def _finish(self, consumer_id: int, result: Reply | SupervisorError) -> None:
@@ -408,26 +461,26 @@ class SessionActor(DispatchedActor):
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(message)
 
+    def _tell_parent(self, message: ActorCrashed | ReapRequested | Route) -> None:
+        """Tell the supervising actor; after its shutdown there is nobody left to tell."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._parent.tell(message)
+
     # Answers of posts and history reads go to the session's *current* actor: this one may
     # have crashed and been replaced while the request was on its way.
+
+    # (On the I/O thread, as done callbacks: they only tell, and touch no state of ours.) The
+    # supervisor records a post's outcome as it routes it, for a successor to know (a
+    # MessagePosted told into a mailbox whose actor then crashes is lost with it).
 
     def _posted(self, consumer_id: int, done: concurrent.futures.Future[int]) -> None:
         error = _failure_of(done)
         if error is None:
-            offset = done.result()
-            # kept on the consumer (first), which outlives actors: a MessagePosted told into a
-            # mailbox whose actor then crashes is lost with it
-            consumer = self._consumers.get(consumer_id)
-            if consumer is not None:
-                consumer.customer_offset = offset
             self._runtime.poller.upstream_answered()  # Parlant took it: it is there
-            self._runtime.route(self.session_id, MessagePosted(consumer_id, offset))
+            self._tell_parent(Route(self.session_id, MessagePosted(consumer_id, done.result())))
         else:
             failure = self._translate(error)
-            consumer = self._consumers.get(consumer_id)
-            if consumer is not None:
-                consumer.post_error = failure
-            self._runtime.route(self.session_id, PostFailed(consumer_id, failure))
+            self._tell_parent(Route(self.session_id, PostFailed(consumer_id, failure)))
 
     def _fetched(self, consumer_id: int, done: concurrent.futures.Future[Any]) -> None:
         error = _failure_of(done)
@@ -435,7 +488,7 @@ class SessionActor(DispatchedActor):
             answer = HistoryFetched(consumer_id, tuple(done.result()))
         else:
             answer = HistoryFetched(consumer_id, (), self._translate(error))
-        self._runtime.route(self.session_id, answer)
+        self._tell_parent(Route(self.session_id, answer))
 
     def _translate(self, error: BaseException) -> SupervisorError:
         if isinstance(error, concurrent.futures.CancelledError):
@@ -451,7 +504,6 @@ class SessionActor(DispatchedActor):
         self._tell(CheckpointLoaded(None if error is not None else done.result()))
 
     def _checkpoint_saved(self, done: concurrent.futures.Future[None]) -> None:
-        self._runtime.saves.discard(done)
         error = _failure_of(done)
         if error is not None:
             self._log.warning("session.checkpoint_not_saved", error=repr(error))
@@ -462,10 +514,7 @@ class SessionActor(DispatchedActor):
         if not self._shutdown:
             self._runtime.checkpoints.remember(self.session_id, self._core.resume_point())
         # a successor for the same session may already be running: leave its entries alone
-        if self._runtime.board.get(self.session_id) is self._snapshot:
-            del self._runtime.board[self.session_id]
-        if self._runtime.mailboxes.get(self.session_id) is self._inbox:
-            del self._runtime.mailboxes[self.session_id]
+        self._runtime.board.detach(self.session_id, self._snapshot, self._inbox)
 
 
 def _failure_of(future: concurrent.futures.Future[Any]) -> BaseException | None:

@@ -30,6 +30,8 @@ __all__ = [
     "SessionClosed",
     "SessionFailed",
     "SessionNotFound",
+    "SessionUnresponsive",
+    "ShardLost",
     "SupervisorError",
     "SupervisorStopped",
     "TransientError",
@@ -126,6 +128,30 @@ class SupervisorStopped(PermanentError):
     """The supervisor is stopped or stopping and takes no new calls."""
 
     outcome = "stopped"
+
+
+@final
+class SessionUnresponsive(TransientError):
+    """The session's actor did not answer a waiting call well past its deadline.
+
+    Nothing stopped: the supervisor is overloaded (its threads could not keep up) or a
+    handler is stuck. The call's message may still be answered; `history()` reads it.
+    """
+
+    outcome = "unresponsive"
+
+
+@final
+class ShardLost(TransientError):
+    """The shard hosting the session died during the call (sharded supervisors only).
+
+    Ray restarts it and its sessions resume from their durable checkpoints. Raised by
+    `create_session` and `create_customer` (the dead shard may have created it; it was not sent
+    again), and by any call when the shard is not back within `restart_timeout`; asks and
+    streams are handed to the restarted shard instead.
+    """
+
+    outcome = "shard_lost"
 
 
 @final

@@ -100,15 +100,10 @@ class Consumer(Protocol):
         """True once it was resolved or failed, or its caller abandoned it."""
         ...
 
-    customer_offset: int | None
-    """The offset of its customer message, once known (kept across actor restarts)."""
-
     post_started: bool
-    """Whether an actor has sent its customer message to Parlant (kept across restarts: a
-    successor re-sends a message that a crashed actor never sent, and never one it did)."""
-
-    post_error: SupervisorError | None
-    """Why sending its customer message failed, once known (kept across restarts)."""
+    """Whether an actor has sent its customer message to Parlant (written by that actor
+    alone, kept across restarts: a successor re-sends a message that a crashed actor never
+    sent, and never one it did). What became of the message is the supervisor's record."""
 
     post_key: str
     """The key its customer message is posted with (in the event's metadata): a copy of it in

@@ -126,6 +126,7 @@ class ParlantApi:
         self._post_grace = post_grace
         self._budget = budget or Budget(None, time.monotonic)
         self._checkpoints_refused = False
+        self._saves: set[asyncio.Task[Any]] = set()  # checkpoint writes in flight (on the loop)
         self._concurrency = concurrency
         self._retries = retries
         self._retry_backoff = retry_backoff
@@ -356,6 +357,9 @@ class ParlantApi:
             return
         body = json.dumps({"consumption_offsets": {"client": offset}}).encode()
         path = f"/sessions/{quote(session_id, safe='')}"
+        task = asyncio.current_task()
+        assert task is not None
+        self._saves.add(task)  # `aclose` lets it finish: a session's last one is at its stop
         try:
             await self._retrying(lambda: self._send(b"PATCH", path, body, "other"))
         except ApiError as error:
@@ -365,6 +369,8 @@ class ParlantApi:
             # checkpoints (they resume from memory, or from the start); said once
             self._checkpoints_refused = True
             _log.warning("supervisor.checkpoints_refused", url=self.base_url)
+        finally:
+            self._saves.discard(task)
 
     async def delete_session(self, session_id: str) -> None:
         """Delete a session on the server (its open polls get 404)."""
@@ -393,7 +399,9 @@ class ParlantApi:
         await self._call("list_agents", lambda parlant: parlant.agents.list(), timeout=timeout)
 
     async def aclose(self) -> None:
-        """Close the pools."""
+        """Let the checkpoint writes in flight finish (their failures are theirs), then close
+        the pools."""
+        await asyncio.gather(*self._saves, return_exceptions=True)
         if self._pool is not None:
             self._pool.close()
         if self._http is not None:

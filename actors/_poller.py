@@ -38,6 +38,7 @@ from actors._messages import (
     PollTimedOut,
     StartPoll,
 )
+from actors._recorder import Recorder
 from actors._upstream import Readmission, Upstream, UpstreamState
 from actors._wire import (
     CONNECT_TIMEOUT,
@@ -48,7 +49,6 @@ from actors._wire import (
     WireTarget,
     retry_after_seconds,
 )
-from metrics import Recorder
 
 _log = structlog.get_logger("parlant_supervisor")
 

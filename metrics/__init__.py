@@ -6,9 +6,10 @@ as things happen (`SupervisorMetrics`). Alert rules: `metrics/alerts.yml`; a Gra
 dashboard: `metrics/dashboard.json`.
 """
 
+from actors.runtime import Recorder
 from metrics._collector import StatisticsCollector, StatisticsSource
 from metrics._exposition import MetricsServer, make_asgi_app, start_http_server
-from metrics._instruments import PREFIX, Recorder, SupervisorMetrics
+from metrics._instruments import PREFIX, SupervisorMetrics
 
 __all__ = [
     "PREFIX",

@@ -5,11 +5,11 @@ No label carries a session id: the label values are small fixed sets.
 
 from __future__ import annotations
 
-from typing import Final, Protocol, final
+from typing import Final, final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["PREFIX", "Recorder", "SupervisorMetrics"]
+__all__ = ["PREFIX", "SupervisorMetrics"]
 
 PREFIX: Final = "parlant_supervisor"
 
@@ -44,71 +44,6 @@ POST_RETRY_REASONS: Final = ("refused", "found", "absent")
 
 _POLL_BUCKETS: Final = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 45, 60, 75)
 _REPLY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
-
-
-class Recorder(Protocol):
-    """What the actor layer reports. Every method is cheap and thread-safe."""
-
-    def session_started(self, *, reactivated: bool) -> None:
-        """A session actor started; `reactivated` when an earlier one had stopped."""
-        ...
-
-    def session_stopped(self) -> None:
-        """A session actor stopped (closed, or the supervisor stopped)."""
-        ...
-
-    def session_restarted(self) -> None:
-        """A crashed session actor was replaced by a new one."""
-        ...
-
-    def session_reaped(self) -> None:
-        """An idle session's actor was stopped (it resumes on next use)."""
-        ...
-
-    def session_failed(self, reason: str) -> None:
-        """A session failed: `not_found`, `forbidden` or `crashed`."""
-        ...
-
-    def poll_finished(self, outcome: str, seconds: float) -> None:
-        """A long-poll ended with `outcome` (one of POLL_OUTCOMES) after `seconds`."""
-        ...
-
-    def events_received(self, kind: str, count: int) -> None:
-        """`count` events of `kind` arrived."""
-        ...
-
-    def reply_finished(self, kind: str, outcome: str, seconds: float) -> None:
-        """An ask or stream (`kind`) ended with `outcome` after `seconds`."""
-        ...
-
-    def backpressure_paused(self) -> None:
-        """A session paused polling for a consumer that stopped reading."""
-        ...
-
-    def turns_failed(self, count: int) -> None:
-        """Parlant failed `count` agent turns (`status: error`)."""
-        ...
-
-    def budget_waited(self, operation: str) -> None:
-        """A request of `operation` waited for the request budget (or a 429's pause)."""
-        ...
-
-    def messages_abandoned(self, count: int) -> None:
-        """`count` streamed messages were never finished by Parlant (released as they stood)."""
-        ...
-
-    def post_retried(self, reason: str) -> None:
-        """A post went on after a failure: `refused` (certainly not sent: sent again),
-        `found` (its answer was lost, the log holds it), `absent` (proved absent: sent again)."""
-        ...
-
-    def duplicate_posts(self, count: int) -> None:
-        """`count` posts were found stored twice."""
-        ...
-
-    def events_evicted(self, count: int) -> None:
-        """Unclaimed events dropped from memory (they stay on the server)."""
-        ...
 
 
 @final

@@ -27,12 +27,15 @@ from actors import (
     SessionFailed,
     SessionNotFound,
     SessionState,
+    SessionUnresponsive,
+    ShardLost,
     SupervisorError,
     SupervisorStopped,
     TransientError,
 )
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
+from supervisor._protocol import Supervising
 from supervisor._statistics import StopSummary, SupervisorStatistics
 
 __all__ = [
@@ -53,7 +56,10 @@ __all__ = [
     "SessionNotFound",
     "SessionState",
     "SessionSupervisor",
+    "SessionUnresponsive",
+    "ShardLost",
     "StopSummary",
+    "Supervising",
     "SupervisorConfig",
     "SupervisorError",
     "SupervisorStatistics",

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import final
 
-from actors import Backoff, RequestBudget, SessionSettings
-from actors._restarts import RestartPolicy
+from actors import Backoff, RequestBudget, RestartPolicy, SessionSettings
 
 __all__ = ["SupervisorConfig"]
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Generic, TypeVar, final
 
 from actors import MessageDelta, Reply, SessionClosed, SupervisorError, SupervisorStopped
-from actors._messages import ConsumerKind, EventsConsumed, Message, StreamItem
+from actors.events import StreamItem
+from actors.runtime import ConsumerKind, EventsConsumed, Message
 
 __all__ = ["Ended", "EventConsumer", "ReplyConsumer", "next_consumer_id"]
 
@@ -113,10 +114,8 @@ class ReplyConsumer:
     ) -> None:
         self.consumer_id = next_consumer_id()
         self.capacity = capacity
-        self.customer_offset: int | None = None
         self.post_started = False
-        self.post_error: SupervisorError | None = None
-        self.post_key = post_key or uuid.uuid4().hex
+        self.post_key = post_key if post_key is not None else uuid.uuid4().hex
         self.maybe_sent = maybe_sent
         self.asked_at: float | None = None
         self.next_offset: int | None = None  # an ask takes its turn whole, not by offsets
@@ -172,16 +171,17 @@ class EventConsumer:
         self.consumer_id = next_consumer_id()
         self.kind = kind
         self.capacity = capacity
-        self.customer_offset: int | None = None
         self.post_started = False
-        self.post_error: SupervisorError | None = None
-        self.post_key = post_key or uuid.uuid4().hex
+        self.post_key = post_key if post_key is not None else uuid.uuid4().hex
         self.maybe_sent = maybe_sent
         self.asked_at: float | None = None
         self.next_offset: int | None = None
         self._notify = notify
         self._channel: _Channel[StreamItem] = _Channel()
         self._texts: dict[str, tuple[int, bool]] = {}  # message id -> (chars given, done)
+        # flow accounting: the caller takes, its session's actor delivers, the supervisor
+        # rebases for a successor; three threads, one lock
+        self._flow = threading.Lock()
         self._received = 0
         self._taken = 0
         self._reported = 0
@@ -200,7 +200,7 @@ class EventConsumer:
         """Queue events; offsets below `next_offset` (a restarted actor's re-reads) are dropped,
         and so is message text already given (a delta keeps only what is new to the caller)."""
         fresh: list[StreamItem] = []
-        duplicates = 0
+        received = duplicates = 0
         for item in events:
             if isinstance(item, MessageDelta):
                 delta = self._new_text(item)
@@ -209,18 +209,21 @@ class EventConsumer:
             elif self.next_offset is None or item.offset >= self.next_offset:
                 self.next_offset = item.offset + 1
                 self._texts.pop(item.id, None)
-                self._received += 1
+                received += 1
                 fresh.append(item)
             else:
                 duplicates += 1
+        with self._flow:
+            # counted before the caller can take them
+            self._received += received + duplicates
+            if duplicates:
+                # dropped duplicates count as consumed, or the session could stay paused
+                self._taken += duplicates
+                self._reported = taken = self._taken
         if fresh:
             self._channel.put(fresh)
         if duplicates:
-            # dropped duplicates count as consumed, or the session could stay paused for them
-            self._received += duplicates
-            self._taken += duplicates
-            self._reported = self._taken
-            self._notify(EventsConsumed(self.consumer_id, self._taken))
+            self._notify(EventsConsumed(self.consumer_id, taken))
 
     def _new_text(self, delta: MessageDelta) -> MessageDelta | None:
         """`delta` as this consumer sees it: only the text it was not given yet (None: nothing
@@ -236,7 +239,8 @@ class EventConsumer:
 
     def rebase(self) -> None:
         """Start flow accounting afresh: a new actor (counting from zero) takes over."""
-        self._received = self._taken = self._reported = 0
+        with self._flow:
+            self._received = self._taken = self._reported = 0
 
     def resolve(self, reply: Reply) -> None:
         self._channel.close()
@@ -257,13 +261,15 @@ class EventConsumer:
     def _took(self, item: StreamItem) -> StreamItem:
         if isinstance(item, MessageDelta):
             return item
-        self._taken += 1
-        unreported = self._received - self._reported
-        if (
-            unreported >= max(1, self.capacity // 2)
-            and len(self._channel) <= self._low_water
-            and not self._channel.closed
-        ):
-            self._reported = self._taken
-            self._notify(EventsConsumed(self.consumer_id, self._taken))
+        with self._flow:
+            self._taken += 1
+            report = (
+                self._received - self._reported >= max(1, self.capacity // 2)
+                and len(self._channel) <= self._low_water
+                and not self._channel.closed
+            )
+            if report:
+                self._reported = taken = self._taken
+        if report:
+            self._notify(EventsConsumed(self.consumer_id, taken))
         return item

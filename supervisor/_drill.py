@@ -37,8 +37,7 @@ from actors import (
     SupervisorError,
     SupervisorStopped,
 )
-from actors._events import PREAMBLE_TAG, message_text
-from actors._posting import METADATA_NAMESPACE
+from actors.events import METADATA_NAMESPACE, PREAMBLE_TAG, message_text
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
 from supervisor._protocol import Supervising

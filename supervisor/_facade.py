@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import enum
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator, Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, final
 
@@ -23,32 +20,29 @@ from actors import (
     Reply,
     SessionClosed,
     SessionState,
-    SupervisorError,
+    SessionUnresponsive,
     SupervisorStopped,
 )
-from actors._actor import Kill, SessionRuntime
-from actors._budget import Budget
-from actors._checkpoints import CheckpointMemory
-from actors._clock import Clock, Deadline, SystemClock
-from actors._dispatcher import Dispatcher
-from actors._follower import Follower
-from actors._io import IOLoop
-from actors._messages import (
+from actors.events import StreamItem
+from actors.runtime import (
     AwaitReply,
+    Clock,
     ConsumerKind,
+    Kill,
     Message,
-    StreamItem,
+    ParlantApi,
     Subscribe,
     Unsubscribe,
+    translate_error,
 )
-from actors._parlant import ParlantApi, translate_error
-from actors._poller import Poller
-from metrics import StatisticsCollector, SupervisorMetrics
+from metrics import StatisticsCollector
 from supervisor._config import SupervisorConfig
 from supervisor._consumers import Ended, EventConsumer, ReplyConsumer
+from supervisor._runtime import Runtime
 from supervisor._statistics import StopSummary, SupervisorStatistics
-from supervisor._supervisor import Close, ListSessions, Open, Route, StopAll, Supervisor
+from supervisor._supervisor import Close, ListSessions, Open
 from supervisor._text import answer_text, answer_text_async
+from supervisor._validation import require_ask, require_id, require_since
 
 __all__ = ["SessionSupervisor"]
 
@@ -56,16 +50,6 @@ T = TypeVar("T")
 _log = structlog.get_logger("parlant_supervisor")
 _SAFETY_MARGIN: Final = 30.0
 """Real seconds a blocked caller waits past its deadline before giving up on the actor."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class _Internals:
-    """What `supervisor.testing` needs to see inside (not public API)."""
-
-    supervisor: pykka.ActorRef[Supervisor]
-    io: IOLoop
-    runtime: SessionRuntime
 
 
 class _Lifecycle(enum.Enum):
@@ -112,63 +96,18 @@ class SessionSupervisor:
         self._lifecycle = _Lifecycle.RUNNING
         self._lock = threading.Lock()
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._metrics = SupervisorMetrics(self.registry)
+        self._runtime = Runtime(self.parlant_url, self.config, self.registry, clock)
+        self._clock = self._runtime.clock
+        # registered once there is something to collect: a scrape may come at once
         self._collector = StatisticsCollector(self.statistics)
         self.registry.register(self._collector)
-        self._io = IOLoop()
-        self._io.start()
-        self._clock = clock or SystemClock(self._io)
-        # on the I/O thread, like every request it shapes
-        budget = Budget(self.config.request_budget, self._io.loop.time, self._metrics.budget_waited)
-        api = ParlantApi(
-            self.parlant_url,
-            headers=self.config.headers,
-            concurrency=self.config.request_concurrency,
-            retries=self.config.request_retries,
-            max_body=self.config.max_response_bytes,
-            request_timeout=self.config.request_timeout,
-            post_grace=self.config.post_grace,
-            budget=budget,
-        )
-        self._runtime = SessionRuntime(
-            io=self._io,
-            dispatcher=Dispatcher(self.config.actor_threads),
-            poller=Poller(
-                self._io,
-                self.parlant_url,
-                self._metrics,
-                headers=self.config.headers,
-                timeout_margin=self.config.poll_timeout_margin,
-                max_body=self.config.max_response_bytes,
-                budget=budget,
-            ),
-            follower=Follower(
-                self._io,
-                api,
-                headers=self.config.headers,
-                wait_for_data=self.config.wait_for_data,
-                timeout_margin=self.config.poll_timeout_margin,
-                reread_interval=self.config.stream_reread_interval,
-                backoff=self.config.backoff,
-                max_body=self.config.max_response_bytes,
-            ),
-            api=api,
-            clock=self._clock,
-            recorder=self._metrics,
-            settings=self.config.session_settings(),
-            checkpoints=CheckpointMemory(
-                self._clock.now,
-                capacity=self.config.max_checkpoints,
-                ttl=self.config.checkpoint_ttl,
-            ),
-        )
-        self._supervisor = Supervisor.start(self._runtime, self.config.restart_policy)
-        supervisor = self._supervisor
-        self._runtime.route = lambda session_id, message: _tell_quietly(
-            supervisor, Route(session_id, message)
-        )
-        self._runtime.report = lambda crash: _tell_quietly(supervisor, crash)
         _log.info("supervisor.started", parlant_url=self.parlant_url)
+
+    @property
+    def runtime(self) -> Runtime:
+        """The threads, loop and actors this supervisor runs on, for tools and tests
+        (`supervisor.testing`); application code needs only the calls below."""
+        return self._runtime
 
     # --- sessions -------------------------------------------------------------------------
 
@@ -186,9 +125,12 @@ class SessionSupervisor:
         Returns:
             The new session's id.
         """
-        return self._run(
-            self.acreate_session(agent_id, customer_id=customer_id, title=title, open=open)
-        )
+        self._check_running()
+        require_id("agent_id", agent_id)
+        session_id = self._runtime.call(self._api.create_session(agent_id, customer_id, title))
+        if open:
+            self.open(session_id, since=0)
+        return session_id
 
     async def acreate_session(
         self,
@@ -200,34 +142,37 @@ class SessionSupervisor:
     ) -> str:
         """Asyncio twin of `create_session`."""
         self._check_running()
-        _require_id("agent_id", agent_id)
-        session_id = await self._on_io(
-            self._runtime.api.create_session(agent_id, customer_id, title)
-        )
+        require_id("agent_id", agent_id)
+        session_id = await self._on_io(self._api.create_session(agent_id, customer_id, title))
         if open:
             self.open(session_id, since=0)
         return session_id
 
     def create_customer(self, name: str) -> str:
         """Create a Parlant customer; returns its id."""
-        return self._run(self.acreate_customer(name))
+        self._check_running()
+        require_id("name", name)
+        return self._runtime.call(self._api.create_customer(name))
 
     async def acreate_customer(self, name: str) -> str:
         """Asyncio twin of `create_customer`."""
         self._check_running()
-        _require_id("name", name)
-        return await self._on_io(self._runtime.api.create_customer(name))
+        require_id("name", name)
+        return await self._on_io(self._api.create_customer(name))
 
     def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
         """Each named agent's id on the server, found by name, else created (name -> id)."""
-        return self._run(self.aensure_agents(names))
+        self._check_running()
+        for name in names:
+            require_id("name", name)
+        return self._runtime.call(self._api.ensure_agents(names))
 
     async def aensure_agents(self, names: Sequence[str]) -> dict[str, str]:
         """Asyncio twin of `ensure_agents`."""
         self._check_running()
         for name in names:
-            _require_id("name", name)
-        return await self._on_io(self._runtime.api.ensure_agents(names))
+            require_id("name", name)
+        return await self._on_io(self._api.ensure_agents(names))
 
     def history(self, session_id: str, *, since: int = 0) -> list[Event]:
         """The session's events from offset `since`, read from the server once (no waiting).
@@ -235,25 +180,29 @@ class SessionSupervisor:
         Unlike `events()`, nothing is consumed: it is a plain read of the log, e.g. to fetch
         a reply that came after its ask's deadline.
         """
-        return self._run(self.ahistory(session_id, since=since))
+        self._check_running()
+        require_id("session_id", session_id)
+        require_since(since, session_id)
+        return self._runtime.call(self._api.read_events(session_id, since), session_id)
 
     async def ahistory(self, session_id: str, *, since: int = 0) -> list[Event]:
         """Asyncio twin of `history`."""
         self._check_running()
-        _require_id("session_id", session_id)
-        _require_since(since, session_id)
-        return await self._on_io(self._runtime.api.read_events(session_id, since), session_id)
+        require_id("session_id", session_id)
+        require_since(since, session_id)
+        return await self._on_io(self._api.read_events(session_id, since), session_id)
 
     def check_parlant(self, *, timeout: float | None = None) -> None:
         """Return if Parlant answers a request within `timeout` seconds (default
         `request_timeout`); else raise `ParlantUnavailable` (or `AccessDenied` when it refuses
         the configured credentials)."""
-        self._run(self.acheck_parlant(timeout=timeout))
+        self._check_running()
+        self._runtime.call(self._api.ping(timeout))
 
     async def acheck_parlant(self, *, timeout: float | None = None) -> None:
         """Asyncio twin of `check_parlant`."""
         self._check_running()
-        await self._on_io(self._runtime.api.ping(timeout))
+        await self._on_io(self._api.ping(timeout))
 
     def open(self, session_id: str, *, since: int | None = None) -> None:
         """Start polling a session now rather than on first use.
@@ -264,9 +213,14 @@ class SessionSupervisor:
                 supervisor last stopped reading it, or from its beginning.
         """
         self._check_running()
-        _require_id("session_id", session_id)
-        _require_since(since, session_id)
-        self._supervisor.tell(Open(session_id, since))
+        require_id("session_id", session_id)
+        require_since(since, session_id)
+        try:
+            self._runtime.supervisor.tell(Open(session_id, since))
+        except pykka.ActorDeadError:
+            raise SupervisorStopped(
+                "the supervisor is stopped; create a new one to continue", session_id=session_id
+            ) from None
 
     def close(self, session_id: str) -> None:
         """Stop polling a session; its waiting calls fail with `SessionClosed`.
@@ -278,45 +232,70 @@ class SessionSupervisor:
             future.get(timeout=self.config.stop_timeout)
 
     async def aclose(self, session_id: str) -> None:
-        """Asyncio twin of `close`."""
-        future = self._close_future(session_id)
-        if future is not None:
-            await asyncio.to_thread(future.get, timeout=self.config.stop_timeout)
+        """Asyncio twin of `close` (waits on a worker thread, never on the caller's loop)."""
+        self._check_running()
+        require_id("session_id", session_id)
+        await asyncio.to_thread(self.close, session_id)
 
     def _close_future(self, session_id: str) -> pykka.Future[Any] | None:
         self._check_running()
-        _require_id("session_id", session_id)
+        require_id("session_id", session_id)
         error = SessionClosed(
             f"session {session_id} was closed while this call waited; open it again to continue",
             session_id=session_id,
         )
-        future: pykka.Future[Any] | None = self._supervisor.ask(
-            Close(session_id, error), block=True
-        )
+        try:
+            future: pykka.Future[Any] | None = self._runtime.supervisor.ask(
+                Close(session_id, error), block=True, timeout=self.config.stop_timeout
+            )
+        except pykka.ActorDeadError:
+            return None  # stopped meanwhile: every session with it
         return future
 
-    def _reading_floor(self, session_id: str) -> int:
-        """No event an `events()` reader subscribing now (since=None) gets is below this: the
-        session's checkpoint (0 when it has no live actor). For a reader that must resume
-        elsewhere before it has yielded anything (a sharded reader whose shard died)."""
-        snapshot = self._runtime.board.get(session_id)
+    def checkpoint(self, session_id: str) -> int:
+        """The session's checkpoint here: every event below it was consumed (0 when it has no
+        live actor). No `events()` reader subscribing now without `since` gets an event below
+        it, so a reader that must resume elsewhere (a sharded reader whose shard died) resumes
+        from it. Cheap: no actor is asked."""
+        require_id("session_id", session_id)
+        snapshot = self._runtime.sessions.board.snapshot(session_id)
         return snapshot.checkpoint if snapshot is not None else 0
 
     def sessions(self) -> list[str]:
         """Ids of the sessions with a live actor."""
         self._check_running()
-        sessions: list[str] = self._supervisor.ask(ListSessions(), block=True)
+        sessions: list[str] = self._runtime.supervisor.ask(
+            ListSessions(), block=True, timeout=self.config.stop_timeout
+        )
         return sessions
+
+    async def asessions(self) -> list[str]:
+        """Asyncio twin of `sessions` (asks on a worker thread, never on the caller's loop)."""
+        return await asyncio.to_thread(self.sessions)
 
     # --- conversations --------------------------------------------------------------------
 
-    def ask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
+    def ask(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        timeout: float | None = None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
+    ) -> Reply:
         """Post `message` as the customer and return the agent turn that answers it.
 
         Args:
             session_id: The Parlant session.
             message: The customer's message.
             timeout: Seconds until `ReplyTimeout`; None waits as long as it takes.
+            post_key: The key the message is posted with, in its metadata (default: a new
+                one). A message of the session's log with this key is this message.
+            maybe_sent: The message may have been posted with `post_key` already, by a call
+                whose outcome is unknown (a process that died, a client that retried): the
+                log is searched for the key first, and a message found there is answered,
+                not posted again.
 
         Raises:
             ReplyTimeout: No completed reply in time (it will still reach `events()`).
@@ -324,30 +303,28 @@ class SessionSupervisor:
             ParlantUnavailable: The message could not be posted before the deadline (it is
                 posted once however its requests fail: each carries a key, and a cut one is
                 settled from the session's log; see `SupervisorConfig.post_grace`).
+            SessionUnresponsive: Its actor did not answer 30 s past the deadline (overload).
             SessionClosed, SupervisorStopped, InvalidInput: as named.
         """
-        consumer = ReplyConsumer(self.config.consumer_capacity)
+        consumer = ReplyConsumer(
+            self.config.consumer_capacity, post_key=post_key, maybe_sent=maybe_sent
+        )
         self._await_reply(session_id, message, timeout, consumer)
         try:
             return consumer.wait(None if timeout is None else timeout + _SAFETY_MARGIN)
         except TimeoutError:
             raise self._unresponsive(session_id) from None
 
-    async def aask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
-        """Asyncio twin of `ask`."""
-        return await self._aask(session_id, message, timeout)
-
-    async def _aask(
+    async def aask(
         self,
         session_id: str,
         message: str,
-        timeout: float | None,
+        *,
+        timeout: float | None = None,
         post_key: str | None = None,
         maybe_sent: bool = False,
     ) -> Reply:
-        """`aask`, posting with `post_key` (a new one by default); `maybe_sent`: another
-        process may have posted it already (it is looked for in the log first). For the
-        sharded supervisor, which hands an ask over to a restarted shard."""
+        """Asyncio twin of `ask`."""
         consumer = ReplyConsumer(
             self.config.consumer_capacity, post_key=post_key, maybe_sent=maybe_sent
         )
@@ -359,7 +336,13 @@ class SessionSupervisor:
             raise self._unresponsive(session_id) from None
 
     def stream(
-        self, session_id: str, message: str, *, timeout: float | None = None
+        self,
+        session_id: str,
+        message: str,
+        *,
+        timeout: float | None = None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
     ) -> Generator[Event | MessageDelta, None, None]:
         """Post `message` and yield the answering turn's events live, ending at its `ready`.
 
@@ -368,29 +351,28 @@ class SessionSupervisor:
         The message is posted at once, before the first `next()`. Close the iterator (or
         finish it) to release it; an abandoned one pauses its session when full.
 
+        `post_key` and `maybe_sent` as `ask` says.
+
         Raises:
             AgentError: Parlant failed the turn (`status: error`); the iteration ends with it.
             ReplyTimeout, SessionNotFound, ...: as `ask`.
         """
-        consumer = self._event_consumer(session_id, ConsumerKind.STREAM)
+        consumer = self._event_consumer(
+            session_id, ConsumerKind.STREAM, post_key=post_key, maybe_sent=maybe_sent
+        )
         self._await_reply(session_id, message, timeout, consumer)
         return self._iterate(session_id, consumer, timeout)
 
     def astream(
-        self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> AsyncGenerator[Event | MessageDelta, None]:
-        """Asyncio twin of `stream`."""
-        return self._astream(session_id, message, timeout)
-
-    def _astream(
         self,
         session_id: str,
         message: str,
-        timeout: float | None,
+        *,
+        timeout: float | None = None,
         post_key: str | None = None,
         maybe_sent: bool = False,
     ) -> AsyncGenerator[Event | MessageDelta, None]:
-        """`astream`, posting as `_aask` says."""
+        """Asyncio twin of `stream`."""
         consumer = self._event_consumer(
             session_id, ConsumerKind.STREAM, post_key=post_key, maybe_sent=maybe_sent
         )
@@ -429,14 +411,14 @@ class SessionSupervisor:
         session is closed or the supervisor stops.
         """
         consumer = self._event_consumer(session_id, ConsumerKind.READER)
-        _require_since(since, session_id)
+        require_since(since, session_id)
         self._route(session_id, Subscribe(consumer, since))
         return _only_events(self._iterate(session_id, consumer, None))
 
     def aevents(self, session_id: str, *, since: int | None = None) -> AsyncGenerator[Event, None]:
         """Asyncio twin of `events`."""
         consumer = self._event_consumer(session_id, ConsumerKind.READER)
-        _require_since(since, session_id)
+        require_since(since, session_id)
         self._route(session_id, Subscribe(consumer, since))
         return _only_events_async(self._aiterate(session_id, consumer, None))
 
@@ -464,20 +446,7 @@ class SessionSupervisor:
         consumer: ReplyConsumer | EventConsumer,
     ) -> None:
         self._check_running()
-        _require_id("session_id", session_id)
-        if not isinstance(message, str) or not message.strip():
-            raise InvalidInput(
-                f"session {session_id}: the message is empty; nothing was sent",
-                session_id=session_id,
-            )
-        if len(message) > self.config.max_message_length:
-            raise InvalidInput(
-                f"session {session_id}: the message has {len(message)} characters, more than "
-                f"max_message_length={self.config.max_message_length}; nothing was sent",
-                session_id=session_id,
-            )
-        if timeout is not None and not timeout > 0:
-            raise InvalidInput(f"timeout must be > 0 seconds, got {timeout}", session_id=session_id)
+        require_ask(session_id, message, timeout, consumer.post_key, self.config.max_message_length)
         consumer.asked_at = self._clock.now()
         deadline = None if timeout is None else consumer.asked_at + timeout
         self._route(session_id, AwaitReply(consumer, message, deadline))
@@ -522,16 +491,7 @@ class SessionSupervisor:
 
     def statistics(self) -> SupervisorStatistics:
         """The supervisor's figures now (cheap: no actor is asked)."""
-        runtime = self._runtime
-        return SupervisorStatistics.collect(
-            running=self._lifecycle is _Lifecycle.RUNNING,
-            snapshots=list(runtime.board.values()),
-            mailbox_depths=[inbox.qsize() for inbox in list(runtime.mailboxes.values())],
-            sessions_started_total=runtime.started_total,
-            open_polls=runtime.poller.open_polls,
-            upstream=runtime.poller.upstream_state.value,
-            held_polls=runtime.poller.held_polls,
-        )
+        return self._runtime.statistics(running=self._lifecycle is _Lifecycle.RUNNING)
 
     def stop(self, timeout: float | None = None) -> StopSummary:
         """Refuse new calls, fail waiting ones with `SupervisorStopped`, stop every thread.
@@ -544,33 +504,11 @@ class SessionSupervisor:
                 return StopSummary(0, 0, deadline_met=True)
             self._lifecycle = _Lifecycle.STOPPING
         budget = self.config.stop_timeout if timeout is None else timeout
-        deadline = Deadline(budget)
         before = self.statistics()
         error = SupervisorStopped("the supervisor is stopping; no call can complete")
-        met = True
-        self._runtime.poller.shut()  # every poll at once, not 10,000 releases one by one
-        self._runtime.follower.shut()
-        try:
-            self._supervisor.ask(StopAll(error), block=True, timeout=budget)
-        except pykka.ActorDeadError:
-            pass  # the supervisor crashed and already stopped its sessions
-        except pykka.Timeout:
-            met = False
-        met &= self._runtime.dispatcher.wait_all_stopped(max(0.0, deadline.remaining()))
-        self._supervisor.stop(timeout=max(0.1, deadline.remaining()))
-        try:
-            self._io.submit(self._close_http()).result(timeout=max(0.1, deadline.remaining()))
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            met = False
-        met &= self._io.stop(timeout=max(0.1, deadline.remaining()))
-        met &= self._runtime.dispatcher.shutdown(max(0.1, deadline.remaining()))
-        for thread in list(self._runtime.threads):
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline.remaining()))
-                met &= not thread.is_alive()
+        met = self._runtime.stop(error, budget)
         self._lifecycle = _Lifecycle.STOPPED
         self.registry.unregister(self._collector)
-        self._metrics.unregister()
         summary = StopSummary(
             sessions_stopped=before.sessions,
             calls_failed=before.waiting_replies + before.readers,
@@ -587,13 +525,6 @@ class SessionSupervisor:
     async def astop(self, timeout: float | None = None) -> StopSummary:
         """Asyncio twin of `stop` (runs it on a worker thread)."""
         return await asyncio.to_thread(self.stop, timeout)
-
-    async def _close_http(self) -> None:
-        saves = [asyncio.wrap_future(save) for save in list(self._runtime.saves)]
-        await asyncio.gather(*saves, return_exceptions=True)  # the final checkpoints
-        await self._runtime.poller.aclose()
-        await self._runtime.follower.aclose()
-        await self._runtime.api.aclose()
 
     def __enter__(self) -> Self:
         return self
@@ -619,51 +550,39 @@ class SessionSupervisor:
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _internals(self) -> _Internals:
-        return _Internals(self._supervisor, self._io, self._runtime)
-
     def _check_running(self) -> None:
         if self._lifecycle is not _Lifecycle.RUNNING:
             raise SupervisorStopped("the supervisor is stopped; create a new one to continue")
 
+    @property
+    def _api(self) -> ParlantApi:
+        return self._runtime.api
+
     def _route(self, session_id: str, message: Message) -> None:
-        try:
-            self._supervisor.tell(Route(session_id, message))
-        except pykka.ActorDeadError:
-            raise SupervisorStopped(
-                "the supervisor is stopped; create a new one to continue", session_id=session_id
-            ) from None
+        self._runtime.route(session_id, message)
 
     def _route_quietly(self, session_id: str, message: Message | Kill) -> None:
         """Route a housekeeping message; after shutdown there is nobody to tell."""
-        _tell_quietly(self._supervisor, Route(session_id, message))
+        self._runtime.route_quietly(session_id, message)
 
-    def _unresponsive(self, session_id: str) -> SupervisorError:
-        state = self._runtime.board.get(session_id)
+    def _unresponsive(self, session_id: str) -> SessionUnresponsive | SupervisorStopped:
+        if self._lifecycle is not _Lifecycle.RUNNING:
+            return SupervisorStopped(
+                "the supervisor stopped while this call waited", session_id=session_id
+            )
+        state = self._runtime.sessions.board.snapshot(session_id)
         where = state.state.value if state is not None else SessionState.STOPPED.value
-        return SupervisorStopped(
+        return SessionUnresponsive(
             f"session {session_id}: its actor did not answer {_SAFETY_MARGIN:.0f} s past the "
-            f"deadline (state {where}); the supervisor is likely overloaded or stopping",
+            f"deadline (state {where}); the supervisor is likely overloaded",
             session_id=session_id,
         )
 
     async def _on_io(self, coroutine: Coroutine[Any, Any, T], session_id: str | None = None) -> T:
         try:
-            return await asyncio.wrap_future(self._io.submit(coroutine))
+            return await asyncio.wrap_future(self._runtime.io.submit(coroutine))
         except Exception as error:
             raise translate_error(error, self.parlant_url, session_id) from error
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run one of our coroutines to completion from a plain thread."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coroutine)
-        coroutine.close()
-        raise RuntimeError(
-            "a blocking SessionSupervisor call was made on a running event loop; "
-            "use its asyncio twin (the `a`-prefixed method) instead"
-        )
 
 
 def _only_events(items: Generator[StreamItem, None, None]) -> Generator[Event, None, None]:
@@ -686,19 +605,3 @@ async def _only_events_async(
             yield item
     finally:
         await items.aclose()
-
-
-def _tell_quietly(ref: pykka.ActorRef[Supervisor], message: object) -> None:
-    """Tell the Supervisor actor; after shutdown there is nobody left to tell."""
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(message)
-
-
-def _require_since(since: int | None, session_id: str) -> None:
-    if since is not None and since < 0:
-        raise InvalidInput(f"since must be >= 0, got {since}", session_id=session_id)
-
-
-def _require_id(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")

@@ -16,50 +16,42 @@ from typing import Any, Final, final
 import pykka
 import structlog
 
-from actors._actor import (
+from actors import RestartPolicy, SessionClosed, SessionFailed, SupervisorError, SupervisorStopped
+from actors.runtime import (
     ActorCrashed,
-    Kill,
-    ReapRequested,
-    Retire,
-    SessionActor,
-    SessionRuntime,
-)
-from actors._errors import SessionClosed, SessionFailed, SupervisorError, SupervisorStopped
-from actors._messages import (
     AwaitReply,
     Consumer,
+    Kill,
     Message,
+    MessagePosted,
+    PostFailed,
+    ReapRequested,
+    RestartTracker,
     Resume,
     ResumeReply,
+    Retire,
+    Route,
+    SessionActor,
+    SessionRuntime,
     Stop,
     Subscribe,
 )
-from actors._restarts import RestartPolicy, RestartTracker
 
 __all__ = [
     "Close",
     "ListSessions",
     "Open",
     "RegistryFigures",
-    "Route",
     "SessionRefs",
     "StopAll",
     "Supervisor",
+    "WhichThread",
 ]
 
 _log = structlog.get_logger("parlant_supervisor")
 
 _PRUNE_AT: Final = 16
 """Registrations of a session after which finished ones are dropped (then at twice the live)."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Deliver `message` to the session's actor, spawning it if needed."""
-
-    session_id: str
-    message: Message | Kill
 
 
 @final
@@ -112,6 +104,12 @@ class SessionRefs:
 
 @final
 @dataclass(frozen=True, slots=True)
+class WhichThread:
+    """The answer is the supervisor's thread (for its owner to join at shutdown)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class RestartSession:
     """A crashed session's restart delay has passed (stale if `generation` moved on)."""
 
@@ -124,6 +122,9 @@ class _Session:
     """What the supervisor keeps per session, across its actors' lives."""
 
     consumers: dict[int, AwaitReply | Subscribe] = field(default_factory=dict)
+    posts: dict[int, int | SupervisorError] = field(default_factory=dict)
+    """What became of each registered ask's message, as routed here: its offset, or why it
+    failed. The successor of a crashed actor learns it from here."""
     restarts: RestartTracker | None = None
     restarting: list[Message | Kill] | None = None  # messages held while a restart is pending
     orphaned: list[Message | Kill] = field(default_factory=list)  # reached a dead actor
@@ -145,7 +146,15 @@ class _Session:
         finished = [cid for cid, reg in self.consumers.items() if reg.consumer.finished]
         for consumer_id in finished:
             del self.consumers[consumer_id]
+            self.posts.pop(consumer_id, None)
         return list(self.consumers.values())
+
+    def record(self, message: Message | Kill) -> None:
+        """Note a post's outcome on its way to the actor (before it can die in a mailbox)."""
+        if isinstance(message, MessagePosted) and message.consumer_id in self.consumers:
+            self.posts[message.consumer_id] = message.offset
+        elif isinstance(message, PostFailed) and message.consumer_id in self.consumers:
+            self.posts.setdefault(message.consumer_id, message.error)
 
 
 @final
@@ -170,9 +179,6 @@ class Supervisor(pykka.ThreadingActor):
         self._sessions: dict[str, _Session] = {}
         self._stopping = False
 
-    def on_start(self) -> None:
-        self._runtime.threads.add(threading.current_thread())
-
     def on_failure(
         self,
         exception_type: type[BaseException] | None,
@@ -194,12 +200,16 @@ class Supervisor(pykka.ThreadingActor):
             self._close(session_id, error)
 
     def on_receive(self, message: Any) -> Any:
-        if self._stopping and not isinstance(message, ListSessions | SessionRefs | RegistryFigures):
+        if self._stopping and not isinstance(
+            message, ListSessions | SessionRefs | RegistryFigures | WhichThread
+        ):
             return None  # every consumer was failed by StopAll: nothing left to deliver to
         match message:
             case Route(session_id, inner):
                 if self._admit(session_id, inner):
                     self._deliver(session_id, inner)
+            case WhichThread():
+                return threading.current_thread()
             case Open(session_id, since):
                 self._session(session_id).failed = None
                 if self._session(session_id).restarting is None:
@@ -247,19 +257,26 @@ class Supervisor(pykka.ThreadingActor):
             start = None  # durable checkpoints: resume where Parlant says we stopped
         else:
             start = runtime.resume_of(session_id)
-        ref = SessionActor.start(session_id, runtime, start, reactivated=reactivated)
+        ref = SessionActor.start(
+            session_id, runtime, start, reactivated=reactivated, parent=self.actor_ref
+        )
         self._actors[session_id] = ref
-        runtime.started_total += 1
+        runtime.board.started_total += 1
         return ref
 
     def _admit(self, session_id: str, message: Message | Kill) -> bool:
-        """Record a new consumer first, so that even a crash of ours reaches it."""
+        """Record a new consumer first, so that even a crash of ours reaches it; record what
+        became of its message."""
         if isinstance(message, AwaitReply | Subscribe):
             session = self._session(session_id)
             if session.failed is not None:
                 message.consumer.fail(session.failed)
                 return False
             session.register(message)
+        elif isinstance(message, MessagePosted | PostFailed):
+            known = self._sessions.get(session_id)
+            if known is not None:
+                known.record(message)
         return True
 
     def _deliver(self, session_id: str, message: Message | Kill) -> None:
@@ -306,6 +323,7 @@ class Supervisor(pykka.ThreadingActor):
             for registration in session.live_consumers():
                 registration.consumer.fail(session.failed)
             session.consumers.clear()
+            session.posts.clear()
             session.orphaned.clear()
             self._runtime.checkpoints.remember(crash.session_id, crash.resume)
             self._runtime.recorder.session_failed("crashed")
@@ -357,7 +375,7 @@ class Supervisor(pykka.ThreadingActor):
         for registration in session.live_consumers():
             if id(registration) in pending:
                 continue  # registered while restarting: it is among the held messages
-            resumption = _resumption(registration)
+            resumption = _resumption(registration, session.posts.get(_id_of(registration)))
             if resumption is not None:
                 ref.tell(resumption)
         for message in held:
@@ -387,12 +405,19 @@ class Supervisor(pykka.ThreadingActor):
         return ref.stop(block=False)
 
 
-def _resumption(registration: AwaitReply | Subscribe) -> Message | None:
+def _id_of(registration: AwaitReply | Subscribe) -> int:
+    return registration.consumer.consumer_id
+
+
+def _resumption(
+    registration: AwaitReply | Subscribe, post: int | SupervisorError | None
+) -> Message | None:
     """How a consumer that outlived its session's actor is attached to the successor (None:
     it is finished instead).
 
     Messages still in a crashed actor's mailbox die with it, so nothing the dead actor was told
-    can be assumed: the consumer itself says how far its ask got.
+    can be assumed: what the supervisor routed (`post`: the message's offset, or why posting
+    failed) and the consumer (whether its post started, what it received) say how far it got.
     """
     consumer: Consumer = registration.consumer
     consumer.rebase()
@@ -400,9 +425,9 @@ def _resumption(registration: AwaitReply | Subscribe) -> Message | None:
         next_offset = consumer.next_offset
         since = next_offset if next_offset is not None else registration.since
         return Subscribe(consumer, since)
-    if consumer.customer_offset is None and consumer.post_error is not None:
-        consumer.fail(consumer.post_error)  # its PostFailed may have died in the mailbox
+    if isinstance(post, SupervisorError):
+        consumer.fail(post)  # its PostFailed may have died in the mailbox
         return None
-    if consumer.customer_offset is None and not consumer.post_started:
+    if post is None and not consumer.post_started:
         return registration  # the dead actor never sent the message: send it now
-    return ResumeReply(consumer, consumer.customer_offset, registration.deadline)
+    return ResumeReply(consumer, post, registration.deadline)

@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import final
 
 from actors import MessageDelta
-from actors._events import is_message, is_preamble, message_text
-from actors._messages import StreamItem
+from actors.events import StreamItem, is_message, is_preamble, message_text
 
 __all__ = ["AnswerText", "answer_text", "answer_text_async"]
 

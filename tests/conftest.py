@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import structlog
 
 from supervisor import SessionSupervisor, SupervisorConfig
 from supervisor.backend import BackendSettings, create_app, harden_server
+from supervisor.sharding import INSTALL_HINT
 from supervisor.testing import (
     AppServer,
     EmulatedAgent,
@@ -18,6 +20,7 @@ from supervisor.testing import (
     FaultProxy,
     ParlantEmulator,
 )
+from tests.helpers import require_module
 from tests.logwatch import LogWatcher
 from tests.postgresql import postgresql_server
 
@@ -89,9 +92,20 @@ def supervise() -> Iterator[Callable[..., SessionSupervisor]]:
     for supervisor in supervisors:
         summary = supervisor.stop()
         assert summary.deadline_met
-        internals = supervisor._internals()
-        assert not internals.io.thread.is_alive()
-        assert not any(thread.is_alive() for thread in internals.runtime.threads)
+        assert not any(thread.is_alive() for thread in supervisor.runtime.threads())
+
+
+@pytest.fixture(scope="session")
+def ray_instance() -> Iterator[Any]:
+    """`ray.init(num_cpus=2)`, offline: no dashboard, no usage stats, logs kept in the workers."""
+    require_module("ray", INSTALL_HINT)
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

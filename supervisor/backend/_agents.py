@@ -9,7 +9,7 @@ from typing import ClassVar
 from parlant.client.types import Event
 
 from actors import MessageDelta, Reply
-from supervisor._protocol import Supervising
+from supervisor import Supervising
 
 __all__ = ["AGENTS", "ChatAgent", "Intent", "MedicalWelfareAgent", "ResearchPaperAgent"]
 

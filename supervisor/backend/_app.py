@@ -49,11 +49,10 @@ from actors import (
     SupervisorError,
     SupervisorStopped,
 )
-from actors._events import is_incomplete, is_preamble
-from actors._messages import StreamItem
+from actors.events import StreamItem, is_incomplete, is_preamble
+from supervisor import Supervising
 from supervisor._config import SupervisorConfig
 from supervisor._facade import SessionSupervisor
-from supervisor._protocol import Supervising
 from supervisor.backend._agents import AGENTS, ChatAgent, Intent
 from supervisor.backend._embedded import EMBEDDED_AGENTS
 from supervisor.backend._http import BodyLimit, HttpLimits, TokenRedaction
@@ -362,12 +361,13 @@ class Backend:
         conversation = turn.conversation
         log = self.turns.start(conversation.key, first.offset)
         framer = TurnFramer(conversation.token, first.offset)
-        work = _produce(log, framer, first, rest, lambda: self.release(turn))
+        # past the drain, it ends at once with its error (a task cancelled before its first
+        # step would never run, and its log would never end)
+        drained = self._drain_over.is_set()
+        work = _produce(log, framer, first, rest, lambda: self.release(turn), drained=drained)
         task = asyncio.get_running_loop().create_task(work)
         self._producers.add(task)
         task.add_done_callback(self._producers.discard)
-        if self._drain_over.is_set():  # past the drain: it ends at once, with its error
-            task.cancel()
         return log
 
     async def find(self, token: str) -> Conversation:
@@ -560,12 +560,17 @@ async def _produce(
     first: StreamItem,
     rest: AsyncGenerator[StreamItem, None],
     release: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    drained: bool = False,
 ) -> None:
-    """Write a turn's frames into its log, to its end (or its error); the turn's hold on its
-    conversation ends before the last frame."""
+    """Write a turn's frames into its log, to its end (or its error: whatever happens, the
+    log ends); the turn's hold on its conversation ends before the last frame. `drained`: the
+    drain's deadline has passed, the turn ends at once with its error."""
     log.append(framer.start())
     cancelled = False
     try:
+        if drained:
+            raise asyncio.CancelledError
         for frame in framer.frames(first):
             log.append(frame)
         async for item in rest:
@@ -576,8 +581,11 @@ async def _produce(
         refusal = _refusal(error, None)
         last = framer.error(refusal.status, refusal.detail)
     except asyncio.CancelledError:
-        cancelled = True
+        cancelled = not drained
         last = framer.error(503, _SHUTTING_DOWN_MID_TURN)
+    except Exception as error:  # a bug of ours: the client is told, never left waiting
+        _log.error("backend.stream_failed", error=repr(error))
+        last = framer.error(500, "the backend failed while streaming this turn")
     try:
         await rest.aclose()
         await release()

@@ -30,8 +30,7 @@ from typing import Any, final
 from parlant.client.types import Event
 
 from actors import MessageDelta
-from actors._events import agent_status, is_message, is_preamble, message_text
-from actors._messages import StreamItem
+from actors.events import StreamItem, agent_status, is_message, is_preamble, message_text
 
 __all__ = ["Frame", "Position", "TurnFramer", "TurnLog", "TurnLogs"]
 

@@ -49,17 +49,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from actors import (
+    InvalidInput,
     MessageDelta,
     Reply,
     ReplyTimeout,
+    ShardLost,
     SupervisorError,
     SupervisorStopped,
-    TransientError,
 )
 from supervisor._config import SupervisorConfig
-from supervisor._facade import _require_id, _require_since
 from supervisor._statistics import StopSummary, SupervisorStatistics
 from supervisor._text import answer_text, answer_text_async
+from supervisor._validation import require_ask, require_id, require_since
 from supervisor.sharding._placement import shard_of
 from supervisor.sharding._shard import Shard
 
@@ -72,18 +73,6 @@ INSTALL_HINT: Final = (
 )
 _PING_TIMEOUT: Final = 5.0
 _METRICS_TIMEOUT: Final = 5.0
-
-
-class ShardLost(TransientError):
-    """The shard hosting the session died during the call.
-
-    Ray restarts it and its sessions resume from their durable checkpoints. Raised by
-    `create_session` and `create_customer` (the dead shard may have created it; it was not sent
-    again), and by any call when the shard is not back within `restart_timeout`; asks and
-    streams are handed to the restarted shard instead.
-    """
-
-    outcome = "shard_lost"
 
 
 class _ShardDied(Exception):
@@ -143,10 +132,10 @@ class ShardedSupervisor:
         log_level: int = logging.WARNING,
     ) -> None:
         if shards < 1:
-            raise ValueError(f"a sharded supervisor needs at least 1 shard, got {shards}")
+            raise InvalidInput(f"a sharded supervisor needs at least 1 shard, got {shards}")
         config = config or SupervisorConfig(durable_checkpoints=True)
         if not config.durable_checkpoints:
-            raise ValueError(
+            raise InvalidInput(
                 "a restarted shard resumes its sessions from their durable checkpoints: "
                 "use a SupervisorConfig with durable_checkpoints=True"
             )
@@ -211,6 +200,7 @@ class ShardedSupervisor:
     def _track(self, session_id: str) -> int:
         """The session's shard, which will open it again if it restarts."""
         self._check_running()
+        require_id("session_id", session_id)
         index = self.shard_of(session_id)
         with self._lock:
             self._opened[index].add(session_id)
@@ -224,27 +214,42 @@ class ShardedSupervisor:
     # --- sessions ---------------------------------------------------------------------------
 
     def create_session(
-        self, agent_id: str, *, customer_id: str | None = None, title: str | None = None
+        self,
+        agent_id: str,
+        *,
+        customer_id: str | None = None,
+        title: str | None = None,
+        open: bool = True,
     ) -> str:
-        """Create a Parlant session and open it on its shard (see `SessionSupervisor`)."""
+        """Create a Parlant session and open it on its shard (unless `open=False`), as
+        `SessionSupervisor.create_session` does."""
         self._check_running()
+        require_id("agent_id", agent_id)
         creating = self._any_shard()
         session_id: str = self._once(
             creating, lambda shard: shard.create_session.remote(agent_id, customer_id, title)
         )
-        self.open(session_id, since=0)
+        if open:
+            self.open(session_id, since=0)
         return session_id
 
     async def acreate_session(
-        self, agent_id: str, *, customer_id: str | None = None, title: str | None = None
+        self,
+        agent_id: str,
+        *,
+        customer_id: str | None = None,
+        title: str | None = None,
+        open: bool = True,
     ) -> str:
         """Asyncio twin of `create_session`."""
         self._check_running()
+        require_id("agent_id", agent_id)
         creating = self._any_shard()
         session_id: str = await self._aonce(
             creating, lambda shard: shard.create_session.remote(agent_id, customer_id, title)
         )
-        self.open(session_id, since=0)  # a message: nothing to wait for
+        if open:
+            self.open(session_id, since=0)  # a message: nothing to wait for
         return session_id
 
     def create_customer(self, name: str) -> str:
@@ -278,6 +283,8 @@ class ShardedSupervisor:
     def history(self, session_id: str, *, since: int = 0) -> list[Event]:
         """The session's events from offset `since`, read once from the server."""
         self._check_running()
+        require_id("session_id", session_id)
+        require_since(since, session_id)
         index = self.shard_of(session_id)
         events: list[Event] = self._again(
             index, lambda shard: shard.history.remote(session_id, since)
@@ -304,8 +311,8 @@ class ShardedSupervisor:
         sessions one round trip each took 55 s. Ray runs one caller's calls to a shard in the
         order they were sent, and a shard that dies opens its sessions again when it is back.
         """
-        _require_id("session_id", session_id)
-        _require_since(since, session_id)
+        require_id("session_id", session_id)
+        require_since(since, session_id)
         index = self._track(session_id)
         self._shards[index].open.remote(session_id, since)
 
@@ -329,10 +336,23 @@ class ShardedSupervisor:
             for session_id in self._again(index, lambda shard: shard.sessions.remote())
         ]
 
+    async def asessions(self) -> list[str]:
+        """Asyncio twin of `sessions`."""
+        return await asyncio.to_thread(self.sessions)
+
     # --- conversations ----------------------------------------------------------------------
 
-    def ask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
-        """Post `message` and return the turn that answers it (see `SessionSupervisor.ask`).
+    def ask(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        timeout: float | None = None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
+    ) -> Reply:
+        """Post `message` and return the turn that answers it (see `SessionSupervisor.ask`,
+        also for `post_key` and `maybe_sent`).
 
         If the session's shard dies meanwhile, the ask is handed to the restarted shard with
         its post key: that one learns from the session's log whether the message was posted
@@ -342,8 +362,9 @@ class ShardedSupervisor:
             ReplyTimeout: The deadline passed while the shard was restarting.
             ShardLost: The shard did not come back within `restart_timeout`.
         """
+        self._check_ask(session_id, message, timeout, post_key)
         index = self._track(session_id)
-        handover = _Handover(session_id, timeout)
+        handover = _Handover(session_id, timeout, post_key, maybe_sent)
         while True:
             try:
                 reply: Reply = self._once(index, lambda shard: handover.send(shard.ask, message))
@@ -352,10 +373,19 @@ class ShardedSupervisor:
                 handover.lost()
                 self._recover(index)
 
-    async def aask(self, session_id: str, message: str, *, timeout: float | None = None) -> Reply:
+    async def aask(
+        self,
+        session_id: str,
+        message: str,
+        *,
+        timeout: float | None = None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
+    ) -> Reply:
         """Asyncio twin of `ask`."""
+        self._check_ask(session_id, message, timeout, post_key)
         index = self._track(session_id)
-        handover = _Handover(session_id, timeout)
+        handover = _Handover(session_id, timeout, post_key, maybe_sent)
         while True:
             try:
                 reply: Reply = await self._aonce(
@@ -367,16 +397,23 @@ class ShardedSupervisor:
                 await asyncio.to_thread(self._recover, index)
 
     def stream(
-        self, session_id: str, message: str, *, timeout: float | None = None
+        self,
+        session_id: str,
+        message: str,
+        *,
+        timeout: float | None = None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
     ) -> Generator[Event | MessageDelta, None, None]:
         """Post `message` and yield the answering turn's events live, and its streamed
         messages' deltas (see `SessionSupervisor.stream`). If the session's shard dies, the
         stream goes on on the restarted shard as `ask` does, each event and each piece of
         text yielded once."""
+        self._check_ask(session_id, message, timeout, post_key)
         index = self._track(session_id)
         if index in self._down:
             self._recover(index)
-        handover = _Handover(session_id, timeout)
+        handover = _Handover(session_id, timeout, post_key, maybe_sent)
         refs = handover.send(self._stream_method(index), message)
         return self._handed_over(index, handover, message, refs)
 
@@ -397,12 +434,19 @@ class ShardedSupervisor:
             refs = handover.send(self._stream_method(index), message)
 
     def astream(
-        self, session_id: str, message: str, *, timeout: float | None = None
+        self,
+        session_id: str,
+        message: str,
+        *,
+        timeout: float | None = None,
+        post_key: str | None = None,
+        maybe_sent: bool = False,
     ) -> AsyncGenerator[Event | MessageDelta, None]:
         """Asyncio twin of `stream` (on a shard known to be down, the message is posted once
         it is back, at the first iteration)."""
+        self._check_ask(session_id, message, timeout, post_key)
         index = self._track(session_id)
-        handover = _Handover(session_id, timeout)
+        handover = _Handover(session_id, timeout, post_key, maybe_sent)
         refs = None if index in self._down else handover.send(self._stream_method(index), message)
         return self._ahanded_over(index, handover, message, refs)
 
@@ -427,6 +471,13 @@ class ShardedSupervisor:
             finally:
                 await relay.aclose()
 
+    def _check_ask(
+        self, session_id: str, message: str, timeout: float | None, post_key: str | None
+    ) -> None:
+        """Refuse a bad ask or stream here, before any shard is called (as one process does)."""
+        self._check_running()
+        require_ask(session_id, message, timeout, post_key, self.config.max_message_length)
+
     def _stream_method(self, index: int) -> Any:
         return self._shards[index].stream.options(**self._stream_options)
 
@@ -450,6 +501,7 @@ class ShardedSupervisor:
         reader goes on on the restarted shard from the event after the last one it yielded:
         each event is yielded once.
         """
+        require_since(since, session_id)
         index = self._track(session_id)
         refs = self._shard_stream(index, "events", session_id, since)
         return self._resuming(index, session_id, since, refs)
@@ -468,6 +520,7 @@ class ShardedSupervisor:
 
     def aevents(self, session_id: str, *, since: int | None = None) -> AsyncGenerator[Event, None]:
         """Asyncio twin of `events`."""
+        require_since(since, session_id)
         index = self._track(session_id)
         refs = self._shard_stream(index, "events", session_id, since)
         return self._aresuming(index, session_id, since, refs)
@@ -494,7 +547,7 @@ class ShardedSupervisor:
     def statistics(self) -> SupervisorStatistics:
         """Every shard's figures, combined (`SupervisorStatistics.combine`)."""
         if self._stopped:
-            return SupervisorStatistics.combine([])
+            return dataclasses.replace(SupervisorStatistics.combine([]), running=False)
         return SupervisorStatistics.combine(
             [
                 self._again(index, lambda shard: shard.statistics.remote())
@@ -733,10 +786,12 @@ class _Handover:
     it can be sent again to the shard's next incarnation, which finds out from the session's
     log whether the dead one had posted it."""
 
-    def __init__(self, session_id: str, timeout: float | None) -> None:
+    def __init__(
+        self, session_id: str, timeout: float | None, key: str | None, maybe_sent: bool
+    ) -> None:
         self.session_id = session_id
-        self.key = uuid.uuid4().hex
-        self.maybe_sent = False
+        self.key = key if key is not None else uuid.uuid4().hex
+        self.maybe_sent = maybe_sent
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
     def lost(self) -> None:

@@ -60,13 +60,17 @@ class Shard:
     ) -> Reply:
         """An ask whose message is posted with `key`; `maybe_sent`: a dead incarnation of this
         shard may have posted it (the log tells: it is posted at most once)."""
-        return await self._supervisor._aask(session_id, message, timeout, key, maybe_sent)
+        return await self._supervisor.aask(
+            session_id, message, timeout=timeout, post_key=key, maybe_sent=maybe_sent
+        )
 
     async def stream(
         self, session_id: str, message: str, timeout: float | None, key: str, maybe_sent: bool
     ) -> AsyncGenerator[Event | MessageDelta, None]:
         """A stream whose message is posted as `ask` says."""
-        stream = self._supervisor._astream(session_id, message, timeout, key, maybe_sent)
+        stream = self._supervisor.astream(
+            session_id, message, timeout=timeout, post_key=key, maybe_sent=maybe_sent
+        )
         try:
             async for event in stream:
                 yield event
@@ -77,7 +81,7 @@ class Shard:
         """The reader's events, after one int: the offset no event of it is below. The events
         this shard takes are consumed here (its checkpoint moves past them) before its driver
         has them; if the shard dies then, the driver resumes the reader from that offset."""
-        floor = self._supervisor._reading_floor(session_id) if since is None else since
+        floor = self._supervisor.checkpoint(session_id) if since is None else since
         reader = self._supervisor.aevents(session_id, since=since)
         yield floor
         try:
@@ -107,7 +111,7 @@ class Shard:
         await self._supervisor.acheck_parlant(timeout=timeout)
 
     async def sessions(self) -> list[str]:
-        return self._supervisor.sessions()
+        return await self._supervisor.asessions()
 
     async def statistics(self) -> SupervisorStatistics:
         return self._supervisor.statistics()

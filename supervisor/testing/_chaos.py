@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from actors._actor import Kill
+from actors.runtime import Kill
 from supervisor._facade import SessionSupervisor
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ def kill_session_actor(
     The supervisor restarts the session from its checkpoint, within its restart policy, and its
     waiting callers keep waiting. A session with no live actor is left alone.
     """
-    supervisor._route_quietly(session_id, Kill(reason))
+    supervisor.runtime.route_quietly(session_id, Kill(reason))
 
 
 def kill_shard(sharded: ShardedSupervisor, index: int) -> None:

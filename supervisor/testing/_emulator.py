@@ -37,7 +37,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from actors._events import PREAMBLE_TAG
+from actors.events import PREAMBLE_TAG
 from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
 
 __all__ = [

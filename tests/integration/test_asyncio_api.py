@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 import supervisor._facade
-from supervisor import SessionSupervisor, SupervisorConfig, SupervisorStopped
+from supervisor import SessionSupervisor, SessionUnresponsive, SupervisorConfig, SupervisorStopped
 from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, TurnContext, settle
 from tests.helpers import new_session
 
@@ -97,5 +97,5 @@ def test_a_caller_is_not_left_waiting_if_the_session_never_answers_its_deadline(
         else:
             asyncio.run(consume(sup.astream(session_id, "hello?", timeout=0.3)))
 
-    with pytest.raises(SupervisorStopped, match="did not answer"):
+    with pytest.raises(SessionUnresponsive, match="did not answer"):
         wait_for_the_answer()

@@ -302,6 +302,4 @@ def test_shutdown_drains_requests_in_flight_then_stops_the_supervisor(
     assert response.status_code == 200
     assert response.json()["reply"] == "echo: finish me"
     assert not supervisor.statistics().running
-    internals = supervisor._internals()
-    assert not internals.io.thread.is_alive()
-    assert not any(thread.is_alive() for thread in internals.runtime.threads)
+    assert not any(thread.is_alive() for thread in supervisor.runtime.threads())

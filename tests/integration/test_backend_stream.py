@@ -207,3 +207,36 @@ def test_a_conversations_messages_say_whether_each_is_complete(
         ("ai_agent", "echo: hi", True),
     ]
     assert json.dumps(history).count("chunks") == 0
+
+
+def test_a_bug_mid_stream_ends_it_with_an_error_event_and_frees_the_conversation(
+    backend: Backend, serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: an exception other than the library's left the stream without its last frame
+    (the client waited until it gave up) and the conversation held until its lease lapsed."""
+    from supervisor.backend._stream import TurnFramer
+
+    frames = TurnFramer.frames
+    calls = 0
+
+    def broken(self: TurnFramer, item: Any) -> Any:  # a bug on the second item
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug in the framer")
+        return frames(self, item)
+
+    monkeypatch.setattr(TurnFramer, "frames", broken)
+    emulator = serve(*streaming_agents())
+    server = backend(parlant_url=emulator.url)
+    body = {"message": "Tell me about CKD stage 3", "intent": "research_paper"}
+
+    streamed = httpx.post(f"{server.url}{CHAT}/stream", json=body, timeout=60)
+    token = sse_with_ids(streamed.text)[0][1]["session_id"]
+    event, data, _ = sse_with_ids(streamed.text)[-1]
+    monkeypatch.setattr(TurnFramer, "frames", frames)
+    after = httpx.post(f"{server.url}{CHAT}", json={**body, "session_id": token}, timeout=60)
+
+    assert (event, data["status"]) == ("error", 500)
+    assert "a bug in the framer" not in streamed.text
+    assert after.status_code == 200

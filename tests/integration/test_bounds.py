@@ -12,7 +12,6 @@ from prometheus_client import generate_latest
 
 from actors._messages import MessagePosted, PostFailed
 from supervisor import ParlantUnavailable, SessionSupervisor
-from supervisor._supervisor import RegistryFigures, Route
 from supervisor.testing import (
     AppServer,
     EmulatedAgent,
@@ -34,8 +33,7 @@ Backend = Callable[..., AppServer]
 
 def registry(sup: SessionSupervisor) -> tuple[int, int]:
     """(entries, consumer registrations) the Supervisor actor holds."""
-    figures: tuple[int, int] = sup._internals().supervisor.ask(RegistryFigures(), block=True)
-    return figures
+    return sup.runtime.registry_figures()
 
 
 def hanging(proxy: Proxy, url: str) -> FaultProxy:
@@ -139,13 +137,12 @@ def test_a_posts_answer_that_comes_after_its_session_closed_leaves_no_registry_e
     server = serve()
     sup = supervise(server.url)
     sessions = [new_session(server, sup) for _ in range(20)]
-    supervisor = sup._internals().supervisor
 
     for session_id in sessions:
         sup.close(session_id)
         # what the I/O thread routes when a post that was in flight at the close answers
-        supervisor.tell(Route(session_id, MessagePosted(consumer_id=1, offset=0)))
-        supervisor.tell(Route(session_id, PostFailed(2, ParlantUnavailable("cut"))))
+        sup.runtime.route(session_id, MessagePosted(consumer_id=1, offset=0))
+        sup.runtime.route(session_id, PostFailed(2, ParlantUnavailable("cut")))
 
     assert registry(sup) == (0, 0)
     assert sup.sessions() == []

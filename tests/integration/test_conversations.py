@@ -475,7 +475,7 @@ def test_a_bug_inside_a_poll_is_reported_and_retried_not_left_hanging(
 def test_a_late_answer_for_a_closed_session_does_not_reopen_it(
     serve: Serve, supervise: Supervise
 ) -> None:
-    from actors._messages import MessagePosted
+    from actors.runtime import MessagePosted
 
     server = serve()
     sup = supervise(server.url)
@@ -483,7 +483,7 @@ def test_a_late_answer_for_a_closed_session_does_not_reopen_it(
     sup.close(session_id)
 
     # what a POST answered after close() routes to the session (timing decides when in real life)
-    sup._route_quietly(session_id, MessagePosted(consumer_id=10**9, offset=0))
+    sup.runtime.route_quietly(session_id, MessagePosted(consumer_id=10**9, offset=0))
     settle(sup)
 
     assert sup.sessions() == []

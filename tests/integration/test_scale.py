@@ -46,4 +46,4 @@ def test_a_thousand_sessions_each_poll_and_each_ask_gets_its_own_reply(serve: Se
     assert stats.waiting_replies == 0
     assert summary.deadline_met
     assert summary.sessions_stopped == SESSIONS
-    assert not any(t.is_alive() for t in sup._internals().runtime.threads)
+    assert not any(t.is_alive() for t in sup.runtime.threads())

@@ -236,9 +236,7 @@ def test_a_crash_of_the_supervisor_itself_stops_everything_with_a_clear_error(
         sup.ask(session_id, "anyone?")
     summary = sup.stop()
     assert summary.deadline_met
-    internals = sup._internals()
-    assert not internals.io.thread.is_alive()
-    assert not any(thread.is_alive() for thread in internals.runtime.threads)
+    assert not any(thread.is_alive() for thread in sup.runtime.threads())
 
 
 def test_a_restarted_backend_resumes_each_session_from_its_checkpoint_stored_in_parlant(
@@ -282,8 +280,8 @@ def test_calls_that_reach_a_dead_actor_before_its_crash_report_wait_for_its_succ
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(sup.ask, session_id, "first", timeout=20)
         until_events(server, session_id, 3)  # the first turn is under way, held at its gate
-        [actor] = sup._supervisor.ask(SessionRefs())
-        sup._supervisor.tell("hold")
+        [actor] = sup.runtime.supervisor.ask(SessionRefs())
+        sup.runtime.supervisor.tell("hold")
         held.wait(30)
         second = sup.stream(session_id, "second", timeout=20)  # routed behind "hold"
         actor.tell(Kill("a bug"))  # its crash report queues behind that route
@@ -337,14 +335,16 @@ def test_an_ask_left_in_a_crashed_actors_mailbox_is_sent_by_its_successor(
     server = serve()
     sup = supervise(server.url)
     session_id = new_session(server, sup)
-    [actor] = sup._supervisor.ask(SessionRefs())
+    [actor] = sup.runtime.supervisor.ask(SessionRefs())
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         actor.tell("hold")
         held.wait(30)
         kill_session_actor(sup, session_id, "a bug")
         asking = pool.submit(sup.ask, session_id, "are you there?", timeout=20)
-        sup._supervisor.ask(ListSessions())  # both are now in the actor's mailbox, Kill first
+        sup.runtime.supervisor.ask(
+            ListSessions()
+        )  # both are now in the actor's mailbox, Kill first
         hold.set()
         reply = asking.result(timeout=60)
 

@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from supervisor import SupervisorConfig
-from supervisor.sharding import INSTALL_HINT, ShardedSupervisor
-from tests.helpers import require_module
+from supervisor.sharding import ShardedSupervisor
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def ray_instance() -> Iterator[Any]:
-    """`ray.init(num_cpus=2)`, offline: no dashboard, no usage stats, logs kept in the workers."""
-    require_module("ray", INSTALL_HINT)
-    import ray
-
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def sharding_config(**overrides: Any) -> SupervisorConfig:

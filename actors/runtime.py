@@ -1,0 +1,96 @@
+"""The parts a supervisor assembles its actors from (for `supervisor`, and for tools).
+
+Application code needs none of this: it uses `supervisor.SessionSupervisor`. This is the seam
+between the actor layer and the layers above it, so that nothing outside `actors` imports its
+private modules:
+
+- the I/O side, all on one asyncio thread: `IOLoop`, `Poller` (long-polls), `Follower`
+  (streamed messages), `ParlantApi` (posts, reads, checkpoints), `Budget` (the request budget
+  they share), `translate_error` (an HTTP failure as this library's error);
+- the actor side: `Dispatcher` (the worker threads every actor runs on), `SessionActor`, the
+  `SessionRuntime` they share, the `SessionBoard` they publish figures on, `CheckpointMemory`,
+  `RestartTracker`, and the messages a supervising actor exchanges with them;
+- time (`Clock`, `SystemClock`, `Deadline`) and the metrics port (`Recorder`);
+- h11 helpers the fault-injecting proxy of `supervisor.testing` shares with the lean client.
+
+`docs/ARCHITECTURE.md` shows how they fit together.
+"""
+
+from actors._actor import (
+    ActorCrashed,
+    Barrier,
+    Kill,
+    Mailbox,
+    ReapRequested,
+    Retire,
+    Route,
+    SessionActor,
+    SessionBoard,
+    SessionRuntime,
+)
+from actors._budget import Budget
+from actors._checkpoints import CheckpointMemory
+from actors._clock import Clock, Deadline, SystemClock
+from actors._dispatcher import Dispatcher
+from actors._follower import Follower
+from actors._io import IOLoop
+from actors._messages import (
+    AwaitReply,
+    Consumer,
+    ConsumerKind,
+    EventsConsumed,
+    Message,
+    MessagePosted,
+    PostFailed,
+    Resume,
+    ResumeReply,
+    Stop,
+    Subscribe,
+    Unsubscribe,
+)
+from actors._parlant import ParlantApi, translate_error
+from actors._poller import Poller
+from actors._recorder import Recorder
+from actors._restarts import RestartTracker
+from actors._wire import is_open, next_cycle, read_message
+
+__all__ = [
+    "ActorCrashed",
+    "AwaitReply",
+    "Barrier",
+    "Budget",
+    "CheckpointMemory",
+    "Clock",
+    "Consumer",
+    "ConsumerKind",
+    "Deadline",
+    "Dispatcher",
+    "EventsConsumed",
+    "Follower",
+    "IOLoop",
+    "Kill",
+    "Mailbox",
+    "Message",
+    "MessagePosted",
+    "ParlantApi",
+    "Poller",
+    "PostFailed",
+    "ReapRequested",
+    "Recorder",
+    "RestartTracker",
+    "Resume",
+    "ResumeReply",
+    "Retire",
+    "Route",
+    "SessionActor",
+    "SessionBoard",
+    "SessionRuntime",
+    "Stop",
+    "Subscribe",
+    "SystemClock",
+    "Unsubscribe",
+    "is_open",
+    "next_cycle",
+    "read_message",
+    "translate_error",
+]
