@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 import uvloop
 
-from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantEmulator, TurnContext
+from supervisor.emulator import EmulatedAgent, EmulatorServer, ParlantEmulator, TurnContext
 
 
 async def clock(turn: TurnContext) -> None:

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from supervisor._config import SupervisorConfig
 from supervisor.backend import BackendSettings, create_app
-from supervisor.testing import AppServer
+from supervisor.emulator import AppServer
 
 __all__ = ["run_demo"]
 

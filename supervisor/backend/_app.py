@@ -58,7 +58,7 @@ from supervisor.backend._embedded import EMBEDDED_AGENTS
 from supervisor.backend._http import BodyLimit, HttpLimits, TokenRedaction
 from supervisor.backend._store import Conversation, ConversationStore
 from supervisor.backend._stream import Frame, Position, TurnFramer, TurnLog, TurnLogs
-from supervisor.testing import EmulatorServer, ParlantEmulator
+from supervisor.emulator import EmulatorServer, ParlantEmulator
 
 __all__ = ["BackendSettings", "create_app"]
 

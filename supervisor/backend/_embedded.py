@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from supervisor.testing import EmulatedAgent, ParlantServer, TurnContext, Utterance
+from supervisor.emulator import EmulatedAgent, TurnContext
+from supervisor.testing import ParlantServer, Utterance
 
 __all__ = ["EMBEDDED_AGENTS", "answer", "local_parlant"]
 

@@ -1,8 +1,9 @@
 """Test support that users can import too, like `structlog.testing`.
 
-- `ParlantEmulator` + `EmulatorServer`: a Parlant-compatible server on 127.0.0.1 with
-  scriptable agents (`echo`, `scripted`, or any `AgentScript`), block-mode or streaming; a
-  script that raises (`ModelFailure`) fails its turn as Parlant does.
+- `ParlantEmulator` + `EmulatorServer` (from `supervisor.emulator`, the product part the
+  backend embeds): a Parlant-compatible server on 127.0.0.1 with scriptable agents (`echo`,
+  `scripted`, or any `AgentScript`), block-mode or streaming; a script that raises
+  (`ModelFailure`) fails its turn as Parlant does.
 - `FaultProxy` and its faults (`Reset`, `ResetMidResponse`, `Drop`, `Hang`, `Delay`,
   `Respond`): real sockets failing in chosen, seeded ways, in front of any Parlant URL.
 - `ParlantServer`: a real Parlant server (the `[parlant-server]` extra) in a subprocess,
@@ -22,24 +23,22 @@ require_extra(
     "testing", "fastapi", "starlette", "uvicorn", "limits", what="supervisor.testing (the emulator)"
 )
 
-from supervisor.testing._chaos import kill_session_actor, kill_shard
-from supervisor.testing._clock import FakeClock
-from supervisor.testing._emulator import (
+from supervisor.emulator import (
+    CUT_MARKER,
+    FAIL_MARKER,
     AgentScript,
+    AppServer,
     EmulatedAgent,
+    EmulatorServer,
     ModelFailure,
     ParlantEmulator,
     TurnContext,
     echo,
     scripted,
 )
-from supervisor.testing._parlant_server import (
-    CUT_MARKER,
-    FAIL_MARKER,
-    ParlantServer,
-    ParlantServerError,
-    Utterance,
-)
+from supervisor.testing._chaos import kill_session_actor, kill_shard
+from supervisor.testing._clock import FakeClock
+from supervisor.testing._parlant_server import ParlantServer, ParlantServerError, Utterance
 from supervisor.testing._proxy import (
     Delay,
     Drop,
@@ -51,7 +50,6 @@ from supervisor.testing._proxy import (
     ResetMidResponse,
     Respond,
 )
-from supervisor.testing._server import AppServer, EmulatorServer
 from supervisor.testing._settle import settle
 
 __all__ = [

@@ -56,7 +56,8 @@ from parlant.core.nlp.service import (
 )
 from parlant.core.nlp.tokenization import EstimatingTokenizer, ZeroEstimatingTokenizer
 
-from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER, ReplyFunction, Utterance
+from supervisor.emulator import CUT_MARKER, FAIL_MARKER
+from supervisor.testing._parlant_server import ReplyFunction, Utterance
 
 __all__ = ["DeterministicNLPService", "service_factory"]
 

@@ -18,7 +18,8 @@ from typing import Final, Literal, NamedTuple, Self
 
 import httpx
 
-from supervisor.testing._server import http_url
+from supervisor._net import http_url
+from supervisor.emulator import CUT_MARKER, FAIL_MARKER
 
 __all__ = [
     "CUT_MARKER",
@@ -36,14 +37,6 @@ INSTALL_HINT: Final = (
 )
 
 ECHO_AGENTS: Final[Mapping[str, str]] = {"Echo": "Answers with what it was told."}
-
-FAIL_MARKER: Final = "__fail__"
-"""A customer message containing it makes the deterministic model raise on every generation
-(a provider that is down): under the stock policy the turn fails (`status: error`)."""
-
-CUT_MARKER: Final = "__cut__"
-"""A customer message containing it makes a streamed reply fail after its first chunk (a stream
-the provider cuts): the message is terminated as it stands and the turn fails."""
 
 
 class Utterance(NamedTuple):

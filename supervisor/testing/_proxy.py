@@ -31,8 +31,7 @@ from urllib.parse import urlsplit
 import h11
 
 from actors.runtime import is_open, next_cycle, read_message
-from supervisor.testing._loop import LoopThread
-from supervisor.testing._server import http_url, listening_socket
+from supervisor._net import LoopThread, http_url, listening_socket
 
 __all__ = [
     "Delay",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -12,25 +11,11 @@ from typing import Any, Literal, Self, TypeVar, final
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from supervisor.testing._loop import LoopThread
+from supervisor._net import LoopThread, http_url, listening_socket
 
-__all__ = ["AppServer", "EmulatorServer", "http_url", "listening_socket"]
+__all__ = ["AppServer", "EmulatorServer"]
 
 T = TypeVar("T")
-
-
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A TCP socket bound to (host, port) and listening.
-
-    proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and without it
-    every response waits ~40 ms for a delayed ACK (Nagle).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    return sock
 
 
 class _UnloggedH11(H11Protocol):
@@ -56,11 +41,6 @@ def _unlogged(http: Literal["h11", "httptools"]) -> type[asyncio.Protocol]:
             self.access_log = False
 
     return _UnloggedHttpTools
-
-
-def http_url(host: str, port: int) -> str:
-    """The base URL of a server on (host, port), brackets around IPv6 hosts."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class AppServer:

@@ -1,4 +1,5 @@
-"""A Parlant-compatible server for tests, demos and benchmarks (an ASGI app).
+"""A Parlant-compatible server: the reference backend's embedded default, and the test double
+of tests, demos and benchmarks (an ASGI app).
 
 It speaks the subset of Parlant's HTTP API that conversations use, with the JSON shapes and
 long-poll semantics measured on a real 3.3.2 server (docs/PARLANT.md): 504 after `wait_for_data`
@@ -38,7 +39,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from actors.events import PREAMBLE_TAG
-from supervisor.testing._parlant_server import CUT_MARKER, FAIL_MARKER
+from supervisor.emulator._markers import CUT_MARKER, FAIL_MARKER
 
 __all__ = [
     "AgentScript",

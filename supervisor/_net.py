@@ -1,14 +1,16 @@
-"""An asyncio loop on a thread of its own, for test servers driven from synchronous code."""
+"""Servers on 127.0.0.1 driven from synchronous code: an asyncio loop on a thread of its own,
+listening sockets, their URLs (for `supervisor.emulator` and `supervisor.testing`)."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, final
 
-__all__ = ["LoopThread"]
+__all__ = ["LoopThread", "http_url", "listening_socket"]
 
 T = TypeVar("T")
 
@@ -77,3 +79,22 @@ class LoopThread:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=timeout)
+
+
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A TCP socket bound to (host, port) and listening.
+
+    proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and without it
+    every response waits ~40 ms for a delayed ACK (Nagle).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
+
+
+def http_url(host: str, port: int) -> str:
+    """The base URL of a server on (host, port), brackets around IPv6 hosts."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
