@@ -15,12 +15,10 @@ from parlant.client.types import Event
 
 from actors._backoff import Backoff
 from actors._errors import (
-    AccessDenied,
     AgentError,
     ParlantUnavailable,
     ReplyTimeout,
     SessionClosed,
-    SessionNotFound,
     SupervisorError,
 )
 from actors._events import (
@@ -570,19 +568,17 @@ class SessionCore:
     def _poll_failed(self, failure: PollFailure, now: float) -> None:
         self._last_failure = failure
         if failure.kind.is_terminal:
-            error: SupervisorError
             if failure.kind is FailureKind.NOT_FOUND:
-                error = SessionNotFound(
+                message = (
                     f"session {self.session_id}: Parlant does not know this session "
-                    f"({failure.detail}); it was deleted or never existed: open another one",
-                    session_id=self.session_id,
+                    f"({failure.detail}); it was deleted or never existed: open another one"
                 )
             else:
-                error = AccessDenied(
+                message = (
                     f"session {self.session_id}: Parlant refused access ({failure.detail}); "
-                    "check the credentials the supervisor uses",
-                    session_id=self.session_id,
+                    "check the credentials the supervisor uses"
                 )
+            error = failure.kind.error(message, session_id=self.session_id)
             self._terminal_error = error
             self._transition(SessionState.FAILED)
             self._stop_following()

@@ -13,7 +13,13 @@ from typing import Protocol, final
 
 from parlant.client.types import Event
 
-from actors._errors import SupervisorError
+from actors._errors import (
+    AccessDenied,
+    InvalidInput,
+    ParlantUnavailable,
+    SessionNotFound,
+    SupervisorError,
+)
 from actors._reply import MessageDelta, Reply
 
 __all__ = [
@@ -212,7 +218,9 @@ class PollTimedOut:
 
 @final
 class FailureKind(enum.Enum):
-    """Why a poll failed. TERMINAL kinds end the session; the others back off and retry.
+    """Why a request to Parlant failed: the one place that says what an HTTP status means
+    (`of_status`) and which error it is to a caller (`error`), for polls and short requests
+    alike. For polls, TERMINAL kinds end the session; the others back off and retry.
 
     INTERNAL is a bug in the poll itself: reported (logged, counted) and retried like the rest.
     """
@@ -223,12 +231,40 @@ class FailureKind(enum.Enum):
     MALFORMED = "malformed"
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
+    REJECTED = "rejected"
     INTERNAL = "internal"
+
+    @classmethod
+    def of_status(cls, status: int | None) -> FailureKind:
+        """What an HTTP status other than 200 (and 504 for a long-poll) means (None: an answer
+        without one)."""
+        if status is None:
+            return FailureKind.SERVER_ERROR
+        return _STATUS_KINDS.get(status, FailureKind.SERVER_ERROR)
 
     @property
     def is_terminal(self) -> bool:
         """True when retrying cannot help (the session is gone or forbidden)."""
         return self in (FailureKind.NOT_FOUND, FailureKind.FORBIDDEN)
+
+    @property
+    def error(self) -> type[SupervisorError]:
+        """The error a caller gets for it."""
+        return _KIND_ERRORS.get(self, ParlantUnavailable)
+
+
+_STATUS_KINDS: dict[int, FailureKind] = {
+    401: FailureKind.FORBIDDEN,
+    403: FailureKind.FORBIDDEN,
+    404: FailureKind.NOT_FOUND,
+    422: FailureKind.REJECTED,  # Parlant's validation error: the request, not the server
+    429: FailureKind.RATE_LIMITED,
+}
+_KIND_ERRORS: dict[FailureKind, type[SupervisorError]] = {
+    FailureKind.NOT_FOUND: SessionNotFound,
+    FailureKind.FORBIDDEN: AccessDenied,
+    FailureKind.REJECTED: InvalidInput,
+}
 
 
 @final

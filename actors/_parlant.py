@@ -34,13 +34,11 @@ from parlant.client.types import Event
 from actors._backoff import Backoff
 from actors._budget import Budget
 from actors._errors import (
-    AccessDenied,
-    InvalidInput,
     ParlantUnavailable,
-    SessionNotFound,
     SupervisorError,
 )
 from actors._events import parse_events
+from actors._messages import FailureKind
 from actors._posting import certainly_not_sent, post_exactly_once, refused_for_good
 from actors._wire import (
     CONNECT_TIMEOUT,
@@ -72,25 +70,18 @@ def translate_error(error: Exception, base_url: str, session_id: str | None) -> 
         return error
     if isinstance(error, ApiError):
         status = error.status_code
-        if status == 404:
-            return SessionNotFound(
-                f"{where}: Parlant answered 404 ({error.body}); it was deleted or never existed",
-                session_id=session_id,
+        kind = FailureKind.of_status(status)
+        if kind is FailureKind.NOT_FOUND:
+            message = (
+                f"{where}: Parlant answered 404 ({error.body}); it was deleted or never existed"
             )
-        if status in (401, 403):
-            return AccessDenied(
-                f"{where}: Parlant refused the request ({status}); check the credentials",
-                session_id=session_id,
-            )
-        if status == 422:
-            return InvalidInput(
-                f"{where}: Parlant rejected the request as invalid: {error.body}",
-                session_id=session_id,
-            )
-        return ParlantUnavailable(
-            f"{where}: Parlant at {base_url} answered {status}; try again later",
-            session_id=session_id,
-        )
+        elif kind is FailureKind.FORBIDDEN:
+            message = f"{where}: Parlant refused the request ({status}); check the credentials"
+        elif kind is FailureKind.REJECTED:
+            message = f"{where}: Parlant rejected the request as invalid: {error.body}"
+        else:
+            message = f"{where}: Parlant at {base_url} answered {status}; try again later"
+        return kind.error(message, session_id=session_id)
     if isinstance(error, httpx.HTTPError | WireError):
         return ParlantUnavailable(
             f"{where}: could not reach Parlant at {base_url} ({type(error).__name__}: {error}); "

@@ -52,7 +52,7 @@ from actors._wire import (
 
 _log = structlog.get_logger("parlant_supervisor")
 
-__all__ = ["Poller", "classify_status", "outcome_label"]
+__all__ = ["Poller", "outcome_label"]
 
 TIMEOUT_MARGIN: Final = 10.0
 """Seconds the client waits past `wait_for_data`, so the server's 504 normally comes first."""
@@ -71,17 +71,6 @@ def outcome_label(outcome: Message) -> str:
     if isinstance(outcome, PollFailed):
         return outcome.failure.kind.value
     return "events"
-
-
-def classify_status(status: int) -> FailureKind:
-    """The failure kind of an HTTP status that is neither 200 nor 504."""
-    if status == 404:
-        return FailureKind.NOT_FOUND
-    if status in (401, 403):
-        return FailureKind.FORBIDDEN
-    if status == 429:
-        return FailureKind.RATE_LIMITED
-    return FailureKind.SERVER_ERROR
 
 
 @final
@@ -381,5 +370,5 @@ class Poller:
         retry_after = retry_after_seconds(response.headers)
         if status == 429:  # every session's polls wait, not only this one's
             self._budget.refused("list_events", retry_after)
-        failure = PollFailure(classify_status(status), detail, status, retry_after)
+        failure = PollFailure(FailureKind.of_status(status), detail, status, retry_after)
         return PollFailed(generation, failure), False

@@ -24,6 +24,7 @@ POLL_OUTCOMES: Final = (
     "malformed",
     "not_found",
     "forbidden",
+    "rejected",
     "internal",
 )
 REPLY_OUTCOMES: Final = (
