@@ -16,6 +16,9 @@ private modules:
 `docs/ARCHITECTURE.md` shows how they fit together.
 """
 
+from dataclasses import dataclass
+from typing import Final
+
 from actors._actor import (
     ActorCrashed,
     Barrier,
@@ -48,13 +51,35 @@ from actors._messages import (
     Subscribe,
     Unsubscribe,
 )
-from actors._parlant import ParlantApi, translate_error
-from actors._poller import Poller
+from actors._parlant import (
+    DEFAULT_CONCURRENCY,
+    POST_GRACE,
+    REQUEST_TIMEOUT,
+    ParlantApi,
+    translate_error,
+)
+from actors._poller import TIMEOUT_MARGIN, Poller
 from actors._recorder import Recorder
 from actors._restarts import RestartTracker
-from actors._wire import is_open, next_cycle, read_message
+from actors._wire import MAX_BODY, is_open, next_cycle, read_message
+
+
+@dataclass(frozen=True, slots=True)
+class _Defaults:
+    """The I/O parts' defaults, stated where those parts are (`SupervisorConfig` uses them)."""
+
+    request_concurrency: int = DEFAULT_CONCURRENCY
+    request_timeout: float = REQUEST_TIMEOUT
+    post_grace: float = POST_GRACE
+    poll_timeout_margin: float = TIMEOUT_MARGIN
+    max_response_bytes: int = MAX_BODY
+
+
+DEFAULTS: Final = _Defaults()
+"""Request concurrency, request timeout, post grace, poll timeout margin, response size."""
 
 __all__ = [
+    "DEFAULTS",
     "ActorCrashed",
     "AwaitReply",
     "Barrier",

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import final
+from typing import Final, final
 
 from actors import Backoff, RequestBudget, RestartPolicy, SessionSettings
+from actors.runtime import DEFAULTS
+
+_SESSION: Final = SessionSettings()
+"""Each default is stated once, by the part it configures: the per-session ones by the core,
+the request ones by the API, poller and wire (`actors.runtime.DEFAULTS`)."""
 
 __all__ = ["SupervisorConfig"]
 
@@ -85,17 +90,17 @@ class SupervisorConfig:
             minute per client IP in its production policy).
     """
 
-    wait_for_data: int = 60
-    wait_jitter: int = 15
-    window_size: int = 1000
+    wait_for_data: int = _SESSION.wait_for_data
+    wait_jitter: int = _SESSION.wait_jitter
+    window_size: int = _SESSION.window_size
     consumer_capacity: int = 1000
     backoff: Backoff = field(default_factory=Backoff)
     headers: Mapping[str, str] = field(default_factory=dict)
-    request_concurrency: int = 8
+    request_concurrency: int = DEFAULTS.request_concurrency
     request_budget: RequestBudget | None = None
-    request_timeout: float = 30.0
+    request_timeout: float = DEFAULTS.request_timeout
     request_retries: int = 5
-    post_grace: float = 2.0
+    post_grace: float = DEFAULTS.post_grace
     max_message_length: int = 32_768
     actor_threads: int = 2
     stop_timeout: float = 10.0
@@ -105,10 +110,10 @@ class SupervisorConfig:
     checkpoint_interval: float = 5.0
     max_checkpoints: int = 100_000
     checkpoint_ttl: float | None = 24 * 3600.0
-    poll_timeout_margin: float = 10.0
-    failure_grace: float = 0.5
+    poll_timeout_margin: float = DEFAULTS.poll_timeout_margin
+    failure_grace: float = _SESSION.failure_grace
     stream_reread_interval: float = 0.5
-    max_response_bytes: int = 64 * 1024 * 1024
+    max_response_bytes: int = DEFAULTS.max_response_bytes
 
     def __post_init__(self) -> None:
         if self.post_grace < 0:

@@ -137,6 +137,7 @@ PINNED = {
         "message_text",
     ],
     "actors.runtime": [
+        "DEFAULTS",
         "ActorCrashed",
         "AwaitReply",
         "Barrier",
