@@ -859,10 +859,10 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
 
     @app.get("/metrics", response_class=Response)
     async def metrics(backend: BackendDep) -> Response:
-        """The supervisor's Prometheus metrics."""
-        return Response(
-            generate_latest(backend.supervisor.registry), media_type=CONTENT_TYPE_LATEST
-        )
+        """The supervisor's Prometheus metrics (collected on a worker thread: a sharded
+        supervisor's come from its shards, a blocking call each)."""
+        text = await asyncio.to_thread(generate_latest, backend.supervisor.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -872,7 +872,8 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     @app.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz(backend: BackendDep) -> dict[str, str]:
         """The supervisor runs and Parlant answers."""
-        if not backend.supervisor.statistics().running:
+        figures = await asyncio.to_thread(backend.supervisor.statistics)  # may ask shards
+        if not figures.running:
             raise _Refused(503, "the supervisor is not running")
         try:
             await backend.supervisor.acheck_parlant(timeout=_READY_TIMEOUT)
