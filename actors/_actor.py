@@ -230,6 +230,9 @@ class SessionRuntime:
         checkpoints: Where each stopped session stopped, so a re-activated session resumes
             there (bounded: see `CheckpointMemory`).
         board: Where live sessions publish their snapshots and inboxes.
+        rng: The randomness of every session's jitter and backoff (one for all: a Mersenne
+            Twister is 2.5 KB, seeding it from the OS a tenth of an actor's start; its calls
+            are atomic under the GIL, so dispatcher threads share it safely).
     """
 
     io: IOLoop
@@ -242,6 +245,7 @@ class SessionRuntime:
     settings: SessionSettings
     checkpoints: CheckpointMemory
     board: SessionBoard
+    rng: random.Random
 
     def resume_of(self, session_id: str) -> Resume:
         """Where a new actor for the session starts: where its live or last actor stood (its
@@ -277,7 +281,7 @@ class SessionActor(DispatchedActor):
         self._reactivated = reactivated
         self._runtime = runtime
         self._start = start  # None: at the checkpoint stored in Parlant
-        self._core = SessionCore(session_id, runtime.settings, random.Random())
+        self._core = SessionCore(session_id, runtime.settings, runtime.rng)
         self._consumers: dict[int, Consumer] = {}
         self._snapshot: SessionSnapshot | None = None
         self._log = _log.bind(session_id=session_id)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import random
 import threading
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar, final
@@ -137,6 +138,7 @@ class Runtime:
                 self.clock.now, capacity=config.max_checkpoints, ttl=config.checkpoint_ttl
             ),
             board=SessionBoard(),
+            rng=random.Random(),
         )
         self._supervisor = Supervisor.start(self.sessions, config.restart_policy)
         thread = self._supervisor.ask(WhichThread(), block=True, timeout=_ASK_TIMEOUT)
