@@ -197,6 +197,11 @@ class ShardedSupervisor:
         """The index of the shard hosting `session_id`."""
         return shard_of(session_id, self._names)
 
+    def shard_actor(self, index: int) -> Any:
+        """The Ray actor handle of shard `index`, for operations tools (`ray.kill` it, as
+        `supervisor.testing.kill_shard` does; Ray restarts it)."""
+        return self._shards[index]
+
     def _track(self, session_id: str) -> int:
         """The session's shard, which will open it again if it restarts."""
         self._check_running()

@@ -29,4 +29,6 @@ def kill_shard(sharded: ShardedSupervisor, index: int) -> None:
 
     Ray restarts it; its sessions resume from their durable checkpoints.
     """
-    sharded._ray.kill(sharded._shards[index], no_restart=False)
+    import ray  # the sharded supervisor runs on it: installed
+
+    ray.kill(sharded.shard_actor(index), no_restart=False)
