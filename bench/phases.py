@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 import shutil
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--profile", type=Path, help="write a py-spy profile per phase here")
     parser.add_argument("--top", type=int, default=0, help="print each profile's top N")
+    parser.add_argument(
+        "--request-concurrency", type=int, default=None, help="SupervisorConfig's (default: its)"
+    )
     options = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if options.profile is not None:
@@ -115,7 +119,10 @@ def main() -> None:
         sessions = server.create_sessions(options.sessions)
         count = len(sessions)
         print(f"{count} sessions", flush=True)
-        sup = SessionSupervisor(url, config=SupervisorConfig(wait_for_data=WAIT_FOR_DATA))
+        config = SupervisorConfig(wait_for_data=WAIT_FOR_DATA)
+        if options.request_concurrency is not None:
+            config = dataclasses.replace(config, request_concurrency=options.request_concurrency)
+        sup = SessionSupervisor(url, config=config)
         with Phase("open", serving.pid, options.profile):
             for session_id in sessions:
                 sup.open(session_id, since=0)
