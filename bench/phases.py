@@ -2,7 +2,8 @@
 phase beside the CPU the client and the bench's server each spent in it, optionally with a
 py-spy profile of each phase (collapsed stacks, for flame graphs or `--top`).
 
-    python -m bench.phases --sessions 15000 [--profile DIR] [--top 20]
+    python -m bench.phases --sessions 15000 [--profile DIR] [--top 20] [--idle 40]
+                           [--no-asks] [--request-concurrency 64]
 
 A client that waits on a server it saturates shows server CPU near a core; a client whose own
 cost grows with N shows client CPU per session growing. py-spy (`pip install py-spy`) slows
@@ -100,6 +101,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a py-spy profile per phase here")
     parser.add_argument("--top", type=int, default=0, help="print each profile's top N")
     parser.add_argument(
+        "--idle", type=float, default=0.0, help="seconds of an idle phase after open (polls cycle)"
+    )
+    parser.add_argument(
         "--no-asks", action="store_true", help="open, then stop (a stop with nothing in flight)"
     )
     parser.add_argument(
@@ -135,6 +139,9 @@ def main() -> None:
             reply = await sup.aask(session_id, text, timeout=ASK_BUDGET)
             return reply.text == f"echo: {text}"
 
+        if options.idle:
+            with Phase("idle", serving.pid, options.profile):
+                time.sleep(options.idle)  # the polls time out and are sent again meanwhile
         rate = None
         if not options.no_asks:
             with Phase("asks", serving.pid, options.profile):
@@ -148,7 +155,10 @@ def main() -> None:
         serving.stdin.close()
         serving.wait(timeout=60)
     if options.profile is not None and options.top:
-        for name in ("open", "stop") if options.no_asks else ("open", "asks", "stop"):
+        names = ["open", *(["idle"] if options.idle else []), "stop"]
+        if not options.no_asks:
+            names.insert(-1, "asks")
+        for name in names:
             top(options.profile / f"{name}.txt", options.top)
 
 
