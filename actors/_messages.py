@@ -467,11 +467,18 @@ Message = (
 @final
 @dataclass(frozen=True, slots=True)
 class StartPoll:
-    """Open `GET /events?min_offset=..&wait_for_data=..`; tell the outcome with `generation`."""
+    """Open `GET /events?min_offset=..&wait_for_data=..`; tell the outcome with `generation`.
+
+    With `repeat_wait` (lowest, highest), a poll that ends without events (Parlant's 504, an
+    empty answer, or our own timeout) is sent again at once with a wait drawn from that range,
+    and nothing is told: an idle session's poll cycles cost no message to its actor. Without
+    it, every outcome is told.
+    """
 
     generation: int
     min_offset: int
     wait_for_data: int
+    repeat_wait: tuple[int, int] | None = None
 
 
 @final

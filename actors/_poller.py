@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -104,7 +105,8 @@ class Poller:
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._owners: dict[str, str] = {}
         self._shut = False
-        self._upstream = Upstream(rng or random.Random())
+        self._rng = rng or random.Random()
+        self._upstream = Upstream(self._rng)
         self._readmission = readmission or Readmission()
         self._budget = budget or Budget(None, io.loop.time)
         self._held: dict[str, tuple[StartPoll, Callable[[Message], None]]] = {}
@@ -249,28 +251,34 @@ class Poller:
     async def _poll(
         self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]
     ) -> None:
-        started = self._io.loop.time()
-        refused = False
-        try:
-            outcome, refused = await self._outcome(session_id, poll)
-        except Exception as error:  # a bug here must not leave the session waiting forever
-            _log.exception("session.poll_crashed", session_id=session_id)
-            detail = f"internal error: {type(error).__name__}: {error}"
-            outcome = PollFailed(poll.generation, PollFailure(FailureKind.INTERNAL, detail))
-        self._recorder.poll_finished(outcome_label(outcome), self._io.loop.time() - started)
-        if isinstance(outcome, EventsReceived):
-            kinds = Counter(str(event.kind) for event in outcome.events)
-            for kind, count in kinds.items():
-                self._recorder.events_received(kind, count)
-        if isinstance(outcome, PollFailed) and outcome.failure.kind in _UPSTREAM_FAILURES:
-            if self._upstream.failed(session_id, refused=refused):
-                self._went_down(outcome.failure)
-            if self._upstream.state is UpstreamState.DOWN:
-                self._held[session_id] = (poll, tell)  # the server is not there: wait for it
-                return
-        elif not isinstance(outcome, PollFailed):
-            self._upstream.succeeded()
-        tell(outcome)
+        while True:
+            started = self._io.loop.time()
+            refused = False
+            try:
+                outcome, refused = await self._outcome(session_id, poll)
+            except Exception as error:  # a bug here must not leave the session waiting forever
+                _log.exception("session.poll_crashed", session_id=session_id)
+                detail = f"internal error: {type(error).__name__}: {error}"
+                outcome = PollFailed(poll.generation, PollFailure(FailureKind.INTERNAL, detail))
+            self._recorder.poll_finished(outcome_label(outcome), self._io.loop.time() - started)
+            if isinstance(outcome, EventsReceived):
+                kinds = Counter(str(event.kind) for event in outcome.events)
+                for kind, count in kinds.items():
+                    self._recorder.events_received(kind, count)
+            if isinstance(outcome, PollFailed) and outcome.failure.kind in _UPSTREAM_FAILURES:
+                if self._upstream.failed(session_id, refused=refused):
+                    self._went_down(outcome.failure)
+                if self._upstream.state is UpstreamState.DOWN:
+                    self._held[session_id] = (poll, tell)  # the server is not there: wait
+                    return
+            elif not isinstance(outcome, PollFailed):
+                self._upstream.succeeded()
+            if isinstance(outcome, PollTimedOut) and poll.repeat_wait is not None:
+                lowest, highest = poll.repeat_wait  # nothing new: the same poll again, untold
+                poll = dataclasses.replace(poll, wait_for_data=self._rng.randint(lowest, highest))
+                continue
+            tell(outcome)
+            return
 
     # --- the upstream's health ------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class Driver:
 def test_start_opens_the_first_poll_at_the_start_offset() -> None:
     d = Driver()
     assert d.core.state is SessionState.STARTING
-    assert d.start(5) == [StartPoll(1, 5, 60)]
+    assert d.start(5) == [StartPoll(1, 5, 60, (60, 60))]
     assert d.core.state is SessionState.POLLING
 
 
@@ -136,7 +136,7 @@ def test_polling_continues_after_events_and_after_a_completed_ready() -> None:
     d = Driver()
     d.start()
     effects = d.receive(*events("one_turn"))
-    assert effects[-1] == StartPoll(2, 10, 60)
+    assert effects[-1] == StartPoll(2, 10, 60, (60, 60))
     assert d.core.state is SessionState.POLLING
 
 
@@ -144,7 +144,7 @@ def test_polling_continues_after_events_and_after_a_completed_ready() -> None:
 def test_an_empty_poll_is_normal_and_polls_again_at_once_from_the_same_offset(reason: str) -> None:
     d = Driver()
     d.start(3)
-    assert d.send(PollTimedOut(1, reason)) == [StartPoll(2, 3, 60)]
+    assert d.send(PollTimedOut(1, reason)) == [StartPoll(2, 3, 60, (60, 60))]
 
 
 def test_wait_for_data_is_jittered_within_its_bounds() -> None:
@@ -198,6 +198,7 @@ def test_a_transient_failure_backs_off_then_polls_again(kind: FailureKind) -> No
     assert schedule.timer == TimerFired(TimerKind.RETRY_POLL, 1)
     assert 100.0 <= schedule.at <= 100.0 + Backoff().base
     assert d.core.snapshot().consecutive_failures == 1
+    # after a failure the core hears how the next poll ends (it forgets the failures then)
     assert d.send(schedule.timer) == [StartPoll(2, 0, 60)]
     assert d.core.state is SessionState.POLLING
 
@@ -273,7 +274,7 @@ def test_a_full_consumer_pauses_polling_and_reading_resumes_it() -> None:
     assert d.core.state is SessionState.PAUSED
     assert d.core.snapshot().pauses_total == 1
     assert d.send(EventsConsumed(1, 1)) == []  # still 2 outstanding: stays paused
-    assert d.send(EventsConsumed(1, 3)) == [StartPoll(2, 3, 60)]
+    assert d.send(EventsConsumed(1, 3)) == [StartPoll(2, 3, 60, (60, 60))]
     assert d.core.state is SessionState.POLLING
     assert d.delivered(1) == [0, 1, 2]
 
@@ -560,7 +561,7 @@ def test_unsubscribe_forgets_the_consumer() -> None:
     d.send(Subscribe(Handle(1, ConsumerKind.READER, capacity=1)))
     d.receive(customer(0))
     assert d.core.state is SessionState.PAUSED
-    assert d.send(Unsubscribe(1)) == [StartPoll(2, 1, 60)]
+    assert d.send(Unsubscribe(1)) == [StartPoll(2, 1, 60, (60, 60))]
     assert d.core.snapshot().readers == 0
 
 
@@ -656,7 +657,7 @@ def test_without_a_start_offset_the_session_loads_its_stored_checkpoint_before_p
     d.ask(1)  # calls are taken meanwhile; nothing is polled yet
     assert d.poll is None
     d.send(CheckpointLoaded(12))
-    assert d.poll == StartPoll(1, 12, 60)
+    assert d.poll == StartPoll(1, 12, 60, (60, 60))
 
 
 def test_a_reader_with_since_subscribed_while_the_checkpoint_loads_gets_the_history() -> None:
@@ -679,7 +680,7 @@ def test_an_unreadable_or_missing_checkpoint_starts_from_the_beginning() -> None
     d = Driver(checkpoint_interval=5.0)
     d.send(Start(None))
     d.send(CheckpointLoaded(None))
-    assert d.poll == StartPoll(1, 0, 60)
+    assert d.poll == StartPoll(1, 0, 60, (60, 60))
 
 
 def test_checkpoints_are_saved_at_most_once_per_interval_and_once_at_the_end() -> None:
