@@ -45,6 +45,11 @@ class IOLoop:
         return self._loop
 
     @property
+    def stopped(self) -> bool:
+        """Whether `stop()` was called (what is submitted from then on never runs)."""
+        return self._stopped
+
+    @property
     def thread(self) -> threading.Thread:
         """The I/O thread."""
         return self._thread

@@ -2,8 +2,10 @@
 
 Each session gets its own keep-alive connection (`Connection`, reused poll after poll):
 one shared connection pool for thousands of concurrent long-polls costs O(N) per request and
-O(N^2) in a wave of 504s (measured). The actor decides what to poll; the poller only runs the
-request and tells the outcome back.
+O(N^2) in a wave of 504s (measured). The actor decides what to poll; the poller runs the
+request and tells the outcome back, but for a poll that times out without events, which it
+sends again itself when the actor allows it (`StartPoll.repeat_wait`): an idle session's poll
+cycles then cost its actor nothing.
 
 The poller also keeps the upstream's health (`Upstream`): when Parlant is down (a connection
 refused, failures in a row from several sessions), a poll that fails for that reason, and any
@@ -276,6 +278,9 @@ class Poller:
             if isinstance(outcome, PollTimedOut) and poll.repeat_wait is not None:
                 lowest, highest = poll.repeat_wait  # nothing new: the same poll again, untold
                 poll = dataclasses.replace(poll, wait_for_data=self._rng.randint(lowest, highest))
+                if self._upstream.state is not UpstreamState.UP:
+                    self._held[session_id] = (poll, tell)  # readmitted in turn, like any new poll
+                    return
                 continue
             tell(outcome)
             return

@@ -21,6 +21,7 @@ from actors import (
     SessionClosed,
     SessionState,
     SessionUnresponsive,
+    SupervisorError,
     SupervisorStopped,
 )
 from actors.events import StreamItem
@@ -229,7 +230,10 @@ class SessionSupervisor:
         """
         future = self._close_future(session_id)
         if future is not None:
-            future.get(timeout=self.config.stop_timeout)
+            try:
+                future.get(timeout=self.config.stop_timeout)
+            except pykka.Timeout:
+                raise self._unanswered(session_id, "close") from None
 
     async def aclose(self, session_id: str) -> None:
         """Asyncio twin of `close` (waits on a worker thread, never on the caller's loop)."""
@@ -250,13 +254,23 @@ class SessionSupervisor:
             )
         except pykka.ActorDeadError:
             return None  # stopped meanwhile: every session with it
+        except pykka.Timeout:
+            raise self._unanswered(session_id, "close") from None
         return future
+
+    def _unanswered(self, session_id: str | None, call: str) -> SessionUnresponsive:
+        return SessionUnresponsive(
+            f"the supervisor did not answer {call}() within stop_timeout="
+            f"{self.config.stop_timeout:g} s; it is likely overloaded",
+            session_id=session_id,
+        )
 
     def checkpoint(self, session_id: str) -> int:
         """The session's checkpoint here: every event below it was consumed (0 when it has no
         live actor). No `events()` reader subscribing now without `since` gets an event below
         it, so a reader that must resume elsewhere (a sharded reader whose shard died) resumes
         from it. Cheap: no actor is asked."""
+        self._check_running()
         require_id("session_id", session_id)
         snapshot = self._runtime.sessions.board.snapshot(session_id)
         return snapshot.checkpoint if snapshot is not None else 0
@@ -264,9 +278,14 @@ class SessionSupervisor:
     def sessions(self) -> list[str]:
         """Ids of the sessions with a live actor."""
         self._check_running()
-        sessions: list[str] = self._runtime.supervisor.ask(
-            ListSessions(), block=True, timeout=self.config.stop_timeout
-        )
+        try:
+            sessions: list[str] = self._runtime.supervisor.ask(
+                ListSessions(), block=True, timeout=self.config.stop_timeout
+            )
+        except pykka.ActorDeadError:
+            raise SupervisorStopped("the supervisor stopped during the call") from None
+        except pykka.Timeout:
+            raise self._unanswered(None, "sessions") from None
         return sessions
 
     async def asessions(self) -> list[str]:
@@ -579,9 +598,23 @@ class SessionSupervisor:
         )
 
     async def _on_io(self, coroutine: Coroutine[Any, Any, T], session_id: str | None = None) -> T:
+        """Await one of the API's coroutines, run on the I/O loop; errors as `Runtime.call`."""
+        submitted = self._runtime.io.submit(coroutine)
         try:
-            return await asyncio.wrap_future(self._runtime.io.submit(coroutine))
+            return await asyncio.wrap_future(submitted)
+        except asyncio.CancelledError:
+            if not submitted.cancelled():
+                raise  # the caller's own cancellation
+            raise SupervisorStopped(
+                "the supervisor stopped during the call", session_id=session_id
+            ) from None
+        except SupervisorError:
+            raise
         except Exception as error:
+            if self._runtime.io.stopped:
+                raise SupervisorStopped(
+                    "the supervisor stopped during the call", session_id=session_id
+                ) from error
             raise translate_error(error, self.parlant_url, session_id) from error
 
 

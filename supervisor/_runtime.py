@@ -60,6 +60,8 @@ __all__ = ["Runtime"]
 T = TypeVar("T")
 _ASK_TIMEOUT: Final = 10.0
 """Real seconds a tool's question to the Supervisor actor may take (it never blocks)."""
+_STOP_CHECK: Final = 0.5
+"""Real seconds between two looks, by a blocked `call`, at whether the runtime stopped."""
 
 
 async def _nothing() -> None:
@@ -172,8 +174,9 @@ class Runtime:
 
     def call(self, coroutine: Coroutine[Any, Any, T], session_id: str | None = None) -> T:
         """Run one of the API's coroutines on the I/O loop and wait for it on this thread
-        (no event loop of the caller's: none is started). Every such request is bounded by
-        `request_timeout`, so the wait is too.
+        (no event loop of the caller's: none is started). Each request of it is bounded by
+        `request_timeout` (and its retries by `request_retries`); a stop meanwhile ends the
+        wait with `SupervisorStopped`.
 
         Raises:
             The library's error for a failed request (`translate_error`); SupervisorStopped
@@ -190,8 +193,17 @@ class Runtime:
                 "a blocking SessionSupervisor call was made on a running event loop; "
                 "use its asyncio twin (the `a`-prefixed method) instead"
             )
+        submitted = self.io.submit(coroutine)
         try:
-            return self.io.submit(coroutine).result()
+            while True:
+                try:
+                    return submitted.result(timeout=_STOP_CHECK)
+                except concurrent.futures.TimeoutError:
+                    if self.io.stopped and not submitted.running():
+                        # submitted as the loop stopped: it will never run
+                        raise SupervisorStopped(
+                            "the supervisor stopped during the call", session_id=session_id
+                        ) from None
         except concurrent.futures.CancelledError:
             raise SupervisorStopped(
                 "the supervisor stopped during the call", session_id=session_id
@@ -199,6 +211,10 @@ class Runtime:
         except SupervisorError:
             raise
         except Exception as error:
+            if self.io.stopped:
+                raise SupervisorStopped(
+                    "the supervisor stopped during the call", session_id=session_id
+                ) from error
             raise translate_error(error, self.api.base_url, session_id) from error
 
     def statistics(self, *, running: bool) -> SupervisorStatistics:
@@ -242,7 +258,7 @@ class Runtime:
         met &= self.io.stop(timeout=max(0.1, deadline.remaining()))
         met &= sessions.dispatcher.shutdown(max(0.1, deadline.remaining()))
         if self._supervisor_thread is not threading.current_thread():
-            self._supervisor_thread.join(deadline.remaining())
+            self._supervisor_thread.join(max(0.1, deadline.remaining()))
         met &= not any(thread.is_alive() for thread in self.threads())
         self.metrics.unregister()
         return met

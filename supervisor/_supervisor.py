@@ -381,23 +381,29 @@ class Supervisor(pykka.ThreadingActor):
         for message in held:
             ref.tell(message)
 
-    def _retire(self, session_id: str, error: SupervisorError) -> None:
-        """`_close` without a stop future to wait on (the dispatcher counts stopped actors)."""
-        session = self._sessions.pop(session_id, None)
-        if session is not None and session.restarting is not None:
+    @staticmethod
+    def _fail_unheld(
+        session: _Session | None, ref: pykka.ActorRef[SessionActor] | None, error: SupervisorError
+    ) -> None:
+        """Fail the consumers no live actor will fail: those of a session waiting for its
+        restart, or whose actor died with its crash report still behind this message."""
+        if session is None:
+            return
+        if session.restarting is not None or ref is None or not ref.is_alive():
             for registration in session.live_consumers():
                 registration.consumer.fail(error)
+
+    def _retire(self, session_id: str, error: SupervisorError) -> None:
+        """`_close` without a stop future to wait on (the dispatcher counts stopped actors)."""
         ref = self._actors.pop(session_id, None)
+        self._fail_unheld(self._sessions.pop(session_id, None), ref, error)
         if ref is not None:
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell(Retire(error, shutdown=True))
 
     def _close(self, session_id: str, error: SupervisorError) -> pykka.Future[Any] | None:
-        session = self._sessions.pop(session_id, None)
-        if session is not None and session.restarting is not None:
-            for registration in session.live_consumers():
-                registration.consumer.fail(error)
         ref = self._actors.pop(session_id, None)
+        self._fail_unheld(self._sessions.pop(session_id, None), ref, error)
         if ref is None:
             return None
         with contextlib.suppress(pykka.ActorDeadError):

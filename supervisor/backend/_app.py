@@ -48,6 +48,7 @@ from actors import (
     SessionNotFound,
     SupervisorError,
     SupervisorStopped,
+    TransientError,
 )
 from actors.events import StreamItem, is_incomplete, is_preamble
 from supervisor import Supervising
@@ -269,6 +270,8 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
         return _Refused(502, detail, token)
     if isinstance(error, AccessDenied):
         return _Refused(502, "Parlant refused the backend's credentials", token)
+    if isinstance(error, TransientError):  # SessionUnresponsive (overload), ShardLost
+        return _Refused(503, "the backend is overloaded; try again shortly", token, _RETRY)
     return _Refused(500, f"unexpected error: {type(error).__name__}", token)
 
 
@@ -429,6 +432,7 @@ class Backend:
 
     async def aclose(self) -> None:
         """Stop every turn still being streamed (their clients get an `error` event)."""
+        await asyncio.sleep(0)  # a task cancelled before its first step would never end its log
         for task in list(self._producers):
             task.cancel()
         await asyncio.gather(*self._producers, return_exceptions=True)

@@ -260,6 +260,7 @@ class ShardedSupervisor:
     def create_customer(self, name: str) -> str:
         """Create a Parlant customer; returns its id."""
         self._check_running()
+        require_id("name", name)
         index = self._any_shard()
         customer_id: str = self._once(index, lambda shard: shard.create_customer.remote(name))
         return customer_id
@@ -267,6 +268,7 @@ class ShardedSupervisor:
     async def acreate_customer(self, name: str) -> str:
         """Asyncio twin of `create_customer`."""
         self._check_running()
+        require_id("name", name)
         index = self._any_shard()
         customer_id: str = await self._aonce(
             index, lambda shard: shard.create_customer.remote(name)
@@ -276,6 +278,8 @@ class ShardedSupervisor:
     def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
         """Each named agent's id, found by name, else created (name -> id)."""
         self._check_running()
+        for name in names:
+            require_id("name", name)
         ids: dict[str, str] = self._again(
             self._any_shard(), lambda shard: shard.ensure_agents.remote(names)
         )

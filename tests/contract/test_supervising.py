@@ -170,6 +170,8 @@ def test_bad_ids_and_offsets_are_refused_with_invalid_input(sup: Supervising) ->
         lambda: sup.events("s", since=-1),
         lambda: sup.history(" "),
         lambda: sup.create_session(""),
+        lambda: sup.create_customer(""),
+        lambda: sup.ensure_agents([""]),
     ]
     for call in calls:
         with pytest.raises(InvalidInput):
