@@ -21,7 +21,6 @@ from actors import (
     SessionClosed,
     SessionState,
     SessionUnresponsive,
-    SupervisorError,
     SupervisorStopped,
 )
 from actors.events import StreamItem
@@ -34,7 +33,6 @@ from actors.runtime import (
     ParlantApi,
     Subscribe,
     Unsubscribe,
-    translate_error,
 )
 from metrics import StatisticsCollector
 from supervisor._config import SupervisorConfig
@@ -126,9 +124,7 @@ class SessionSupervisor:
         Returns:
             The new session's id.
         """
-        self._check_running()
-        require_id("agent_id", agent_id)
-        session_id = self._runtime.call(self._api.create_session(agent_id, customer_id, title))
+        session_id = self._runtime.call(self._creating(agent_id, customer_id, title))
         if open:
             self.open(session_id, since=0)
         return session_id
@@ -142,38 +138,44 @@ class SessionSupervisor:
         open: bool = True,
     ) -> str:
         """Asyncio twin of `create_session`."""
-        self._check_running()
-        require_id("agent_id", agent_id)
-        session_id = await self._on_io(self._api.create_session(agent_id, customer_id, title))
+        session_id = await self._runtime.acall(self._creating(agent_id, customer_id, title))
         if open:
             self.open(session_id, since=0)
         return session_id
 
+    def _creating(
+        self, agent_id: str, customer_id: str | None, title: str | None
+    ) -> Coroutine[Any, Any, str]:
+        self._check_running()
+        require_id("agent_id", agent_id)
+        return self._api.create_session(agent_id, customer_id, title)
+
     def create_customer(self, name: str) -> str:
         """Create a Parlant customer; returns its id."""
-        self._check_running()
-        require_id("name", name)
-        return self._runtime.call(self._api.create_customer(name))
+        return self._runtime.call(self._creating_customer(name))
 
     async def acreate_customer(self, name: str) -> str:
         """Asyncio twin of `create_customer`."""
+        return await self._runtime.acall(self._creating_customer(name))
+
+    def _creating_customer(self, name: str) -> Coroutine[Any, Any, str]:
         self._check_running()
         require_id("name", name)
-        return await self._on_io(self._api.create_customer(name))
+        return self._api.create_customer(name)
 
     def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
         """Each named agent's id on the server, found by name, else created (name -> id)."""
-        self._check_running()
-        for name in names:
-            require_id("name", name)
-        return self._runtime.call(self._api.ensure_agents(names))
+        return self._runtime.call(self._ensuring(names))
 
     async def aensure_agents(self, names: Sequence[str]) -> dict[str, str]:
         """Asyncio twin of `ensure_agents`."""
+        return await self._runtime.acall(self._ensuring(names))
+
+    def _ensuring(self, names: Sequence[str]) -> Coroutine[Any, Any, dict[str, str]]:
         self._check_running()
         for name in names:
             require_id("name", name)
-        return await self._on_io(self._api.ensure_agents(names))
+        return self._api.ensure_agents(names)
 
     def history(self, session_id: str, *, since: int = 0) -> list[Event]:
         """The session's events from offset `since`, read from the server once (no waiting).
@@ -181,17 +183,17 @@ class SessionSupervisor:
         Unlike `events()`, nothing is consumed: it is a plain read of the log, e.g. to fetch
         a reply that came after its ask's deadline.
         """
-        self._check_running()
-        require_id("session_id", session_id)
-        require_since(since, session_id)
-        return self._runtime.call(self._api.read_events(session_id, since), session_id)
+        return self._runtime.call(self._reading(session_id, since), session_id)
 
     async def ahistory(self, session_id: str, *, since: int = 0) -> list[Event]:
         """Asyncio twin of `history`."""
+        return await self._runtime.acall(self._reading(session_id, since), session_id)
+
+    def _reading(self, session_id: str, since: int) -> Coroutine[Any, Any, list[Event]]:
         self._check_running()
         require_id("session_id", session_id)
         require_since(since, session_id)
-        return await self._on_io(self._api.read_events(session_id, since), session_id)
+        return self._api.read_events(session_id, since)
 
     def check_parlant(self, *, timeout: float | None = None) -> None:
         """Return if Parlant answers a request within `timeout` seconds (default
@@ -203,7 +205,7 @@ class SessionSupervisor:
     async def acheck_parlant(self, *, timeout: float | None = None) -> None:
         """Asyncio twin of `check_parlant`."""
         self._check_running()
-        await self._on_io(self._api.ping(timeout))
+        await self._runtime.acall(self._api.ping(timeout))
 
     def open(self, session_id: str, *, since: int | None = None) -> None:
         """Start polling a session now rather than on first use.
@@ -216,12 +218,7 @@ class SessionSupervisor:
         self._check_running()
         require_id("session_id", session_id)
         require_since(since, session_id)
-        try:
-            self._runtime.supervisor.tell(Open(session_id, since))
-        except pykka.ActorDeadError:
-            raise SupervisorStopped(
-                "the supervisor is stopped; create a new one to continue", session_id=session_id
-            ) from None
+        self._runtime.tell(Open(session_id, since), session_id)
 
     def close(self, session_id: str) -> None:
         """Stop polling a session; its waiting calls fail with `SessionClosed`.
@@ -596,26 +593,6 @@ class SessionSupervisor:
             f"deadline (state {where}); the supervisor is likely overloaded",
             session_id=session_id,
         )
-
-    async def _on_io(self, coroutine: Coroutine[Any, Any, T], session_id: str | None = None) -> T:
-        """Await one of the API's coroutines, run on the I/O loop; errors as `Runtime.call`."""
-        submitted = self._runtime.io.submit(coroutine)
-        try:
-            return await asyncio.wrap_future(submitted)
-        except asyncio.CancelledError:
-            if not submitted.cancelled():
-                raise  # the caller's own cancellation
-            raise SupervisorStopped(
-                "the supervisor stopped during the call", session_id=session_id
-            ) from None
-        except SupervisorError:
-            raise
-        except Exception as error:
-            if self._runtime.io.stopped:
-                raise SupervisorStopped(
-                    "the supervisor stopped during the call", session_id=session_id
-                ) from error
-            raise translate_error(error, self.parlant_url, session_id) from error
 
 
 def _only_events(items: Generator[StreamItem, None, None]) -> Generator[Event, None, None]:

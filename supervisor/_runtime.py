@@ -64,6 +64,10 @@ _STOP_CHECK: Final = 0.5
 """Real seconds between two looks, by a blocked `call`, at whether the runtime stopped."""
 
 
+def _stopped_during(session_id: str | None) -> SupervisorStopped:
+    return SupervisorStopped("the supervisor stopped during the call", session_id=session_id)
+
+
 async def _nothing() -> None:
     """A coroutine that returns at once: it has run once everything queued before it has."""
 
@@ -154,18 +158,26 @@ class Runtime:
         """The Supervisor actor (every message to a session goes through it)."""
         return self._supervisor
 
+    def tell(self, message: object, session_id: str | None = None) -> None:
+        """Tell the Supervisor actor `message`.
+
+        Raises:
+            SupervisorStopped: The Supervisor actor is stopped.
+        """
+        try:
+            self._supervisor.tell(message)
+        except pykka.ActorDeadError:
+            raise SupervisorStopped(
+                "the supervisor is stopped; create a new one to continue", session_id=session_id
+            ) from None
+
     def route(self, session_id: str, message: Message | Kill) -> None:
         """Deliver `message` to the session's actor (spawned if needed).
 
         Raises:
             SupervisorStopped: The Supervisor actor is stopped.
         """
-        try:
-            self._supervisor.tell(Route(session_id, message))
-        except pykka.ActorDeadError:
-            raise SupervisorStopped(
-                "the supervisor is stopped; create a new one to continue", session_id=session_id
-            ) from None
+        self.tell(Route(session_id, message), session_id)
 
     def route_quietly(self, session_id: str, message: Message | Kill) -> None:
         """`route` for housekeeping: after shutdown there is nobody to tell, and nothing to."""
@@ -201,21 +213,33 @@ class Runtime:
                 except concurrent.futures.TimeoutError:
                     if self.io.stopped and not submitted.running():
                         # submitted as the loop stopped: it will never run
-                        raise SupervisorStopped(
-                            "the supervisor stopped during the call", session_id=session_id
-                        ) from None
+                        raise _stopped_during(session_id) from None
         except concurrent.futures.CancelledError:
-            raise SupervisorStopped(
-                "the supervisor stopped during the call", session_id=session_id
-            ) from None
+            raise _stopped_during(session_id) from None
         except SupervisorError:
             raise
         except Exception as error:
-            if self.io.stopped:
-                raise SupervisorStopped(
-                    "the supervisor stopped during the call", session_id=session_id
-                ) from error
-            raise translate_error(error, self.api.base_url, session_id) from error
+            raise self._failure(error, session_id) from error
+
+    async def acall(self, coroutine: Coroutine[Any, Any, T], session_id: str | None = None) -> T:
+        """Asyncio twin of `call`: await one of the API's coroutines, run on the I/O loop."""
+        submitted = self.io.submit(coroutine)
+        try:
+            return await asyncio.wrap_future(submitted)
+        except asyncio.CancelledError:
+            if not submitted.cancelled():
+                raise  # the caller's own cancellation
+            raise _stopped_during(session_id) from None
+        except SupervisorError:
+            raise
+        except Exception as error:
+            raise self._failure(error, session_id) from error
+
+    def _failure(self, error: Exception, session_id: str | None) -> SupervisorError:
+        """The caller's error for a request on the I/O loop that failed."""
+        if self.io.stopped:
+            return _stopped_during(session_id)
+        return translate_error(error, self.api.base_url, session_id)
 
     def statistics(self, *, running: bool) -> SupervisorStatistics:
         """The figures now, from what the parts publish (no actor is asked)."""

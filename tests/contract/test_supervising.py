@@ -25,7 +25,7 @@ from supervisor import (
 )
 from supervisor.sharding import ShardedSupervisor
 from supervisor.testing import EmulatedAgent, EmulatorServer, ParlantEmulator
-from tests.sharding.conftest import sharding_config
+from tests.sharding.conftest import sharded
 
 KINDS = ("local", "sharded")
 
@@ -40,14 +40,7 @@ def _start(kind: str, url: str, request: pytest.FixtureRequest) -> Supervising:
     if kind == "local":
         return SessionSupervisor(url, config=SupervisorConfig(wait_for_data=30, wait_jitter=5))
     request.getfixturevalue("ray_instance")
-    return ShardedSupervisor(
-        url,
-        shards=2,
-        name=f"contract-{request.node.name}",
-        config=sharding_config(),
-        cpus_per_shard=0.5,
-        watch_interval=0.2,
-    )
+    return sharded(url, shards=2, name=f"contract-{request.node.name}")
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -28,6 +28,15 @@ def sharding_config(**overrides: Any) -> SupervisorConfig:
     return SupervisorConfig(**settings)
 
 
+def sharded(url: str, *, shards: int, name: str, **options: Any) -> ShardedSupervisor:
+    """A sharded supervisor on the local Ray instance, as the sharding tests run one: half a
+    CPU a shard, shards watched every 0.2 s, `sharding_config()` unless a config is given."""
+    options.setdefault("config", sharding_config())
+    return ShardedSupervisor(
+        url, shards=shards, name=name, cpus_per_shard=0.5, watch_interval=0.2, **options
+    )
+
+
 @pytest.fixture
 def shard(ray_instance: Any) -> Iterator[Callable[..., ShardedSupervisor]]:
     """shard(url, shards=3, **options) -> a sharded supervisor on the local Ray instance,
@@ -35,16 +44,8 @@ def shard(ray_instance: Any) -> Iterator[Callable[..., ShardedSupervisor]]:
     with contextlib.ExitStack() as running:
 
         def start(url: str, shards: int = 3, **options: Any) -> ShardedSupervisor:
-            options.setdefault("config", sharding_config())
             return running.enter_context(
-                ShardedSupervisor(
-                    url,
-                    shards=shards,
-                    name=f"test-{next(_names)}",
-                    cpus_per_shard=0.5,
-                    watch_interval=0.2,
-                    **options,
-                )
+                sharded(url, shards=shards, name=f"test-{next(_names)}", **options)
             )
 
         yield start
