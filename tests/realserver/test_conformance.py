@@ -11,6 +11,7 @@ from run to run on the real server itself.
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -313,3 +314,51 @@ def test_a_customer_id_chosen_by_the_client_is_kept_and_cannot_be_taken_twice(
 
     assert on_emulator == on_real
     assert on_real["created"] == (201, "our-id-1")
+
+
+def expired_polls_on_one_connection(url: str, session_id: str, count: int) -> list[int]:
+    """`count` long-polls past the end of the log with `wait_for_data=1`, one after the other
+    on one kept-alive connection: the status of each (the connection closing fails the test)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    statuses = []
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        for _ in range(count):
+            request = (
+                f"GET /sessions/{session_id}/events?min_offset=1000&wait_for_data=1 HTTP/1.1\r\n"
+                f"Host: {host}\r\n\r\n"
+            )
+            connection.sendall(request.encode())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65_536)
+                assert chunk, "the server closed the connection after an expired long-poll"
+                received += chunk
+            head, body = received.split(b"\r\n\r\n", 1)
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            while len(body) < length:
+                body += connection.recv(65_536)
+            statuses.append(int(head.split(b" ", 2)[1]))
+    return statuses
+
+
+def test_an_expired_long_poll_is_a_504_and_its_connection_carries_the_next_one(
+    null_parlant: ParlantServer, serve: Serve, supervise: Callable[..., SessionSupervisor]
+) -> None:
+    """What the poller's own repetition of a timed-out poll rests on (`StartPoll.repeat_wait`):
+    the answer of an expired poll, and a kept-alive connection for the next. Meanwhile the
+    supervisor's own polls (1 s) expire and are repeated by the poller; the session answers."""
+    emulator = serve(*NULL_AGENTS)
+    seen = {}
+    for name, url in (("real", null_parlant.url), ("emulator", emulator.url)):
+        sup = supervise(url, wait_for_data=1, wait_jitter=0)
+        session_id = session_with(sup)
+        statuses = expired_polls_on_one_connection(url, session_id, 2)
+        reply = sup.ask(session_id, "still there?", timeout=30)
+        seen[name] = (statuses, reply.text)
+
+    assert seen["emulator"] == seen["real"]
+    assert seen["real"] == ([504, 504], "echo: still there?")
