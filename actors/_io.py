@@ -74,6 +74,8 @@ class IOLoop:
             future.set_exception(RuntimeError("the I/O loop is stopped"))
             return future
         self.call_soon(self._start, coroutine, future)
+        if self._loop.is_closed():  # closed while this was queued: it will never start
+            self._cancel_unstarted()
         return future
 
     def _start(
@@ -126,6 +128,7 @@ class IOLoop:
         self._stopped = True
         if not self._thread.is_alive():
             self._loop.close()
+            self._cancel_unstarted()
             return True
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             self.submit(self._cancel_everything()).result(timeout)
@@ -134,7 +137,21 @@ class IOLoop:
         if self._thread.is_alive():
             return False
         self._loop.close()
+        self._cancel_unstarted()
         return True
+
+    def _cancel_unstarted(self) -> None:
+        """Once the loop is closed: cancel the future of every coroutine submitted too late to
+        start (whoever waits on it learns that it never ran, instead of waiting for ever)."""
+        while True:
+            try:
+                callback, args = self._calls.popleft()
+            except IndexError:
+                return
+            if callback == self._start:
+                coroutine, future = args
+                coroutine.close()
+                future.cancel()
 
     async def _cancel_everything(self) -> None:
         current = asyncio.current_task()

@@ -60,8 +60,6 @@ __all__ = ["Runtime"]
 T = TypeVar("T")
 _ASK_TIMEOUT: Final = 10.0
 """Real seconds a tool's question to the Supervisor actor may take (it never blocks)."""
-_STOP_CHECK: Final = 0.5
-"""Real seconds between two looks, by a blocked `call`, at whether the runtime stopped."""
 
 
 def _stopped_during(session_id: str | None) -> SupervisorStopped:
@@ -205,16 +203,9 @@ class Runtime:
                 "a blocking SessionSupervisor call was made on a running event loop; "
                 "use its asyncio twin (the `a`-prefixed method) instead"
             )
-        submitted = self.io.submit(coroutine)
         try:
-            while True:
-                try:
-                    return submitted.result(timeout=_STOP_CHECK)
-                except concurrent.futures.TimeoutError:
-                    if self.io.stopped and not submitted.running():
-                        # submitted as the loop stopped: it will never run
-                        raise _stopped_during(session_id) from None
-        except concurrent.futures.CancelledError:
+            return self.io.submit(coroutine).result()
+        except concurrent.futures.CancelledError:  # the loop stopped before it could finish
             raise _stopped_during(session_id) from None
         except SupervisorError:
             raise
