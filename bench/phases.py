@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from bench.client import ASK_BUDGET, WAIT_FOR_DATA, Server, asks_per_second
+from metrics import PREFIX
 from supervisor import SessionSupervisor, SupervisorConfig
 
 
@@ -38,13 +40,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def polls(registry: CollectorRegistry | None) -> dict[str, float]:
+    """Long-polls the supervisor finished so far, by outcome (its own counter)."""
+    if registry is None:
+        return {}
+    return {
+        sample.labels["outcome"]: sample.value
+        for metric in registry.collect()
+        if metric.name == f"{PREFIX}_polls"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+
+
 class Phase:
     """Times a phase: wall, client CPU, server CPU; profiles it with py-spy if asked."""
 
-    def __init__(self, name: str, server_pid: int, profile: Path | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        server_pid: int,
+        profile: Path | None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.name = name
         self.server_pid = server_pid
         self.profile = profile
+        self.registry = registry
         self._spy: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Phase:
@@ -61,6 +83,7 @@ class Phase:
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # py-spy attaches
+        self._polls = polls(self.registry)
         self._client = cpu_seconds(os.getpid())
         self._server = cpu_seconds(self.server_pid)
         self._wall = time.perf_counter()
@@ -75,6 +98,11 @@ class Phase:
             f"server CPU {server:7.2f} s",
             flush=True,
         )
+        if self.registry is not None:
+            now = polls(self.registry)
+            sent = {k: int(v - self._polls.get(k, 0)) for k, v in now.items()}
+            done = ", ".join(f"{k} {v:,}" for k, v in sorted(sent.items()) if v)
+            print(f"      polls finished: {done or 'none'}", flush=True)
         if self._spy is not None:
             self._spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
             self._spy.wait(timeout=120)
@@ -130,7 +158,7 @@ def main() -> None:
         if options.request_concurrency is not None:
             config = dataclasses.replace(config, request_concurrency=options.request_concurrency)
         sup = SessionSupervisor(url, config=config)
-        with Phase("open", serving.pid, options.profile):
+        with Phase("open", serving.pid, options.profile, sup.registry):
             for session_id in sessions:
                 sup.open(session_id, since=0)
             server.wait_for_open_polls(count)
@@ -140,13 +168,13 @@ def main() -> None:
             return reply.text == f"echo: {text}"
 
         if options.idle:
-            with Phase("idle", serving.pid, options.profile):
+            with Phase("idle", serving.pid, options.profile, sup.registry):
                 time.sleep(options.idle)  # the polls time out and are sent again meanwhile
         rate = None
         if not options.no_asks:
-            with Phase("asks", serving.pid, options.profile):
+            with Phase("asks", serving.pid, options.profile, sup.registry):
                 rate = asyncio.run(asks_per_second(ask, sessions))
-        with Phase("stop", serving.pid, options.profile):
+        with Phase("stop", serving.pid, options.profile, sup.registry):
             sup.stop(timeout=60)
         if rate is not None:
             print(f"asks per second: {rate:.0f}", flush=True)
