@@ -139,7 +139,14 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(min_length=1, max_length=32_768, description="The customer's message.")
+    message: str = Field(
+        min_length=1,
+        max_length=32_768,
+        # the schema says what `_text` checks (a message of whitespace alone is blank), and
+        # `_text` says it in words rather than as a pattern mismatch
+        json_schema_extra={"pattern": r"\S"},
+        description="The customer's message (not whitespace alone).",
+    )
     intent: Intent = Field(description="Which agent answers.")
     session_id: str | None = Field(
         default=None,

@@ -8,9 +8,11 @@ every answer must match the schema (status documented, body shaped as declared).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -55,3 +57,14 @@ def test_generated_requests_get_documented_answers_and_no_undocumented_5xx(
             assert mode is GenerationMode.NEGATIVE
 
     assert statuses[422 if mode is GenerationMode.NEGATIVE else 200] > 0
+
+
+def test_the_schema_says_a_message_of_whitespace_alone_is_not_valid(
+    backend: Callable[..., AppServer],
+) -> None:
+    server = backend()
+    document = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    message = document["components"]["schemas"]["ChatRequest"]["properties"]["message"]
+
+    assert message["pattern"] == r"\S"  # what the backend checks, so generators do not send it
+    assert re.search(message["pattern"], "\f") is None
