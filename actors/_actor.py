@@ -18,6 +18,7 @@ from typing import Any, Protocol, final
 import pykka
 import structlog
 
+from actors._changes import Changes
 from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
@@ -239,6 +240,8 @@ class SessionRuntime:
         rng: The randomness of every session's jitter and backoff (one for all: a Mersenne
             Twister is 2.9 KB, and seeding one from the OS was 5-7% of opening a session; its
             calls are atomic under the GIL, so dispatcher threads share it safely).
+        changes: Notified once each handled message's change is complete (and by the
+            recorder, the poller and the Supervisor actor): what `wait_until` waits on.
     """
 
     io: IOLoop
@@ -252,6 +255,7 @@ class SessionRuntime:
     checkpoints: CheckpointMemory
     board: SessionBoard
     rng: random.Random
+    changes: Changes
 
     def resume_of(self, session_id: str) -> Resume:
         """Where a new actor for the session starts: where its live or last actor stood (its
@@ -340,7 +344,7 @@ class SessionActor(DispatchedActor):
                 Stop(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
             )
         self._retire()
-        self._runtime.recorder.session_stopped()
+        self._runtime.recorder.session_stopped()  # (it notifies the retirement's changes)
         self._log.info("session.stopped", checkpoint=self._core.checkpoint)
 
     def on_failure(
@@ -351,6 +355,7 @@ class SessionActor(DispatchedActor):
     ) -> None:
         # the consumers live on: the supervisor re-attaches them to this actor's successor
         self._retire()
+        self._runtime.changes.notify()
 
     # --- the shell ------------------------------------------------------------------------
 
@@ -374,6 +379,7 @@ class SessionActor(DispatchedActor):
         after = self._core.state
         if after is not before and after is not SessionState.POLLING:
             self._log.info("session.state_changed", state=after.value, previous=before.value)
+        self._runtime.changes.notify()
 
     def _apply(self, effect: Effect) -> None:
         match effect:

@@ -1,4 +1,15 @@
-"""Time, injected. Nothing else in this project reads the system clock or sleeps."""
+"""Time, injected: the clock of every decision a session or the Supervisor makes.
+
+Two clocks, each for a reason. This one (`Clock`; `FakeClock` in tests) times what the
+protocol decides: backoffs, restarts, idle TTLs, the grace for a failed turn, an ask's
+deadline, the checkpoint interval; it is the only clock the core and the Supervisor actor
+read, so a test moves all of them at once and never sleeps. The I/O loop's own time bounds
+waits on the network (a long-poll's timeout, a request's retries and its backoff, the
+request budget's window, a probe's delay): those guard real sockets against a real server,
+and a fake clock cannot make a socket answer sooner; so does a caller's guard against an
+actor that never answers (real seconds past its deadline). Nothing else reads the system
+clock or sleeps.
+"""
 
 from __future__ import annotations
 

@@ -170,6 +170,7 @@ class Poller:
 
     def _probe_answered(self) -> None:
         self._upstream.probe_answered()
+        self._recorder.upstream_changed(self._upstream.state.value)
         if self._back is not None:
             self._back.set()
             self._back = None
@@ -290,6 +291,7 @@ class Poller:
     def _went_down(self, failure: PollFailure) -> None:
         self._down_since = self._io.loop.time()
         _log.warning("upstream.down", url=self._base_url, detail=failure.detail)
+        self._recorder.upstream_changed(UpstreamState.DOWN.value)
         if self._recovery is None or self._recovery.done():
             self._recovery = self._io.loop.create_task(self._recover())
 
@@ -310,6 +312,7 @@ class Poller:
                 await self._readmit(self._readmission.rate(len(self._held)))
                 if self._upstream.state is UpstreamState.RECOVERING:
                     self._upstream.readmitted()
+                    self._recorder.upstream_changed(UpstreamState.UP.value)
                     down = self._io.loop.time() - self._down_since
                     _log.info("upstream.up", url=self._base_url, down_seconds=round(down, 3))
                     return

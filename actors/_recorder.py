@@ -27,6 +27,15 @@ class Recorder(Protocol):
         """An idle session's actor was stopped (it resumes on next use)."""
         ...
 
+    def session_crashed(self) -> None:
+        """A session actor crashed (a bug, or a test's kill), and the supervisor decided: its
+        restart is scheduled, or it was given up (then `session_failed("crashed")` too)."""
+        ...
+
+    def upstream_changed(self, state: str) -> None:
+        """Parlant's health as the poller sees it changed: `down`, `recovering` or `up`."""
+        ...
+
     def session_failed(self, reason: str) -> None:
         """A session failed: `not_found`, `forbidden` or `crashed`."""
         ...

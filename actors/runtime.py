@@ -10,7 +10,8 @@ private modules:
 - the actor side: `Dispatcher` (the worker threads every actor runs on), `SessionActor`, the
   `SessionRuntime` they share, the `SessionBoard` they publish figures on, `CheckpointMemory`,
   `RestartTracker`, and the messages a supervising actor exchanges with them;
-- time (`Clock`, `SystemClock`, `Deadline`) and the metrics port (`Recorder`);
+- time (`Clock`, `SystemClock`, `Deadline`), the metrics port (`Recorder`), and `Changes`
+  (notified after every observable change: what a test waits on instead of a log line);
 - h11 helpers the fault-injecting proxy of `supervisor.testing` shares with the lean client.
 
 `docs/ARCHITECTURE.md` shows how they fit together.
@@ -32,6 +33,7 @@ from actors._actor import (
     SessionRuntime,
 )
 from actors._budget import Budget
+from actors._changes import Changes, notifying
 from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock, Deadline, SystemClock
 from actors._dispatcher import Dispatcher
@@ -84,6 +86,7 @@ __all__ = [
     "AwaitReply",
     "Barrier",
     "Budget",
+    "Changes",
     "CheckpointMemory",
     "Clock",
     "Consumer",
@@ -116,6 +119,7 @@ __all__ = [
     "Unsubscribe",
     "is_open",
     "next_cycle",
+    "notifying",
     "read_message",
     "translate_error",
 ]

@@ -68,6 +68,19 @@ class SupervisorMetrics:
             "Crashed session actors restarted by the supervisor.",
             registry=registry,
         )
+        self._crashes = Counter(
+            f"{PREFIX}_session_crashes",
+            "Session actors that crashed; each is restarted after its backoff or, past the "
+            "restart limit, given up.",
+            registry=registry,
+        )
+        self._upstream = Counter(
+            f"{PREFIX}_upstream_transitions",
+            "Changes of Parlant's health as the supervisor sees it, by the state entered "
+            "(down: polls held; recovering: the probe answered; up: every held poll readmitted).",
+            ["state"],
+            registry=registry,
+        )
         self._reaped = Counter(
             f"{PREFIX}_sessions_reaped",
             "Idle session actors stopped after idle_ttl (re-activated on next use).",
@@ -167,6 +180,8 @@ class SupervisorMetrics:
             self._started,
             self._reactivated,
             self._restarts,
+            self._crashes,
+            self._upstream,
             self._reaped,
             self._stopped,
             self._failed,
@@ -181,6 +196,8 @@ class SupervisorMetrics:
         # every label value exists from the start: rate() and alerts see zeros, not gaps
         for outcome in POLL_OUTCOMES:
             self._polls.labels(outcome)
+        for state in ("down", "recovering", "up"):
+            self._upstream.labels(state)
         for kind in EVENT_KINDS:
             self._events.labels(kind)
         for reason in FAILURE_REASONS:
@@ -207,6 +224,12 @@ class SupervisorMetrics:
 
     def session_reaped(self) -> None:
         self._reaped.inc()
+
+    def session_crashed(self) -> None:
+        self._crashes.inc()
+
+    def upstream_changed(self, state: str) -> None:
+        self._upstream.labels(state).inc()
 
     def session_failed(self, reason: str) -> None:
         self._failed.labels(reason).inc()

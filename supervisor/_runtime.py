@@ -23,16 +23,17 @@ import concurrent.futures
 import contextlib
 import random
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar, final
 
 import pykka
 from prometheus_client import CollectorRegistry
 
-from actors import SupervisorError, SupervisorStopped
+from actors import SessionSnapshot, SupervisorError, SupervisorStopped
 from actors.runtime import (
     Barrier,
     Budget,
+    Changes,
     CheckpointMemory,
     Clock,
     Deadline,
@@ -48,6 +49,7 @@ from actors.runtime import (
     SessionBoard,
     SessionRuntime,
     SystemClock,
+    notifying,
     translate_error,
 )
 from metrics import SupervisorMetrics
@@ -95,6 +97,8 @@ class Runtime:
     ) -> None:
         self.config = config
         self.metrics = SupervisorMetrics(registry)
+        self.changes = Changes()
+        recorder = notifying(self.metrics, self.changes)
         self.io = IOLoop()
         self.io.start()
         self.clock = clock or SystemClock(self.io)
@@ -113,7 +117,7 @@ class Runtime:
         poller = Poller(
             self.io,
             parlant_url,
-            self.metrics,
+            recorder,
             headers=config.headers,
             timeout_margin=config.poll_timeout_margin,
             max_body=config.max_response_bytes,
@@ -136,13 +140,14 @@ class Runtime:
             follower=follower,
             api=self.api,
             clock=self.clock,
-            recorder=self.metrics,
+            recorder=recorder,
             settings=config.session_settings(),
             checkpoints=CheckpointMemory(
                 self.clock.now, capacity=config.max_checkpoints, ttl=config.checkpoint_ttl
             ),
             board=SessionBoard(),
             rng=random.Random(),
+            changes=self.changes,
         )
         self._supervisor = Supervisor.start(self.sessions, config.restart_policy)
         thread = self._supervisor.ask(WhichThread(), block=True, timeout=_ASK_TIMEOUT)
@@ -309,6 +314,15 @@ class Runtime:
         if not self._supervisor.actor_inbox.empty():
             return False
         return not any(self.sessions.board.mailbox_depths())
+
+    def snapshot(self, session_id: str) -> SessionSnapshot | None:
+        """The session's latest published snapshot (None: no live actor has published one)."""
+        return self.sessions.board.snapshot(session_id)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Block until `condition()` (which reads state: statistics, snapshots, metrics) is
+        true, re-evaluated after each observable change; False if `timeout` came first."""
+        return self.changes.wait_until(condition, timeout)
 
     def registry_figures(self) -> tuple[int, int]:
         """What the Supervisor actor's registry holds: (sessions, consumer registrations)."""

@@ -198,8 +198,15 @@ class Supervisor(pykka.ThreadingActor):
             self._close(session_id, error)
         for session_id in list(self._actors):
             self._close(session_id, error)
+        self._runtime.changes.notify()
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._receive(message)
+        finally:
+            self._runtime.changes.notify()  # the registry may have changed
+
+    def _receive(self, message: Any) -> Any:
         if self._stopping and not isinstance(
             message, ListSessions | SessionRefs | RegistryFigures | WhichThread
         ):
@@ -327,6 +334,7 @@ class Supervisor(pykka.ThreadingActor):
             session.orphaned.clear()
             self._runtime.checkpoints.remember(crash.session_id, crash.resume)
             self._runtime.recorder.session_failed("crashed")
+            self._runtime.recorder.session_crashed()
             log.error("session.given_up", restarts=decision.restarts_in_window)
             return
         session.generation += 1
@@ -343,6 +351,7 @@ class Supervisor(pykka.ThreadingActor):
             restarts=decision.restarts_in_window,
             checkpoint=crash.resume.offset,
         )
+        self._runtime.recorder.session_crashed()  # after the restart is scheduled: see Changes
 
     def _reap(self, session_id: str, actor_urn: str) -> None:
         """Stop an idle session's actor, unless a call reached it since it asked."""

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from supervisor import SessionSupervisor
-from supervisor.testing import EmulatorServer
+from supervisor.testing import EmulatorServer, wait_until
 from supervisor.testing._parlant_server import INSTALL_HINT
 
 
@@ -24,6 +24,29 @@ def until_events(server: EmulatorServer, session_id: str, count: int) -> None:
     """Return once the session has at least `count` events on the server."""
     emulator = server.emulator
     server.run(emulator.until(lambda: len(emulator.session_events(session_id)) >= count))
+
+
+def failures(sup: SessionSupervisor, session_id: str) -> int:
+    """The session's failed polls since its last good one (0 without a live actor)."""
+    snapshot = sup.runtime.snapshot(session_id)
+    return snapshot.consecutive_failures if snapshot is not None else 0
+
+
+def failed_with(sup: SessionSupervisor, session_id: str, count: int = 1) -> None:
+    """Return once the session has handled `count` failed polls in a row (then settled)."""
+    wait_until(
+        sup,
+        lambda: failures(sup, session_id) >= count,
+        what=f"{count} failed poll(s) of {session_id}",
+    )
+
+
+def last_failure(sup: SessionSupervisor, session_id: str) -> tuple[str, str]:
+    """The kind and detail of the session's latest failed poll."""
+    snapshot = sup.runtime.snapshot(session_id)
+    assert snapshot is not None
+    assert snapshot.last_failure is not None, snapshot
+    return snapshot.last_failure.kind.value, snapshot.last_failure.detail
 
 
 def session_with(sup: SessionSupervisor, agent: str = "Echo") -> str:

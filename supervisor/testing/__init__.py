@@ -15,6 +15,8 @@
 - `kill_session_actor()`: a session's actor fails as a bug would (it is restarted).
 - `kill_shard()`: a `ShardedSupervisor`'s shard process dies (Ray restarts it).
 - `FakeClock` and `settle()`: tests that never sleep.
+- `wait_until()` and `metric()`: wait for a state (a counter reached, Parlant seen down), woken
+  by each change of the supervisor's, instead of for the log line that reports it.
 """
 
 from supervisor._extras import require_extra
@@ -51,6 +53,7 @@ from supervisor.testing._proxy import (
     Respond,
 )
 from supervisor.testing._settle import settle
+from supervisor.testing._wait import metric, wait_until
 
 __all__ = [
     "CUT_MARKER",
@@ -78,6 +81,8 @@ __all__ = [
     "echo",
     "kill_session_actor",
     "kill_shard",
+    "metric",
     "scripted",
     "settle",
+    "wait_until",
 ]

@@ -25,9 +25,11 @@ from supervisor.testing import (
     FakeClock,
     TurnContext,
     echo,
+    metric,
     settle,
+    wait_until,
 )
-from tests.helpers import new_session, post_as_human_agent, until_events
+from tests.helpers import failed_with, last_failure, new_session, post_as_human_agent, until_events
 from tests.logwatch import LogWatcher
 
 Serve = Callable[..., EmulatorServer]
@@ -126,18 +128,14 @@ def test_a_failing_poll_is_retried_with_backoff_and_reported(
     server.call(server.emulator.inject_poll_failures, session_id, [500, 503])
 
     sup.open(session_id)
-    [failure] = logs.wait_for("session.poll_failed", session_id=session_id)
-    assert (failure["kind"], failure["detail"]) == (
-        "server_error",
-        "HTTP 500 Internal Server Error",
-    )
-    settle(sup)
+    failed_with(sup, session_id)
+    assert last_failure(sup, session_id) == ("server_error", "HTTP 500 Internal Server Error")
     stats = sup.statistics()
     assert stats.sessions_by_state[SessionState.BACKING_OFF] == 1
     assert stats.failing_sessions == 1
 
     clock.advance(sup.config.backoff.cap)
-    logs.wait_for("session.poll_failed", count=2, session_id=session_id)
+    failed_with(sup, session_id, 2)
     clock.advance(sup.config.backoff.cap)
     assert sup.ask(session_id, "still there?").text == "echo: still there?"
     assert server.emulator.served(session_id, 500) == 1
@@ -290,7 +288,7 @@ def test_a_human_agent_writing_during_a_turn_reaches_readers_and_joins_no_reply(
 
 
 def test_a_slow_stream_pauses_polling_and_resumes_with_nothing_lost(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
+    serve: Serve, supervise: Supervise
 ) -> None:
     parts = [f"part {i}" for i in range(20)]
 
@@ -311,7 +309,7 @@ def test_a_slow_stream_pauses_polling_and_resumes_with_nothing_lost(
     first = next(stream)  # `acknowledged`: the stream is attached to its turn
     server.call(server.emulator.release, "first half")
     # nobody reads: once the first half is delivered, the stream is over capacity
-    logs.wait_for("session.state_changed", state="paused", session_id=session_id)
+    wait_until(sup, lambda: metric(sup, "backpressure_pauses_total") >= 1)
     server.call(server.emulator.release, "second half")
     until_events(server, session_id, 44)  # the whole turn is written on the server...
     settle(sup)
@@ -331,7 +329,7 @@ def test_a_slow_stream_pauses_polling_and_resumes_with_nothing_lost(
 
 
 def test_a_reader_that_stops_reading_pauses_polling_and_loses_nothing(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
+    serve: Serve, supervise: Supervise
 ) -> None:
     server = serve()
     sup = supervise(server.url, consumer_capacity=3)
@@ -340,7 +338,7 @@ def test_a_reader_that_stops_reading_pauses_polling_and_loses_nothing(
 
     for i in range(10):
         server.call(server.emulator.post_agent_message, session_id, f"news {i}")
-    logs.wait_for("session.state_changed", state="paused", session_id=session_id)
+    wait_until(sup, lambda: metric(sup, "backpressure_pauses_total") >= 1)
     received = [next(reader) for _ in range(10)]
 
     assert [e.data["message"] for e in received] == [f"news {i}" for i in range(10)]
@@ -466,7 +464,8 @@ def test_a_bug_inside_a_poll_is_reported_and_retried_not_left_hanging(
     session_id = new_session(server, sup)
 
     [crash] = logs.wait_for("session.poll_crashed", session_id=session_id)
-    logs.wait_for("session.poll_failed", kind="internal", session_id=session_id)
+    failed_with(sup, session_id)
+    assert last_failure(sup, session_id)[0] == "internal"
     clock.advance(sup.config.backoff.cap)
     assert sup.ask(session_id, "still alive?").text == "echo: still alive?"
     assert crash["log_level"] == "error"

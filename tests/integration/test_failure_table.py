@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from supervisor import AccessDenied, ParlantUnavailable, SessionState, SessionSupervisor
-from supervisor.testing import EmulatorServer, FakeClock, settle
-from tests.logwatch import LogWatcher
+from supervisor.testing import EmulatorServer, FakeClock, metric, settle, wait_until
+from tests.helpers import failed_with, last_failure
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
@@ -24,7 +24,7 @@ def failing_session(server: EmulatorServer, statuses: list[int]) -> str:
 
 
 def test_a_429_backs_off_for_at_least_its_retry_after_then_recovers(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
+    serve: Serve, supervise: Supervise
 ) -> None:
     server = serve()
     clock = FakeClock()
@@ -32,14 +32,13 @@ def test_a_429_backs_off_for_at_least_its_retry_after_then_recovers(
     session_id = failing_session(server, [429])
 
     sup.open(session_id)
-    [failure] = logs.wait_for("session.poll_failed", kind="rate_limited", session_id=session_id)
-    settle(sup)
+    failed_with(sup, session_id)
+    assert last_failure(sup, session_id) == ("rate_limited", "HTTP 429 Too Many Requests")
     clock.advance(0.99)  # Retry-After: 1 is a floor the jittered backoff may not undercut
     settle(sup)
     assert sup.statistics().sessions_by_state[SessionState.BACKING_OFF] == 1
     clock.advance(sup.config.backoff.cap)
     assert sup.ask(session_id, "may I?").text == "echo: may I?"
-    assert failure["detail"] == "HTTP 429 Too Many Requests"
 
 
 def test_a_401_is_terminal_with_a_clear_error(serve: Serve, supervise: Supervise) -> None:
@@ -54,7 +53,7 @@ def test_a_401_is_terminal_with_a_clear_error(serve: Serve, supervise: Supervise
 
 
 def test_a_malformed_body_is_retried_not_taken_for_events(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
+    serve: Serve, supervise: Supervise
 ) -> None:
     server = serve()
     clock = FakeClock()
@@ -62,14 +61,16 @@ def test_a_malformed_body_is_retried_not_taken_for_events(
     session_id = failing_session(server, [200])
 
     sup.open(session_id)
-    [failure] = logs.wait_for("session.poll_failed", kind="malformed", session_id=session_id)
+    failed_with(sup, session_id)
+    kind, detail = last_failure(sup, session_id)
     clock.advance(sup.config.backoff.cap)
     assert sup.ask(session_id, "still parsing?").text == "echo: still parsing?"
-    assert "not a list of events" in failure["detail"]
+    assert kind == "malformed"
+    assert "not a list of events" in detail
 
 
 def test_a_refused_connection_holds_the_poll_and_the_post_until_the_asks_deadline(
-    supervise: Supervise, logs: LogWatcher
+    supervise: Supervise,
 ) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -79,9 +80,13 @@ def test_a_refused_connection_holds_the_poll_and_the_post_until_the_asks_deadlin
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         asking = pool.submit(sup.ask, "s1", "anyone home?", timeout=30)
-        logs.wait_for("session.post_retried", reason="refused", session_id="s1")
-        logs.wait_for("upstream.down")
-        settle(sup)
+        wait_until(
+            sup,
+            lambda: (
+                metric(sup, "post_retries_total", reason="refused") >= 1
+                and metric(sup, "upstream_transitions_total", state="down") >= 1
+            ),
+        )
         stats = sup.statistics()
         assert (stats.upstream, stats.held_polls) == ("down", 1)  # one probe asks
         assert stats.sessions_by_state[SessionState.POLLING] == 1

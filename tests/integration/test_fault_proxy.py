@@ -26,10 +26,10 @@ from supervisor.testing import (
     Reset,
     ResetMidResponse,
     Respond,
-    settle,
+    metric,
+    wait_until,
 )
-from tests.helpers import messages
-from tests.logwatch import LogWatcher
+from tests.helpers import failed_with, last_failure, messages
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
@@ -85,7 +85,6 @@ def test_a_poll_broken_on_the_wire_is_retried_and_loses_or_repeats_nothing(
     serve: Serve,
     supervise: Supervise,
     proxy: Proxy,
-    logs: LogWatcher,
     faults: list[object],
     names: list[str],
 ) -> None:
@@ -97,8 +96,7 @@ def test_a_poll_broken_on_the_wire_is_retried_and_loses_or_repeats_nothing(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         asking = pool.submit(sup.ask, session_id, "are you there?", timeout=600)
         for count in range(1, len(faults) + 1):
-            logs.wait_for("session.poll_failed", count=count, session_id=session_id)
-            settle(sup)
+            failed_with(sup, session_id, count)
             clock.advance(sup.config.backoff.cap)
         reply: Reply = asking.result(timeout=30)
 
@@ -139,7 +137,7 @@ def test_slow_answers_are_waited_for_not_taken_for_failures(
 
 
 def test_an_ask_during_an_outage_is_posted_once_it_ends_and_polling_resumes(
-    serve: Serve, supervise: Supervise, proxy: Proxy, logs: LogWatcher
+    serve: Serve, supervise: Supervise, proxy: Proxy
 ) -> None:
     clock = FakeClock()
     server, wire, sup, session_id = rig(serve, proxy, supervise, clock=clock)
@@ -153,17 +151,17 @@ def test_an_ask_during_an_outage_is_posted_once_it_ends_and_polling_resumes(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         with wire.outage():  # the open poll is reset, every new connection refused
             # a reset alone may be the session's: it backs off, as any session would
-            logs.wait_for("session.poll_failed", kind="network", session_id=session_id)
+            failed_with(sup, session_id)
+            assert last_failure(sup, session_id)[0] == "network"
             during = pool.submit(sup.ask, session_id, "during", timeout=600)
-            logs.wait_for("session.post_retried", reason="refused", session_id=session_id)
-            settle(sup)
+            wait_until(sup, lambda: metric(sup, "post_retries_total", reason="refused") >= 1)
             clock.advance(sup.config.backoff.cap)  # its retry is refused: Parlant is down
-            logs.wait_for("upstream.down")
-            settle(sup)
+            wait_until(sup, lambda: metric(sup, "upstream_transitions_total", state="down") >= 1)
             stats = sup.statistics()
             assert (stats.upstream, stats.held_polls) == ("down", 1)  # held: a probe asks
             assert not during.done()  # the post waits for Parlant, as the poll does
-        logs.wait_for("upstream.up")  # the probe found it back: the held poll went out again
+        # the probe found it back: the held poll went out again
+        wait_until(sup, lambda: metric(sup, "upstream_transitions_total", state="up") >= 1)
         assert during.result(timeout=30).text == "echo: during"
     assert sup.ask(session_id, "after", timeout=600).text == "echo: after"
 

@@ -18,8 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import metrics
 from supervisor import ReplyTimeout, SessionNotFound, SessionSupervisor
 from supervisor.testing import EmulatedAgent, EmulatorServer, FakeClock, TurnContext, settle
-from tests.helpers import new_session, until_events
-from tests.logwatch import LogWatcher
+from tests.helpers import failed_with, last_failure, new_session, until_events
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
@@ -74,9 +73,7 @@ def test_a_conversation_is_counted_and_exposed_without_session_ids(
     assert value(found, "parlant_supervisor_sessions_stopped_total") == 1
 
 
-def test_failures_and_timeouts_are_counted_by_outcome(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
-) -> None:
+def test_failures_and_timeouts_are_counted_by_outcome(serve: Serve, supervise: Supervise) -> None:
     async def never(turn: TurnContext) -> None:
         await turn.gate("never")
 
@@ -91,7 +88,8 @@ def test_failures_and_timeouts_are_counted_by_outcome(
     silent = new_session(server, sup, "never")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, silent, "hello?", timeout=5)
-        logs.wait_for("session.poll_failed", kind="server_error", session_id=session_id)
+        failed_with(sup, session_id)
+        assert last_failure(sup, session_id)[0] == "server_error"
         until_events(server, silent, 3)
         settle(sup)
         clock.advance(5)

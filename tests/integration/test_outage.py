@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from supervisor import SessionState, SessionSupervisor
-from supervisor.testing import EmulatorServer, FaultProxy, settle
+from supervisor.testing import EmulatorServer, FaultProxy, metric, wait_until
 from tests.helpers import new_session
 from tests.logwatch import LogWatcher
 
@@ -25,16 +25,15 @@ def test_an_outage_holds_every_poll_and_all_come_back_once_parlant_answers(
     server.run(server.emulator.until(lambda: server.emulator.open_polls() >= 30))
 
     with faults.outage():  # refused, and the open polls reset
-        logs.wait_for("upstream.down")
-        settle(sup)
+        wait_until(sup, lambda: metric(sup, "upstream_transitions_total", state="down") >= 1)
         during = sup.statistics()
-    logs.wait_for("upstream.up")
-    settle(sup)
+    wait_until(sup, lambda: metric(sup, "upstream_transitions_total", state="up") >= 1)
 
     assert during.upstream == "down"
     assert during.held_polls + during.open_polls <= 30
     assert during.held_polls >= 1
     assert len(logs.matching("upstream.down")) == 1  # one line for the upstream, not 30
+    assert metric(sup, "upstream_transitions_total", state="down") == 1
     after = sup.statistics()
     assert after.upstream == "up"
     assert after.held_polls == 0

@@ -22,7 +22,9 @@ from supervisor.testing import (
     FakeClock,
     echo,
     kill_session_actor,
+    metric,
     settle,
+    wait_until,
 )
 from tests.helpers import messages, new_session, until_events
 from tests.logwatch import LogWatcher
@@ -55,7 +57,6 @@ def crash_on_agent_message(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_a_crash_mid_turn_restarts_from_the_checkpoint_and_loses_or_repeats_nothing(
     serve: Serve,
     supervise: Supervise,
-    logs: LogWatcher,
     crash_on_agent_message: dict[str, int],
 ) -> None:
     server = serve(EmulatedAgent("stock", echo(), preamble=True))
@@ -65,7 +66,7 @@ def test_a_crash_mid_turn_restarts_from_the_checkpoint_and_loses_or_repeats_noth
     reader = sup.events(session_id)
 
     stream = sup.stream(session_id, "Tell me about CKD stage 3", timeout=600)
-    logs.wait_for("session.restart_scheduled", session_id=session_id)
+    wait_until(sup, lambda: metric(sup, "session_crashes_total") >= 1)
     clock.advance(sup.config.restart_policy.backoff.cap)
     streamed = list(stream)
     read = [next(reader) for _ in range(10)]  # the customer message and the whole turn
@@ -76,12 +77,12 @@ def test_a_crash_mid_turn_restarts_from_the_checkpoint_and_loses_or_repeats_noth
     assert [e.offset for e in read] == [e["offset"] for e in written[:10]]
     assert streamed[-1].data["data"]["stage"] == "completed"
     assert sup.ask(session_id, "and now?", timeout=600).text == "echo: and now?"
-    logs.wait_for("session.restarted", session_id=session_id)
+    wait_until(sup, lambda: metric(sup, "session_restarts_total") >= 1)
     assert b"parlant_supervisor_session_restarts_total 1.0" in generate_latest(sup.registry)
 
 
 def test_an_ask_waiting_through_a_crash_gets_its_reply(
-    serve: Serve, supervise: Supervise, logs: LogWatcher, crash_on_agent_message: dict[str, int]
+    serve: Serve, supervise: Supervise, crash_on_agent_message: dict[str, int]
 ) -> None:
     server = serve()
     clock = FakeClock()
@@ -90,7 +91,7 @@ def test_an_ask_waiting_through_a_crash_gets_its_reply(
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, session_id, "survive this", timeout=600)
-        logs.wait_for("session.restart_scheduled", session_id=session_id)
+        wait_until(sup, lambda: metric(sup, "session_crashes_total") >= 1)
         clock.advance(sup.config.restart_policy.backoff.cap)
         reply = pending.result(timeout=30)
 
@@ -99,7 +100,7 @@ def test_an_ask_waiting_through_a_crash_gets_its_reply(
 
 
 def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
-    serve: Serve, supervise: Supervise, logs: LogWatcher, crash_on_agent_message: dict[str, int]
+    serve: Serve, supervise: Supervise, crash_on_agent_message: dict[str, int]
 ) -> None:
     server = serve()
     clock = FakeClock()
@@ -111,12 +112,12 @@ def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(sup.ask, session_id, "hello", timeout=600)
         for restarts in (1, 2):
-            logs.wait_for("session.restart_scheduled", count=restarts, session_id=session_id)
+            wait_until(sup, lambda n=restarts: metric(sup, "session_crashes_total") >= n)
             clock.advance(policy.backoff.cap)
         with pytest.raises(SessionFailed, match=rf"{session_id}.*3 times.*injected bug"):
             pending.result(timeout=30)
 
-    logs.wait_for("session.given_up", session_id=session_id)
+    wait_until(sup, lambda: metric(sup, "session_failures_total", reason="crashed") >= 1)
     with pytest.raises(SessionFailed):
         sup.ask(session_id, "still broken?", timeout=600)
     exposition = generate_latest(sup.registry).decode()
@@ -129,7 +130,7 @@ def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
 
 
 def reaped_after_one_turn(
-    serve: Serve, supervise: Supervise, logs: LogWatcher, **config: Any
+    serve: Serve, supervise: Supervise, **config: Any
 ) -> tuple[SessionSupervisor, FakeClock, str]:
     """A session (idle_ttl 300 s) that held one turn, then sat idle until it was reaped."""
     server = serve()
@@ -139,15 +140,14 @@ def reaped_after_one_turn(
     assert sup.ask(session_id, "first", timeout=600).text == "echo: first"
     settle(sup)
     clock.advance(300)
-    logs.wait_for("session.reaped", session_id=session_id)
-    settle(sup)
+    wait_until(sup, lambda: metric(sup, "sessions_reaped_total") >= 1)
     return sup, clock, session_id
 
 
 def test_an_idle_session_is_reaped_and_reactivated_transparently(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
+    serve: Serve, supervise: Supervise
 ) -> None:
-    sup, _, session_id = reaped_after_one_turn(serve, supervise, logs)
+    sup, _, session_id = reaped_after_one_turn(serve, supervise)
 
     assert sup.sessions() == []
     assert sup.statistics().open_polls == 0
@@ -161,9 +161,9 @@ def test_an_idle_session_is_reaped_and_reactivated_transparently(
 
 
 def test_a_reaped_sessions_checkpoint_is_kept_for_its_ttl_then_it_starts_over(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
+    serve: Serve, supervise: Supervise
 ) -> None:
-    sup, clock, session_id = reaped_after_one_turn(serve, supervise, logs, checkpoint_ttl=3600)
+    sup, clock, session_id = reaped_after_one_turn(serve, supervise, checkpoint_ttl=3600)
 
     clock.advance(3600)  # the memory of where it stopped is gone: it starts over, from 0
     reader = sup.events(session_id)
@@ -172,7 +172,7 @@ def test_a_reaped_sessions_checkpoint_is_kept_for_its_ttl_then_it_starts_over(
 
 
 def test_a_session_with_a_reader_or_a_waiting_ask_is_never_reaped(
-    serve: Serve, supervise: Supervise, logs: LogWatcher
+    serve: Serve, supervise: Supervise
 ) -> None:
     async def never(turn: Any) -> None:
         await turn.gate("never")
@@ -191,7 +191,7 @@ def test_a_session_with_a_reader_or_a_waiting_ask_is_never_reaped(
         clock.advance(3000)
         settle(sup)
         assert sorted(sup.sessions()) == sorted([reading, asking])
-        assert logs.matching("session.reaped") == []
+        assert metric(sup, "sessions_reaped_total") == 0
         server.call(server.emulator.release, "never")
         until_events(server, asking, 4)  # its completed ready, with no message:
         settle(sup)
@@ -227,9 +227,10 @@ def test_a_crash_of_the_supervisor_itself_stops_everything_with_a_clear_error(
 
         monkeypatch.setattr(Supervisor, "_deliver", broken)
         trigger = sup.events("trigger")  # routed by a tell: the supervisor's handler raises
-        logs.wait_for("supervisor.crashed")
         with pytest.raises(SupervisorStopped, match="supervisor crashed"):
             pending.result(timeout=30)
+    [crashed] = logs.matching("supervisor.crashed")
+    assert crashed["log_level"] == "error"
 
     assert list(trigger) == []  # its reader ends, as at any stop
     with pytest.raises(SupervisorStopped):
