@@ -1,5 +1,7 @@
-"""Lean HTTP/1.1 (h11) on asyncio streams, kept alive: each session's long-poll connection, and
-the small pool that posts customer messages.
+"""Lean HTTP/1.1 on asyncio streams, kept alive: each session's long-poll connection, and the
+small pool that posts customer messages. Responses are parsed by httptools (llhttp, the parser
+uvicorn serves Parlant with); requests, which this module builds from trusted parts, are
+formatted directly.
 
 A long-poll is one GET that waits, answered with a small JSON body or a 504; what it needs is a
 connection of its own, reused poll after poll, and a cancel that costs nothing. httpx gives that
@@ -8,8 +10,12 @@ cancel scopes on every request, and a client object per session: py-spy showed t
 be most of the I/O thread's work when thousands of sessions connect, re-poll and stop. Posting a
 customer message is the other hot request (one per ask); through parlant-client's httpx pool it
 was two thirds of the I/O thread's time while 1,000 sessions asked at once (py-spy), most of
-it httpcore checking every pooled connection for expiry on every request. h11 is the parser
-httpcore itself uses.
+it httpcore checking every pooled connection for expiry on every request. h11 (the parser
+httpcore itself uses) was the next cost: a request and its 504 through h11 took 0.29 ms of
+client CPU, through httptools and a formatted request 0.13 ms (`bench.phases`' server, one
+connection, 3,000 requests); at 15,000 idle sessions those exchanges are nearly all the
+client's work. h11 stays for the fault-injecting proxy (`read_message`, `next_cycle`), which
+must also read requests.
 
 Following a streamed message is the third: one `read_event?sse=true` per streamed message, a
 response read as it arrives (`Connection.stream`) and decoded by `SSEDecoder`. httpx-sse, the
@@ -20,6 +26,7 @@ field's SSE client, decodes httpx responses only; the part of the SSE format Par
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Mapping
@@ -28,6 +35,7 @@ from typing import Final, TypeVar, final
 from urllib.parse import urlsplit
 
 import h11
+import httptools
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -48,6 +56,8 @@ __all__ = [
 ]
 
 _READ_SIZE: Final = 65_536
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FORBIDDEN: Final = re.compile(r"[\x00\r\n]")
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to connect before a request fails as never sent (polls and short requests)."""
 MAX_BODY: Final = 64 * 1024 * 1024
@@ -79,6 +89,8 @@ class WireTarget:
     ssl_context: ssl.SSLContext | None
     headers: tuple[tuple[bytes, bytes], ...]
     max_body: int = MAX_BODY
+    head: bytes = b""
+    """The header lines every request sends (`host`, then `headers`), formatted once."""
 
     @classmethod
     def of(cls, base_url: str, headers: dict[str, str], max_body: int = 0) -> WireTarget:
@@ -90,16 +102,20 @@ class WireTarget:
         host = parts.hostname or "localhost"
         port = parts.port or (443 if secure else 80)
         host_header = parts.netloc.rpartition("@")[2]
+        for name, value in headers.items():
+            if not _TOKEN.fullmatch(name) or _FORBIDDEN.search(value):
+                raise ValueError(f"header {name!r}: not a valid HTTP header name and value")
+        encoded = tuple((name.lower().encode(), value.encode()) for name, value in headers.items())
+        lines = [(b"host", host_header.encode("idna")), *encoded]
         return cls(
             host=host,
             port=port,
             path_prefix=parts.path.rstrip("/"),
             host_header=host_header.encode("idna"),
             ssl_context=ssl.create_default_context() if secure else None,
-            headers=tuple(
-                (name.lower().encode(), value.encode()) for name, value in headers.items()
-            ),
+            headers=encoded,
             max_body=max_body or MAX_BODY,
+            head=b"".join(name + b": " + value + b"\r\n" for name, value in lines),
         )
 
 
@@ -115,34 +131,78 @@ class WireResponse:
 
 
 @final
+class _Response:
+    """httptools' callbacks for one response: its head, its body's pieces, whether it ended."""
+
+    __slots__ = (
+        "chunks",
+        "complete",
+        "head_done",
+        "headers",
+        "keep_alive",
+        "messages",
+        "parser",
+        "reason",
+        "size",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.keep_alive = False
+        self.headers: dict[str, str] = {}
+        self.reason = ""
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.head_done = False
+        self.complete = False
+        self.messages = 0
+
+    def on_message_begin(self) -> None:
+        self.messages += 1  # a second one is bytes past the response: nothing we asked for
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status.decode(errors="replace")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode(errors="replace").lower()
+        text = value.decode(errors="replace")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+        # asked here: once the message is complete, the parser has moved on to the next one
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+@final
 class StreamedResponse:
     """A response whose body is read as it arrives (`Connection.stream`)."""
 
-    def __init__(
-        self, head: h11.Response, reader: asyncio.StreamReader, connection: h11.Connection
-    ) -> None:
-        self.status = head.status_code
-        self.reason = head.reason.decode(errors="replace")
-        self.headers = {
-            name.decode(): value.decode(errors="replace") for name, value in head.headers
-        }
+    def __init__(self, response: _Response, reader: asyncio.StreamReader) -> None:
+        self.status: int = response.parser.get_status_code()
+        self.reason = response.reason
+        self.headers = response.headers
+        self._response = response
         self._reader = reader
-        self._h11 = connection
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body's pieces as they arrive, until its end; raises `WireError` if the peer
         breaks off mid-body. The caller bounds the waits (`asyncio.timeout`)."""
-        try:
-            while True:
-                event = self._h11.next_event()
-                if event is h11.NEED_DATA:
-                    self._h11.receive_data(await self._reader.read(_READ_SIZE))
-                elif isinstance(event, h11.Data):
-                    yield bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    return
-        except (OSError, h11.ProtocolError) as error:
-            raise WireError(f"{type(error).__name__}: {error}") from error
+        response = self._response
+        while True:
+            pieces, response.chunks = response.chunks, []
+            for piece in pieces:
+                yield piece
+            if response.complete:
+                return
+            await _feed(self._reader, response)
 
 
 @final
@@ -204,14 +264,15 @@ class Connection:
     """A keep-alive HTTP/1.1 connection, opened on first use (one session's polls use one).
 
     One request at a time. A request that fails, times out or is cancelled closes the
-    connection (its state is unknown); the next one opens a new one.
+    connection (its state is unknown); the next one opens a new one. A response must say
+    where it ends (Content-Length or chunked, as Parlant's always do): one that runs until
+    the connection closes fails as cut short.
     """
 
     def __init__(self, target: WireTarget) -> None:
         self._target = target
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._h11: h11.Connection | None = None
 
     async def request(
         self, method: bytes, path: str, *, connect_timeout: float, json_body: bytes | None = None
@@ -231,7 +292,7 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection now (no-op when none is open)."""
-        writer, self._writer, self._reader, self._h11 = self._writer, None, None, None
+        writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
 
@@ -243,69 +304,93 @@ class Connection:
         response is not kept alive).
         """
         try:
-            reader, connection = await self._send(method, path, connect_timeout, None)
-            while True:
-                event = connection.next_event()
-                if event is h11.NEED_DATA:
-                    connection.receive_data(await reader.read(_READ_SIZE))
-                elif isinstance(event, h11.Response):
-                    return StreamedResponse(event, reader, connection)
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise WireError("RemoteProtocolError: the server closed the connection")
-        except (OSError, h11.ProtocolError) as error:
-            self.close()
-            raise WireError(f"{type(error).__name__}: {error}") from error
+            reader = await self._send(method, path, connect_timeout, None)
+            response = _Response()
+            await _read(reader, response, until_head=True)
+            return StreamedResponse(response, reader)
         except BaseException:
             self.close()
             raise
 
     async def _send(
         self, method: bytes, path: str, connect_timeout: float, json_body: bytes | None
-    ) -> tuple[asyncio.StreamReader, h11.Connection]:
-        """Connect if needed and write the request; the reader and the h11 state to read the
-        answer with."""
+    ) -> asyncio.StreamReader:
+        """Connect if needed and write the request; the reader to read the answer from."""
         target = self._target
-        reader, writer, connection = self._reader, self._writer, self._h11
-        if reader is None or writer is None or connection is None or not is_open(reader, writer):
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None or not is_open(reader, writer):
             self.close()
             reader, writer = await _connect(target, connect_timeout)
-            connection = h11.Connection(h11.CLIENT)
-            self._reader, self._writer, self._h11 = reader, writer, connection
-        headers = [(b"host", target.host_header), *target.headers]
+            self._reader, self._writer = reader, writer
+        request_target = (target.path_prefix + path).encode()
+        if _FORBIDDEN_IN_TARGET.search(request_target):
+            raise WireError(f"a request target must not hold spaces or controls: {path!r}")
+        head = [method, b" ", request_target, b" HTTP/1.1\r\n", target.head]
         if json_body is not None:
-            headers += [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(json_body)).encode()),
+            head += [
+                b"content-type: application/json\r\ncontent-length: ",
+                str(len(json_body)).encode(),
+                b"\r\n",
             ]
-        request = h11.Request(
-            method=method, target=(target.path_prefix + path).encode(), headers=headers
-        )
-        data = connection.send(request)
+        head.append(b"\r\n")
         if json_body:
-            data += connection.send(h11.Data(data=json_body))
-        writer.write(data + connection.send(h11.EndOfMessage()))
-        return reader, connection
+            head.append(json_body)
+        try:
+            writer.write(b"".join(head))
+        except OSError as error:
+            raise WireError(f"{type(error).__name__}: {error}") from error
+        return reader
 
     async def _exchange(
         self, method: bytes, path: str, connect_timeout: float, json_body: bytes | None
     ) -> WireResponse:
-        try:
-            reader, connection = await self._send(method, path, connect_timeout, json_body)
-            head, body = await read_message(
-                reader, connection, h11.Response, max_body=self._target.max_body
-            )
-        except (OSError, h11.ProtocolError) as error:
-            raise WireError(f"{type(error).__name__}: {error}") from error
-        if head is None:
-            raise WireError("RemoteProtocolError: the server closed the connection")
-        if not next_cycle(connection):
-            self.close()
+        reader = await self._send(method, path, connect_timeout, json_body)
+        response = _Response()
+        await _read(reader, response, max_body=self._target.max_body)
+        if response.messages > 1 or not response.keep_alive:
+            self.close()  # the server closes it, or sent what nobody asked for
         return WireResponse(
-            status=head.status_code,
-            reason=head.reason.decode(errors="replace"),
-            headers=_headers(head),
-            content=b"".join(body),
+            status=response.parser.get_status_code(),
+            reason=response.reason,
+            headers=response.headers,
+            content=b"".join(response.chunks),
         )
+
+
+_FORBIDDEN_IN_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
+
+
+async def _read(
+    reader: asyncio.StreamReader,
+    response: _Response,
+    *,
+    until_head: bool = False,
+    max_body: int | None = None,
+) -> None:
+    """Feed `response`'s parser from `reader` until the response is complete (or, with
+    `until_head`, its head); `WireError` when the peer closes first or breaks the protocol, and
+    `WireBodyTooLarge` once the body passes `max_body` bytes (the rest is not read)."""
+    while not (response.head_done if until_head else response.complete):
+        await _feed(reader, response)
+        if max_body is not None and response.size > max_body:
+            raise WireBodyTooLarge(f"the response body is larger than {max_body} bytes")
+
+
+async def _feed(reader: asyncio.StreamReader, response: _Response) -> None:
+    """One read from `reader` into `response`'s parser; `WireError` when the peer closed the
+    connection first or broke the protocol."""
+    try:
+        data = await reader.read(_READ_SIZE)
+    except OSError as error:
+        raise WireError(f"{type(error).__name__}: {error}") from error
+    if not data:
+        raise WireError("RemoteProtocolError: the server closed the connection")
+    try:
+        response.parser.feed_data(data)
+    except httptools.HttpParserUpgrade as error:
+        raise WireError("RemoteProtocolError: the server switched protocols") from error
+    except httptools.HttpParserError as error:
+        raise WireError(f"RemoteProtocolError: {type(error).__name__}: {error}") from error
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -317,10 +402,6 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
-
-
-def _headers(head: h11.Response) -> dict[str, str]:
-    return {name.decode(): value.decode(errors="replace") for name, value in head.headers}
 
 
 CONNECTS_IN_FLIGHT: Final = 256

@@ -25,7 +25,7 @@ EXTRAS_ONLY = [
 """Top-level modules that only the extras install (parlant-client brings none of them)."""
 
 
-TEST_ONLY = ["httptools", "uvloop", "pytest", "hypothesis", "schemathesis", "ray", "asyncpg"]
+TEST_ONLY = ["uvloop", "pytest", "hypothesis", "schemathesis", "ray", "asyncpg"]
 """Modules that only the [test], [ray] and [postgresql] extras install."""
 
 
