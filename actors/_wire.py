@@ -49,6 +49,7 @@ __all__ = [
     "WireError",
     "WireResponse",
     "WireTarget",
+    "check_headers",
     "is_open",
     "next_cycle",
     "read_message",
@@ -102,9 +103,7 @@ class WireTarget:
         host = parts.hostname or "localhost"
         port = parts.port or (443 if secure else 80)
         host_header = parts.netloc.rpartition("@")[2]
-        for name, value in headers.items():
-            if not _TOKEN.fullmatch(name) or _FORBIDDEN.search(value):
-                raise ValueError(f"header {name!r}: not a valid HTTP header name and value")
+        check_headers(headers)
         encoded = tuple((name.lower().encode(), value.encode()) for name, value in headers.items())
         lines = [(b"host", host_header.encode("idna")), *encoded]
         return cls(
@@ -117,6 +116,14 @@ class WireTarget:
             max_body=max_body or MAX_BODY,
             head=b"".join(name + b": " + value + b"\r\n" for name, value in lines),
         )
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Raise `ValueError` for a header that would break the requests it is sent with: a name
+    that is not an HTTP token, a value holding CR, LF or NUL (header injection)."""
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name) or _FORBIDDEN.search(value):
+            raise ValueError(f"header {name!r}: not a valid HTTP header name and value")
 
 
 @final

@@ -63,7 +63,7 @@ from actors._parlant import (
 from actors._poller import TIMEOUT_MARGIN, Poller
 from actors._recorder import Recorder
 from actors._restarts import RestartTracker
-from actors._wire import MAX_BODY, is_open, next_cycle, read_message
+from actors._wire import MAX_BODY, check_headers, is_open, next_cycle, read_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,7 @@ __all__ = [
     "Subscribe",
     "SystemClock",
     "Unsubscribe",
+    "check_headers",
     "is_open",
     "next_cycle",
     "notifying",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final, final
 
 from actors import Backoff, RequestBudget, RestartPolicy, SessionSettings
-from actors.runtime import DEFAULTS
+from actors.runtime import DEFAULTS, check_headers
 
 _SESSION: Final = SessionSettings()
 """Each default is stated once, by the part it configures: the per-session ones by the core,
@@ -144,6 +144,7 @@ class SupervisorConfig:
             raise ValueError(f"checkpoint_ttl must be > 0 or None, got {self.checkpoint_ttl}")
         if self.stop_timeout <= 0:
             raise ValueError(f"stop_timeout must be > 0, got {self.stop_timeout}")
+        check_headers(self.headers)  # here, not at the first request: a clear error at once
         self.session_settings()  # validates the polling knobs
 
     def session_settings(self) -> SessionSettings:

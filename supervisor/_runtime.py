@@ -44,6 +44,7 @@ from actors.runtime import (
     Message,
     ParlantApi,
     Poller,
+    Recorder,
     Route,
     SessionActor,
     SessionBoard,
@@ -101,6 +102,20 @@ class Runtime:
         recorder = notifying(self.metrics, self.changes)
         self.io = IOLoop()
         self.io.start()
+        try:
+            self._assemble(parlant_url, config, recorder, clock)
+        except BaseException:
+            # a part refused its configuration: nothing it started may outlive it
+            sessions: SessionRuntime | None = getattr(self, "sessions", None)
+            if sessions is not None:
+                sessions.dispatcher.shutdown(_ASK_TIMEOUT)
+            self.io.stop()
+            self.metrics.unregister()
+            raise
+
+    def _assemble(
+        self, parlant_url: str, config: SupervisorConfig, recorder: Recorder, clock: Clock | None
+    ) -> None:
         self.clock = clock or SystemClock(self.io)
         # on the I/O thread, like every request it shapes
         budget = Budget(config.request_budget, self.io.loop.time, self.metrics.budget_waited)

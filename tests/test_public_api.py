@@ -175,6 +175,7 @@ PINNED = {
         "Subscribe",
         "SystemClock",
         "Unsubscribe",
+        "check_headers",
         "is_open",
         "next_cycle",
         "notifying",

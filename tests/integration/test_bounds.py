@@ -186,3 +186,21 @@ def test_a_conversation_the_backend_expires_stops_being_polled(
     assert expired == 1
     assert forgotten.status_code == 404
     assert kept.status_code == 200
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999"])
+def test_a_url_its_parts_refuse_is_a_clear_error_that_leaves_no_thread_behind(url: str) -> None:
+    import threading
+
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match=r"IPv6|out of range"):
+        SessionSupervisor(url)
+
+    assert set(threading.enumerate()) <= before  # the I/O thread it started was stopped
+
+
+def test_a_header_that_would_break_every_request_is_refused_by_the_config() -> None:
+    from supervisor import SupervisorConfig
+
+    with pytest.raises(ValueError, match="'X-Evil': not a valid HTTP header"):
+        SupervisorConfig(headers={"X-Evil": "a\r\nx-injected: 1"})
