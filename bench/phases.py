@@ -1,6 +1,7 @@
 """Where the time of opening, asking and stopping goes at N sessions: the wall time of each
-phase beside the CPU the client and the bench's server each spent in it, optionally with a
-py-spy profile of each phase (collapsed stacks, for flame graphs or `--top`).
+phase beside the CPU the client and the bench's server each spent in it, the client's time in
+the garbage collector and the polls it finished, optionally with a py-spy profile of each phase
+(collapsed stacks, for flame graphs or `--top`).
 
     python -m bench.phases --sessions 15000 [--profile DIR] [--top 20] [--idle 40]
                            [--no-asks] [--request-concurrency 64]
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import collections
 import dataclasses
+import gc
 import logging
 import os
 import shutil
@@ -53,6 +55,28 @@ def polls(registry: CollectorRegistry | None) -> dict[str, float]:
     }
 
 
+class Collections:
+    """Time this process spent in the cyclic garbage collector, by generation (`gc.callbacks`)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.counts = [0, 0, 0]
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.perf_counter() - self._began
+            self.counts[generation] += 1
+
+    def __str__(self) -> str:
+        return ", ".join(
+            f"gen{g} {self.counts[g]}x {self.seconds[g]:.2f} s" for g in range(3) if self.counts[g]
+        )
+
+
 class Phase:
     """Times a phase: wall, client CPU, server CPU; profiles it with py-spy if asked."""
 
@@ -84,6 +108,8 @@ class Phase:
             )
             time.sleep(1.0)  # py-spy attaches
         self._polls = polls(self.registry)
+        self._collections = Collections()
+        gc.callbacks.append(self._collections)
         self._client = cpu_seconds(os.getpid())
         self._server = cpu_seconds(self.server_pid)
         self._wall = time.perf_counter()
@@ -93,16 +119,21 @@ class Phase:
         wall = time.perf_counter() - self._wall
         client = cpu_seconds(os.getpid()) - self._client
         server = cpu_seconds(self.server_pid) - self._server
+        gc.callbacks.remove(self._collections)
         print(
             f"{self.name:<5} wall {wall:7.2f} s   client CPU {client:7.2f} s   "
             f"server CPU {server:7.2f} s",
             flush=True,
         )
+        print(f"      garbage collection: {str(self._collections) or 'none'}", flush=True)
         if self.registry is not None:
             now = polls(self.registry)
             sent = {k: int(v - self._polls.get(k, 0)) for k, v in now.items()}
             done = ", ".join(f"{k} {v:,}" for k, v in sorted(sent.items()) if v)
             print(f"      polls finished: {done or 'none'}", flush=True)
+            if self.name == "idle" and sent.get("gateway_timeout"):
+                per_cycle = client / sent["gateway_timeout"] * 1000
+                print(f"      client CPU per 504-and-repeat cycle: {per_cycle:.3f} ms", flush=True)
         if self._spy is not None:
             self._spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
             self._spy.wait(timeout=120)
@@ -137,6 +168,13 @@ def main() -> None:
     parser.add_argument(
         "--request-concurrency", type=int, default=None, help="SupervisorConfig's (default: its)"
     )
+    parser.add_argument(
+        "--wait-for-data",
+        type=int,
+        default=WAIT_FOR_DATA,
+        help=f"each long-poll's wait (default: the bench's {WAIT_FOR_DATA} s); short, the idle "
+        "phase measures many 504-and-repeat cycles",
+    )
     options = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if options.profile is not None:
@@ -154,7 +192,8 @@ def main() -> None:
         sessions = server.create_sessions(options.sessions)
         count = len(sessions)
         print(f"{count} sessions", flush=True)
-        config = SupervisorConfig(wait_for_data=WAIT_FOR_DATA)
+        wait = options.wait_for_data
+        config = SupervisorConfig(wait_for_data=wait, wait_jitter=min(15, wait // 2))
         if options.request_concurrency is not None:
             config = dataclasses.replace(config, request_concurrency=options.request_concurrency)
         sup = SessionSupervisor(url, config=config)
