@@ -12,7 +12,9 @@ Notifying costs one attribute read while nobody waits, so the hot paths pay noth
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast, final
 
@@ -25,11 +27,12 @@ __all__ = ["Changes", "notifying"]
 class Changes:
     """A condition notified after every observable change (see the module's doc)."""
 
-    __slots__ = ("_condition", "_waiting")
+    __slots__ = ("_changes", "_condition", "_waiting")
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._waiting = 0
+        self._changes = 0  # notifications since the start, counted while someone waits
 
     def notify(self) -> None:
         """Something observable changed (call once the change is complete)."""
@@ -37,18 +40,37 @@ class Changes:
         # so a change complete before this read of 0 is one that waiter's first look sees.
         if self._waiting:
             with self._condition:
+                self._changes += 1
                 self._condition.notify_all()
 
     def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Block until `condition()` is true, evaluated now and after each change; False if
-        `timeout` seconds passed first. `condition` runs under this object's lock: it reads
-        state, and must not wait on the supervisor."""
+        `timeout` seconds passed first (real seconds: a caller's guard, see `Clock`).
+
+        `condition` runs outside this object's lock, so it may read anything, even ask an
+        actor that notifies as it answers.
+        """
+        deadline = time.monotonic() + timeout
         with self._condition:
             self._waiting += 1
-            try:
-                return self._condition.wait_for(condition, timeout)
-            finally:
+        try:
+            while True:
+                with self._condition:
+                    seen = self._changes  # a change from here on is not missed below
+                if condition():
+                    return True
+                with self._condition:
+                    changed = self._condition.wait_for(
+                        functools.partial(self._changed_since, seen), deadline - time.monotonic()
+                    )
+                if not changed:
+                    return condition()  # the deadline passed: one last look
+        finally:
+            with self._condition:
                 self._waiting -= 1
+
+    def _changed_since(self, seen: int) -> bool:
+        return self._changes != seen
 
 
 def notifying(recorder: Recorder, changes: Changes) -> Recorder:

@@ -12,7 +12,7 @@ customer message is the other hot request (one per ask); through parlant-client'
 was two thirds of the I/O thread's time while 1,000 sessions asked at once (py-spy), most of
 it httpcore checking every pooled connection for expiry on every request. h11 (the parser
 httpcore itself uses) was the next cost: a request and its 504 through h11 took 0.29 ms of
-client CPU, through httptools and a formatted request 0.13 ms (`bench.phases`' server, one
+client CPU, through httptools and a formatted request 0.18 ms (`bench.phases`' server, one
 connection, 3,000 requests); at 15,000 idle sessions those exchanges are nearly all the
 client's work. h11 stays for the fault-injecting proxy (`read_message`, `next_cycle`), which
 must also read requests.
@@ -20,7 +20,7 @@ must also read requests.
 Following a streamed message is the third: one `read_event?sse=true` per streamed message, a
 response read as it arrives (`Connection.stream`) and decoded by `SSEDecoder`. httpx-sse, the
 field's SSE client, decodes httpx responses only; the part of the SSE format Parlant uses
-(`data:` lines, events ended by a blank line) is a few lines on top of h11.
+(`data:` lines, events ended by a blank line) is a few lines on top of the response reader.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import httptools
 __all__ = [
     "CONNECT_TIMEOUT",
     "MAX_BODY",
+    "MAX_HEAD",
     "Connection",
     "ConnectionPool",
     "SSEDecoder",
@@ -61,6 +62,9 @@ _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FORBIDDEN: Final = re.compile(r"[\x00\r\n]")
 CONNECT_TIMEOUT: Final = 10.0
 """Seconds to connect before a request fails as never sent (polls and short requests)."""
+MAX_HEAD: Final = 64 * 1024
+"""Bytes a response's status line and headers may take (h11's bound was 16 KiB; llhttp has
+none of its own): a server or proxy that never ends its head fails, not fills memory."""
 MAX_BODY: Final = 64 * 1024 * 1024
 """Bytes a response body (or one streamed event) may have before it fails as too large: a
 generous bound on what a hostile or broken server can make this process hold."""
@@ -139,11 +143,17 @@ class WireResponse:
 
 @final
 class _Response:
-    """httptools' callbacks for one response: its head, its body's pieces, whether it ended."""
+    """httptools' callbacks for one response: its head, its body's pieces, whether it ended.
+
+    Interim responses (1xx but 101) are skipped: the final one follows on the same connection
+    (h11 reported them apart, and a client must expect them: RFC 9110 15.2). Whatever follows
+    the final response is not ours: it is counted (`messages`), never mixed into it.
+    """
 
     __slots__ = (
         "chunks",
         "complete",
+        "head_bytes",
         "head_done",
         "headers",
         "keep_alive",
@@ -162,41 +172,69 @@ class _Response:
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.status = 0
         self.keep_alive = False
+        self.head_bytes = 0
+        self.messages = 0
         self.headers: dict[str, str] = {}
         self.reason = ""
         self.chunks: list[bytes] = []
         self.size = 0
         self.head_done = False
         self.complete = False
-        self.messages = 0
 
-    def on_message_begin(self) -> None:
-        self.messages += 1  # a second one is bytes past the response: nothing we asked for
-
-    def on_status(self, status: bytes) -> None:
-        self.reason += status.decode(errors="replace")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode(errors="replace").lower()
-        text = value.decode(errors="replace")
-        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
-
-    def on_headers_complete(self) -> None:
-        self.head_done = True
-        # asked here: once the message is complete, the parser has moved on to the next one
-        assert self.parser is not None
-        self.status = self.parser.get_status_code()
-        self.keep_alive = self.parser.should_keep_alive()
+    def _begin_again(self) -> None:
+        """An interim response ended: what it said is dropped, the final one comes next."""
+        self.messages -= 1
+        self.headers = {}
+        self.reason = ""
+        self.chunks = []
+        self.size = 0
 
     def release(self) -> None:
         """Drop the parser (the response is complete, or abandoned)."""
         self.parser = None
 
+    @property
+    def framed(self) -> bool:
+        """Whether the head says where the body ends (else it runs until the connection
+        closes: an HTTP/1.0-style answer, e.g. a proxy's error page)."""
+        return "content-length" in self.headers or "transfer-encoding" in self.headers
+
+    def on_message_begin(self) -> None:
+        self.messages += 1  # a second one is bytes past the response: nothing we asked for
+
+    def on_status(self, status: bytes) -> None:
+        if not self.complete:
+            self.reason += status.decode(errors="replace")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
+        key = name.decode(errors="replace").lower()
+        text = value.decode(errors="replace")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        if self.complete or self.parser is None:
+            return
+        # asked here: once the message is complete, the parser has moved on to the next one
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # interim: its end starts the final response over (on_message_complete)
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self.head_done = True
+
     def on_body(self, body: bytes) -> None:
-        self.size += len(body)
-        self.chunks.append(body)
+        if not self.complete:
+            self.size += len(body)
+            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self.complete:
+            return
+        if not self.head_done:
+            self._begin_again()
+            return
         self.complete = True
 
 
@@ -295,6 +333,7 @@ class Connection:
         self._target = target
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._streamed: _Response | None = None  # released when the connection closes
 
     async def request(
         self, method: bytes, path: str, *, connect_timeout: float, json_body: bytes | None = None
@@ -315,6 +354,9 @@ class Connection:
     def close(self) -> None:
         """Close the connection now (no-op when none is open)."""
         writer, self._writer, self._reader = self._writer, None, None
+        if self._streamed is not None:
+            self._streamed.release()
+            self._streamed = None
         if writer is not None:
             writer.close()
 
@@ -327,12 +369,8 @@ class Connection:
         """
         try:
             reader = await self._send(method, path, connect_timeout, None)
-            response = _Response()
-            try:
-                await _read(reader, response, until_head=True)
-            except BaseException:
-                response.release()
-                raise
+            response = self._streamed = _Response()
+            await _read(reader, response, until_head=True)
             return StreamedResponse(response, reader)
         except BaseException:
             self.close()
@@ -407,20 +445,32 @@ async def _read(
 
 async def _feed(reader: asyncio.StreamReader, response: _Response) -> None:
     """One read from `reader` into `response`'s parser; `WireError` when the peer closed the
-    connection first or broke the protocol."""
+    connection first, broke the protocol or sent a head past `MAX_HEAD` bytes."""
+    parser = response.parser
+    if parser is None:
+        raise WireError("the response was abandoned: its connection is closed")
     try:
         data = await reader.read(_READ_SIZE)
     except OSError as error:
         raise WireError(f"{type(error).__name__}: {error}") from error
     if not data:
+        if response.head_done and not response.framed:
+            response.complete, response.keep_alive = True, False  # its body ran until the close
+            return
         raise WireError("RemoteProtocolError: the server closed the connection")
+    if not response.head_done:
+        response.head_bytes += len(data)
     try:
-        assert response.parser is not None, "a released response is read no more"
-        response.parser.feed_data(data)
+        parser.feed_data(data)
     except httptools.HttpParserUpgrade as error:
         raise WireError("RemoteProtocolError: the server switched protocols") from error
     except httptools.HttpParserError as error:
+        if response.complete:  # garbage after a whole response: keep it, drop the connection
+            response.messages += 1
+            return
         raise WireError(f"RemoteProtocolError: {type(error).__name__}: {error}") from error
+    if not response.head_done and response.head_bytes > MAX_HEAD:
+        raise WireError(f"RemoteProtocolError: a response head longer than {MAX_HEAD} bytes")
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -106,6 +106,9 @@ class Runtime:
             self._assemble(parlant_url, config, recorder, clock)
         except BaseException:
             # a part refused its configuration: nothing it started may outlive it
+            supervisor: pykka.ActorRef[Supervisor] | None = getattr(self, "_supervisor", None)
+            if supervisor is not None:
+                supervisor.stop(block=False)
             sessions: SessionRuntime | None = getattr(self, "sessions", None)
             if sessions is not None:
                 sessions.dispatcher.shutdown(_ASK_TIMEOUT)

@@ -22,7 +22,7 @@ def wait_until(
     """Return once `condition()` is true, evaluating it now and after each observable change
     of `supervisor` (a session's snapshot, a metric, Parlant's health, its registry): no
     polling, no sleeping. `condition` reads state (`statistics()`, `metric()`,
-    `supervisor.runtime.snapshot(id)`); it must not call the supervisor's blocking calls.
+    `supervisor.runtime.snapshot(id)`, even `sessions()`: it runs outside any lock).
 
     Then, unless `settled=False`, it `settle()`s: a snapshot is published before its message's
     effects run and a metric is recorded where it happens (a poll's outcome on the I/O thread,

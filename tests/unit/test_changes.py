@@ -68,3 +68,17 @@ def test_a_notifying_recorder_records_then_wakes_the_waiters() -> None:
 
     assert answers == [True]
     assert calls.retries == ["refused"]
+
+
+def test_a_condition_may_wait_on_a_thread_that_notifies_as_it_answers() -> None:
+    changes = Changes()
+    evaluations = [0]
+
+    def asks_an_actor() -> bool:  # like sessions(): the actor notifies before it answers
+        evaluations[0] += 1
+        actor = threading.Thread(target=changes.notify, daemon=True)
+        actor.start()
+        actor.join(30)
+        return not actor.is_alive() and evaluations[0] >= 2
+
+    assert changes.wait_until(asks_an_actor, 600)

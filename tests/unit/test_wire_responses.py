@@ -10,7 +10,14 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from actors._wire import Connection, WireBodyTooLarge, WireError, WireTarget
+from actors._wire import (
+    MAX_HEAD,
+    Connection,
+    WireBodyTooLarge,
+    WireError,
+    WireTarget,
+    _Response,
+)
 
 Answer = Callable[[bytes], bytes]
 
@@ -126,7 +133,6 @@ async def test_a_chunked_body_is_read_whole() -> None:
 @pytest.mark.parametrize(
     ("answer", "error"),
     [
-        pytest.param(b"HTTP/1.1 200 OK\r\n\r\n[]", "closed the connection", id="until-close"),
         pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n[]", "closed", id="cut"),
         pytest.param(b"SMTP ready\r\n\r\n", "RemoteProtocolError", id="not-http"),
         pytest.param(
@@ -151,13 +157,55 @@ async def test_a_response_that_does_not_end_properly_fails_and_closes_the_connec
 
 @pytest.mark.asyncio
 async def test_bytes_past_the_response_are_not_taken_for_the_next_one() -> None:
-    async with serving(OK + OK, OK) as (url, _, accepted):
+    late = b"HTTP/1.1 504 Gateway Timeout\r\ncontent-length: 3\r\n\r\nabc"
+    async with serving(OK + late, OK + b"garbage", OK) as (url, _, accepted):
         connection = Connection(WireTarget.of(url, {}))
-        await connection.request(b"GET", "/p", connect_timeout=5)
-        await connection.request(b"GET", "/p", connect_timeout=5)
+        answers = [await connection.request(b"GET", "/p", connect_timeout=5) for _ in range(3)]
         connection.close()
 
-    assert accepted == [2]  # the unasked-for second response closed the first connection
+    assert [(a.status, a.reason, a.content) for a in answers] == [(200, "OK", b"[]")] * 3
+    assert answers[0].headers["content-length"] == "2"  # nothing of the 504 mixed in
+    assert accepted == [3]  # what nobody asked for closed each of the first two connections
+
+
+@pytest.mark.asyncio
+async def test_a_body_that_runs_until_the_close_ends_there() -> None:
+    proxy_page = b"HTTP/1.0 503 Service Unavailable\r\nretry-after: 7\r\n\r\nsorry"
+    async with serving(Closing(proxy_page)) as (url, _, _accepted):
+        connection = Connection(WireTarget.of(url, {}))
+        answer = await connection.request(b"GET", "/p", connect_timeout=5)
+        connection.close()
+
+    assert (answer.status, answer.headers["retry-after"], answer.content) == (503, "7", b"sorry")
+
+
+def test_an_interim_response_is_skipped_however_the_bytes_are_split() -> None:
+    interim = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]"
+    for pieces in (
+        [interim + final],
+        [interim, final],
+        [interim[:9], interim[9:] + final[:20], final[20:]],
+    ):
+        response = _Response()
+        assert response.parser is not None
+        for piece in pieces:
+            assert not response.complete
+            response.parser.feed_data(piece)
+
+        assert response.complete
+        assert (response.status, response.reason, response.messages) == (200, "OK", 1)
+        assert "link" not in response.headers
+        assert b"".join(response.chunks) == b"[]"
+
+
+@pytest.mark.asyncio
+async def test_a_head_that_never_ends_fails_past_its_bound() -> None:
+    endless = b"HTTP/1.1 200 OK\r\nx-long: " + b"a" * (MAX_HEAD + 1)
+    async with serving(endless) as (url, _, _accepted):
+        connection = Connection(WireTarget.of(url, {}))
+        with pytest.raises(WireError, match="head longer than"):
+            await connection.request(b"GET", "/p", connect_timeout=5)
 
 
 @pytest.mark.asyncio
