@@ -30,9 +30,9 @@ def wait_until(
     is still at work (its backoff timer not yet set on a `FakeClock` a test is about to
     advance); settling lets every message sent so far finish.
 
-    Wait on what only grows (counters: `metric(sup, "polls_total", outcome="network") >= 1`,
-    `snapshot.consecutive_failures >= 2`) rather than on a passing state a session may leave
-    again before the condition is read.
+    Wait on what only grows (counters: `metric(sup, "polls_total", outcome="network") >= 1`;
+    `snapshot.consecutive_failures >= 2` while no poll can succeed) rather than on a passing
+    state a session may leave again before the condition is read.
 
     Raises:
         AssertionError: `condition()` was still false after `timeout` seconds (`what`
