@@ -90,12 +90,11 @@ class WireTarget:
     host: str
     port: int
     path_prefix: str
-    host_header: bytes
     ssl_context: ssl.SSLContext | None
-    headers: tuple[tuple[bytes, bytes], ...]
+    head: bytes
+    """The header lines every request sends (`host`, then the configured ones), formatted
+    once."""
     max_body: int = MAX_BODY
-    head: bytes = b""
-    """The header lines every request sends (`host`, then `headers`), formatted once."""
 
     @classmethod
     def of(cls, base_url: str, headers: dict[str, str], max_body: int = 0) -> WireTarget:
@@ -108,17 +107,17 @@ class WireTarget:
         port = parts.port or (443 if secure else 80)
         host_header = parts.netloc.rpartition("@")[2]
         check_headers(headers)
-        encoded = tuple((name.lower().encode(), value.encode()) for name, value in headers.items())
-        lines = [(b"host", host_header.encode("idna")), *encoded]
+        lines = [
+            (b"host", host_header.encode("idna")),
+            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        ]
         return cls(
             host=host,
             port=port,
             path_prefix=parts.path.rstrip("/"),
-            host_header=host_header.encode("idna"),
             ssl_context=ssl.create_default_context() if secure else None,
-            headers=encoded,
-            max_body=max_body or MAX_BODY,
             head=b"".join(name + b": " + value + b"\r\n" for name, value in lines),
+            max_body=max_body or MAX_BODY,
         )
 
 
@@ -174,19 +173,15 @@ class _Response:
         self.keep_alive = False
         self.head_bytes = 0
         self.messages = 0
+        self.head_done = False
+        self.complete = False
+        self._clear()
+
+    def _clear(self) -> None:
+        """Forget what the message so far said (at the start, and after an interim one)."""
         self.headers: dict[str, str] = {}
         self.reason = ""
         self.chunks: list[bytes] = []
-        self.size = 0
-        self.head_done = False
-        self.complete = False
-
-    def _begin_again(self) -> None:
-        """An interim response ended: what it said is dropped, the final one comes next."""
-        self.messages -= 1
-        self.headers = {}
-        self.reason = ""
-        self.chunks = []
         self.size = 0
 
     def release(self) -> None:
@@ -232,8 +227,9 @@ class _Response:
     def on_message_complete(self) -> None:
         if self.complete:
             return
-        if not self.head_done:
-            self._begin_again()
+        if not self.head_done:  # an interim response ended: the final one comes next
+            self.messages -= 1
+            self._clear()
             return
         self.complete = True
 

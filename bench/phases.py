@@ -4,7 +4,7 @@ the garbage collector and the polls it finished, optionally with a py-spy profil
 (collapsed stacks, for flame graphs or `--top`).
 
     python -m bench.phases --sessions 15000 [--profile DIR] [--top 20] [--idle 40]
-                           [--no-asks] [--request-concurrency 64]
+                           [--no-asks] [--request-concurrency 64] [--wait-for-data 2]
 
 A client that waits on a server it saturates shows server CPU near a core; a client whose own
 cost grows with N shows client CPU per session growing. py-spy (`pip install py-spy`) slows
@@ -42,10 +42,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def polls(registry: CollectorRegistry | None) -> dict[str, float]:
+def polls(registry: CollectorRegistry) -> dict[str, float]:
     """Long-polls the supervisor finished so far, by outcome (its own counter)."""
-    if registry is None:
-        return {}
     return {
         sample.labels["outcome"]: sample.value
         for metric in registry.collect()
@@ -85,7 +83,7 @@ class Phase:
         name: str,
         server_pid: int,
         profile: Path | None,
-        registry: CollectorRegistry | None = None,
+        registry: CollectorRegistry,
     ) -> None:
         self.name = name
         self.server_pid = server_pid
@@ -126,14 +124,13 @@ class Phase:
             flush=True,
         )
         print(f"      garbage collection: {str(self._collections) or 'none'}", flush=True)
-        if self.registry is not None:
-            now = polls(self.registry)
-            sent = {k: int(v - self._polls.get(k, 0)) for k, v in now.items()}
-            done = ", ".join(f"{k} {v:,}" for k, v in sorted(sent.items()) if v)
-            print(f"      polls finished: {done or 'none'}", flush=True)
-            if self.name == "idle" and sent.get("gateway_timeout"):
-                per_cycle = client / sent["gateway_timeout"] * 1000
-                print(f"      client CPU per 504-and-repeat cycle: {per_cycle:.3f} ms", flush=True)
+        now = polls(self.registry)
+        sent = {k: int(v - self._polls.get(k, 0)) for k, v in now.items()}
+        done = ", ".join(f"{k} {v:,}" for k, v in sorted(sent.items()) if v)
+        print(f"      polls finished: {done or 'none'}", flush=True)
+        if self.name == "idle" and sent.get("gateway_timeout"):
+            per_cycle = client / sent["gateway_timeout"] * 1000
+            print(f"      client CPU per 504-and-repeat cycle: {per_cycle:.3f} ms", flush=True)
         if self._spy is not None:
             self._spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
             self._spy.wait(timeout=120)
@@ -193,7 +190,8 @@ def main() -> None:
         count = len(sessions)
         print(f"{count} sessions", flush=True)
         wait = options.wait_for_data
-        config = SupervisorConfig(wait_for_data=wait, wait_jitter=min(15, wait // 2))
+        jitter = min(SupervisorConfig().wait_jitter, wait // 2)  # the default, where it fits
+        config = SupervisorConfig(wait_for_data=wait, wait_jitter=jitter)
         if options.request_concurrency is not None:
             config = dataclasses.replace(config, request_concurrency=options.request_concurrency)
         sup = SessionSupervisor(url, config=config)
