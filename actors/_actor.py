@@ -36,6 +36,7 @@ from actors._messages import (
     Effect,
     Fail,
     FetchHistory,
+    FinishPoll,
     FollowMessage,
     HistoryFetched,
     LoadCheckpoint,
@@ -387,6 +388,8 @@ class SessionActor(DispatchedActor):
                 self._runtime.poller.start(self.session_id, self.actor_urn, effect, self._tell)
             case CancelPoll():
                 self._runtime.poller.cancel(self.session_id, self.actor_urn)
+            case FinishPoll():
+                self._runtime.poller.finish(self.session_id, self.actor_urn)
             case FollowMessage():
                 self._runtime.follower.follow(self.session_id, self.actor_urn, effect, self._tell)
             case CheckMessage():

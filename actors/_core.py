@@ -6,6 +6,7 @@ transition is tested by feeding messages and reading the effects (see tests/unit
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from actors._messages import (
     Fail,
     FailureKind,
     FetchHistory,
+    FinishPoll,
     FollowEnded,
     FollowMessage,
     HistoryFetched,
@@ -89,6 +91,8 @@ __all__ = ["SessionCore", "SessionSettings", "SessionSnapshot"]
 _PARKED_LIMIT: Final = 1000
 """Events held behind a streamed message still being written before polling pauses (they
 wait on the server instead)."""
+_LIVE: Final = frozenset({SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF})
+"""States in which the session sends Parlant requests (polls, or retries of them)."""
 _POST_KEYS_KEPT: Final = 256
 """Post keys a session remembers, to tell a post stored twice (the latest ones: a late copy
 lands within seconds of the first)."""
@@ -114,6 +118,13 @@ class SessionSettings:
             message, or none Parlant confirmed with a `ready`) waits for the `status: error`
             that would fail it, before it resolves as it is. Parlant writes the error a few ms
             after the completed `ready`, and a poll sees new events within 0.25 s.
+        linger: Seconds the session keeps polling once nobody waits on it any more (no ask,
+            stream or reader, no streamed message being followed): what Parlant writes at the
+            end of a turn arrives meanwhile. Then the session is DORMANT and sends Parlant
+            nothing until someone waits on it again; what Parlant wrote meanwhile is read
+            then, and goes to the next reader like any unclaimed event. None: poll for as long
+            as the session lives, whoever waits (each waiting poll costs Parlant 4 reads of its
+            store a second).
     """
 
     wait_for_data: int = 60
@@ -123,8 +134,11 @@ class SessionSettings:
     idle_ttl: float | None = None
     checkpoint_interval: float | None = None
     failure_grace: float = 0.5
+    linger: float | None = 2.0
 
     def __post_init__(self) -> None:
+        if self.linger is not None and not 0 <= self.linger < math.inf:
+            raise ValueError(f"linger must be >= 0 seconds or None, got {self.linger}")
         if self.failure_grace < 0:
             raise ValueError(f"failure_grace must be >= 0 seconds, got {self.failure_grace}")
         if self.checkpoint_interval is not None and self.checkpoint_interval <= 0:
@@ -244,8 +258,11 @@ class SessionCore:
     """Decides, for one session, what to poll, whom to give each event, and when to give up.
 
     Guarantees:
-        - Polling continues from `Start` until `Stop` or a terminal failure; `ready` ends
-          replies, never polling.
+        - The session polls while someone waits on it (an ask, a stream, a reader, a
+          streamed message followed) and for `linger` seconds after, from `Start` until
+          `Stop` or a terminal failure; `ready` ends replies, never polling. Then it is
+          DORMANT: no request, its offset kept; the next consumer wakes it, and it reads on
+          from where it stopped, so nothing Parlant wrote meanwhile is missed.
         - Every event at or past the start offset is handled once, in offset order; an offset
           seen twice (a re-delivery) is dropped here.
         - A waiter resolves with the turn that answers its own message (see `TurnTracker`);
@@ -273,6 +290,7 @@ class SessionCore:
         "_idle_armed",
         "_idle_generation",
         "_last_failure",
+        "_linger_until",
         "_next_offset",
         "_now",
         "_outbox",
@@ -330,6 +348,7 @@ class SessionCore:
         self._duplicate_posts_total = 0
         self._idle_generation = 0
         self._idle_armed = False
+        self._linger_until: float | None = None  # nobody waits: polling ends then
         self._saved_checkpoint: int | None = None
         self._saved_at = float("-inf")
         self._save_armed = False
@@ -461,6 +480,8 @@ class SessionCore:
                     self._answer(held.reply.answers, held.reply)
             case TimerFired(TimerKind.CHECKPOINT, _):
                 self._save_armed = False
+            case TimerFired(TimerKind.LINGER, _):
+                pass  # a wake-up: `_poll_if_due` decides from the clock
             case TimerFired(TimerKind.IDLE, generation):
                 if generation == self._idle_generation and self._idle():
                     self._effects.append(Reap())
@@ -468,6 +489,7 @@ class SessionCore:
                 waiter = self._waiters.pop(consumer_id, None)
                 if waiter is not None:
                     self._fail(consumer_id, self._timed_out(waiter))
+        self._watch_interest(now)
         self._poll_if_due()
         self._flush_outbox()
         self._watch_idleness(now)
@@ -500,7 +522,7 @@ class SessionCore:
             not self._waiters
             and not self._readers
             and not self._parked
-            and self._state in (SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF)
+            and (self._state in _LIVE or self._state is SessionState.DORMANT)
         )
 
     def _watch_idleness(self, now: float) -> None:
@@ -518,6 +540,36 @@ class SessionCore:
         elif not idle and self._idle_armed:
             self._idle_generation += 1
             self._idle_armed = False
+
+    # --- interest: who waits on the session -----------------------------------------------
+
+    def _interested(self) -> bool:
+        """Someone waits on the session: an ask, a stream, a reader, or a streamed message
+        being followed (its readers and asks get it only whole)."""
+        return bool(self._waiters or self._readers or self._streaming)
+
+    def _watch_interest(self, now: float) -> None:
+        """Start the linger when the last consumer leaves; any new one ends it."""
+        linger = self._settings.linger
+        if linger is None:
+            return
+        if self._interested():
+            self._linger_until = None
+        elif self._linger_until is None and self._state in _LIVE:
+            self._linger_until = now + linger
+            if self._poll_open:
+                self._effects.append(FinishPoll())
+            if linger > 0:
+                self._effects.append(Schedule(self._linger_until, TimerFired(TimerKind.LINGER, 0)))
+
+    def _lingered_out(self) -> bool:
+        return self._linger_until is not None and self._now >= self._linger_until
+
+    def _go_dormant(self) -> None:
+        """Nobody waits and the linger is over: no more requests (a retry timer goes stale)
+        until someone waits on the session again."""
+        if self._state in _LIVE:
+            self._transition(SessionState.DORMANT)
 
     # --- polling --------------------------------------------------------------------------
 
@@ -542,6 +594,15 @@ class SessionCore:
         return True
 
     def _poll_if_due(self) -> None:
+        if self._lingered_out():
+            # An open poll is not cancelled but ends by itself (`FinishPoll`): Parlant goes on
+            # waiting for a poll its client left, so a cancelled one would cost it the same
+            # and bring nothing. Dormant once it has ended.
+            if not self._poll_open:
+                self._go_dormant()
+            return
+        if self._state is SessionState.DORMANT:
+            self._transition(SessionState.POLLING)
         if self._poll_open or self._state not in (SessionState.POLLING, SessionState.PAUSED):
             return
         if self._any_consumer_full():
@@ -560,7 +621,15 @@ class SessionCore:
         # poller sends it again itself (at 15,000 idle sessions, a cycle each through this actor
         # was most of the idle CPU)
         repeat = (lowest, highest) if self._consecutive_failures == 0 else None
-        self._effects.append(StartPoll(self._generation, self._next_offset, wait, repeat))
+        if self._linger_until is not None:
+            # lingering: the poll ends with the linger (Parlant goes on waiting for a poll its
+            # client left, so one cut short would still cost it), and its end is told
+            wait = max(1, min(wait, math.ceil(self._linger_until - self._now)))
+            repeat = None
+        for_turn = bool(self._waiters or self._streaming)
+        self._effects.append(
+            StartPoll(self._generation, self._next_offset, wait, repeat, for_turn=for_turn)
+        )
 
     def _any_consumer_full(self) -> bool:
         return (

@@ -36,6 +36,7 @@ __all__ = [
     "Fail",
     "FailureKind",
     "FetchHistory",
+    "FinishPoll",
     "FollowEnded",
     "FollowMessage",
     "HistoryFetched",
@@ -423,6 +424,7 @@ class TimerKind(enum.Enum):
     IDLE = "idle"
     CHECKPOINT = "checkpoint"
     FAILURE_GRACE = "failure_grace"
+    LINGER = "linger"
 
 
 @final
@@ -433,7 +435,8 @@ class TimerFired:
     Attributes:
         kind: What it is for.
         generation: The poll generation (RETRY_POLL), consumer id (DEADLINE), idle
-            generation (IDLE) or held turn (FAILURE_GRACE) it concerns.
+            generation (IDLE) or held turn (FAILURE_GRACE) it concerns. LINGER is a wake-up
+            only (0): the core decides from the clock whether the linger is over.
     """
 
     kind: TimerKind
@@ -473,18 +476,31 @@ class StartPoll:
     empty answer, or our own timeout) is sent again at once with a wait drawn from that range,
     and nothing is told: an idle session's poll cycles cost no message to its actor. Without
     it, every outcome is told.
+
+    `for_turn`: an ask or stream waits on the poll, or a streamed message is followed. Such
+    polls always go out; the others (readers, a linger) share what is left of the upstream's
+    ceiling of waiting polls (see `Poller`).
     """
 
     generation: int
     min_offset: int
     wait_for_data: int
     repeat_wait: tuple[int, int] | None = None
+    for_turn: bool = False
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class CancelPoll:
     """Cancel the open poll, if any."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FinishPoll:
+    """Let the open poll be the last: it is not repeated when it times out, and its outcome,
+    whatever it is, is told (nobody waits on the session any more; a poll cancelled instead
+    would go on costing Parlant until its `wait_for_data` all the same)."""
 
 
 @final
@@ -598,6 +614,7 @@ class Schedule:
 Effect = (
     StartPoll
     | CancelPoll
+    | FinishPoll
     | FollowMessage
     | CheckMessage
     | StopFollowing

@@ -112,6 +112,7 @@ class Poller:
         self._readmission = readmission or Readmission()
         self._budget = budget or Budget(None, io.loop.time)
         self._held: dict[str, tuple[StartPoll, Callable[[Message], None]]] = {}
+        self._finishing: set[str] = set()  # sessions whose open poll is their last
         self._recovery: asyncio.Task[None] | None = None  # probing, then readmitting
         self._down_since = 0.0
         self._heard: asyncio.Event | None = None  # another request got an answer meanwhile
@@ -146,6 +147,12 @@ class Poller:
         """Cancel the session's open poll, if `owner` still owns it; it tells nothing."""
         if not self._shut:
             self._io.call_soon(self._cancel, session_id, owner)
+
+    def finish(self, session_id: str, owner: str) -> None:
+        """Let the session's open poll be its last, if `owner` still owns it: it is not sent
+        again when it times out, and its outcome is told whatever it is."""
+        if not self._shut:
+            self._io.call_soon(self._finish, session_id, owner)
 
     def release(self, session_id: str, owner: str) -> None:
         """Cancel the poll and close the connection, if `owner` still owns the session.
@@ -228,9 +235,27 @@ class Poller:
     def _owns(self, session_id: str, owner: str | None) -> bool:
         return owner is None or self._owners.get(session_id, owner) == owner
 
+    def _finish(self, session_id: str, owner: str) -> None:
+        if not self._owns(session_id, owner):
+            return
+        held = self._held.get(session_id)
+        if held is not None:
+            poll, tell = held
+            self._held[session_id] = (dataclasses.replace(poll, repeat_wait=None), tell)
+        elif session_id in self._polls:
+            self._finishing.add(session_id)
+
+    def _hold(self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]) -> None:
+        """Hold a poll that was running until the upstream is back (its last, if it was)."""
+        if session_id in self._finishing:
+            self._finishing.discard(session_id)
+            poll = dataclasses.replace(poll, repeat_wait=None)
+        self._held[session_id] = (poll, tell)
+
     def _cancel(self, session_id: str, owner: str | None) -> None:
         if not self._owns(session_id, owner):
             return
+        self._finishing.discard(session_id)
         self._held.pop(session_id, None)
         task = self._polls.pop(session_id, None)
         if task is not None:
@@ -272,17 +297,19 @@ class Poller:
                 if self._upstream.failed(session_id, refused=refused):
                     self._went_down(outcome.failure)
                 if self._upstream.state is UpstreamState.DOWN:
-                    self._held[session_id] = (poll, tell)  # the server is not there: wait
+                    self._hold(session_id, poll, tell)  # the server is not there: wait
                     return
             elif not isinstance(outcome, PollFailed):
                 self._upstream.succeeded()
-            if isinstance(outcome, PollTimedOut) and poll.repeat_wait is not None:
-                lowest, highest = poll.repeat_wait  # nothing new: the same poll again, untold
+            repeat = poll.repeat_wait
+            if isinstance(outcome, PollTimedOut) and repeat and session_id not in self._finishing:
+                lowest, highest = repeat  # nothing new: the same poll again, untold
                 poll = dataclasses.replace(poll, wait_for_data=self._rng.randint(lowest, highest))
                 if self._upstream.state is not UpstreamState.UP:
-                    self._held[session_id] = (poll, tell)  # readmitted in turn, like any new poll
+                    self._hold(session_id, poll, tell)  # readmitted in turn, like any new poll
                     return
                 continue
+            self._finishing.discard(session_id)
             tell(outcome)
             return
 

@@ -16,6 +16,8 @@ class SessionState(enum.Enum):
     POLLING: a long-poll is open (or about to be re-opened at once).
     PAUSED: a consumer's queue is full; events wait on the server (lossless backpressure).
     BACKING_OFF: the last poll failed transiently; a retry is scheduled.
+    DORMANT: nobody waits on it and its linger has passed: no request goes to Parlant (what
+        Parlant writes meanwhile stays in its log); the next ask, stream or reader wakes it.
     FAILED: terminal: Parlant said the session is gone or forbidden.
     STOPPED: closed, reaped or shut down; the actor is going away.
     """
@@ -24,6 +26,7 @@ class SessionState(enum.Enum):
     POLLING = "polling"
     PAUSED = "paused"
     BACKING_OFF = "backing_off"
+    DORMANT = "dormant"
     FAILED = "failed"
     STOPPED = "stopped"
 
@@ -38,10 +41,15 @@ TRANSITIONS: Final[frozenset[tuple[SessionState, SessionState]]] = frozenset(
         (_S.POLLING, _S.BACKING_OFF),
         (_S.POLLING, _S.FAILED),
         (_S.POLLING, _S.STOPPED),
+        (_S.POLLING, _S.DORMANT),
         (_S.PAUSED, _S.POLLING),
         (_S.PAUSED, _S.STOPPED),
+        (_S.PAUSED, _S.DORMANT),
         (_S.BACKING_OFF, _S.POLLING),
         (_S.BACKING_OFF, _S.STOPPED),
+        (_S.BACKING_OFF, _S.DORMANT),
+        (_S.DORMANT, _S.POLLING),
+        (_S.DORMANT, _S.STOPPED),
         (_S.FAILED, _S.STOPPED),
     }
 )

@@ -59,6 +59,13 @@ class SupervisorConfig:
         stop_timeout: Default deadline, in seconds, for `stop()`.
         restart_policy: How often a session's actor may crash (and be restarted from its
             checkpoint, after a jittered delay) before the session is given up.
+        linger: Seconds a session keeps polling after the last ask, stream or reader of it
+            ended (what Parlant writes at the end of a turn arrives meanwhile); then it is
+            dormant: it sends Parlant nothing until someone waits on it again, and what
+            Parlant wrote meanwhile goes to its next reader, as any unclaimed event. Each
+            waiting poll costs Parlant four reads of its store a second, so a session nobody
+            waits on should cost nothing. None: poll every session for as long as its actor
+            lives (until `idle_ttl`), whoever waits.
         idle_ttl: Seconds a session may sit with no ask, stream, reader or unclaimed event
             before its actor is reaped; the next call re-activates it from its checkpoint.
             None: never reap.
@@ -105,6 +112,7 @@ class SupervisorConfig:
     actor_threads: int = 2
     stop_timeout: float = 10.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    linger: float | None = _SESSION.linger
     idle_ttl: float | None = 600.0
     durable_checkpoints: bool = False
     checkpoint_interval: float = 5.0
@@ -155,6 +163,7 @@ class SupervisorConfig:
             window_size=self.window_size,
             backoff=self.backoff,
             idle_ttl=self.idle_ttl,
+            linger=self.linger,
             checkpoint_interval=self.checkpoint_interval if self.durable_checkpoints else None,
             failure_grace=self.failure_grace,
         )

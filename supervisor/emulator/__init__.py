@@ -9,6 +9,9 @@ conformance tests run the same scenarios on both.
 - `ParlantEmulator`: the ASGI app, with agents (`EmulatedAgent`) scripted in Python (`echo`,
   `scripted`, or any `AgentScript` writing a turn through its `TurnContext`), block-mode or
   streaming; a script that raises (`ModelFailure`) fails its turn as Parlant does.
+- `ParlantCost` (`ParlantEmulator.cost()`): what the requests served would have cost a real
+  Parlant, counted as Parlant spends it (requests by operation, the store reads of waiting
+  polls and reads), so that a test can assert what a scenario costs Parlant.
 - `EmulatorServer`: the emulator served by uvicorn on a thread of its own; `AppServer`: any
   ASGI app (the reference backend, yours) served the same way.
 - `FAIL_MARKER`, `CUT_MARKER`: in a customer message, they make the model fail the turn, or
@@ -25,6 +28,7 @@ from supervisor.emulator._emulator import (  # noqa: E402
     AgentScript,
     EmulatedAgent,
     ModelFailure,
+    ParlantCost,
     ParlantEmulator,
     TurnContext,
     echo,
@@ -41,6 +45,7 @@ __all__ = [
     "EmulatedAgent",
     "EmulatorServer",
     "ModelFailure",
+    "ParlantCost",
     "ParlantEmulator",
     "TurnContext",
     "echo",

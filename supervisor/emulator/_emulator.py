@@ -28,7 +28,15 @@ import string
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pprint import pformat
 from typing import Any, Final, Literal, Protocol, final
@@ -45,6 +53,7 @@ __all__ = [
     "AgentScript",
     "EmulatedAgent",
     "ModelFailure",
+    "ParlantCost",
     "ParlantEmulator",
     "TurnContext",
     "echo",
@@ -52,6 +61,11 @@ __all__ = [
 ]
 
 MAIN_TRACE: Final = "<main>"
+_POLL_RECHECK: Final = 0.25
+"""Seconds between two reads of the store by a waiting `list_events` on Parlant 3.3
+(`PollingSessionListener.wait_for_more_events`)."""
+_READ_EVENT_RECHECK: Final = 0.1
+"""The same for a waiting `read_event` (`wait_for_event_completion`, streaming chunks)."""
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 
 
@@ -245,6 +259,90 @@ def scripted(replies: Mapping[str, str | Sequence[str]], default: str) -> AgentS
 
 @final
 @dataclass(frozen=True, slots=True)
+class ParlantCost:
+    """What the requests served so far would have cost a real Parlant 3.3 server, counted the
+    way Parlant spends it (docs/PARLANT.md, "What polling costs Parlant").
+
+    Parlant answers a waiting `list_events` by re-reading its session store every 0.25 s until
+    data arrives or `wait_for_data` passes, and a waiting `read_event` every 0.1 s: that is
+    what a client that keeps sessions polled costs it, per waiting second, whether or not
+    anyone reads the answers. A poll whose client hung up waits on, as on Parlant (neither
+    server notices a client that left a long-poll).
+
+    Attributes:
+        requests: Requests served, by Parlant operation (`list_events`,
+            `create_customer_event`, `read_event`, `read_session`...): about 2.3 ms of
+            Parlant's CPU each, measured.
+        store_reads: Reads of the session store made by `list_events` and `read_event`:
+            a `list_events` that waits reads its session, then its events at once and every
+            0.25 s while it waits, then once more to answer with events; without waiting, once.
+            A `read_event` reads once, and every 0.1 s while it waits. Requests still waiting
+            count up to now.
+        poll_seconds: Seconds `list_events` requests spent waiting, summed.
+        waiting_polls: `list_events` requests waiting now.
+        waiting_reads: `read_event` requests waiting now (following a streamed message).
+    """
+
+    requests: Mapping[str, int]
+    store_reads: int
+    poll_seconds: float
+    waiting_polls: int
+    waiting_reads: int
+
+    def since(self, earlier: ParlantCost) -> ParlantCost:
+        """What was spent since `earlier` (the waiting counts are now's)."""
+        operations = self.requests.keys() | earlier.requests.keys()
+        requests = {op: self.requests.get(op, 0) - earlier.requests.get(op, 0) for op in operations}
+        return ParlantCost(
+            requests={op: n for op, n in sorted(requests.items()) if n},
+            store_reads=self.store_reads - earlier.store_reads,
+            poll_seconds=self.poll_seconds - earlier.poll_seconds,
+            waiting_polls=self.waiting_polls,
+            waiting_reads=self.waiting_reads,
+        )
+
+
+@dataclass(slots=True)
+class _Ledger:
+    """The cost counters behind `ParlantCost`, on the server's loop."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    store_reads: int = 0
+    poll_seconds: float = 0.0
+    # requests waiting now: token -> (started, seconds between two store reads, poll?)
+    waiting: dict[object, tuple[float, float, bool]] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def wait(self, now: Callable[[], float], recheck: float, *, poll: bool) -> Iterator[None]:
+        """Count a request's waiting: one store read each `recheck` seconds while it waits."""
+        token = object()
+        started = now()
+        self.waiting[token] = (started, recheck, poll)
+        try:
+            yield
+        finally:
+            del self.waiting[token]
+            waited = now() - started
+            self.store_reads += int(waited / recheck)
+            if poll:
+                self.poll_seconds += waited
+
+    def snapshot(self, now: float) -> ParlantCost:
+        live_reads = live_seconds = 0.0
+        for started, recheck, poll in self.waiting.values():
+            live_reads += int((now - started) / recheck)
+            live_seconds += (now - started) if poll else 0.0
+        return ParlantCost(
+            requests=dict(sorted(self.requests.items())),
+            store_reads=self.store_reads + int(live_reads),
+            poll_seconds=self.poll_seconds + live_seconds,
+            waiting_polls=sum(1 for *_, poll in self.waiting.values() if poll),
+            waiting_reads=sum(1 for *_, poll in self.waiting.values() if not poll),
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class EmulatedAgent:
     """An agent the emulator serves.
 
@@ -432,6 +530,7 @@ class ParlantEmulator:
             else None
         )
         self._open_polls = 0
+        self._ledger = _Ledger()
         self._closing = False
         self._injected: dict[str, list[int]] = {}
         self._served: Counter[tuple[str, int]] = Counter()
@@ -485,8 +584,9 @@ class ParlantEmulator:
         Parlant's handlers do: permission (403), then the client's rate limit (429)."""
 
         async def authorized(request: Request) -> Response:
+            name = operation if isinstance(operation, str) else await operation(request)
+            self._ledger.requests[name] += 1
             if self._policy is not None:
-                name = operation if isinstance(operation, str) else await operation(request)
                 refusal = self._policy.authorize(request, name)
                 if refusal is not None:
                     if name == "list_events":  # a poll answered, for `served`
@@ -597,6 +697,11 @@ class ParlantEmulator:
         """How many long-polls are waiting now (for lifecycle tests)."""
         return self._open_polls
 
+    def cost(self) -> ParlantCost:
+        """What the requests served so far would have cost a real Parlant server (see
+        `ParlantCost`); `ParlantCost.since` gives a scenario's share."""
+        return self._ledger.snapshot(asyncio.get_running_loop().time())
+
     # --- agents, customers, sessions ------------------------------------------------------
 
     def _add_agent(self, agent: EmulatedAgent) -> dict[str, Any]:
@@ -618,7 +723,18 @@ class ParlantEmulator:
 
     async def _stats(self, request: Request) -> Response:
         """Not Parlant's API: what harnesses in another process need to see."""
-        return JSONResponse({"open_polls": self._open_polls, "sessions": len(self._sessions)})
+        cost = self.cost()
+        return JSONResponse(
+            {
+                "open_polls": self._open_polls,
+                "sessions": len(self._sessions),
+                "requests": dict(cost.requests),
+                "store_reads": cost.store_reads,
+                "poll_seconds": cost.poll_seconds,
+                "waiting_polls": cost.waiting_polls,
+                "waiting_reads": cost.waiting_reads,
+            }
+        )
 
     async def _create_agent(self, request: Request) -> Response:
         payload = await _json_object(request)
@@ -771,27 +887,50 @@ class ParlantEmulator:
             ]
 
         found = matching()
-        if found or wait_for_data <= 0:
+        if wait_for_data <= 0:
+            self._ledger.store_reads += 1
+            return _events_response(found)
+        # Parlant reads the session, then its events (again each 0.25 s while it waits), then
+        # the events it answers with once more
+        self._ledger.store_reads += 3 if found else 2
+        if found:
             return _events_response(found)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_for_data
         self._open_polls += 1
         self._note_progress()
         try:
-            while not found:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return JSONResponse({"detail": "Request timed out"}, status_code=504)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(session.changed.wait(), remaining)
-                if session.deleted:
-                    return _not_found("Session", session.id)
-                if self._closing:
-                    return JSONResponse({"detail": "Server shutting down"}, status_code=503)
-                found = matching()
+            with self._ledger.wait(loop.time, _POLL_RECHECK, poll=True):
+                answer = await self._await_events(session, deadline, matching)
         finally:
             self._open_polls -= 1
-        return _events_response(found)
+        if isinstance(answer, Response):
+            return answer
+        self._ledger.store_reads += 1
+        return _events_response(answer)
+
+    async def _await_events(
+        self,
+        session: _Session,
+        deadline: float,
+        matching: Callable[[], list[dict[str, Any]]],
+    ) -> list[dict[str, Any]] | Response:
+        """Wait until `matching()` finds events (a 504 at `deadline`, a 404 if the session is
+        deleted, a 503 if the server closes meanwhile)."""
+        loop = asyncio.get_running_loop()
+        found: list[dict[str, Any]] = []
+        while not found:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return JSONResponse({"detail": "Request timed out"}, status_code=504)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.changed.wait(), remaining)
+            if session.deleted:
+                return _not_found("Session", session.id)
+            if self._closing:
+                return JSONResponse({"detail": "Server shutting down"}, status_code=503)
+            found = matching()
+        return found
 
     async def _read_event(self, request: Request) -> Response:
         """`read_event`: one event; with `wait_for_completion`, once its stream is complete;
@@ -810,14 +949,22 @@ class ParlantEmulator:
             return _unprocessable("wait_for_data must be an integer")
         event_id = request.path_params["event_id"]
         event = next((e for e in session.events if e["id"] == event_id), None)
+        ledger = self._ledger
+        ledger.store_reads += 1
         if query.get("sse", "false").lower() == "true":
             # for an event it does not have, Parlant answers 200 and breaks the stream off
-            updates = _updates(session, event, wait_for_data) if event is not None else _none()
+            updates = (
+                _updates(session, event, wait_for_data, ledger) if event is not None else _none()
+            )
             return StreamingResponse(updates, media_type="text/event-stream")
         if event is None:
             return _not_found("Event", event_id)
         if query.get("wait_for_completion", "false").lower() == "true":
-            with contextlib.suppress(TimeoutError):
+            loop = asyncio.get_running_loop()
+            with (
+                ledger.wait(loop.time, _READ_EVENT_RECHECK, poll=False),
+                contextlib.suppress(TimeoutError),
+            ):
                 async with asyncio.timeout(wait_for_data):
                     while _streaming(event):
                         await session.updated.wait()
@@ -1015,22 +1162,25 @@ def _streaming(event: dict[str, Any]) -> bool:
 
 
 async def _updates(
-    session: _Session, event: dict[str, Any], wait_for_data: int
+    session: _Session, event: dict[str, Any], wait_for_data: int, ledger: _Ledger
 ) -> AsyncIterator[str]:
-    sent = -1
-    while True:
-        chunks = event["data"].get("chunks")
-        size = len(chunks) if isinstance(chunks, list) else 0
-        if size > sent:
-            sent = size
-            yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
-        if not _streaming(event) or session.deleted:
-            return
-        try:
-            async with asyncio.timeout(wait_for_data):
-                await session.updated.wait()
-        except TimeoutError:
-            return
+    # Parlant re-reads the event every 0.1 s for as long as it streams it (until the client
+    # leaves: a stream, unlike a long-poll, notices that)
+    with ledger.wait(asyncio.get_running_loop().time, _READ_EVENT_RECHECK, poll=False):
+        sent = -1
+        while True:
+            chunks = event["data"].get("chunks")
+            size = len(chunks) if isinstance(chunks, list) else 0
+            if size > sent:
+                sent = size
+                yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+            if not _streaming(event) or session.deleted:
+                return
+            try:
+                async with asyncio.timeout(wait_for_data):
+                    await session.updated.wait()
+            except TimeoutError:
+                return
 
 
 async def _none() -> AsyncIterator[str]:

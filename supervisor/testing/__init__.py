@@ -3,7 +3,8 @@
 - `ParlantEmulator` + `EmulatorServer` (from `supervisor.emulator`, the product part the
   backend embeds): a Parlant-compatible server on 127.0.0.1 with scriptable agents (`echo`,
   `scripted`, or any `AgentScript`), block-mode or streaming; a script that raises
-  (`ModelFailure`) fails its turn as Parlant does.
+  (`ModelFailure`) fails its turn as Parlant does; `ParlantCost` (`emulator.cost()`) says what
+  the requests it served would have cost a real Parlant.
 - `FaultProxy` and its faults (`Reset`, `ResetMidResponse`, `Drop`, `Hang`, `Delay`,
   `Respond`): real sockets failing in chosen, seeded ways, in front of any Parlant URL.
 - `ParlantServer`: a real Parlant server (the `[parlant-server]` extra) in a subprocess,
@@ -33,6 +34,7 @@ from supervisor.emulator import (
     EmulatedAgent,
     EmulatorServer,
     ModelFailure,
+    ParlantCost,
     ParlantEmulator,
     TurnContext,
     echo,
@@ -69,6 +71,7 @@ __all__ = [
     "FaultProxy",
     "Hang",
     "ModelFailure",
+    "ParlantCost",
     "ParlantEmulator",
     "ParlantServer",
     "ParlantServerError",

@@ -123,7 +123,8 @@ def test_a_failing_poll_is_retried_with_backoff_and_reported(
 ) -> None:
     server = serve()
     clock = FakeClock()
-    sup = supervise(server.url, clock=clock)
+    # polled with nobody waiting for longer than a linger: the backoff is what is under test
+    sup = supervise(server.url, clock=clock, linger=None)
     session_id = server.call(server.emulator.create_session, "echo")
     server.call(server.emulator.inject_poll_failures, session_id, [500, 503])
 
@@ -508,7 +509,8 @@ def test_an_idle_sessions_polls_time_out_and_go_again_without_a_message_to_its_a
 
     monkeypatch.setattr(SessionActor, "on_receive", counting)
     server = serve()
-    sup = supervise(server.url, wait_for_data=1, wait_jitter=0)
+    # a session polled with nobody waiting (a reader's session polls the same way)
+    sup = supervise(server.url, wait_for_data=1, wait_jitter=0, linger=None)
     session_id = new_session(server, sup)
 
     server.run(server.emulator.until(lambda: server.emulator.served(session_id, 504) >= 3))

@@ -20,7 +20,8 @@ def test_a_wait_is_woken_by_the_change_and_leaves_the_actors_settled(
 ) -> None:
     server = serve()
     clock = FakeClock()
-    sup = supervise(server.url, clock=clock)
+    # polled with nobody waiting for longer than a linger: the backoff is what is under test
+    sup = supervise(server.url, clock=clock, linger=None)
     session_id = server.call(server.emulator.create_session, "echo")
     server.call(server.emulator.inject_poll_failures, session_id, [500, 500])
 

@@ -78,7 +78,14 @@ class Driver:
     """Feeds a core and answers its polls the way the poller would."""
 
     def __init__(self, **settings: object) -> None:
-        merged: dict[str, object] = {"wait_for_data": 60, "wait_jitter": 0, **settings}
+        # polling for as long as the session lives unless a test says otherwise: dormancy
+        # has tests of its own (test_interest.py)
+        merged: dict[str, object] = {
+            "wait_for_data": 60,
+            "wait_jitter": 0,
+            "linger": None,
+            **settings,
+        }
         self.core = SessionCore(SID, SessionSettings(**merged), random.Random(7))  # type: ignore[arg-type]
         self.now = 0.0
         self.poll: StartPoll | None = None
@@ -657,7 +664,7 @@ def test_without_a_start_offset_the_session_loads_its_stored_checkpoint_before_p
     d.ask(1)  # calls are taken meanwhile; nothing is polled yet
     assert d.poll is None
     d.send(CheckpointLoaded(12))
-    assert d.poll == StartPoll(1, 12, 60, (60, 60))
+    assert d.poll == StartPoll(1, 12, 60, (60, 60), for_turn=True)
 
 
 def test_a_reader_with_since_subscribed_while_the_checkpoint_loads_gets_the_history() -> None:
@@ -712,7 +719,7 @@ def test_a_post_that_succeeds_while_backing_off_ends_the_backoff_at_once() -> No
     assert isinstance(schedule, Schedule)
     d.ask(1)
 
-    assert d.send(MessagePosted(1, 0)) == [StartPoll(2, 0, 60)]  # Parlant is back
+    assert d.send(MessagePosted(1, 0)) == [StartPoll(2, 0, 60, for_turn=True)]  # Parlant is back
     assert d.core.state is SessionState.POLLING
     assert d.send(schedule.timer) == []  # the retry timer is stale now
 
@@ -728,4 +735,4 @@ def test_a_post_that_succeeds_does_not_cut_short_a_servers_retry_after() -> None
 
     assert d.send(MessagePosted(1, 0)) == []
     assert d.core.state is SessionState.BACKING_OFF
-    assert d.send(schedule.timer) == [StartPoll(2, 0, 60)]
+    assert d.send(schedule.timer) == [StartPoll(2, 0, 60, for_turn=True)]

@@ -122,12 +122,12 @@ def test_polling_goes_on_while_a_message_streams_and_the_checkpoint_stays_on_it(
     d = Driver()
     d.start()
     d.receive(*first, *second)
-    assert d.poll == StartPoll(2, 5, 60, (60, 60))
+    assert d.poll == StartPoll(2, 5, 60, (60, 60), for_turn=True)  # a message is followed
     assert d.core.checkpoint == 0  # nobody read the events before it (the window holds them)
     d.send(Subscribe(Handle(1, ConsumerKind.READER)))
     assert d.core.checkpoint == 4  # a restarted actor reads the message again
     d.receive(*third)
-    assert d.poll == StartPoll(3, 7, 60, (60, 60))
+    assert d.poll == StartPoll(3, 7, 60, (60, 60), for_turn=True)
     assert d.core.checkpoint == 4
     assert d.core.snapshot().streaming == 1
     d.send(MessageUpdated(sse_updates("streamed_turn")[-1]))
