@@ -44,9 +44,10 @@ class RequestBudget:
         window: The window's length, in seconds (Parlant's are a minute).
         headroom: The share of each limit to use (room for clock skew, retries, and other
             clients behind the same IP).
-        idle_share: The share of the `list_events` budget that idle long-polls may take
-            (`poll_wait` spaces them so); the rest is for the polls of turns in progress,
-            which re-poll at each event Parlant writes (about four a turn).
+        idle_share: The share of each operation's budget that background requests may take:
+            the polls of readers and lingering sessions, waiting or read in rotation
+            (`poll_wait` spaces the waiting ones so). The rest is kept for turns in progress,
+            whose polls go again at each event Parlant writes (about four a turn).
     """
 
     limits: Mapping[str, int] = field(default_factory=dict)
@@ -86,18 +87,27 @@ class RequestBudget:
             self, limits={op: max(1, round(n * factor)) for op, n in self.limits.items()}
         )
 
-    def allowed(self, operation: str) -> int | None:
-        """Requests of `operation` per window this client sends (None: unlimited)."""
+    def allowed(self, operation: str, *, background: bool = False) -> int | None:
+        """Requests of `operation` per window this client sends (None: unlimited); with
+        `background`, those that background requests may take (`idle_share` of them)."""
         limit = self.limits.get(operation)
-        return None if limit is None else max(1, math.floor(limit * self.headroom))
+        if limit is None:
+            return None
+        allowed = max(1, math.floor(limit * self.headroom))
+        return max(1, math.floor(allowed * self.idle_share)) if background else allowed
+
+    def polls_within(self, wait_for_data: int) -> int | None:
+        """How many background polls may wait at once, each `wait_for_data` seconds, within
+        the background share of `list_events` (None: unlimited)."""
+        idle = self.allowed("list_events", background=True)
+        return None if idle is None else max(1, math.floor(idle * wait_for_data / self.window))
 
     def poll_wait(self, sessions: int, wait_for_data: int) -> int:
         """The `wait_for_data` that keeps `sessions` idle long-polls within their share of the
         `list_events` budget (at least `wait_for_data`; Parlant sets no maximum)."""
-        allowed = self.allowed("list_events")
-        if allowed is None:
+        idle = self.allowed("list_events", background=True)
+        if idle is None:
             return wait_for_data
-        idle = max(1.0, allowed * self.idle_share)
         return max(wait_for_data, math.ceil(sessions * self.window / idle))
 
 
@@ -116,26 +126,39 @@ class Budget:
         self._now = now
         self._waited = waited  # told once for each request that had to wait
         self._sent: dict[str, deque[float]] = {op: deque() for op in OPERATIONS}
+        self._background: dict[str, deque[float]] = {op: deque() for op in OPERATIONS}
         self._paused_until: dict[str, float] = dict.fromkeys(OPERATIONS, 0.0)
 
-    async def take(self, operation: str) -> None:
-        """Wait until a request of `operation` may go, and count it."""
+    async def take(self, operation: str, *, background: bool = False) -> None:
+        """Wait until a request of `operation` may go, and count it. A `background` one (a
+        reader's or a lingering session's poll) goes only within the budget's `idle_share`,
+        so that turns always find room."""
         # each sleep ends exactly when the window frees; another request may take that room
         # first, hence the loop (no event to wait for: the room comes back with time)
-        if self.delay(operation) > 0:
+        if self.delay(operation, background=background) > 0:
             self._waited(operation)
-        while (delay := self.delay(operation)) > 0:  # noqa: ASYNC110
+        while (delay := self.delay(operation, background=background)) > 0:  # noqa: ASYNC110
             await asyncio.sleep(delay)
-        self._sent[operation].append(self._now())
+        now = self._now()
+        self._sent[operation].append(now)
+        if background:
+            self._background[operation].append(now)
 
-    def delay(self, operation: str) -> float:
+    def delay(self, operation: str, *, background: bool = False) -> float:
         """Seconds until a request of `operation` may go (<= 0: now)."""
         now = self._now()
         delay = self._paused_until[operation] - now
         budget = self.budget
-        allowed = budget.allowed(operation) if budget is not None else None
-        if budget is not None and allowed is not None:
-            sent = self._sent[operation]  # a moving window, as Parlant's
+        if budget is None:
+            return delay
+        windows = [(self._sent[operation], budget.allowed(operation))]
+        if background:
+            windows.append(
+                (self._background[operation], budget.allowed(operation, background=True))
+            )
+        for sent, allowed in windows:  # moving windows, as Parlant's
+            if allowed is None:
+                continue
             while sent and now - sent[0] >= budget.window:
                 sent.popleft()
             if len(sent) >= allowed:

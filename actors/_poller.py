@@ -13,6 +13,16 @@ new one, is held instead of told as a failure (the session's actor sees its poll
 it does not back off on its own); one probe (`GET /healthz`, any answer below 500) asks whether
 the server is back, and the held polls are then readmitted at a bounded rate (`Readmission`).
 One log line per transition, not one per session.
+
+And it keeps what one Parlant is asked to carry bounded (`PollCeiling`): every waiting poll
+costs Parlant four reads of its store a second, so at most `max_waiting` polls wait at once.
+A turn's polls (an ask, a stream, a followed message: `StartPoll.for_turn`) always go; the
+others (readers, lingering sessions) take the slots a turn leaves. Beyond the ceiling, a
+session is read in rotation, with `wait_for_data=0`, at most `rotation_rate` reads a second
+for all of them (a read costs Parlant about one request, 2.3 ms: less than a waiting second
+costs it past a few seconds between reads, measured); and a background poll that times out
+while others wait in the rotation yields its slot to the one that waited longest, so every
+session beyond the ceiling takes its turn at waiting too.
 """
 
 from __future__ import annotations
@@ -20,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Final, final
+from dataclasses import dataclass
+from typing import Final, NamedTuple, final
 from urllib.parse import quote
 
 import pydantic
@@ -55,7 +67,7 @@ from actors._wire import (
 
 _log = structlog.get_logger("parlant_supervisor")
 
-__all__ = ["Poller", "outcome_label"]
+__all__ = ["PollCeiling", "Poller", "outcome_label"]
 
 TIMEOUT_MARGIN: Final = 10.0
 """Seconds the client waits past `wait_for_data`, so the server's 504 normally comes first."""
@@ -65,6 +77,37 @@ _TICK: Final = 0.02
 
 _UPSTREAM_FAILURES: Final = frozenset({FailureKind.NETWORK, FailureKind.SERVER_ERROR})
 """Poll failures that say the server is not there (refused, reset, 5xx), not the session."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PollCeiling:
+    """How many polls one Parlant is asked to keep waiting at once, and how sessions beyond
+    that are read.
+
+    Attributes:
+        max_waiting: Polls waiting on Parlant at once (None: no ceiling). A turn's polls
+            always go; readers and lingering sessions share what they leave.
+        rotation_rate: Reads a second, for all the sessions beyond the ceiling together (each
+            a `list_events` with `wait_for_data=0`): what they cost Parlant, bounded.
+    """
+
+    max_waiting: int | None = 100
+    rotation_rate: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_waiting is not None and self.max_waiting < 0:
+            raise ValueError(f"max_waiting must be >= 0 or None, got {self.max_waiting}")
+        if not 0 < self.rotation_rate < math.inf:
+            raise ValueError(f"rotation_rate must be > 0 reads a second, got {self.rotation_rate}")
+
+
+class _Rotating(NamedTuple):
+    """A poll beyond the ceiling, waiting for its turn to be read."""
+
+    poll: StartPoll
+    tell: Callable[[Message], None]
+    deadline: float  # when it ends, for a poll that is told its end (`repeat_wait` None)
 
 
 def outcome_label(outcome: Message) -> str:
@@ -96,6 +139,7 @@ class Poller:
         max_body: int = 0,
         readmission: Readmission | None = None,
         budget: Budget | None = None,
+        ceiling: PollCeiling | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._io = io
@@ -113,6 +157,10 @@ class Poller:
         self._budget = budget or Budget(None, io.loop.time)
         self._held: dict[str, tuple[StartPoll, Callable[[Message], None]]] = {}
         self._finishing: set[str] = set()  # sessions whose open poll is their last
+        self._ceiling = ceiling or PollCeiling()
+        self._waiting: set[str] = set()  # sessions whose task in `_polls` is a long-poll
+        self._rotation: dict[str, _Rotating] = {}  # beyond the ceiling: read in turn
+        self._rotator: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None  # probing, then readmitting
         self._down_since = 0.0
         self._heard: asyncio.Event | None = None  # another request got an answer meanwhile
@@ -127,6 +175,21 @@ class Poller:
     def held_polls(self) -> int:
         """Polls held while the upstream is down or recovering (any thread; approximate)."""
         return len(self._held)
+
+    @property
+    def waiting_polls(self) -> int:
+        """Long-polls waiting on Parlant now (any thread; approximate)."""
+        return len(self._waiting)
+
+    @property
+    def rotating_polls(self) -> int:
+        """Sessions beyond the ceiling, read in rotation now (any thread; approximate)."""
+        return len(self._rotation) + len(self._polls) - len(self._waiting)
+
+    @property
+    def ceiling(self) -> PollCeiling:
+        """The ceiling of waiting polls."""
+        return self._ceiling
 
     @property
     def upstream_state(self) -> UpstreamState:
@@ -202,10 +265,12 @@ class Poller:
         self._io.call_soon(self._close_all)
 
     def _close_all(self) -> None:
-        for session_id in list(self._polls.keys() | self._connections.keys() | self._held.keys()):
+        sessions = self._polls.keys() | self._connections.keys() | self._held.keys()
+        for session_id in list(sessions | self._rotation.keys()):
             self._release(session_id, None)
-        if self._recovery is not None:
-            self._recovery.cancel()
+        for task in (self._recovery, self._rotator):
+            if task is not None:
+                task.cancel()
 
     async def aclose(self) -> None:
         """Cancel every poll and close every connection (on the I/O loop)."""
@@ -221,16 +286,94 @@ class Poller:
         if self._upstream.state is not UpstreamState.UP:
             self._held[session_id] = (poll, tell)  # readmitted in turn
             return
-        self._launch(session_id, poll, tell)
+        self._admit(session_id, poll, tell)
 
-    def _launch(self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]) -> None:
-        task = self._io.loop.create_task(self._poll(session_id, poll, tell))
+    def _admit(
+        self,
+        session_id: str,
+        poll: StartPoll,
+        tell: Callable[[Message], None],
+        deadline: float | None = None,
+    ) -> None:
+        """Send the poll to wait on Parlant if the ceiling lets it (a turn's always), else
+        join the rotation. `deadline`: when a poll that is told its end ends (else after its
+        `wait_for_data` from now)."""
+        now = self._io.loop.time()
+        if deadline is not None and poll.repeat_wait is None:
+            rest = max(1, math.ceil(deadline - now))
+            poll = dataclasses.replace(poll, wait_for_data=min(poll.wait_for_data, rest))
+        if poll.for_turn or self._below_ceiling():
+            self._launch(session_id, poll, tell, waiting=True)
+            return
+        end = deadline if deadline is not None else now + poll.wait_for_data
+        self._rotation[session_id] = _Rotating(poll, tell, end)
+        if self._rotator is None or self._rotator.done():
+            self._rotator = self._io.loop.create_task(self._rotate())
+
+    def _below_ceiling(self) -> bool:
+        limit = self._ceiling.max_waiting
+        return limit is None or len(self._waiting) < limit
+
+    def _launch(
+        self,
+        session_id: str,
+        poll: StartPoll,
+        tell: Callable[[Message], None],
+        *,
+        waiting: bool,
+        deadline: float = 0.0,
+    ) -> None:
+        """Run the poll: waiting on Parlant, or (`waiting` False) one read of the rotation."""
+        if waiting:
+            task = self._io.loop.create_task(self._poll(session_id, poll, tell))
+            self._waiting.add(session_id)
+        else:
+            task = self._io.loop.create_task(self._read(session_id, poll, tell, deadline))
         self._polls[session_id] = task
         task.add_done_callback(lambda done: self._forget(session_id, done))
 
     def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
         if self._polls.get(session_id) is task:
             del self._polls[session_id]
+            if session_id in self._waiting:
+                self._waiting.discard(session_id)
+                self._promote()
+
+    def _expire(self, now: float) -> None:
+        """Tell the end of the polls in the rotation that are told their end (a linger) and
+        whose time is up, read or not: nobody waits on them."""
+        expired = [
+            session_id
+            for session_id, (poll, _, deadline) in self._rotation.items()
+            if poll.repeat_wait is None and deadline <= now
+        ]
+        for session_id in expired:
+            poll, tell, _ = self._rotation.pop(session_id)
+            self._finishing.discard(session_id)
+            tell(PollTimedOut(poll.generation, "empty"))
+
+    def _promote(self) -> None:
+        """A waiting poll ended: the longest in the rotation takes its slot."""
+        while self._rotation and self._below_ceiling():
+            session_id = next(iter(self._rotation))
+            poll, tell, deadline = self._rotation.pop(session_id)
+            self._admit(session_id, poll, tell, deadline)
+
+    async def _rotate(self) -> None:
+        """Read the sessions beyond the ceiling in turn, `rotation_rate` a second at most;
+        while the upstream is not up they are held like any poll."""
+        interval = 1.0 / self._ceiling.rotation_rate
+        while self._rotation:
+            self._expire(self._io.loop.time())
+            if not self._rotation:
+                return
+            session_id = next(iter(self._rotation))
+            poll, tell, deadline = self._rotation.pop(session_id)
+            if self._upstream.state is not UpstreamState.UP:
+                self._held[session_id] = (poll, tell)
+                continue
+            self._launch(session_id, poll, tell, waiting=False, deadline=deadline)
+            await asyncio.sleep(interval)
 
     def _owns(self, session_id: str, owner: str | None) -> bool:
         return owner is None or self._owners.get(session_id, owner) == owner
@@ -257,9 +400,13 @@ class Poller:
             return
         self._finishing.discard(session_id)
         self._held.pop(session_id, None)
+        self._rotation.pop(session_id, None)
         task = self._polls.pop(session_id, None)
         if task is not None:
             task.cancel()
+            if session_id in self._waiting:
+                self._waiting.discard(session_id)
+                self._promote()
 
     def _release(self, session_id: str, owner: str | None) -> None:
         if not self._owns(session_id, owner):
@@ -279,28 +426,11 @@ class Poller:
     async def _poll(
         self, session_id: str, poll: StartPoll, tell: Callable[[Message], None]
     ) -> None:
+        """A poll waiting on Parlant, sent again while it times out and its session allows."""
         while True:
-            started = self._io.loop.time()
-            refused = False
-            try:
-                outcome, refused = await self._outcome(session_id, poll)
-            except Exception as error:  # a bug here must not leave the session waiting forever
-                _log.exception("session.poll_crashed", session_id=session_id)
-                detail = f"internal error: {type(error).__name__}: {error}"
-                outcome = PollFailed(poll.generation, PollFailure(FailureKind.INTERNAL, detail))
-            self._recorder.poll_finished(outcome_label(outcome), self._io.loop.time() - started)
-            if isinstance(outcome, EventsReceived):
-                kinds = Counter(str(event.kind) for event in outcome.events)
-                for kind, count in kinds.items():
-                    self._recorder.events_received(kind, count)
-            if isinstance(outcome, PollFailed) and outcome.failure.kind in _UPSTREAM_FAILURES:
-                if self._upstream.failed(session_id, refused=refused):
-                    self._went_down(outcome.failure)
-                if self._upstream.state is UpstreamState.DOWN:
-                    self._hold(session_id, poll, tell)  # the server is not there: wait
-                    return
-            elif not isinstance(outcome, PollFailed):
-                self._upstream.succeeded()
+            outcome = await self._attempt(session_id, poll, tell)
+            if outcome is None:
+                return  # held until the upstream is back
             repeat = poll.repeat_wait
             if isinstance(outcome, PollTimedOut) and repeat and session_id not in self._finishing:
                 lowest, highest = repeat  # nothing new: the same poll again, untold
@@ -308,10 +438,67 @@ class Poller:
                 if self._upstream.state is not UpstreamState.UP:
                     self._hold(session_id, poll, tell)  # readmitted in turn, like any new poll
                     return
+                if not poll.for_turn and self._rotation:
+                    # sessions wait beyond the ceiling: the longest waiting takes this slot
+                    deadline = self._io.loop.time() + poll.wait_for_data
+                    self._rotation[session_id] = _Rotating(poll, tell, deadline)
+                    return
                 continue
             self._finishing.discard(session_id)
             tell(outcome)
             return
+
+    async def _read(
+        self,
+        session_id: str,
+        poll: StartPoll,
+        tell: Callable[[Message], None],
+        deadline: float,
+    ) -> None:
+        """One read of a session beyond the ceiling (`wait_for_data=0`); nothing new: back to
+        the rotation's end, untold, until the poll's `deadline` for one that is told its end."""
+        outcome = await self._attempt(session_id, poll, tell, waiting=False)
+        if outcome is None:
+            return
+        again = poll.repeat_wait is not None or self._io.loop.time() < deadline
+        if isinstance(outcome, PollTimedOut) and again and session_id not in self._finishing:
+            self._admit(session_id, poll, tell, deadline)
+            return
+        self._finishing.discard(session_id)
+        tell(outcome)
+
+    async def _attempt(
+        self,
+        session_id: str,
+        poll: StartPoll,
+        tell: Callable[[Message], None],
+        *,
+        waiting: bool = True,
+    ) -> Message | None:
+        """Send the poll once (`waiting` False: a read that does not wait); its outcome, or
+        None when the upstream is down and the poll is held until it is back."""
+        started = self._io.loop.time()
+        refused = False
+        try:
+            outcome, refused = await self._outcome(session_id, poll, waiting=waiting)
+        except Exception as error:  # a bug here must not leave the session waiting forever
+            _log.exception("session.poll_crashed", session_id=session_id)
+            detail = f"internal error: {type(error).__name__}: {error}"
+            outcome = PollFailed(poll.generation, PollFailure(FailureKind.INTERNAL, detail))
+        self._recorder.poll_finished(outcome_label(outcome), self._io.loop.time() - started)
+        if isinstance(outcome, EventsReceived):
+            kinds = Counter(str(event.kind) for event in outcome.events)
+            for kind, count in kinds.items():
+                self._recorder.events_received(kind, count)
+        if isinstance(outcome, PollFailed) and outcome.failure.kind in _UPSTREAM_FAILURES:
+            if self._upstream.failed(session_id, refused=refused):
+                self._went_down(outcome.failure)
+            if self._upstream.state is UpstreamState.DOWN:
+                self._hold(session_id, poll, tell)  # the server is not there: wait
+                return None
+        elif not isinstance(outcome, PollFailed):
+            self._upstream.succeeded()
+        return outcome
 
     # --- the upstream's health ------------------------------------------------------------
 
@@ -359,7 +546,7 @@ class Poller:
             while allowance >= 1.0 and self._held:
                 session_id = next(iter(self._held))
                 poll, tell = self._held.pop(session_id)
-                self._launch(session_id, poll, tell)
+                self._admit(session_id, poll, tell)
                 allowance -= 1.0
             await asyncio.sleep(_TICK)
 
@@ -372,12 +559,15 @@ class Poller:
             return False
         return response.status < 500
 
-    async def _outcome(self, session_id: str, poll: StartPoll) -> tuple[Message, bool]:
+    async def _outcome(
+        self, session_id: str, poll: StartPoll, *, waiting: bool
+    ) -> tuple[Message, bool]:
         """The poll's outcome, and whether its connection was refused. It goes once the budget
-        lets it, waiting longer than asked when many sessions need it to stay within it."""
+        lets it, waiting longer than asked when many polls wait and need it to stay within
+        the budget (`waiting` False: a read, which does not wait)."""
         generation = poll.generation
-        await self._budget.take("list_events")
-        wait = self._budget.poll_wait(len(self._owners), poll.wait_for_data)
+        await self._budget.take("list_events", background=not poll.for_turn)
+        wait = self._budget.poll_wait(len(self._waiting), poll.wait_for_data) if waiting else 0
         path = (
             f"/sessions/{quote(session_id, safe='')}/events"
             f"?min_offset={poll.min_offset}&wait_for_data={wait}"

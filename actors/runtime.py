@@ -4,7 +4,8 @@ Application code needs none of this: it uses `supervisor.SessionSupervisor`. Thi
 between the actor layer and the layers above it, so that nothing outside `actors` imports its
 private modules:
 
-- the I/O side, all on one asyncio thread: `IOLoop`, `Poller` (long-polls), `Follower`
+- the I/O side, all on one asyncio thread: `IOLoop`, `Poller` (long-polls, within a
+  `PollCeiling`), `Follower`
   (streamed messages), `ParlantApi` (posts, reads, checkpoints), `Budget` (the request budget
   they share), `translate_error` (an HTTP failure as this library's error);
 - the actor side: `Dispatcher` (the worker threads every actor runs on), `SessionActor`, the
@@ -60,7 +61,7 @@ from actors._parlant import (
     ParlantApi,
     translate_error,
 )
-from actors._poller import TIMEOUT_MARGIN, Poller
+from actors._poller import TIMEOUT_MARGIN, PollCeiling, Poller
 from actors._recorder import Recorder
 from actors._restarts import RestartTracker
 from actors._wire import MAX_BODY, check_headers, is_open, next_cycle, read_message
@@ -101,6 +102,7 @@ __all__ = [
     "Message",
     "MessagePosted",
     "ParlantApi",
+    "PollCeiling",
     "Poller",
     "PostFailed",
     "ReapRequested",

@@ -45,6 +45,14 @@ class StatisticsSource(Protocol):
     @property
     def held_polls(self) -> int: ...
     @property
+    def waiting_polls(self) -> int: ...
+    @property
+    def rotating_polls(self) -> int: ...
+    @property
+    def poll_demand(self) -> int: ...
+    @property
+    def poll_ceiling(self) -> int | None: ...
+    @property
     def buffered_events(self) -> int: ...
     @property
     def buffered_events_max(self) -> int: ...
@@ -93,6 +101,27 @@ class StatisticsCollector(Collector):
             upstream.add_metric([state], float(stats.upstream == state))
         yield upstream
         yield _gauge("held_polls", "Polls held until Parlant is back.", stats.held_polls)
+        yield _gauge(
+            "waiting_polls",
+            "Polls waiting on Parlant now (each costs it four reads of its store a second).",
+            stats.waiting_polls,
+        )
+        yield _gauge(
+            "rotating_polls",
+            "Sessions beyond the ceiling of waiting polls, read in rotation.",
+            stats.rotating_polls,
+        )
+        yield _gauge(
+            "poll_demand",
+            "Sessions that want a poll now: waiting on Parlant or read in rotation.",
+            stats.poll_demand,
+        )
+        if stats.poll_ceiling is not None:
+            yield _gauge(
+                "poll_ceiling",
+                "The most polls kept waiting on Parlant at once (max_waiting_polls).",
+                stats.poll_ceiling,
+            )
         yield _gauge(
             "buffered_events",
             "Unclaimed events held in memory, all sessions.",

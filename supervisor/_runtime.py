@@ -140,6 +140,7 @@ class Runtime:
             timeout_margin=config.poll_timeout_margin,
             max_body=config.max_response_bytes,
             budget=budget,
+            ceiling=config.poll_ceiling(),
         )
         follower = Follower(
             self.io,
@@ -266,6 +267,9 @@ class Runtime:
             open_polls=poller.open_polls,
             upstream=poller.upstream_state.value,
             held_polls=poller.held_polls,
+            waiting_polls=poller.waiting_polls,
+            rotating_polls=poller.rotating_polls,
+            poll_ceiling=poller.ceiling.max_waiting,
         )
 
     def stop(self, error: SupervisorError, budget: float) -> bool:

@@ -41,6 +41,9 @@ class SupervisorStatistics:
         upstream: Parlant's health as the supervisor sees it: `up`, `down` (its polls are
             held, one probe asks), `recovering` (held polls readmitted at a bounded rate).
         held_polls: Polls held until Parlant is back.
+        waiting_polls: Polls waiting on Parlant now (each costs it four store reads a second).
+        rotating_polls: Sessions beyond the ceiling of waiting polls, read in rotation.
+        poll_ceiling: The most polls kept waiting on Parlant at once (None: no ceiling).
         buffered_events_per_session: Each live session's unclaimed events (no order, no ids).
         mailbox_depth_per_session: Each live session's mailbox depth (no order, no ids).
     """
@@ -66,6 +69,14 @@ class SupervisorStatistics:
     messages_abandoned_total: int = 0
     upstream: str = "up"
     held_polls: int = 0
+    waiting_polls: int = 0
+    rotating_polls: int = 0
+    poll_ceiling: int | None = None
+
+    @property
+    def poll_demand(self) -> int:
+        """Sessions that want a poll now: waiting on Parlant or read in rotation."""
+        return self.waiting_polls + self.rotating_polls
 
     @classmethod
     def collect(
@@ -78,6 +89,9 @@ class SupervisorStatistics:
         open_polls: int,
         upstream: str = "up",
         held_polls: int = 0,
+        waiting_polls: int = 0,
+        rotating_polls: int = 0,
+        poll_ceiling: int | None = None,
     ) -> SupervisorStatistics:
         """Aggregate per-session snapshots."""
         by_state = dict.fromkeys(SessionState, 0)
@@ -117,6 +131,9 @@ class SupervisorStatistics:
             messages_abandoned_total=abandoned,
             upstream=upstream,
             held_polls=held_polls,
+            waiting_polls=waiting_polls,
+            rotating_polls=rotating_polls,
+            poll_ceiling=poll_ceiling,
         )
 
     @classmethod
@@ -155,6 +172,14 @@ class SupervisorStatistics:
                 (part.upstream for part in parts), key=_UPSTREAM_SEVERITY.index, default="up"
             ),
             held_polls=sum(part.held_polls for part in parts),
+            waiting_polls=sum(part.waiting_polls for part in parts),
+            rotating_polls=sum(part.rotating_polls for part in parts),
+            # each shard has its own ceiling (its own upstream connections): theirs add up
+            poll_ceiling=(
+                None
+                if any(part.poll_ceiling is None for part in parts)
+                else sum(part.poll_ceiling or 0 for part in parts)
+            ),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -161,6 +161,7 @@ PINNED = {
         "Message",
         "MessagePosted",
         "ParlantApi",
+        "PollCeiling",
         "Poller",
         "PostFailed",
         "ReapRequested",

@@ -455,11 +455,11 @@ def test_a_bug_inside_a_poll_is_reported_and_retried_not_left_hanging(
     real_outcome = Poller._outcome
     calls = {"n": 0}
 
-    async def buggy_once(self: Poller, session_id: str, poll: object) -> object:
+    async def buggy_once(self: Poller, session_id: str, poll: object, **options: bool) -> object:
         calls["n"] += 1
         if calls["n"] == 1:
             raise KeyError("a bug")
-        return await real_outcome(self, session_id, poll)  # type: ignore[arg-type]
+        return await real_outcome(self, session_id, poll, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Poller, "_outcome", buggy_once)
     session_id = new_session(server, sup)

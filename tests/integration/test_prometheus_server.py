@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import metrics
-from supervisor import SessionNotFound, SessionSupervisor
-from supervisor.testing import EmulatorServer, settle
+from supervisor import SessionNotFound, SessionState, SessionSupervisor
+from supervisor.testing import EmulatorServer, wait_until
 
 Serve = Callable[..., EmulatorServer]
 Supervise = Callable[..., SessionSupervisor]
@@ -82,14 +82,20 @@ def test_prometheus_scrapes_what_statistics_says(
     serve: Serve, supervise: Supervise, prometheus: Callable[[int], str]
 ) -> None:
     server = serve()
-    sup = supervise(server.url)
+    # short polls: one open when the last consumer leaves is not cut short, but ends by itself
+    sup = supervise(server.url, wait_for_data=2, wait_jitter=0)
     agent_id = server.call(server.emulator.agent_id, "echo")
     sessions = [sup.create_session(agent_id) for _ in range(3)]
     for session_id in sessions:
         sup.ask(session_id, "hello", timeout=30)
     with pytest.raises(SessionNotFound):
         sup.ask("NoSuchSession", "hello", timeout=30)
-    settle(sup)
+    # answered, nobody waits: each lingers, then sends Parlant nothing
+    wait_until(
+        sup,
+        lambda: sup.statistics().sessions_by_state[SessionState.DORMANT] == 3,
+        what="the answered sessions dormant",
+    )
     endpoint = metrics.start_http_server(sup.registry)
     try:
         base = prometheus(endpoint.port)
@@ -113,8 +119,8 @@ def test_prometheus_scrapes_what_statistics_says(
         endpoint.close()
 
     assert seen == expected
-    assert expected["polling"] == 3
+    assert expected["dormant"] == 3
     assert expected["failed"] == 1
     assert seen_answered == answered
-    assert len(rules[0]["rules"]) == 5  # the shipped alert rules load in a real server
+    assert len(rules[0]["rules"]) == 6  # the shipped alert rules load in a real server
     assert all(rule["health"] != "err" for rule in rules[0]["rules"])

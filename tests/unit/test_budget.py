@@ -64,3 +64,35 @@ def test_a_scaled_budget_multiplies_every_limit_and_bad_ones_are_refused() -> No
         RequestBudget({"list_events": 0})
     with pytest.raises(ValueError, match="headroom"):
         RequestBudget(headroom=0)
+
+
+def test_background_requests_take_only_their_share_and_leave_room_for_turns() -> None:
+    now = Now()
+    budget = Budget(RequestBudget({"list_events": 20}, window=60, headroom=1.0), now)
+    for _ in range(10):  # idle_share 0.5: 10 of 20 for readers and lingering sessions
+        assert budget.delay("list_events", background=True) <= 0
+        asyncio.run(budget.take("list_events", background=True))
+    assert budget.delay("list_events", background=True) == pytest.approx(60)
+    for _ in range(10):  # a turn's polls still go
+        take_now(budget, "list_events")
+    assert budget.delay("list_events") == pytest.approx(60)
+
+
+def test_the_ceiling_of_waiting_polls_agrees_with_the_production_budget() -> None:
+    """Parlant's production policy allows 240 list_events a minute per client IP: its
+    background share (108) lets 108 polls wait 60 s each, so the default ceiling (100) fits and
+    no wait has to stretch; with 30-s waits the ceiling comes down to what fits (54)."""
+    from supervisor import SupervisorConfig
+
+    production = RequestBudget.parlant_production()
+    assert production.polls_within(60) == 108
+    config = SupervisorConfig(request_budget=production)
+    ceiling = config.poll_ceiling().max_waiting
+    assert ceiling == 100
+    assert production.poll_wait(ceiling, config.wait_for_data) == config.wait_for_data
+    short = SupervisorConfig(request_budget=production, wait_for_data=30, wait_jitter=5)
+    assert short.poll_ceiling().max_waiting == 54
+    assert production.poll_wait(54, 30) == 30
+    unbounded = SupervisorConfig(request_budget=production, max_waiting_polls=None)
+    assert unbounded.poll_ceiling().max_waiting == 108
+    assert SupervisorConfig().poll_ceiling().max_waiting == 100  # no budget: as configured
