@@ -119,12 +119,14 @@ class SessionSettings:
             that would fail it, before it resolves as it is. Parlant writes the error a few ms
             after the completed `ready`, and a poll sees new events within 0.25 s.
         linger: Seconds the session keeps polling once nobody waits on it any more (no ask,
-            stream or reader, no streamed message being followed): what Parlant writes at the
-            end of a turn arrives meanwhile. Then the session is DORMANT and sends Parlant
-            nothing until someone waits on it again; what Parlant wrote meanwhile is read
-            then, and goes to the next reader like any unclaimed event. None: poll for as long
-            as the session lives, whoever waits (each waiting poll costs Parlant 4 reads of its
-            store a second).
+            stream or reader, no streamed message being followed), so that what Parlant writes
+            after a turn is read at once. Then the session is DORMANT and sends Parlant nothing
+            until someone waits on it again; what Parlant wrote meanwhile is read then, and
+            goes to the next reader like any unclaimed event, so a linger changes when such
+            events are read, never who gets them. 0 by default: a turn's own late writes (a
+            `status: error`) come within `failure_grace`, while its asks still wait, and each
+            second of linger costs Parlant four store reads per session. None: poll for as
+            long as the session lives, whoever waits.
     """
 
     wait_for_data: int = 60
@@ -134,7 +136,7 @@ class SessionSettings:
     idle_ttl: float | None = None
     checkpoint_interval: float | None = None
     failure_grace: float = 0.5
-    linger: float | None = 2.0
+    linger: float | None = 0.0
 
     def __post_init__(self) -> None:
         if self.linger is not None and not 0 <= self.linger < math.inf:

@@ -36,6 +36,14 @@ from supervisor import SessionSupervisor, SupervisorConfig
 from supervisor.testing import FaultProxy
 
 WAIT_FOR_DATA = 30
+
+
+def polled() -> SupervisorConfig:
+    """Every session polled for as long as it lives, none beyond a ceiling: this benchmark
+    measures the client's side of holding N polls open (the cost to Parlant: bench.upstream)."""
+    return SupervisorConfig(wait_for_data=WAIT_FOR_DATA, linger=None, max_waiting_polls=None)
+
+
 SAMPLES = 200  # a p99 of 60 samples is their maximum
 ASK_ROUNDS = 2
 ASK_BUDGET = 120.0
@@ -126,9 +134,7 @@ def wait_until_polled(server: Server, count: int) -> None:
 
 
 def run_library(server: Server, sessions: list[str], idle_seconds: float) -> dict[str, Any]:
-    sup = SessionSupervisor(
-        str(server.http.base_url), config=SupervisorConfig(wait_for_data=WAIT_FOR_DATA)
-    )
+    sup = SessionSupervisor(str(server.http.base_url), config=polled())
     started = time.perf_counter()
     for session_id in sessions:
         sup.open(session_id, since=0)
@@ -293,7 +299,8 @@ def run_outage(impl: str, server: Server, sessions: list[str], outage_s: float) 
                 time.sleep(0.05)
 
         if impl == "library":
-            sup = SessionSupervisor(proxy.url, config=SupervisorConfig(wait_for_data=WAIT_FOR_DATA))
+            config = polled()
+            sup = SessionSupervisor(proxy.url, config=config)
             for session_id in sessions:
                 sup.open(session_id, since=0)
             all_polling()

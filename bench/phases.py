@@ -191,7 +191,10 @@ def main() -> None:
         print(f"{count} sessions", flush=True)
         wait = options.wait_for_data
         jitter = min(SupervisorConfig().wait_jitter, wait // 2)  # the default, where it fits
-        config = SupervisorConfig(wait_for_data=wait, wait_jitter=jitter)
+        # every session polled, none beyond a ceiling: the client's side of N open polls
+        config = SupervisorConfig(
+            wait_for_data=wait, wait_jitter=jitter, linger=None, max_waiting_polls=None
+        )
         if options.request_concurrency is not None:
             config = dataclasses.replace(config, request_concurrency=options.request_concurrency)
         sup = SessionSupervisor(url, config=config)

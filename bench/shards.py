@@ -55,6 +55,9 @@ def measure(shards: int, sessions: int, console: Console) -> dict[str, Any]:
                 shards=shards,
                 config=SupervisorConfig(
                     wait_for_data=WAIT_FOR_DATA,
+                    # every session polled: the figures are of N open polls over shards
+                    linger=None,
+                    max_waiting_polls=None,
                     durable_checkpoints=True,
                     checkpoint_interval=CHECKPOINT_INTERVAL,
                 ),

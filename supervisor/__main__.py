@@ -67,6 +67,14 @@ ParlantOption = Annotated[
     str,
     typer.Option("--parlant", envvar="PARLANT_URL", help=_PARLANT_HELP, callback=_parlant_choice),
 ]
+ParlantModuleOption = Annotated[
+    bool,
+    typer.Option(
+        help="With --parlant local: load supervisor.parlant_module into that server, so that "
+        "requests waiting on a session are woken by its writes instead of re-reading Parlant's "
+        "store every 0.25 s."
+    ),
+]
 
 
 class _Signalled(BaseException):
@@ -95,20 +103,23 @@ def _cleanup_before_dying_by(signum: signal.Signals) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _parlant(choice: str, console: Console) -> Iterator[str | None]:
+def _parlant(choice: str, console: Console, *, parlant_module: bool) -> Iterator[str | None]:
     """The Parlant URL for `choice` (None: the embedded emulator), a local server running
-    until the block ends."""
+    until the block ends (with `supervisor.parlant_module` if `parlant_module`)."""
     if choice != "local":
         yield None if choice == "embedded" else choice
         return
     with console.status("Starting a local Parlant server (a few seconds)..."):
         try:
-            server = local_parlant()
+            server = local_parlant(parlant_module=parlant_module)
         except ParlantServerError as error:
             console.print(f"[bold red]error:[/] {error}")
             raise typer.Exit(1) from None
     with server:
-        console.print(f"Parlant: a local real server at {server.url} (pid {server.pid})")
+        waiting = "woken by writes (supervisor.parlant_module)" if parlant_module else "polled"
+        console.print(
+            f"Parlant: a local real server at {server.url} (pid {server.pid}); waiting {waiting}"
+        )
         yield server.url
 
 
@@ -121,6 +132,7 @@ def serve(
         int, typer.Option(envvar="SUPERVISOR_PORT", min=0, max=65535, help="Port to listen on.")
     ] = 8000,
     parlant: ParlantOption = "embedded",
+    parlant_module: ParlantModuleOption = True,
     ask_timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds a chat request waits for its reply (then 504).")
     ] = 60.0,
@@ -207,7 +219,10 @@ def serve(
             "(each worker would embed an emulator of its own)",
             param_hint="--workers",
         )
-    with _cleanup_before_dying_by(signal.SIGTERM), _parlant(parlant, console) as parlant_url:
+    with (
+        _cleanup_before_dying_by(signal.SIGTERM),
+        _parlant(parlant, console, parlant_module=parlant_module) as parlant_url,
+    ):
         where = parlant_url or "the embedded emulator (no Parlant server needed)"
         console.print(f"[bold]parlant-supervisor[/bold] backend; Parlant: {where}")
         if shards:
@@ -238,13 +253,14 @@ def serve(
 @app.command()
 def demo(
     parlant: ParlantOption = "embedded",
+    parlant_module: ParlantModuleOption = True,
     timeout: Annotated[float, typer.Option(help="Seconds each reply may take.", min=1)] = 60.0,
     verbose: Annotated[bool, typer.Option(help="Show the supervisor's info logs.")] = False,
 ) -> None:
     """Start the backend on a free port and hold two conversations through its HTTP API."""
     _configure_logging(verbose)
     console = Console()
-    with _parlant(parlant, console) as parlant_url:
+    with _parlant(parlant, console, parlant_module=parlant_module) as parlant_url:
         if not run_demo(console, parlant_url, timeout):
             raise typer.Exit(1)
     console.print("[bold green]demo finished: every reply arrived, nothing left running[/]")
@@ -260,6 +276,7 @@ def drill(
     faults: Annotated[int, typer.Option(min=1, help="Faults each scenario aims at.")] = 120,
     seed: Annotated[int, typer.Option(help="Seeds every random choice.")] = 0,
     parlant: ParlantOption = "embedded",
+    parlant_module: ParlantModuleOption = True,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
     ] = None,
@@ -278,7 +295,8 @@ def drill(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--scenario") from None
     _configure_logging(verbose=False, quiet=True)
-    with _parlant(parlant, console) as parlant_url:  # the proxy goes in front of a server
+    # the proxy goes in front of a server
+    with _parlant(parlant, console, parlant_module=parlant_module) as parlant_url:
         options = DrillOptions(
             sessions=sessions, turns=turns, faults=faults, seed=seed, parlant_url=parlant_url
         )

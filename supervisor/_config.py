@@ -61,12 +61,15 @@ class SupervisorConfig:
         restart_policy: How often a session's actor may crash (and be restarted from its
             checkpoint, after a jittered delay) before the session is given up.
         linger: Seconds a session keeps polling after the last ask, stream or reader of it
-            ended (what Parlant writes at the end of a turn arrives meanwhile); then it is
+            ended, so that what Parlant writes after a turn is read at once; then it is
             dormant: it sends Parlant nothing until someone waits on it again, and what
-            Parlant wrote meanwhile goes to its next reader, as any unclaimed event. Each
-            waiting poll costs Parlant four reads of its store a second, so a session nobody
-            waits on should cost nothing. None: poll every session for as long as its actor
-            lives (until `idle_ttl`), whoever waits.
+            Parlant wrote meanwhile goes to its next reader, as any unclaimed event (a linger
+            changes when such events are read, never who gets them). 0 by default: measured
+            on a real Parlant with 1,000 conversations and 2 turns a second, each second of
+            linger added ~3 % of Parlant's core (bench.upstream); a turn's own late
+            `status: error` is waited for by its asks (`failure_grace`) all the same. None:
+            poll every session for as long as its actor lives (until `idle_ttl`), whoever
+            waits.
         max_waiting_polls: Polls kept waiting on Parlant at once (None: no ceiling). Each
             costs Parlant four reads of its store a second (about 0.1 % of its one core,
             measured: 100 cost ~10 %). Polls for a turn (an ask, a stream) always go; readers

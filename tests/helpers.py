@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from supervisor import SessionSupervisor
+from supervisor._extras import missing_modules
 from supervisor.testing import EmulatorServer, wait_until
 from supervisor.testing._parlant_server import INSTALL_HINT
 
@@ -76,13 +76,13 @@ def messages(events: Iterable[dict[str, Any]]) -> list[str]:
 
 def require_parlant() -> None:
     """Skip unless the `[parlant-server]` extra is installed (see `require_module`)."""
-    require_module("parlant", INSTALL_HINT)
+    require_module("parlant.sdk", INSTALL_HINT)  # `parlant` alone is parlant-client's too
 
 
 def require_module(module: str, hint: str) -> None:
     """Skip unless `module` (an extra's) is installed; under CI=true, fail instead: CI installs
     every extra, so a skip there would hide that the tests needing it never ran."""
-    if importlib.util.find_spec(module) is None:
+    if missing_modules(module):
         if os.environ.get("CI"):
             pytest.fail(hint)
         pytest.skip(hint)

@@ -57,6 +57,7 @@ PINNED = {
         "ModelFailure",
         "ParlantCost",
         "ParlantEmulator",
+        "ParlantListener",
         "ParlantServer",
         "ParlantServerError",
         "ProxyRecord",
@@ -184,6 +185,15 @@ PINNED = {
         "notifying",
         "read_message",
         "translate_error",
+    ],
+    "supervisor.parlant_module": [
+        "IncompatibleParlant",
+        "NotifyingSessionListener",
+        "check_parlant",
+        "configure_container",
+        "configure_module",
+        "initialize_container",
+        "initialize_module",
     ],
     "metrics": [
         "PREFIX",

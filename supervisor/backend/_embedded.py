@@ -95,14 +95,16 @@ EMBEDDED_AGENTS: Final = (
 """The research-paper and medical-welfare agents of the embedded default."""
 
 
-def local_parlant() -> ParlantServer:
+def local_parlant(*, parlant_module: bool = True) -> ParlantServer:
     """A real Parlant server on 127.0.0.1 (the `[parlant-server]` extra) serving the same two
     agents with the same scripted answers, under Parlant's stock perceived-performance policy
-    (a preamble and an intermediate `ready`; 3-4 s per turn)."""
+    (a preamble and an intermediate `ready`; 3-4 s per turn), with `supervisor.parlant_module`
+    loaded unless told otherwise (waiting on it costs nothing)."""
     return ParlantServer(
         agents={agent.name: agent.description for agent in _AGENTS.values()},
         policy="stock",
         reply=f"{__name__}:answer",
         streaming=list(_AGENTS),
         chunk_delay=_CHUNK_DELAY,
+        parlant_module=parlant_module,
     )

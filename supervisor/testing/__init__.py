@@ -42,7 +42,12 @@ from supervisor.emulator import (
 )
 from supervisor.testing._chaos import kill_session_actor, kill_shard
 from supervisor.testing._clock import FakeClock
-from supervisor.testing._parlant_server import ParlantServer, ParlantServerError, Utterance
+from supervisor.testing._parlant_server import (
+    ParlantListener,
+    ParlantServer,
+    ParlantServerError,
+    Utterance,
+)
 from supervisor.testing._proxy import (
     Delay,
     Drop,
@@ -73,6 +78,7 @@ __all__ = [
     "ModelFailure",
     "ParlantCost",
     "ParlantEmulator",
+    "ParlantListener",
     "ParlantServer",
     "ParlantServerError",
     "ProxyRecord",

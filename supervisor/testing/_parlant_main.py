@@ -3,11 +3,14 @@
     python -m supervisor.testing._parlant_main --port 8800 --tool-port 8818 \
         --policy null --reply supervisor.testing._parlant_server:echo_reply \
         --agent "Echo=Answers with what it was told" [--stream Echo] [--chunk-delay 0.02] \
-        [--authorization production]
+        [--authorization production] [--parlant-module]
 
 Transient stores: a restart forgets every session and customer (the agents are created again at
-each start; docs/PARLANT.md, "Running a real server offline"). Exits 0 on SIGTERM
-or SIGINT once Parlant has shut down.
+each start; docs/PARLANT.md, "Running a real server offline"). With `--parlant-module` it
+loads `supervisor.parlant_module` (waiting requests woken by the session's writes) through the
+SDK's `configure_container`. `GET /_harness/listener` tells which `SessionListener` the server
+runs (this harness's route, not Parlant's). Exits 0 on SIGTERM or SIGINT once Parlant has shut
+down.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from collections.abc import Sequence
 
 import parlant.sdk as p
+from fastapi import FastAPI
 from lagom import Container
 
 from supervisor.testing._parlant_nlp import service_factory
@@ -42,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--authorization", choices=("development", "production"), default="development"
     )
+    parser.add_argument("--parlant-module", action="store_true")
     args = parser.parse_args(argv)
     agents = [_agent(spec) for spec in args.agent]
     # Parlant's server stops on SIGINT (asyncio.run cancels it); SIGTERM is what process
@@ -64,7 +69,32 @@ async def _serve(args: argparse.Namespace, agents: list[tuple[str, str]]) -> Non
         if args.authorization == "production":  # what PARLANT_ENV=production installs
             # lagom keys services by their abstract type, which mypy's type-abstract refuses
             container[p.AuthorizationPolicy] = p.ProductionAuthorizationPolicy()  # type: ignore[type-abstract]
+        if args.parlant_module:
+            from supervisor import parlant_module
+
+            container = await parlant_module.configure_container(container)
         return container
+
+    built: list[Container] = []
+
+    async def initialize(container: Container) -> None:
+        built.append(container)
+        if args.parlant_module:
+            from supervisor import parlant_module
+
+            await parlant_module.initialize_container(container)
+
+    async def harness_routes(app: FastAPI) -> None:
+        @app.get("/_harness/listener")
+        async def listener() -> dict[str, object]:
+            from parlant.core.sessions import SessionListener
+
+            running = built[0][SessionListener]  # type: ignore[type-abstract]
+            return {
+                "listener": type(running).__name__,
+                "observed": bool(getattr(running, "observed", False)),
+                "waiting": getattr(running, "waiting", None),
+            }
 
     streaming = set(args.stream)
     server = p.Server(
@@ -75,6 +105,8 @@ async def _serve(args: argparse.Namespace, agents: list[tuple[str, str]]) -> Non
         session_store="transient",
         customer_store="transient",
         configure_container=configure,
+        initialize_container=initialize,
+        configure_api=harness_routes,
         log_level=p.LogLevel.WARNING,
     )
     async with server:

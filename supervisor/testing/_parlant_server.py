@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import socket
@@ -18,12 +17,14 @@ from typing import Final, Literal, NamedTuple, Self
 
 import httpx
 
+from supervisor._extras import missing_modules
 from supervisor._net import http_url
 from supervisor.emulator import CUT_MARKER, FAIL_MARKER
 
 __all__ = [
     "CUT_MARKER",
     "FAIL_MARKER",
+    "ParlantListener",
     "ParlantServer",
     "ParlantServerError",
     "ReplyFunction",
@@ -53,6 +54,21 @@ ReplyFunction = Callable[[Utterance], str]
 def echo_reply(utterance: Utterance) -> str:
     """The default reply: the customer's message, prefixed (as the emulator's `echo()`)."""
     return f"echo: {utterance.message}"
+
+
+class ParlantListener(NamedTuple):
+    """The `SessionListener` a `ParlantServer` runs.
+
+    Attributes:
+        name: `PollingSessionListener` (Parlant's own: waiting requests re-read the store on a
+            timer) or `NotifyingSessionListener` (`supervisor.parlant_module`).
+        observed: The module's listener sees the store's writes (else it re-reads on timers).
+        waiting: Requests waiting on it now (None for Parlant's own, which does not count).
+    """
+
+    name: str
+    observed: bool
+    waiting: int | None
 
 
 class ParlantServerError(RuntimeError):
@@ -87,6 +103,8 @@ class ParlantServer:
             `"production"`, its production policy (`PARLANT_ENV=production`): no customer,
             session, PATCH, DELETE or `read_event` (403) but guest sessions, and per-IP rate
             limits (429).
+        parlant_module: Load `supervisor.parlant_module`: requests waiting on a session are
+            woken by its writes instead of re-reading Parlant's store every 0.25 s.
         port: The API port (0: a free one); `tool_port` the same for its tool service.
         startup_timeout: Seconds to wait for the server to become healthy.
 
@@ -105,12 +123,14 @@ class ParlantServer:
         streaming: Collection[str] = (),
         chunk_delay: float = 0.02,
         authorization: Literal["development", "production"] = "development",
+        parlant_module: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
         tool_port: int = 0,
         startup_timeout: float = 180.0,
     ) -> None:
-        if importlib.util.find_spec("parlant") is None:
+        # parlant-client installs a `parlant` namespace package: look for the server itself
+        if missing_modules("parlant.sdk"):
             raise ParlantServerError(INSTALL_HINT)
         for name in agents:
             if not name or "=" in name:
@@ -143,6 +163,7 @@ class ParlantServer:
             f"--authorization={authorization}",
             *(f"--agent={name}={description}" for name, description in agents.items()),
             *(f"--stream={name}" for name in streaming),
+            *(["--parlant-module"] if parlant_module else []),
         ]
         self._process: subprocess.Popen[bytes] | None = None
         self._start()
@@ -151,6 +172,12 @@ class ParlantServer:
     def url(self) -> str:
         """The server's base URL."""
         return http_url(self.host, self.port)
+
+    def listener(self) -> ParlantListener:
+        """Which `SessionListener` the server runs, from a route of this harness's own
+        (`GET /_harness/listener`, not Parlant's)."""
+        answer = httpx.get(f"{self.url}/_harness/listener", timeout=10).json()
+        return ParlantListener(answer["listener"], answer["observed"], answer["waiting"])
 
     @property
     def pid(self) -> int | None:

@@ -60,6 +60,49 @@ def production_parlant() -> Iterator[ParlantServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def null_parlant_notified() -> Iterator[ParlantServer]:
+    """`null_parlant` with `supervisor.parlant_module`: waiting requests woken by writes."""
+    require_parlant()
+    with ParlantServer(
+        agents=AGENTS,
+        streaming=STREAMING,
+        chunk_delay=CHUNK_DELAY,
+        policy="null",
+        parlant_module=True,
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stock_parlant_notified() -> Iterator[ParlantServer]:
+    """`stock_parlant` with `supervisor.parlant_module`."""
+    require_parlant()
+    with ParlantServer(
+        agents=AGENTS,
+        streaming=STREAMING,
+        chunk_delay=CHUNK_DELAY,
+        policy="stock",
+        parlant_module=True,
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def production_parlant_notified() -> Iterator[ParlantServer]:
+    """`production_parlant` with `supervisor.parlant_module`."""
+    require_parlant()
+    with ParlantServer(
+        agents=AGENTS,
+        streaming=STREAMING,
+        chunk_delay=CHUNK_DELAY,
+        policy="null",
+        authorization="production",
+        parlant_module=True,
+    ) as server:
+        yield server
+
+
 @pytest.fixture
 def own_parlant() -> Iterator[ParlantServer]:
     """A real server of the test's own, for tests that kill or restart it."""

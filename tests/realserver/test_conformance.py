@@ -189,15 +189,19 @@ def superseded(sup: SessionSupervisor, url: str) -> View:
         "null-stream-cut",
     ],
 )
+@pytest.mark.parametrize("waiting", ["polled", "notified"])
 def test_the_emulator_and_the_real_server_look_the_same_to_consumers(
     policy: str,
     agents: tuple[EmulatedAgent, ...],
     scenario: Callable[[SessionSupervisor, str], View],
+    waiting: str,
     request: pytest.FixtureRequest,
     serve: Serve,
     supervise: Supervise,
 ) -> None:
-    real: ParlantServer = request.getfixturevalue(f"{policy}_parlant")
+    """On Parlant as it ships, and with `supervisor.parlant_module` (`notified`)."""
+    suffix = "_notified" if waiting == "notified" else ""
+    real: ParlantServer = request.getfixturevalue(f"{policy}_parlant{suffix}")
     emulator = serve(*agents)
 
     on_real = scenario(supervise(real.url), real.url)
@@ -238,9 +242,12 @@ def production_policy(url: str, agent_id: str, ip: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("waiting", ["polled", "notified"])
 def test_the_emulator_enforces_parlants_production_policy_as_parlant_does(
-    production_parlant: ParlantServer, serve: Serve
+    waiting: str, request: pytest.FixtureRequest, serve: Serve
 ) -> None:
+    suffix = "_notified" if waiting == "notified" else ""
+    production_parlant: ParlantServer = request.getfixturevalue(f"production_parlant{suffix}")
     emulator = serve(EmulatedAgent("Echo"), authorization="production")
 
     on_real = production_policy(production_parlant.url, "Echo", "203.0.113.5")
