@@ -382,9 +382,13 @@ class Poller:
         if not self._owns(session_id, owner):
             return
         held = self._held.get(session_id)
+        rotating = self._rotation.pop(session_id, None)
         if held is not None:
             poll, tell = held
             self._held[session_id] = (dataclasses.replace(poll, repeat_wait=None), tell)
+        elif rotating is not None:  # waiting for its turn to be read: it ends now, unread
+            tell = rotating.tell
+            tell(PollTimedOut(rotating.poll.generation, "empty"))
         elif session_id in self._polls:
             self._finishing.add(session_id)
 

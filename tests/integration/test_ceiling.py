@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 
 from parlant.client.types import Event
 
-from supervisor import SessionSupervisor
+from supervisor import SessionState, SessionSupervisor
 from supervisor.testing import EmulatorServer, metric, wait_until
 
 Serve = Callable[..., EmulatorServer]
@@ -115,3 +115,23 @@ def test_without_a_ceiling_every_reader_waits_on_parlant(
     assert sup.registry.get_sample_value("parlant_supervisor_poll_ceiling") is None
     for _, reader in opened:
         reader.close()
+
+
+def test_readers_that_leave_leave_nothing_polled_in_the_rotation_or_waiting(
+    serve: Serve, supervise: Supervise
+) -> None:
+    server = serve()
+    sup = supervise(server.url, **TIGHT)
+    opened = readers(server, sup, READERS)
+    wait_until(sup, lambda: sup.statistics().poll_demand == READERS, what="all wanting polls")
+
+    for _, reader in opened:
+        reader.close()
+
+    wait_until(
+        sup,
+        lambda: sup.statistics().sessions_by_state[SessionState.DORMANT] == READERS,
+        what="every session dormant",
+    )
+    stats = sup.statistics()
+    assert (stats.waiting_polls, stats.rotating_polls, stats.open_polls) == (0, 0, 0)
