@@ -8,18 +8,19 @@ import ipaddress
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
-from supervisor._extras import DISTRIBUTION, missing_modules
+from supervisor._extras import install_command, missing_modules
 
 if _missing := missing_modules(
     "typer", "rich", "fastapi", "uvicorn", "sqlalchemy", "sse_starlette"
 ):
     sys.exit(
         f"parlant-supervisor's command line needs the [backend] extra "
-        f"({', '.join(_missing)} not installed): pip install '{DISTRIBUTION}[backend]'"
+        f"({', '.join(_missing)} not installed): {install_command('backend')}"
     )
 
 import structlog
@@ -219,6 +220,11 @@ def serve(
             "(each worker would embed an emulator of its own)",
             param_hint="--workers",
         )
+    if shards and missing_modules("ray"):  # said now, not as a traceback from the lifespan
+        raise typer.BadParameter(
+            f"sessions sharded over Ray need the [ray] extra: {install_command('ray')}",
+            param_hint="--shards",
+        )
     with (
         _cleanup_before_dying_by(signal.SIGTERM),
         _parlant(parlant, console, parlant_module=parlant_module) as parlant_url,
@@ -305,6 +311,37 @@ def drill(
         console.print("[bold red]drill failed: see the rows marked FAIL[/]")
         raise typer.Exit(1)
     console.print("[bold green]drill passed: nothing lost, duplicated or mis-attributed[/]")
+
+
+@app.command()
+def emulator(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 8800,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(help="An agent to serve, answering 'echo: <message>' (repeatable)."),
+    ] = None,
+) -> None:
+    """Run the Parlant emulator, a Parlant-compatible server with scripted agents, until Ctrl-C:
+    a server to try the library against without installing Parlant."""
+    from supervisor.emulator import EmulatedAgent, EmulatorServer, ParlantEmulator, echo
+
+    names = agent or ["Echo"]
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    served = ParlantEmulator([EmulatedAgent(name, echo()) for name in names])
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        with EmulatorServer(served, host=host, port=port) as server:
+            console.print(f"Parlant emulator on {server.url} (Ctrl-C stops it)", soft_wrap=True)
+            for body in server.call(served.agents):
+                console.print(f"agent {body['name']}: {body['id']}", soft_wrap=True)
+            stop.wait()
+    except OSError as error:
+        console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {error}")
+        raise typer.Exit(1) from None
+    console.print("emulator stopped")
 
 
 def _proxies(value: str) -> tuple[str, ...]:

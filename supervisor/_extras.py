@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["missing_modules", "require_extra"]
+__all__ = ["install_command", "missing_modules", "require_extra"]
 
 DISTRIBUTION = "parlant-session-supervisor"
+
+
+def install_command(extra: str) -> str:
+    """The command that adds `extra` to this distribution: it is not on PyPI, but installed
+    from a clone or from a wheel built from one, so the user names where theirs is."""
+    return f"pip install '<your clone or wheel>[{extra}]'"
 
 
 def missing_modules(*modules: str) -> list[str]:
@@ -29,6 +35,6 @@ def require_extra(extra: str, *modules: str, what: str) -> None:
     if missing:
         raise ModuleNotFoundError(
             f"{what} needs the [{extra}] extra ({', '.join(missing)} not installed): "
-            f"pip install '{DISTRIBUTION}[{extra}]'",
+            f"{install_command(extra)}",
             name=missing[0],
         )

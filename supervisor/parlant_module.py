@@ -13,7 +13,7 @@ created, updated or deleted, or the session deleted, and not in between. Waiting
 nothing, and a write reaches its waiting client at once.
 
 Load it in any of the ways Parlant offers (it needs only the core package installed in
-Parlant's environment: `pip install parlant-session-supervisor`):
+Parlant's environment, from a clone or a wheel: `pip install <your clone or wheel>`):
 
 - `parlant-server --module supervisor.parlant_module` (or `modules` in Parlant's config);
 - `PARLANT_SDK_MODULE=supervisor.parlant_module` for a server started with the SDK;

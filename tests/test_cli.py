@@ -121,3 +121,32 @@ def test_an_unknown_command_fails_with_usage() -> None:
 
     assert result.returncode == 2
     assert "No such command" in result.stderr
+
+
+def test_serve_with_shards_but_without_ray_says_which_extra_in_a_few_lines() -> None:
+    """It printed a 39-line traceback from the app's lifespan before the hint."""
+    blocker = (
+        "import importlib.abc, sys\n"
+        "class NoRay(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'ray':\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, NoRay())\n"
+        "import importlib.util\n"
+        "importlib.util.find_spec = lambda name, *a: None if name.split('.')[0] == 'ray' "
+        "else _find(name, *a)\n"
+    )
+    code = (
+        "import importlib.util\n_find = importlib.util.find_spec\n"
+        + blocker
+        + "import sys\nsys.argv = ['supervisor', 'serve', '--shards', '2', '--port', '0']\n"
+        "from supervisor.__main__ import main\nmain()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "[ray] extra" in result.stderr
+    assert len(result.stderr.strip().splitlines()) < 10

@@ -93,8 +93,9 @@ class BackendSettings:
             `postgresql+asyncpg://user:password@host/db` (the `[postgresql]` extra) for
             backends on several machines, or `sqlite+aiosqlite:///path/file.db`. None: SQLite
             in `data_dir`.
-        data_dir: The directory of the default SQLite store; None: `$PARLANT_SUPERVISOR_DATA_DIR`,
-            else `$XDG_DATA_HOME/parlant-supervisor` (`~/.local/share/parlant-supervisor`).
+        data_dir: The directory of the default SQLite store (a `str` or a path); None:
+            `$PARLANT_SUPERVISOR_DATA_DIR`, else `$XDG_DATA_HOME/parlant-supervisor`
+            (`~/.local/share/parlant-supervisor`).
         conversation_ttl: Seconds without use (a message, a read, any request with its token)
             after which a conversation expires: its token stops working and its session stops
             being polled.
@@ -122,7 +123,7 @@ class BackendSettings:
     ask_timeout: float = 60.0
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     store_url: str | None = None
-    data_dir: Path | None = None
+    data_dir: str | os.PathLike[str] | None = None
     conversation_ttl: float = 86_400.0
     one_turn_at_a_time: bool = True
     clock: Callable[[], float] = time.time
@@ -678,7 +679,10 @@ def _store(settings: BackendSettings) -> ConversationStore:
     ttl = settings.conversation_ttl
     if settings.store_url is not None:
         return ConversationStore(settings.store_url, ttl=ttl)
-    return ConversationStore.sqlite(settings.data_dir or default_data_dir(), ttl=ttl)
+    chosen = settings.data_dir
+    return ConversationStore.sqlite(
+        Path(chosen) if chosen is not None else default_data_dir(), ttl=ttl
+    )
 
 
 def create_app(settings: BackendSettings | None = None) -> FastAPI:

@@ -58,6 +58,7 @@ from actors import (
     SupervisorStopped,
 )
 from supervisor._config import SupervisorConfig
+from supervisor._extras import install_command
 from supervisor._statistics import StopSummary, SupervisorStatistics
 from supervisor._text import answer_text, answer_text_async
 from supervisor._validation import require_ask, require_id, require_since
@@ -68,9 +69,7 @@ __all__ = ["INSTALL_HINT", "ShardLost", "ShardedSupervisor"]
 
 T = TypeVar("T")
 
-INSTALL_HINT: Final = (
-    "the sharded supervisor runs on Ray: pip install 'parlant-session-supervisor[ray]'"
-)
+INSTALL_HINT: Final = f"the sharded supervisor runs on Ray: {install_command('ray')}"
 _PING_TIMEOUT: Final = 5.0
 _METRICS_TIMEOUT: Final = 5.0
 

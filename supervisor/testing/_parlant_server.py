@@ -17,7 +17,7 @@ from typing import Final, Literal, NamedTuple, Self
 
 import httpx
 
-from supervisor._extras import missing_modules
+from supervisor._extras import install_command, missing_modules
 from supervisor._net import http_url
 from supervisor.emulator import CUT_MARKER, FAIL_MARKER
 
@@ -33,8 +33,7 @@ __all__ = [
 ]
 
 INSTALL_HINT: Final = (
-    "a real Parlant server needs the [parlant-server] extra: "
-    "pip install 'parlant-session-supervisor[parlant-server]'"
+    f"a real Parlant server needs the [parlant-server] extra: {install_command('parlant-server')}"
 )
 
 ECHO_AGENTS: Final[Mapping[str, str]] = {"Echo": "Answers with what it was told."}

@@ -268,3 +268,12 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid and b"spawn_main" in command:
             found.append(int(stat.parent.name))
     return sorted(found)
+
+
+def test_a_data_dir_given_as_a_string_is_taken_as_a_path(backend: Backend, tmp_path: Path) -> None:
+    """`BackendSettings(data_dir="/tmp/x")` crashed start-up with an AttributeError."""
+    app = backend(data_dir=str(tmp_path / "conversations"))
+    with httpx.Client(base_url=app.url, timeout=30) as http:
+        answer = http.post("/api/chat", json={"message": "hello", "intent": "research_paper"})
+    assert answer.status_code == 200, answer.text
+    assert list((tmp_path / "conversations").iterdir())  # the SQLite store is there

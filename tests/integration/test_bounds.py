@@ -163,13 +163,12 @@ def test_a_response_body_past_the_cap_is_a_malformed_poll_not_a_memory_blow_up(
     assert 'parlant_supervisor_polls_total{outcome="malformed"} 1.0' in exposition
 
 
-def test_a_conversation_the_backend_expires_stops_being_polled(
+def test_a_conversation_the_backend_expires_has_its_session_closed(
     serve: Serve, backend: Backend
 ) -> None:
     server = serve()
     now = [1_000.0]
     app = backend(parlant_url=server.url, conversation_ttl=100, clock=lambda: now[0])
-    emulator = server.emulator
 
     with httpx.Client(base_url=app.url, timeout=30) as http:
         tokens = []
@@ -179,11 +178,12 @@ def test_a_conversation_the_backend_expires_stops_being_polled(
             tokens.append(http.post("/api/chat", json=body).json()["session_id"])
         now[0] = 1_130.0  # the first unused for 130 s, the others for 70 s
         expired = app.run(app.app.state.backend.expire())
-        server.run(emulator.until(lambda: emulator.open_polls() == 2))  # the first is closed
+        live = app.app.state.backend.supervisor.sessions()  # the first's actor is stopped
         forgotten = http.get(f"/api/sessions/{tokens[0]}/messages")
         kept = http.get(f"/api/sessions/{tokens[1]}/messages")
 
     assert expired == 1
+    assert len(live) == 2
     assert forgotten.status_code == 404
     assert kept.status_code == 200
 

@@ -31,7 +31,7 @@ def test_a_429_backs_off_for_at_least_its_retry_after_then_recovers(
     sup = supervise(server.url, clock=clock)
     session_id = failing_session(server, [429])
 
-    sup.open(session_id)
+    reader = sup.events(session_id)  # someone waits on the session: it is polled
     failed_with(sup, session_id)
     assert last_failure(sup, session_id) == ("rate_limited", "HTTP 429 Too Many Requests")
     clock.advance(0.99)  # Retry-After: 1 is a floor the jittered backoff may not undercut
@@ -39,6 +39,7 @@ def test_a_429_backs_off_for_at_least_its_retry_after_then_recovers(
     assert sup.statistics().sessions_by_state[SessionState.BACKING_OFF] == 1
     clock.advance(sup.config.backoff.cap)
     assert sup.ask(session_id, "may I?").text == "echo: may I?"
+    reader.close()
 
 
 def test_a_401_is_terminal_with_a_clear_error(serve: Serve, supervise: Supervise) -> None:
@@ -60,11 +61,12 @@ def test_a_malformed_body_is_retried_not_taken_for_events(
     sup = supervise(server.url, clock=clock)
     session_id = failing_session(server, [200])
 
-    sup.open(session_id)
+    reader = sup.events(session_id)  # someone waits on the session: it is polled
     failed_with(sup, session_id)
     kind, detail = last_failure(sup, session_id)
     clock.advance(sup.config.backoff.cap)
     assert sup.ask(session_id, "still parsing?").text == "echo: still parsing?"
+    reader.close()
     assert kind == "malformed"
     assert "not a list of events" in detail
 

@@ -82,7 +82,7 @@ def test_failures_and_timeouts_are_counted_by_outcome(serve: Serve, supervise: S
     sup = supervise(server.url, clock=clock)
     session_id = server.call(server.emulator.create_session, "echo")
     server.call(server.emulator.inject_poll_failures, session_id, [500])
-    sup.open(session_id)
+    reader = sup.events(session_id)  # someone waits on the session: it is polled
     with pytest.raises(SessionNotFound):
         sup.ask("NoSuchSession", "anyone?", timeout=30)
     silent = new_session(server, sup, "never")
@@ -95,6 +95,7 @@ def test_failures_and_timeouts_are_counted_by_outcome(serve: Serve, supervise: S
         clock.advance(5)
         with pytest.raises(ReplyTimeout):
             pending.result(timeout=30)
+    reader.close()
     settle(sup)
 
     found = samples(sup.registry)

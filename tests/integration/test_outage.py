@@ -22,6 +22,7 @@ def test_an_outage_holds_every_poll_and_all_come_back_once_parlant_answers(
     faults = proxy(server.url)
     sup = supervise(faults.url)
     sessions = [new_session(server, sup) for _ in range(30)]
+    readers = [sup.events(session_id) for session_id in sessions]  # each session waited on
     server.run(server.emulator.until(lambda: server.emulator.open_polls() >= 30))
 
     with faults.outage():  # refused, and the open polls reset
@@ -40,6 +41,8 @@ def test_an_outage_holds_every_poll_and_all_come_back_once_parlant_answers(
     assert after.sessions_by_state[SessionState.FAILED] == 0
     replies = [sup.ask(session_id, "back?", timeout=30).text for session_id in sessions[:5]]
     assert replies == ["echo: back?"] * 5
+    for reader in readers:
+        reader.close()
 
 
 def test_one_sessions_failures_do_not_hold_the_others(
