@@ -31,7 +31,7 @@ from supervisor._config import SupervisorConfig
 from supervisor._demo import run_demo
 from supervisor._drill import SCENARIOS, DrillOptions, scenarios_named
 from supervisor._drill_cli import run_drills
-from supervisor.backend import BackendSettings, HttpLimits
+from supervisor.backend import BackendSettings, HttpLimits, StoreUnusable
 from supervisor.backend import serve as serve_backend
 from supervisor.backend._embedded import local_parlant
 from supervisor.testing import ParlantServerError
@@ -246,14 +246,18 @@ def serve(
             store_url=store_url,
             conversation_ttl=conversation_ttl,
         )
-        serve_backend(
-            settings,
-            host=host,
-            port=port,
-            workers=workers,
-            drain_timeout=drain_timeout,
-            log_level=logging.INFO if verbose else logging.WARNING,
-        )
+        try:
+            serve_backend(
+                settings,
+                host=host,
+                port=port,
+                workers=workers,
+                drain_timeout=drain_timeout,
+                log_level=logging.INFO if verbose else logging.WARNING,
+            )
+        except StoreUnusable as error:
+            console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            raise typer.Exit(1) from None
 
 
 @app.command()

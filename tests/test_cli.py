@@ -150,3 +150,22 @@ def test_serve_with_shards_but_without_ray_says_which_extra_in_a_few_lines() -> 
     assert "Traceback" not in result.stderr
     assert "[ray] extra" in result.stderr
     assert len(result.stderr.strip().splitlines()) < 10
+
+
+def test_serve_on_a_corrupted_store_says_what_to_do_without_a_traceback(tmp_path: Path) -> None:
+    """A conversations.db that is not a database aborted start-up with a traceback."""
+    (tmp_path / "conversations.db").write_bytes(b"this is not an SQLite file" * 100)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)},
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "conversations.db cannot be used" in result.stderr
+    assert "move it aside" in result.stderr

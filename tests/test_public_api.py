@@ -96,6 +96,7 @@ PINNED = {
         "Intent",
         "MedicalWelfareAgent",
         "ResearchPaperAgent",
+        "StoreUnusable",
         "TokenRedaction",
         "create_app",
         "harden_server",

@@ -23,6 +23,7 @@ from supervisor.backend._agents import ChatAgent, Intent, MedicalWelfareAgent, R
 from supervisor.backend._app import BackendSettings, create_app
 from supervisor.backend._http import HttpLimits, TokenRedaction, harden_server
 from supervisor.backend._serve import serve
+from supervisor.backend._store import StoreUnusable
 
 __all__ = [
     "BackendSettings",
@@ -31,6 +32,7 @@ __all__ = [
     "Intent",
     "MedicalWelfareAgent",
     "ResearchPaperAgent",
+    "StoreUnusable",
     "TokenRedaction",
     "create_app",
     "harden_server",

@@ -552,12 +552,23 @@ def _invalid(error: RequestValidationError) -> JSONResponse:
     problems = [
         {
             "loc": [part if isinstance(part, int) else _quoted(str(part)) for part in e["loc"]],
-            "msg": e["msg"],
+            "msg": _message(e),
             "type": e["type"],
         }
         for e in error.errors()[:_MAX_PROBLEMS]
     ]
     return JSONResponse({"detail": problems}, status_code=422)
+
+
+def _message(problem: Mapping[str, Any]) -> str:
+    """A problem in words: a body that is not JSON says why and where (pydantic says only
+    "JSON decode error", its place a bare character index)."""
+    if problem["type"] != "json_invalid":
+        return str(problem["msg"])
+    reason = str((problem.get("ctx") or {}).get("error") or "not JSON")
+    where = problem["loc"][-1] if problem["loc"] else None
+    at = f" at character {where}" if isinstance(where, int) else ""
+    return f"the body is not valid JSON: {_quoted(reason, 120)}{at}"
 
 
 _MAX_PROBLEMS: Final = 10
@@ -673,6 +684,16 @@ def default_data_dir() -> Path:
         return Path(chosen)
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "parlant-supervisor"
+
+
+async def prepare_store(settings: BackendSettings) -> None:
+    """Open the conversation store once and make its table: a store that cannot be used fails
+    here (`StoreUnusable`), with a message, before any server starts."""
+    store = _store(settings)
+    try:
+        await store.start()
+    finally:
+        await store.aclose()
 
 
 def _store(settings: BackendSettings) -> ConversationStore:

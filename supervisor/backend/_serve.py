@@ -29,7 +29,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from supervisor.backend._app import Backend, BackendSettings, create_app
+from supervisor.backend._app import Backend, BackendSettings, create_app, prepare_store
 from supervisor.backend._http import harden_server
 
 __all__ = ["BackendServer", "serve"]
@@ -114,6 +114,7 @@ def serve(
             "each would embed an emulator of its own, and a conversation another worker "
             "opened would be lost"
         )
+    asyncio.run(prepare_store(settings))  # raises StoreUnusable with its reason, not a traceback
     config = uvicorn.Config(
         "supervisor.backend:create_app",  # replaced by the app each process builds
         host=host,

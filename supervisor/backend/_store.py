@@ -38,13 +38,19 @@ from typing import Any, Final, final
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Row, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from supervisor.backend._agents import Intent
 
-__all__ = ["Conversation", "ConversationStore", "token_key"]
+__all__ = ["Conversation", "ConversationStore", "StoreUnusable", "token_key"]
+
+
+class StoreUnusable(RuntimeError):
+    """The conversation store cannot be used as it is (an SQLite file that is not a database,
+    or is corrupted); the message says what to do."""
+
 
 TOKEN_BYTES: Final = 32
 """256 random bits per token: unguessable, and nothing in it derives from Parlant's ids."""
@@ -206,17 +212,28 @@ class ConversationStore:
         first puts the file in WAL journal mode (kept in the file), so that readers never wait
         for the writer.
         """
-        if self._url.drivername == _SQLITE_DRIVER:
-            await self._sqlite_wal()
-        async with self._engine.begin() as connection:
-            if self._url.drivername == _POSTGRESQL_DRIVER:
-                await connection.execute(
-                    sa.select(
-                        sa.func.pg_advisory_xact_lock(sa.literal(_CREATE_LOCK, sa.BigInteger))
+        try:
+            if self._url.drivername == _SQLITE_DRIVER:
+                await self._sqlite_wal()
+            async with self._engine.begin() as connection:
+                if self._url.drivername == _POSTGRESQL_DRIVER:
+                    await connection.execute(
+                        sa.select(
+                            sa.func.pg_advisory_xact_lock(sa.literal(_CREATE_LOCK, sa.BigInteger))
+                        )
                     )
-                )
-            await connection.execute(CreateTable(_conversations, if_not_exists=True))
-            await connection.execute(CreateIndex(_by_last_used, if_not_exists=True))
+                await connection.execute(CreateTable(_conversations, if_not_exists=True))
+                await connection.execute(CreateIndex(_by_last_used, if_not_exists=True))
+        except DatabaseError as error:
+            if self._url.drivername != _SQLITE_DRIVER:
+                raise
+            # "file is not a database", "database disk image is malformed": nothing here can
+            # mend it, and a traceback would not say what to do
+            raise StoreUnusable(
+                f"the conversation store {self._url.database} cannot be used "
+                f"({error.orig or error}): move it aside (its conversations are lost to the "
+                "backend) or choose another --data-dir"
+            ) from None
 
     async def _sqlite_wal(self) -> None:
         """Switch the SQLite file to WAL journal mode, unless it is in it already.

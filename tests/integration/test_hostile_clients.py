@@ -267,3 +267,21 @@ def test_a_trusted_proxy_names_the_client_each_gets_its_own_quota(
 
     assert [r.status_code for r in alice] == [200, 429]
     assert bob.status_code == 200
+
+
+def test_a_body_that_is_not_json_is_a_422_that_says_why_and_where(backend: Backend) -> None:
+    """It said only `JSON decode error` at `["body", 42]`."""
+    app = backend()
+    answer = httpx.post(
+        f"{app.url}/api/chat",
+        content=b'{"message": "hi",, "intent": "research_paper"}',
+        headers={"content-type": "application/json"},
+    )
+
+    assert answer.status_code == 422
+    [problem] = answer.json()["detail"]
+    assert problem["type"] == "json_invalid"
+    assert problem["msg"] == (
+        "the body is not valid JSON: Expecting property name enclosed in double quotes "
+        "at character 17"
+    )
