@@ -213,7 +213,7 @@ def serve(
 ) -> None:
     """Run the reference backend: POST /api/chat, /api/chat/stream, /metrics, /healthz, /readyz."""
     _configure_logging(verbose)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # lines whole, also into a file or pipe
     if workers > 1 and parlant == "embedded":
         raise typer.BadParameter(
             "several workers need one Parlant server they all reach: --parlant local or a URL "
@@ -269,7 +269,7 @@ def demo(
 ) -> None:
     """Start the backend on a free port and hold two conversations through its HTTP API."""
     _configure_logging(verbose)
-    console = Console()
+    console = Console(soft_wrap=True)  # lines whole, also into a file or pipe
     with _parlant(parlant, console, parlant_module=parlant_module) as parlant_url:
         if not run_demo(console, parlant_url, timeout):
             raise typer.Exit(1)
@@ -331,16 +331,16 @@ def emulator(
     from supervisor.emulator import EmulatedAgent, EmulatorServer, ParlantEmulator, echo
 
     names = agent or ["Echo"]
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(soft_wrap=True)
     served = ParlantEmulator([EmulatedAgent(name, echo()) for name in names])
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
         with EmulatorServer(served, host=host, port=port) as server:
-            console.print(f"Parlant emulator on {server.url} (Ctrl-C stops it)", soft_wrap=True)
+            console.print(f"Parlant emulator on {server.url} (Ctrl-C stops it)")
             for body in server.call(served.agents):
-                console.print(f"agent {body['name']}: {body['id']}", soft_wrap=True)
+                console.print(f"agent {body['name']}: {body['id']}")
             stop.wait()
     except OSError as error:
         console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {error}")

@@ -63,7 +63,8 @@ def _converse(
 ) -> bool:
     with AppServer(create_app(settings)) as backend:
         where = parlant_url or "the embedded emulator"
-        console.print(f"[bold]backend[/bold] at {backend.url}, Parlant: {where}")
+        # (no comma after the URL: rich would underline it as part of it)
+        console.print(f"[bold]backend[/bold] at {backend.url} (Parlant: {where})")
         with httpx.Client(base_url=backend.url, timeout=timeout + 30) as client:
             tokens: dict[str, str] = {}
             for turn in _SCRIPT:

@@ -41,6 +41,12 @@ def test_demo_on_the_embedded_emulator_holds_every_conversation_and_exits_0() ->
     assert "sessions started" in out  # the metrics summary, read from GET /metrics
     assert "demo finished" in out
     assert "session.started" not in out  # info logs only with --verbose
+    # a pipe is no terminal: long lines stay whole (they were cut at 80 columns)
+    assert (
+        "reply: Chronic kidney disease stage 3 means an eGFR of 30-59 mL/min/1.73m2. Papers "
+        "worth reading: KDIGO 2024 CKD guideline;" in out
+    )
+    assert re.search(r"backend at http://127\.0\.0\.1:\d+ \(Parlant: the embedded emulator\)", out)
 
 
 def test_demo_against_a_given_parlant_url_creates_its_agents_there(

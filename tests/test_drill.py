@@ -159,3 +159,28 @@ def test_an_unknown_scenario_is_refused_with_the_choices() -> None:
     assert result.returncode == 2
     assert "unknown scenario 'meteor'" in result.stderr
     assert "server-outage" in result.stderr
+
+
+def test_the_report_fits_in_100_columns_without_cutting_a_header() -> None:
+    """One table of every figure needed about 190 columns, and cut its headers at 100."""
+    import io
+
+    from rich.console import Console
+
+    from supervisor._drill import SCENARIOS, ScenarioReport
+    from supervisor._drill_cli import report_tables
+
+    reports = [
+        ScenarioReport(s.name, 1600, 2000, 1995, 5, 0, 0, 0, 0, 0, 0, 0.25, 11.1, 20.0, 30)
+        for s in SCENARIOS
+    ]
+    out = io.StringIO()
+    console = Console(file=out, width=100)
+    for table in report_tables(reports):
+        console.print(table)
+    text = out.getvalue()
+
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "…" not in text
+    for header in ("clear", "timed", "mis-", "posts", "p50/p99/max", "restarts", "result"):
+        assert header in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -41,6 +42,22 @@ def _unlogged(http: Literal["h11", "httptools"]) -> type[asyncio.Protocol]:
             self.access_log = False
 
     return _UnloggedHttpTools
+
+
+_THREAD = "asgi-server"
+
+
+class _EmbeddedLifecycleFilter(logging.Filter):
+    """uvicorn logs for every server of the process through one logger (`uvicorn.error`): the
+    start and stop lines of a server embedded in the backend repeated the backend's own
+    ("Started server process", "Shutting down", "Finished server process", twice each). Its
+    warnings and errors still go through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or record.threadName != _THREAD
+
+
+_QUIET = _EmbeddedLifecycleFilter()
 
 
 class AppServer:
@@ -94,7 +111,8 @@ class AppServer:
         if configure is not None:
             configure(self._config)
         self._server = uvicorn.Server(self._config)
-        self._thread = LoopThread("asgi-server", loop_factory)
+        logging.getLogger("uvicorn.error").addFilter(_QUIET)  # once: a logger keeps a set
+        self._thread = LoopThread(_THREAD, loop_factory)
         self._serving = self._thread.submit(self._server.serve(sockets=[self._socket]))
 
     def _shut(self) -> None:
