@@ -114,6 +114,10 @@ def test_serve_answers_the_readme_curl_and_stops_cleanly_on_sigterm(
     assert response.json()["reply"].startswith("Chronic kidney disease stage 3")
     assert [m["preamble"] for m in response.json()["messages"]] == [True, False]
     assert "Application shutdown complete." in rest  # the lifespan stopped the supervisor
+    logged = "".join(started) + rest
+    # an embedded server's uvicorn lines repeated these (one logger for every uvicorn)
+    assert logged.count("Started server process") == 1
+    assert logged.count("Finished server process") == 1
     assert process.returncode == -signal.SIGTERM  # uvicorn re-raises it once drained
     if parlant == "local":
         local = re.search(r"local real server at (\S+) \(pid (\d+)\)", "".join(started))
