@@ -389,8 +389,13 @@ class ParlantApi:
 
     async def ping(self, timeout: float | None = None) -> None:
         """Raise unless the server answers (lists agents) within `timeout` seconds (default
-        `request_timeout`)."""
-        await self._call("list_agents", lambda parlant: parlant.agents.list(), timeout=timeout)
+        `request_timeout`). A 403 is an answer: Parlant's production policy forbids listing
+        agents to every client (401 is not: the credentials are refused)."""
+        try:
+            await self._call("list_agents", lambda parlant: parlant.agents.list(), timeout=timeout)
+        except ApiError as error:
+            if error.status_code != 403:
+                raise
 
     async def aclose(self) -> None:
         """Let the checkpoint writes in flight finish (their failures are theirs), then close

@@ -27,11 +27,12 @@ import structlog
 import typer
 from rich.console import Console
 
+from actors import RequestBudget
 from supervisor._config import SupervisorConfig
 from supervisor._demo import run_demo
 from supervisor._drill import SCENARIOS, DrillOptions, scenarios_named
 from supervisor._drill_cli import run_drills
-from supervisor.backend import BackendSettings, HttpLimits, StoreUnusable
+from supervisor.backend import BackendSettings, HttpLimits, Intent, StoreUnusable
 from supervisor.backend import serve as serve_backend
 from supervisor.backend._embedded import local_parlant
 from supervisor.testing import ParlantServerError
@@ -209,6 +210,23 @@ def serve(
             "local Ray instance.",
         ),
     ] = None,
+    request_budget: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SUPERVISOR_REQUEST_BUDGET",
+            help="Requests a minute to stay within, per Parlant operation: 'parlant-production' "
+            "(Parlant's production policy, per client IP) or OPERATION=N,... (list_events, "
+            "create_customer_event, read_session, create_guest_session, other). None: unshaped.",
+        ),
+    ] = None,
+    agent_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="INTENT=ID: the Parlant agent of an intent (research_paper, medical_welfare), "
+            "for a Parlant that forbids listing agents (its production policy). Repeatable; "
+            "intents left out are found by name.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Show the supervisor's info logs.")] = False,
 ) -> None:
     """Run the reference backend: POST /api/chat, /api/chat/stream, /metrics, /healthz, /readyz."""
@@ -236,7 +254,8 @@ def serve(
         settings = BackendSettings(
             parlant_url=parlant_url,
             ask_timeout=ask_timeout,
-            supervisor=SupervisorConfig(),
+            supervisor=SupervisorConfig(request_budget=_budget(request_budget)),
+            agent_ids=_agent_ids(agent_id or []),
             shards=shards,
             ray_address=ray_address,
             shard_log_level=logging.INFO if verbose else logging.WARNING,
@@ -346,6 +365,37 @@ def emulator(
         console.print(f"[bold red]error:[/] cannot listen on {host}:{port}: {error}")
         raise typer.Exit(1) from None
     console.print("emulator stopped")
+
+
+def _budget(value: str | None) -> RequestBudget | None:
+    """--request-budget: `parlant-production`, or `operation=requests,...` a minute."""
+    if value is None:
+        return None
+    if value == "parlant-production":
+        return RequestBudget.parlant_production()
+    try:
+        limits = {op.strip(): int(n) for op, _, n in (p.partition("=") for p in value.split(","))}
+        return RequestBudget(limits)
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"expected parlant-production or OPERATION=N,..., got {value!r} ({error})",
+            param_hint="--request-budget",
+        ) from None
+
+
+def _agent_ids(values: list[str]) -> dict[str, str]:
+    """--agent-id INTENT=ID, repeated."""
+    ids: dict[str, str] = {}
+    for value in values:
+        intent, _, agent = (part.strip() for part in value.partition("="))
+        known = [i.value for i in Intent]
+        if intent not in known or not agent:
+            raise typer.BadParameter(
+                f"expected INTENT=ID with INTENT one of {known}, got {value!r}",
+                param_hint="--agent-id",
+            )
+        ids[intent] = agent
+    return ids
 
 
 def _proxies(value: str) -> tuple[str, ...]:

@@ -198,7 +198,8 @@ class SessionSupervisor:
     def check_parlant(self, *, timeout: float | None = None) -> None:
         """Return if Parlant answers a request within `timeout` seconds (default
         `request_timeout`); else raise `ParlantUnavailable` (or `AccessDenied` when it refuses
-        the configured credentials)."""
+        the configured credentials: 401). It lists agents; a 403 for that, as Parlant's
+        production policy answers every client, is an answer too."""
         self._check_running()
         self._runtime.call(self._api.ping(timeout))
 

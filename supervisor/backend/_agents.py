@@ -6,10 +6,13 @@ import enum
 from collections.abc import AsyncGenerator
 from typing import ClassVar
 
+import structlog
 from parlant.client.types import Event
 
-from actors import MessageDelta, Reply
+from actors import AccessDenied, MessageDelta, Reply
 from supervisor import Supervising
+
+_log = structlog.get_logger("supervisor.backend")
 
 __all__ = ["AGENTS", "ChatAgent", "Intent", "MedicalWelfareAgent", "ResearchPaperAgent"]
 
@@ -36,11 +39,20 @@ class ChatAgent:
         self.supervisor = supervisor
         self.agent_id = agent_id
         self.timeout = timeout
+        self._guests = False  # Parlant refused to create customers: guest sessions since
 
     async def start(self) -> str:
-        """A new conversation: a new Parlant customer and session with this agent."""
-        customer_id = await self.supervisor.acreate_customer(f"{self.name} customer")
-        return await self.supervisor.acreate_session(self.agent_id, customer_id=customer_id)
+        """A new conversation: a new Parlant customer and session with this agent; where
+        Parlant forbids creating customers (its production policy), a guest session."""
+        if not self._guests:
+            try:
+                customer_id = await self.supervisor.acreate_customer(f"{self.name} customer")
+            except AccessDenied:
+                self._guests = True  # for good: the policy does not change under us
+                _log.info("backend.guest_sessions", agent=self.name)
+            else:
+                return await self.supervisor.acreate_session(self.agent_id, customer_id=customer_id)
+        return await self.supervisor.acreate_session(self.agent_id)
 
     async def process(self, message: str, session_id: str) -> Reply:
         """Post `message` and return the turn that answers it (ReplyTimeout past `timeout`)."""

@@ -112,6 +112,9 @@ class BackendSettings:
             (proxies and load balancers drop connections idle for longer, often 30-60 s).
         limits: What one request may send and how long it may take (bodies are enforced by
             the app; heads, connections and concurrency by the server: `harden_server`).
+        agent_ids: The Parlant agent of each intent (`{"research_paper": "<agent id>", ...}`);
+            intents left out are found by their agent's name (listing agents) and created if
+            missing. Give them where Parlant forbids listing agents (its production policy).
         new_conversations_per_minute: New conversations one client address may start in any
             minute (a moving window; 429 with Retry-After past it; 0: no limit). Each is a
             Parlant customer and session, and each message an LLM turn. The address is the
@@ -133,6 +136,20 @@ class BackendSettings:
     stream_keep_alive: float = 15.0
     limits: HttpLimits = field(default_factory=HttpLimits)
     new_conversations_per_minute: int = 30
+    agent_ids: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        intents = {intent.value for intent in Intent}
+        unknown = sorted(set(self.agent_ids) - intents)
+        if unknown:
+            raise ValueError(
+                f"agent_ids names unknown intents {unknown}; choose among {sorted(intents)}"
+            )
+        if not all(isinstance(i, str) and i for i in self.agent_ids.values()):
+            raise ValueError(
+                f"every agent id must be a non-empty string, got {dict(self.agent_ids)}"
+            )
+        object.__setattr__(self, "agent_ids", dict(self.agent_ids))  # ours: a caller's may change
 
 
 class ChatRequest(BaseModel):
@@ -472,9 +489,14 @@ class Backend:
         return self._agents[intent]
 
     async def _find_agents(self) -> None:
-        ids = await self.supervisor.aensure_agents([a.name for a in AGENTS])
+        given = self.settings.agent_ids
+        missing = [a.name for a in AGENTS if a.intent.value not in given]
+        found = await self.supervisor.aensure_agents(missing) if missing else {}
+        ids = {a.intent: given.get(a.intent.value) or found[a.name] for a in AGENTS}
         timeout = self.settings.ask_timeout
-        self._agents = {a.intent: a(self.supervisor, ids[a.name], timeout=timeout) for a in AGENTS}
+        self._agents = {
+            a.intent: a(self.supervisor, ids[a.intent], timeout=timeout) for a in AGENTS
+        }
 
     async def turn(self, request: ChatRequest, client: str) -> _Turn:
         """The conversation a request continues (or a new one), held for this turn, and the
