@@ -179,3 +179,41 @@ def test_serve_on_a_corrupted_store_says_what_to_do_without_a_traceback(tmp_path
     assert "Traceback" not in result.stderr
     assert "conversations.db cannot be used" in result.stderr
     assert "move it aside" in result.stderr
+
+
+def test_serve_on_the_ipv6_any_address_serves_both_families_each_client_on_its_own_quota(
+    tmp_path: Path,
+) -> None:
+    """`--host ::` refused IPv4 with one worker (asyncio binds IPv6 sockets IPv6-only), and
+    with several counted every IPv4 client as one (`::ffff:a.b.c.d`, by its /64)."""
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "serve", "--host", "::", "--port", str(port),
+         "--new-conversations-per-minute", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # until the app has started (or the process dies)
+            if "Application startup complete" in line:
+                break
+        body = {"message": "hello", "intent": "research_paper"}
+        answers = []
+        for source, url in [
+            ("127.0.0.1", f"http://127.0.0.1:{port}"),
+            ("127.0.0.1", f"http://127.0.0.1:{port}"),  # its quota: one a minute
+            ("127.0.0.2", f"http://127.0.0.1:{port}"),  # another IPv4 client
+            ("::1", f"http://[::1]:{port}"),
+        ]:
+            transport = httpx.HTTPTransport(local_address=source)
+            with httpx.Client(transport=transport, timeout=60) as http:
+                answers.append(http.post(f"{url}/api/chat", json=body).status_code)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+    assert answers == [200, 429, 200, 200]

@@ -538,11 +538,20 @@ def _client(request: Request) -> str:
     proxy-headers middleware has put it in the scope)."""
     if request.client is None:
         return "unknown"
+    return client_of(request.client.host)
+
+
+def client_of(host: str) -> str:
+    """The client an address stands for, for quotas: an IPv4 address; an IPv6 one's /64 (one
+    subscriber gets a /64); an IPv4 client reaching a dual-stack socket as `::ffff:a.b.c.d`,
+    its IPv4 address (counted by its /64 they were all one client)."""
     try:
-        address = ipaddress.ip_address(request.client.host)
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return request.client.host
-    if address.version == 6:  # one subscriber gets a /64: count it as one client
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network((address, 64), strict=False))
     return str(address)
 

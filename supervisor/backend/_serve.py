@@ -124,7 +124,13 @@ def serve(
     )
     harden_server(config, settings.limits)
     if workers == 1:
-        BackendServer(config, settings, drain_timeout).run()
+        # bound here, not by asyncio: asyncio makes an IPv6 socket IPv6-only, and `--host ::`
+        # then refused every IPv4 client; uvicorn's binding serves both families
+        sock = config.bind_socket()
+        try:
+            BackendServer(config, settings, drain_timeout).run(sockets=[sock])
+        finally:
+            sock.close()
         return
     _Workers(config, settings, drain_timeout, workers, log_level).run()
 
