@@ -131,8 +131,15 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limits.max_body
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         too_large = f"the body is larger than {limit} bytes"
+        if declared is not None and "transfer-encoding" in headers:
+            # two framings: a proxy in front that honours the other one reads a different
+            # request (smuggling). RFC 9112 6.1: refuse it or ignore the length, and close.
+            detail = "Content-Length and Transfer-Encoding together: send one of them"
+            await _refuse(send, 400, detail, receive)
+            return
         if declared is not None and not (declared.isascii() and declared.isdigit()):
             await _refuse(send, 400, "Content-Length is not a number", receive)
             return

@@ -285,3 +285,29 @@ def test_a_body_that_is_not_json_is_a_422_that_says_why_and_where(backend: Backe
         "the body is not valid JSON: Expecting property name enclosed in double quotes "
         "at character 17"
     )
+
+
+def test_a_request_with_both_content_length_and_transfer_encoding_is_refused_and_closed(
+    backend: Backend,
+) -> None:
+    """RFC 9112 6.1: such a request is a smuggling precondition behind a proxy that honours
+    Content-Length; it was accepted and its connection kept alive."""
+    server = backend()
+    body = b'{"message": "hi", "intent": "research_paper"}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    with connected(server) as sock:
+        sock.sendall(
+            head(
+                "/api/chat",
+                "Content-Type: application/json",
+                f"Content-Length: {len(body)}",
+                "Transfer-Encoding: chunked",
+            )
+            + chunked
+            + head("/healthz", method="GET")  # a second request: it must not be served
+        )
+        response = answer(sock)  # returns once the server closes the connection
+
+    assert status_of(response) == 400
+    assert b"Content-Length and Transfer-Encoding together" in response
+    assert response.count(b"HTTP/1.1 ") == 1
