@@ -32,7 +32,7 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -173,6 +173,20 @@ class ChatRequest(BaseModel):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="The conversation to continue (from an earlier response); none starts one.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        """One error for fields it does not know, however many: pydantic's own check makes
+        one per field, and 80,000 of them (870 KB, under the body limit) cost 0.23 s of the
+        event loop per request to list (measured), a few requests a second pinning it."""
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                named = ", ".join(_quoted(str(key), 32) for key in unknown[:5])
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                raise ValueError(f"unknown fields: {named}{more}")
+        return data
 
     @field_validator("message")
     @classmethod
