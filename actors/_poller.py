@@ -75,6 +75,9 @@ TIMEOUT_MARGIN: Final = 10.0
 _TICK: Final = 0.02
 """Seconds between two batches of readmitted polls."""
 
+_RECOVERY_RESTART: Final = 1.0
+"""Seconds before a recovery that died of a bug starts again."""
+
 _UPSTREAM_FAILURES: Final = frozenset({FailureKind.NETWORK, FailureKind.SERVER_ERROR})
 """Poll failures that say the server is not there (refused, reset, 5xx), not the session."""
 
@@ -510,8 +513,23 @@ class Poller:
         self._down_since = self._io.loop.time()
         _log.warning("upstream.down", url=self._base_url, detail=failure.detail)
         self._recorder.upstream_changed(UpstreamState.DOWN.value)
-        if self._recovery is None or self._recovery.done():
-            self._recovery = self._io.loop.create_task(self._recover())
+        self._recover_soon()
+
+    def _recover_soon(self) -> None:
+        """Start the recovery unless one runs (or everything is shut)."""
+        if self._shut or (self._recovery is not None and not self._recovery.done()):
+            return
+        self._recovery = self._io.loop.create_task(self._recover())
+        self._recovery.add_done_callback(self._recovery_ended)
+
+    def _recovery_ended(self, task: asyncio.Task[None]) -> None:
+        """A recovery that died of a bug is started again: held polls must never be left
+        without one (they would wait for ever, Parlant back or not)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        _log.error("upstream.recovery_crashed", url=self._base_url, error=repr(task.exception()))
+        if self._upstream.state is not UpstreamState.UP:
+            self._io.loop.call_later(_RECOVERY_RESTART, self._recover_soon)
 
     async def _recover(self) -> None:
         """Probe until the server answers, then readmit the held polls at a bounded rate; from
@@ -523,9 +541,11 @@ class Poller:
                 while self._upstream.state is UpstreamState.DOWN:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(heard.wait(), self._upstream.probe_delay())
+                    # once heard, forgotten: left set, a relapse to DOWN would probe without
+                    # pause for as long as Parlant stayed away
+                    heard.clear()
                     if self._upstream.state is UpstreamState.DOWN and await self._answers(probe):
                         self._probe_answered()
-                heard.clear()
                 _log.info("upstream.recovering", url=self._base_url, held=len(self._held))
                 await self._readmit(self._readmission.rate(len(self._held)))
                 if self._upstream.state is UpstreamState.RECOVERING:

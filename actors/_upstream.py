@@ -101,7 +101,9 @@ class Upstream:
 
     def probe_delay(self) -> float:
         """Seconds until the next probe (gRPC connection backoff: x1.6, jitter 0.2, capped)."""
-        base = min(self._probe_cap, self._probe_initial * 1.6**self._probes)
+        # the exponent stops growing once the cap is reached: 1.6 ** n overflows a float past
+        # n = 1,510, and an outage probes four times a second
+        base = min(self._probe_cap, self._probe_initial * 1.6 ** min(self._probes, 64))
         self._probes += 1
         return base * self._rng.uniform(0.8, 1.2)
 

@@ -60,3 +60,40 @@ def test_one_sessions_failures_do_not_hold_the_others(
     assert sup.ask(fine, "hello", timeout=30).text == "echo: hello"
     assert sup.ask(broken, "and you?", timeout=30).text == "echo: and you?"
     assert logs.matching("upstream.down") == []
+
+
+def test_a_recovery_that_dies_of_a_bug_is_started_again_and_parlant_is_seen_back(
+    serve: Callable[..., EmulatorServer],
+    supervise: Callable[..., SessionSupervisor],
+    proxy: Callable[[str], FaultProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 28: a recovery that raised (then: its probe backoff overflowing after ~1,500
+    probes) left every poll held for good while Parlant answered again. One bug in one probe
+    must not deafen every session."""
+    from actors._poller import Poller
+
+    real_answers = Poller._answers
+    raised = []
+
+    async def buggy_once(self: Poller, probe: object) -> bool:
+        if not raised:
+            raised.append(True)
+            raise RuntimeError("a bug in the probe")
+        return await real_answers(self, probe)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Poller, "_answers", buggy_once)
+    server = serve()
+    gate = proxy(server.url)
+    sup = supervise(gate.url)
+    session_id = server.call(server.emulator.create_session, "echo")
+    reader = sup.events(session_id)  # someone waits: the session is polled
+    gate.refuse()
+    wait_until(sup, lambda: metric(sup, "upstream_transitions_total", state="down") >= 1)
+    gate.accept()
+
+    wait_until(sup, lambda: metric(sup, "upstream_transitions_total", state="up") >= 1)
+    assert raised
+    server.call(server.emulator.post_agent_message, session_id, "heard again")
+    assert next(reader).data["message"] == "heard again"
+    reader.close()

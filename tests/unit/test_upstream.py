@@ -73,3 +73,13 @@ def test_held_polls_are_readmitted_within_the_ramp_at_a_bounded_rate() -> None:
     assert readmission.rate(10) == 200  # a few come back at once
     with pytest.raises(ValueError, match="ramp"):
         Readmission(ramp=0)
+
+
+def test_probes_stay_capped_however_long_the_upstream_stays_down() -> None:
+    """A long outage probes thousands of times: 1.6 ** n overflowed a float past ~1,500
+    probes, and the OverflowError killed the recovery for good (issue 28: Parlant back,
+    answering posts, and every poll still held)."""
+    upstream = Upstream(random.Random(1), probe_initial=0.1, probe_cap=0.25)
+    upstream.failed("s", refused=True)
+    delays = [upstream.probe_delay() for _ in range(5000)]
+    assert max(delays) <= 0.25 * 1.2
