@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from supervisor import SessionState, SessionSupervisor
 from supervisor.testing import EmulatorServer, FaultProxy, metric, wait_until
 from tests.helpers import new_session
