@@ -43,10 +43,12 @@ from actors._posting import certainly_not_sent, post_exactly_once, refused_for_g
 from actors._wire import (
     CONNECT_TIMEOUT,
     ConnectionPool,
+    WireConnectError,
     WireError,
     WireResponse,
     WireTarget,
     retry_after_seconds,
+    socket_options,
 )
 
 __all__ = ["ParlantApi", "translate_error"]
@@ -140,9 +142,10 @@ class ParlantApi:
         operation: str = "other",
         timeout: float | None = None,
         session_id: str | None = None,
+        idempotent: bool = False,
     ) -> T:
         """A parlant-client request (`what` names it), once one of its pool's slots is free,
-        retried as `_retrying` says, each attempt within `timeout` seconds (at most, and by
+        retried as `_retrying` says, all of it within `timeout` seconds (at most, and by
         default, `request_timeout`): given an httpx client, parlant-client sends
         `timeout=None` on every request, so nothing else bounds it."""
         limit = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
@@ -153,30 +156,46 @@ class ParlantApi:
                 self._slots = asyncio.Semaphore(self._concurrency)
             async with self._slots:
                 try:
-                    async with asyncio.timeout(limit):
-                        return await request(self._parlant())
+                    return await request(self._parlant())
                 except ApiError as error:
                     if error.status_code == 429:
                         self._budget.refused(operation, None)
                     raise
-                except TimeoutError:
-                    where = f"session {session_id}" if session_id else "Parlant"
-                    raise ParlantUnavailable(
-                        f"{where}: Parlant at {self.base_url} did not answer {what} within "
-                        f"{limit:g} s; check that the server is up, then try again",
-                        session_id=session_id,
-                    ) from None
 
-        return await self._retrying(attempt)
+        work = self._retrying(attempt, idempotent=idempotent)
+        return await self._within(limit, what, session_id, work)
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _within(
+        self, limit: float, what: str, session_id: str | None, work: Awaitable[T]
+    ) -> T:
+        """`work`, retries and all, within `limit` seconds, else `ParlantUnavailable` naming
+        `what` (a call documented as bounded by `request_timeout` is bounded by it)."""
+        try:
+            async with asyncio.timeout(limit):
+                return await work
+        except TimeoutError:
+            where = f"session {session_id}" if session_id else "Parlant"
+            raise ParlantUnavailable(
+                f"{where}: Parlant at {self.base_url} did not answer {what} within "
+                f"{limit:g} s; check that the server is up, then try again",
+                session_id=session_id,
+            ) from None
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[T]], *, idempotent: bool = False
+    ) -> T:
         """Run `attempt`; one that certainly had no effect (`certainly_not_sent`) is tried
-        again, up to `retries` times, after a jittered delay."""
+        again, up to `retries` times, after a jittered delay; an `idempotent` one whose
+        connection broke (a pooled connection a middlebox forgot) once more at once."""
         attempts = 0
+        stale_retried = False
         while True:
             try:
                 return await attempt()
             except Exception as error:
+                if idempotent and not stale_retried and _broken_connection(error):
+                    stale_retried = True
+                    continue
                 if attempts >= self._retries or not certainly_not_sent(error):
                     raise
             await asyncio.sleep(self._retry_backoff.delay(attempts, self._rng))
@@ -184,10 +203,17 @@ class ParlantApi:
 
     def _parlant(self) -> AsyncParlantClient:
         if self._client is None:
+            # its pooled connections get the lean client's keepalive: a flow a middlebox forgot
+            # failed the next request on it (every create_session after a silent flow loss)
+            transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=self._concurrency),
+                socket_options=socket_options(),
+                trust_env=False,
+            )
             self._http = httpx.AsyncClient(
                 headers=self._headers,
                 timeout=self.request_timeout,
-                limits=httpx.Limits(max_connections=self._concurrency),
+                transport=transport,
                 trust_env=False,
             )
             self._client = AsyncParlantClient(base_url=self.base_url, httpx_client=self._http)
@@ -264,8 +290,10 @@ class ParlantApi:
         return response
 
     async def read_events(self, session_id: str, min_offset: int) -> list[Event]:
-        """Every event at or after `min_offset`, without waiting (retried as `_retrying`)."""
-        return await self._retrying(lambda: self._read_log(session_id, min_offset))
+        """Every event at or after `min_offset`, without waiting (retried as `_retrying`: a
+        read is idempotent), all within `request_timeout`."""
+        work = self._retrying(lambda: self._read_log(session_id, min_offset), idempotent=True)
+        return await self._within(self.request_timeout, "list_events", session_id, work)
 
     async def read_customer_messages(self, session_id: str, min_offset: int) -> list[Event]:
         """The customer messages at or after `min_offset`, without waiting, in one request
@@ -285,8 +313,15 @@ class ParlantApi:
         Its id is ours (Parlant takes one given at creation, and refuses a second customer with
         it), so a creation whose fate is unknown (a reset, a timeout, a 5xx: Parlant answers a
         duplicate id with 500) is settled by reading the customer back: there, it was created;
-        404, it is created again with the same id. Up to `retries` attempts, as `_retrying`.
+        404, it is created again with the same id. Up to `retries` attempts, as `_retrying`,
+        all of them within `request_timeout` (they took 36.5 s with a 3-s timeout against a
+        server that never answered).
         """
+        return await self._within(
+            self.request_timeout, "create_customer", None, self._creating_customer(name)
+        )
+
+    async def _creating_customer(self, name: str) -> str:
         customer_id = uuid.uuid4().hex
         attempts = 0
         while True:
@@ -308,7 +343,9 @@ class ParlantApi:
         """Whether Parlant has the customer (False also when it cannot tell now)."""
         try:
             await self._call(
-                "read_customer", lambda parlant: parlant.customers.retrieve(customer_id)
+                "read_customer",
+                lambda parlant: parlant.customers.retrieve(customer_id),
+                idempotent=True,
             )
         except Exception:  # 404, or no answer: either way, creating it again is safe
             return False
@@ -337,6 +374,7 @@ class ParlantApi:
             lambda parlant: parlant.sessions.retrieve(session_id),
             operation="read_session",
             session_id=session_id,
+            idempotent=True,
         )
         return session.consumption_offsets.client
 
@@ -376,7 +414,9 @@ class ParlantApi:
 
     async def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
         """Each named agent's id, found by name, else created."""
-        agents = await self._call("list_agents", lambda parlant: parlant.agents.list())
+        agents = await self._call(
+            "list_agents", lambda parlant: parlant.agents.list(), idempotent=True
+        )
         ids = {agent.name: agent.id for agent in agents}
         for name in names:
             if name not in ids:
@@ -392,7 +432,12 @@ class ParlantApi:
         `request_timeout`). A 403 is an answer: Parlant's production policy forbids listing
         agents to every client (401 is not: the credentials are refused)."""
         try:
-            await self._call("list_agents", lambda parlant: parlant.agents.list(), timeout=timeout)
+            await self._call(
+                "list_agents",
+                lambda parlant: parlant.agents.list(),
+                timeout=timeout,
+                idempotent=True,
+            )
         except ApiError as error:
             if error.status_code != 403:
                 raise
@@ -405,6 +450,14 @@ class ParlantApi:
             self._pool.close()
         if self._http is not None:
             await self._http.aclose()
+
+
+def _broken_connection(error: Exception) -> bool:
+    """A request that failed on its connection, not on Parlant's answer: a reused connection
+    the peer (or a middlebox) no longer had."""
+    return isinstance(
+        error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | WireError
+    ) and not isinstance(error, WireConnectError)
 
 
 async def _up() -> None:

@@ -503,6 +503,12 @@ class Poller:
             if self._upstream.state is UpstreamState.DOWN:
                 self._hold(session_id, poll, tell)  # the server is not there: wait
                 return None
+        elif isinstance(outcome, PollTimedOut) and outcome.reason == "client_timeout":
+            # no answer at all, not even Parlant's 504: from several sessions, it is not there
+            # (a lost flow answered "up" for a minute while sessions heard nothing)
+            failure = PollFailure(FailureKind.NETWORK, "no answer within the poll's timeout")
+            if self._upstream.failed(session_id, refused=False):
+                self._went_down(failure)
         elif not isinstance(outcome, PollFailed):
             self._upstream.succeeded()
         return outcome

@@ -26,8 +26,11 @@ field's SSE client, decodes httpx responses only; the part of the SSE format Par
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import socket
 import ssl
+import struct
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -65,6 +68,57 @@ CONNECT_TIMEOUT: Final = 10.0
 MAX_HEAD: Final = 64 * 1024
 """Bytes a response's status line and headers may take (h11's bound was 16 KiB; llhttp has
 none of its own): a server or proxy that never ends its head fails, not fills memory."""
+KEEPALIVE: Final = (5, 2, 3)
+"""TCP keepalive on every connection: probe after 5 s of silence, every 2 s, 3 times. A flow a
+middlebox forgot (a NAT, a load balancer, conntrack: no RST, no FIN) is then noticed within
+~11 s, where a long-poll waiting 60 s (and more under a request budget) otherwise heard nothing
+until its own timeout. Each idle connection sends one probe every 5 s (measured: see
+BENCHMARKS.md, issue 28)."""
+
+USER_TIMEOUT_MS: Final = 11_000
+"""`TCP_USER_TIMEOUT`: data (a request, a keepalive probe) left unacknowledged this long
+closes the connection; the same ~11 s as the keepalive, also while a request is unsent."""
+
+_ABORT: Final = struct.pack("ii", 1, 0)
+"""`SO_LINGER` on, 0 s: `close()` resets the connection and discards what is unsent."""
+
+
+def tune(sock: socket.socket) -> None:
+    """Keepalive and a user timeout on a TCP socket (see `KEEPALIVE`)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        for level, option, value in socket_options():
+            sock.setsockopt(level, option, value)
+
+
+def socket_options() -> list[tuple[int, int, int]]:
+    """`tune`'s options as (level, option, value), for clients that take them (httpx); where
+    the platform has no such option, it goes without it."""
+    idle, interval, count = KEEPALIVE
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for option, value in (
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+        ("TCP_KEEPCNT", count),
+        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
+    ):
+        number = getattr(socket, option, None)
+        if number is not None:
+            options.append((socket.IPPROTO_TCP, number, value))
+    return options
+
+
+def abort(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a reset (RST), dropping what it has not sent: a request given up
+    on must not be delivered later. A normal close (FIN) leaves the kernel retransmitting the
+    unsent request through a partition, and Parlant storing it once the network heals, after
+    the client decided it was not there (measured: a post stored twice, issue 28)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # closed already
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+    writer.transport.abort()
+
+
 MAX_BODY: Final = 64 * 1024 * 1024
 """Bytes a response body (or one streamed event) may have before it fails as too large: a
 generous bound on what a hostile or broken server can make this process hold."""
@@ -343,18 +397,22 @@ class Connection:
         try:
             response = await self._exchange(method, path, connect_timeout, json_body)
         except BaseException:
-            self.close()
+            self.close(reset=True)  # given up on: nothing of it may reach the server later
             raise
         return response
 
-    def close(self) -> None:
-        """Close the connection now (no-op when none is open)."""
+    def close(self, *, reset: bool = False) -> None:
+        """Close the connection now (no-op when none is open); with `reset`, by an RST that
+        drops whatever is still unsent (`abort`)."""
         writer, self._writer, self._reader = self._writer, None, None
         if self._streamed is not None:
             self._streamed.release()
             self._streamed = None
         if writer is not None:
-            writer.close()
+            if reset:
+                abort(writer)
+            else:
+                writer.close()
 
     async def stream(self, method: bytes, path: str, *, connect_timeout: float) -> StreamedResponse:
         """Send `method path` and return once the response's head has arrived; its body is
@@ -369,7 +427,7 @@ class Connection:
             await _read(reader, response, until_head=True)
             return StreamedResponse(response, reader)
         except BaseException:
-            self.close()
+            self.close(reset=True)
             raise
 
     async def _send(
@@ -502,12 +560,14 @@ async def _connect(
     async with slots:
         try:
             async with asyncio.timeout(timeout):
-                return await asyncio.open_connection(
+                reader, writer = await asyncio.open_connection(
                     target.host,
                     target.port,
                     ssl=target.ssl_context,
                     server_hostname=target.host if target.ssl_context else None,
                 )
+                tune(writer.get_extra_info("socket"))
+                return reader, writer
         except TimeoutError:
             raise WireConnectError(f"ConnectTimeout: no connection within {timeout} s") from None
         except OSError as error:
