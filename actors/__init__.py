@@ -11,6 +11,7 @@ from actors._core import SessionCore, SessionSettings, SessionSnapshot
 from actors._errors import (
     AccessDenied,
     AgentError,
+    DeliveryUnknown,
     InvalidInput,
     ParlantUnavailable,
     PermanentError,
@@ -33,6 +34,7 @@ __all__ = [
     "AccessDenied",
     "AgentError",
     "Backoff",
+    "DeliveryUnknown",
     "IllegalTransition",
     "InvalidInput",
     "MessageDelta",

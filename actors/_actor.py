@@ -23,7 +23,7 @@ from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
 from actors._dispatcher import DispatchedActor, Dispatcher
-from actors._errors import SupervisorError, SupervisorStopped
+from actors._errors import ParlantUnavailable, SupervisorError, SupervisorStopped
 from actors._follower import Follower
 from actors._io import IOLoop
 from actors._messages import (
@@ -60,6 +60,7 @@ from actors._messages import (
 )
 from actors._parlant import ParlantApi, translate_error
 from actors._poller import Poller
+from actors._posting import PostExpired
 from actors._recorder import Recorder
 from actors._reply import Reply
 from actors._state import SessionState
@@ -396,9 +397,11 @@ class SessionActor(DispatchedActor):
                 self._runtime.follower.check(self.session_id, self.actor_urn, effect, self._tell)
             case StopFollowing(event_id):
                 self._runtime.follower.release(self.session_id, self.actor_urn, event_id)
-            case PostMessage(consumer_id, text, since):
+            case PostMessage(consumer_id, text, since, deadline):
                 consumer = self._consumers[consumer_id]
                 consumer.post_started = True
+                # the deadline on the post's own clock (the loop's): no request outlives it
+                patience = None if deadline is None else deadline - self._runtime.clock.now()
                 posting = self._runtime.io.submit(
                     self._runtime.api.post_customer_message(
                         self.session_id,
@@ -409,6 +412,7 @@ class SessionActor(DispatchedActor):
                         maybe_sent=consumer.maybe_sent,
                         until_up=self._runtime.poller.until_up,
                         retried=self._runtime.recorder.post_retried,
+                        patience=patience,
                     )
                 )
                 posting.add_done_callback(lambda done: self._posted(consumer_id, done))
@@ -512,6 +516,8 @@ class SessionActor(DispatchedActor):
     def _translate(self, error: BaseException) -> SupervisorError:
         if isinstance(error, concurrent.futures.CancelledError):
             return SupervisorStopped(f"session {self.session_id}: the supervisor stopped")
+        if isinstance(error, PostExpired):  # proven not stored: retrying it is safe
+            return ParlantUnavailable(str(error), session_id=self.session_id)
         assert isinstance(error, Exception)
         return translate_error(error, self._runtime.api.base_url, self.session_id)
 

@@ -17,7 +17,7 @@ from parlant.client.types import Event
 from actors._backoff import Backoff
 from actors._errors import (
     AgentError,
-    ParlantUnavailable,
+    DeliveryUnknown,
     ReplyTimeout,
     SessionClosed,
     SupervisorError,
@@ -93,6 +93,10 @@ _PARKED_LIMIT: Final = 1000
 wait on the server instead)."""
 _LIVE: Final = frozenset({SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF})
 """States in which the session sends Parlant requests (polls, or retries of them)."""
+_SETTLE_LIMIT: Final = 20.0
+"""Seconds past its deadline a waiter waits for its post's settlement (grace and one read of
+the log, 12 s at most by default) before giving up on knowing (`DeliveryUnknown`); within the
+caller's own 30-s guard."""
 _POST_KEYS_KEPT: Final = 256
 """Post keys a session remembers, to tell a post stored twice (the latest ones: a late copy
 lands within seconds of the first)."""
@@ -223,6 +227,7 @@ class _Waiter:
     flow: _Flow
     customer_offset: int | None = None
     resumed: bool = False  # its message may have been posted by a process now gone
+    expired: bool = False  # its deadline passed before its post was settled: awaiting that
 
 
 @dataclass(slots=True)
@@ -488,9 +493,7 @@ class SessionCore:
                 if generation == self._idle_generation and self._idle():
                     self._effects.append(Reap())
             case TimerFired(TimerKind.DEADLINE, consumer_id):
-                waiter = self._waiters.pop(consumer_id, None)
-                if waiter is not None:
-                    self._fail(consumer_id, self._timed_out(waiter))
+                self._deadline_passed(consumer_id)
         self._watch_interest(now)
         self._poll_if_due()
         self._flush_outbox()
@@ -889,13 +892,28 @@ class SessionCore:
             if offset >= floor:
                 self._replies[offset] = outcome
 
+    def _deadline_passed(self, consumer_id: int) -> None:
+        """A waiter whose message was stored times out. One whose post is not settled yet
+        waits for it (no request of it outlives the deadline, and the post then reads the log
+        to tell what became of it): its ask says "not sent" only when that is proven. Past
+        `_SETTLE_LIMIT` more, it gives up on knowing."""
+        waiter = self._waiters.get(consumer_id)
+        if waiter is None:
+            return
+        if waiter.customer_offset is not None or waiter.expired:
+            del self._waiters[consumer_id]
+            self._fail(consumer_id, self._timed_out(waiter))
+            return
+        waiter.expired = True
+        at = self._now + _SETTLE_LIMIT
+        self._effects.append(Schedule(at, TimerFired(TimerKind.DEADLINE, consumer_id)))
+
     def _timed_out(self, waiter: _Waiter) -> SupervisorError:
-        if waiter.customer_offset is None:
-            return ParlantUnavailable(
-                f"session {self.session_id}: the message could not be posted before the "
-                "deadline (Parlant unreachable, refusing it, or its answers lost and the log "
-                "unreadable); it is not sent again. If it was stored, its reply reaches the "
-                "session's events() readers",
+        if waiter.customer_offset is None:  # its post never said how it ended
+            return DeliveryUnknown(
+                f"session {self.session_id}: no answer to the message's post before the "
+                "deadline: it may have been stored. Read the conversation before sending it "
+                "again, or ask again with the same post_key and maybe_sent=True",
                 session_id=self.session_id,
             )
         return ReplyTimeout(
@@ -935,7 +953,8 @@ class SessionCore:
         resumed = consumer.maybe_sent
         self._waiters[consumer.consumer_id].resumed = resumed
         since = 0 if resumed else self._next_offset
-        self._effects.append(PostMessage(consumer.consumer_id, message.text, since))
+        post = PostMessage(consumer.consumer_id, message.text, since, message.deadline)
+        self._effects.append(post)
         self._schedule_deadline(consumer.consumer_id, message.deadline)
 
     def _resume_reply(self, consumer_id: int, kind: ConsumerKind, capacity: int) -> None:
@@ -949,6 +968,12 @@ class SessionCore:
         # our own message is news to no reader, even if its ask already timed out
         self._window.pop(offset, None)
         waiter = self._waiters.get(consumer_id)
+        if waiter is not None and waiter.expired and offset not in self._replies:
+            # stored, and settled past its deadline: the ask timed out, its reply goes on
+            del self._waiters[consumer_id]
+            waiter.customer_offset = offset
+            self._fail(consumer_id, self._timed_out(waiter))
+            waiter = None
         if waiter is None:
             if offset >= self._dispatched_until:
                 self._own_posts.add(offset)

@@ -5,6 +5,7 @@ SupervisorError
 ├── TransientError          the same call may succeed later
 │   ├── ParlantUnavailable  the server could not be reached or answered 5xx/429
 │   ├── ReplyTimeout        the deadline passed; the late reply still reaches events()
+│   ├── DeliveryUnknown     the deadline passed and whether the message was stored is unknown
 │   └── AgentError          the agent's turn failed inside Parlant (`status: error`)
 └── PermanentError          retrying the same call will fail the same way
     ├── SessionNotFound     Parlant answered 404 for the session
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, final
 __all__ = [
     "AccessDenied",
     "AgentError",
+    "DeliveryUnknown",
     "InvalidInput",
     "ParlantUnavailable",
     "PermanentError",
@@ -71,6 +73,16 @@ class ParlantUnavailable(TransientError):
     """The Parlant server could not be reached, or answered with a server error."""
 
     outcome = "unavailable"
+
+
+@final
+class DeliveryUnknown(TransientError):
+    """The ask's deadline passed while its message's post was cut, and the session's log could
+    not be read to tell whether it was stored. Read the conversation before sending it again
+    (or ask again with the same `post_key` and `maybe_sent=True`: a copy in the log is found,
+    not posted twice)."""
+
+    outcome = "delivery_unknown"
 
 
 @final

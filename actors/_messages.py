@@ -537,11 +537,14 @@ class StopFollowing:
 @dataclass(frozen=True, slots=True)
 class PostMessage:
     """Post the consumer's text as a customer message, exactly once (no copy of it can be
-    below offset `since`); tell `MessagePosted` or `PostFailed`."""
+    below offset `since`); tell `MessagePosted` or `PostFailed`. No request of it outlives
+    `deadline` (clock time; None: none): then the post is settled and told (`PostFailed` with
+    why it was not stored, or with `DeliveryUnknown`; `MessagePosted` if it was)."""
 
     consumer_id: int
     text: str
     since: int
+    deadline: float | None = None
 
 
 @final

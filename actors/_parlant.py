@@ -64,6 +64,8 @@ DEFAULT_CONCURRENCY: Final = 64
 sessions asking at once, 124 asks/s with 8, 280 with 64 (`bench.phases --request-concurrency`);
 at 1,000, 414/466 with 8, 534/739 with 64. As many pooled keep-alive connections, at most."""
 DEFAULT_RETRY: Final = Backoff(base=0.2, cap=2.0)
+_SETTLE_READ: Final = 10.0
+"""Seconds the read that settles a post at its ask's deadline may take."""
 POST_GRACE: Final = 2.0
 """Seconds after a post's request was cut before a read of the log can prove it absent."""
 
@@ -230,9 +232,12 @@ class ParlantApi:
         maybe_sent: bool = False,
         until_up: Callable[[], Awaitable[None]] | None = None,
         retried: Callable[[str], None] = lambda reason: None,
+        patience: float | None = None,
     ) -> int:
         """Post `text` as the customer's message, exactly once (`post_exactly_once`: `key`
-        goes in its metadata); returns the event's offset."""
+        goes in its metadata), no request of it outliving `patience` seconds from now (None:
+        no bound); returns the event's offset."""
+        deadline = None if patience is None else time.monotonic() + patience
         return await post_exactly_once(
             self,
             session_id,
@@ -247,6 +252,8 @@ class ParlantApi:
             now=time.monotonic,
             until_up=until_up or _up,
             retried=retried,
+            deadline=deadline,
+            settle_read=min(self.request_timeout, _SETTLE_READ),
         )
 
     async def send_customer_message(self, session_id: str, body: bytes) -> int:

@@ -16,8 +16,17 @@ UNCERTAIN ──a read of the log, begun `grace` after the failure, holds the ke
 UNCERTAIN ──that read does not hold it──> SENDING (same key)
 UNCERTAIN ──the read failed──> UNCERTAIN, after a pause
 any ──404, 401/403, 422──> failed (the server said no: sending again would not change it)
-any ──nobody waits (the ask's deadline passed, it was closed, the supervisor stops)──> dropped
+any ──nobody waits (it was closed, the supervisor stops)──> dropped
+any ──the ask's deadline passed──> settled: not sent (nothing could land, or a read proves it
+      absent), posted (a read finds it), or unknown (the read failed: `DeliveryUnknown`)
 ```
+
+A request given up on (its deadline, a timeout) is aborted with a reset, never closed
+gracefully: a graceful close leaves the kernel retransmitting the unsent request through a
+partition, and Parlant storing it once the network heals, after a read proved it absent
+(measured: 2 of 2 posts stored twice across a 45-s partition). So once its last request was
+cut, what the log says after `grace` is final, and the ask is told the truth: "not sent" only
+when that is proven.
 
 Why the read proves absence. Parlant stores the event before it answers: a request that
 reached the server and finished is in the log, whatever became of its answer. One that did
@@ -40,7 +49,7 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 import structlog
@@ -48,11 +57,13 @@ from parlant.client.core.api_error import ApiError
 from parlant.client.types import Event
 
 from actors._backoff import Backoff
+from actors._errors import DeliveryUnknown
 from actors._wire import WireConnectError
 
 __all__ = [
     "METADATA_NAMESPACE",
     "PostDropped",
+    "PostExpired",
     "PostTransport",
     "key_of",
     "message_body",
@@ -65,12 +76,20 @@ METADATA_NAMESPACE: Final = "parlant_supervisor"
 """The customer event's `metadata` entry that holds our key: `{"parlant_supervisor":
 {"post": key}}` (other entries are the application's)."""
 
+T = TypeVar("T")
+
 _CERTAINLY_NOT_SENT: Final = frozenset({429, 503})
 _PERMANENT_STATUSES: Final = frozenset({400, 401, 403, 404, 409, 413, 422})
 
 
 class PostDropped(Exception):
     """Nobody waits for the post any more; it is not sent again."""
+
+
+class PostExpired(Exception):
+    """The ask's deadline passed and the message is proven not stored: nothing sent could land
+    (every request was refused, or none left), or a read of the log after the last was cut
+    found it absent. It is not sent again."""
 
 
 class PostTransport(Protocol):
@@ -140,6 +159,8 @@ async def post_exactly_once(
     until_up: Callable[[], Awaitable[None]],
     retried: Callable[[str], None] = lambda reason: None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    deadline: float | None = None,
+    settle_read: float = 10.0,
 ) -> int:
     """Post `text` with `key` until it is stored once; its offset.
 
@@ -154,15 +175,33 @@ async def post_exactly_once(
         now, sleep: The clock (monotonic seconds) and how to wait on it.
         retried: Told why each retry happens: `refused` (certainly not sent), `found` (its
             answer was lost but it is in the log), `absent` (proved absent: sent again).
+        deadline: When its ask gives up (on `now`'s clock): no request outlives it (one in
+            flight then is cut with a reset), and the post is settled: see `PostExpired`.
+        settle_read: Seconds the settling read of the log may take.
 
     Raises:
         PostDropped: Nobody waits for it any more.
+        PostExpired: The deadline passed; the message is proven not stored.
+        DeliveryUnknown: The deadline passed and the log could not be read to tell whether the
+            message was stored (a request of it may have landed).
         Exception: The last failure, when the server said no for good (`refused_for_good`).
     """
     body = message_body(text, key)
     failed_at: float | None = now() if maybe_sent else None
     pauses = 0
     refusals = 0
+    landed_maybe = maybe_sent  # a request of it may have reached Parlant
+
+    def remaining() -> float | None:
+        return None if deadline is None else deadline - now()
+
+    async def bounded(request: Awaitable[T]) -> T:
+        """The request, cut (its connection reset) at the deadline."""
+        left = remaining()
+        if left is None:
+            return await request
+        async with asyncio.timeout(max(0.0, left)):
+            return await request
 
     def note(reason: str, error: Exception | None = None) -> None:
         nonlocal refusals
@@ -183,13 +222,21 @@ async def post_exactly_once(
     while True:
         if not wanted():
             raise PostDropped(f"session {session_id}: nobody waits for the post any more")
+        left = remaining()
+        if left is not None and left <= 0:
+            return await _settle(
+                transport, session_id, key, since, landed_maybe, failed_at, grace, now, sleep,
+                settle_read,
+            )  # fmt: skip
         if failed_at is not None:
             early = failed_at + grace - now()
             if early > 0:
-                await sleep(early)
+                await sleep(early if left is None else min(early, left))
                 continue
             try:
-                events = await transport.read_customer_messages(session_id, since)
+                events = await bounded(transport.read_customer_messages(session_id, since))
+            except TimeoutError:
+                continue  # the deadline: settled above
             except Exception as error:
                 if refused_for_good(error):
                     raise
@@ -201,18 +248,62 @@ async def post_exactly_once(
                 return offset
             note("absent")
             failed_at = None
+            landed_maybe = False  # every request of it so far is proven absent
         try:
-            return await transport.send_customer_message(session_id, body)
+            return await bounded(transport.send_customer_message(session_id, body))
+        except TimeoutError:
+            failed_at, landed_maybe = now(), True  # cut in flight at the deadline
+            continue
         except Exception as error:
             if refused_for_good(error):
                 raise
             if certainly_not_sent(error):
                 note("refused", error)
             else:
-                failed_at = now()
+                failed_at, landed_maybe = now(), True
                 _log.info(
                     "session.post_uncertain",
                     session_id=session_id,
                     detail=f"{type(error).__name__}: {error}"[:200],
                 )
             await pause()
+
+
+async def _settle(
+    transport: PostTransport,
+    session_id: str,
+    key: str,
+    since: int,
+    landed_maybe: bool,
+    failed_at: float | None,
+    grace: float,
+    now: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+    settle_read: float,
+) -> int:
+    """The deadline passed: the message's offset if it was stored, else why not."""
+    if not landed_maybe:
+        raise PostExpired(
+            f"session {session_id}: the message could not be posted before the deadline, and "
+            "none of its requests can land: it was not sent"
+        )
+    if failed_at is not None and failed_at + grace > now():
+        await sleep(failed_at + grace - now())  # the cut request's handling could end by then
+    try:
+        async with asyncio.timeout(settle_read):
+            events = await transport.read_customer_messages(session_id, since)
+    except Exception as error:
+        raise DeliveryUnknown(
+            f"session {session_id}: the message's post was cut and its ask's deadline passed "
+            f"before the log could be read ({type(error).__name__}): it may have been stored. "
+            "Read the conversation before sending it again, or ask again with the same "
+            "post_key and maybe_sent=True",
+            session_id=session_id,
+        ) from error
+    offset = _found(events, key)
+    if offset is None:
+        raise PostExpired(
+            f"session {session_id}: the message could not be posted before the deadline; its "
+            "requests were cut and the log shows none of them stored: it was not sent"
+        )
+    return offset

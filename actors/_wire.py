@@ -566,7 +566,9 @@ async def _connect(
                     ssl=target.ssl_context,
                     server_hostname=target.host if target.ssl_context else None,
                 )
-                tune(writer.get_extra_info("socket"))
+                sock = writer.get_extra_info("socket") if writer is not None else None
+                if sock is not None:
+                    tune(sock)
                 return reader, writer
         except TimeoutError:
             raise WireConnectError(f"ConnectTimeout: no connection within {timeout} s") from None

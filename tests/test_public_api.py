@@ -16,6 +16,7 @@ PINNED = {
     "supervisor": [
         "AccessDenied",
         "AgentError",
+        "DeliveryUnknown",
         "Backoff",
         "InvalidInput",
         "MessageDelta",
@@ -105,6 +106,7 @@ PINNED = {
     "actors": [
         "AccessDenied",
         "AgentError",
+        "DeliveryUnknown",
         "Backoff",
         "IllegalTransition",
         "InvalidInput",

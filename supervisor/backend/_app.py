@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from actors import (
     AccessDenied,
     AgentError,
+    DeliveryUnknown,
     InvalidInput,
     ParlantUnavailable,
     ReplyTimeout,
@@ -290,8 +291,15 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
     not reach the client: the detail is written here, in terms of the client's token."""
     if isinstance(error, ReplyTimeout):
         return _Refused(504, "no reply within the deadline; it stays in the conversation", token)
+    if isinstance(error, DeliveryUnknown):
+        detail = (
+            "the message may have been delivered (the connection to Parlant broke while it was "
+            "sent): read the conversation (GET /api/sessions/{session_id}/messages) before "
+            "sending it again"
+        )
+        return _Refused(503, detail, token, _RETRY)
     if isinstance(error, ParlantUnavailable):
-        detail = "Parlant is unreachable; nothing was lost, try again shortly"
+        detail = "Parlant is unreachable; nothing was sent, try again shortly"
         return _Refused(503, detail, token, _RETRY)
     if isinstance(error, SupervisorStopped):
         return _Refused(503, "the backend is shutting down", token, _RETRY)

@@ -12,6 +12,7 @@ from parlant.client.types import Event
 from actors import (
     AccessDenied,
     Backoff,
+    DeliveryUnknown,
     IllegalTransition,
     ParlantUnavailable,
     Reply,
@@ -324,7 +325,7 @@ def test_an_ask_posts_its_message_and_schedules_its_deadline() -> None:
     d.start()
     effects = d.send(AwaitReply(Handle(1, ConsumerKind.ASK), "hi", 120.0))
     assert effects == [
-        PostMessage(1, "hi", 0),  # every copy of it is at offset 0 or after
+        PostMessage(1, "hi", 0, 120.0),  # every copy of it is at offset 0 or after
         Schedule(120.0, TimerFired(TimerKind.DEADLINE, 1)),
     ]
 
@@ -446,20 +447,46 @@ def test_the_deadline_fails_the_ask_and_its_late_reply_reaches_the_next_reader()
     assert d.send(TimerFired(TimerKind.DEADLINE, 1)) == []  # a second firing is stale
 
 
-def test_an_ask_whose_message_was_never_confirmed_posted_fails_as_unavailable_at_its_deadline() -> (
-    None
-):
+def test_at_its_deadline_an_ask_whose_post_is_unsettled_waits_for_what_the_post_proves() -> None:
+    """No request of a post outlives its ask's deadline; the post then reads the log and says
+    what became of the message. "Not sent" is its word, never a guess at the deadline."""
     d = Driver()
     d.start()
     d.receive(customer(0), *turn(1, "T", "earlier"))
     d.ask(1)
     assert d.of(PostMessage) == [PostMessage(1, "question", 6)]
 
-    [fail] = d.send(TimerFired(TimerKind.DEADLINE, 1))  # the post was still being retried
+    waiting = d.send(TimerFired(TimerKind.DEADLINE, 1))  # the post was still being retried
+    assert not [e for e in waiting if isinstance(e, Fail)]
+    proven = ParlantUnavailable("session sess1: ... it was not sent", session_id=SID)
+    [fail] = d.send(PostFailed(1, proven))
 
     assert isinstance(fail, Fail)
-    assert isinstance(fail.error, ParlantUnavailable)
-    assert "could not be posted before the deadline" in str(fail.error)
+    assert fail.error is proven
+
+
+def test_an_ask_whose_post_never_settles_gives_up_on_knowing() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    [settle] = d.send(TimerFired(TimerKind.DEADLINE, 1))
+    assert isinstance(settle, Schedule)
+
+    [fail] = d.send(settle.timer)
+
+    assert isinstance(fail, Fail)
+    assert isinstance(fail.error, DeliveryUnknown)
+    assert "may have been stored" in str(fail.error)
+
+
+def test_a_post_settled_as_stored_past_the_deadline_times_the_ask_out() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(TimerFired(TimerKind.DEADLINE, 1))
+    [fail] = d.send(MessagePosted(1, 0))
+    assert isinstance(fail, Fail)
+    assert isinstance(fail.error, ReplyTimeout)
 
 
 def test_an_ask_resumed_after_its_turn_was_read_is_answered_from_the_log_read_again() -> None:

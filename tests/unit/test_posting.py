@@ -13,8 +13,8 @@ import pytest
 from parlant.client.core.api_error import ApiError
 from parlant.client.types import Event
 
-from actors import Backoff
-from actors._posting import PostDropped, key_of, post_exactly_once
+from actors import Backoff, DeliveryUnknown
+from actors._posting import PostDropped, PostExpired, key_of, post_exactly_once
 from actors._wire import WireConnectError, WireError
 from tests.factory import customer
 
@@ -59,7 +59,11 @@ class Log:
 
 
 def post(
-    log: Log, *, wanted: Any = lambda: True, maybe_sent: bool = False
+    log: Log,
+    *,
+    wanted: Any = lambda: True,
+    maybe_sent: bool = False,
+    deadline: float | None = None,
 ) -> tuple[int, Counter[str]]:
     retried: Counter[str] = Counter()
 
@@ -82,6 +86,7 @@ def post(
             until_up=up,
             retried=lambda reason: retried.update([reason]),
             sleep=log.sleep,
+            deadline=deadline,
         )
     )
     return offset, retried
@@ -180,3 +185,68 @@ def test_a_post_another_process_never_sent_is_sent_once_proved_absent() -> None:
 
     assert (offset, log.copies("k1"), len(log.sends)) == (1, 1, 1)
     assert retried == Counter({"absent": 1})
+
+
+# --- the ask's deadline: "not sent" only when proven --------------------------------------
+
+
+def test_at_the_deadline_a_post_only_ever_refused_is_proven_not_sent() -> None:
+    log = Log()
+    log.send_faults = [(ApiError(status_code=503, body="busy"), False) for _ in range(50)]
+
+    with pytest.raises(PostExpired, match="was not sent"):
+        post(log, deadline=5.0)
+
+    assert log.copies("k1") == 0
+    assert log.reads == []  # nothing could land: nothing to read
+
+
+def test_at_the_deadline_a_cut_post_that_landed_is_found_and_answered() -> None:
+    """A partition: the post's request is cut (its bytes may still reach Parlant) and the
+    deadline passes; the log, read a grace later, has it: its offset, not "not sent"."""
+    log = Log()
+    log.send_faults = [(WireError("reset"), True)]  # its bytes landed; its answer was lost
+
+    offset, _ = post(log, deadline=1.0)
+
+    assert (offset, log.copies("k1"), len(log.sends)) == (1, 1, 1)
+    assert log.reads == [2.0]  # the settling read, a grace after the cut
+
+
+def test_at_the_deadline_a_cut_post_the_log_does_not_hold_is_proven_not_sent() -> None:
+    log = Log()
+    log.send_faults = [(WireError("reset"), False)]
+
+    with pytest.raises(PostExpired, match="shows none of them stored"):
+        post(log, deadline=1.0)
+
+    assert log.copies("k1") == 0
+    assert log.reads[-1] >= log.sends[0] + 2.0  # read a grace after the cut
+
+
+def test_at_the_deadline_a_cut_post_whose_log_cannot_be_read_is_unknown_not_unsent() -> None:
+    log = Log()
+    log.send_faults = [(WireError("reset"), True)]
+    log.read_faults = [WireError("partitioned")] * 10
+
+    with pytest.raises(DeliveryUnknown, match="may have been stored"):
+        post(log, deadline=1.0)
+
+
+def test_a_request_in_flight_at_the_deadline_is_cut_and_the_post_settled() -> None:
+    """A send that hangs (a silent partition) is cut at the deadline, in real time."""
+
+    class Hanging(Log):
+        async def send_customer_message(self, session_id: str, body: bytes) -> int:
+            self.sends.append(self.now)
+            await asyncio.Event().wait()  # never answered
+            raise AssertionError("unreachable")
+
+    log = Hanging()
+    deadline = 0.05  # the fake clock stands at 0: the send is cut 0.05 real seconds in
+
+    with pytest.raises(PostExpired, match="shows none of them stored"):
+        post(log, deadline=deadline)
+
+    assert len(log.sends) == 1
+    assert len(log.reads) == 1
