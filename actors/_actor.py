@@ -472,12 +472,15 @@ class SessionActor(DispatchedActor):
             ("failed_turns_total", recorder.turns_failed),
             ("abandoned_total", recorder.messages_abandoned),
             ("duplicate_posts_total", recorder.duplicate_posts),
+            ("polls_restarted_total", recorder.polls_restarted),
         ):
             grown = getattr(snapshot, total) - (getattr(previous, total) if previous else 0)
             if grown:
                 count(grown)
                 if total == "duplicate_posts_total":
                     _log.error("session.duplicate_post", session_id=self.session_id, count=grown)
+                elif total == "polls_restarted_total":
+                    _log.warning("session.poll_restarted", session_id=self.session_id)
 
     def _tell(self, message: Message) -> None:
         """Tell this actor something from another thread; dropped if it has stopped."""

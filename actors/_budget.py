@@ -18,7 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, final
 
-__all__ = ["OPERATIONS", "Budget", "RequestBudget"]
+__all__ = ["MAX_WAIT_FOR_DATA", "OPERATIONS", "Budget", "RequestBudget"]
+
+MAX_WAIT_FOR_DATA: Final = 240
+"""The longest a poll asks Parlant to wait, however many polls the budget spreads out: the
+smallest common idle timeout of the boxes between a client and a server (Azure's load
+balancer: 4 minutes; AWS's NLB 350 s, GCP's 10 minutes, NATs mostly 5 minutes and more). Our
+keepalive probes (every 5 s) keep a flow alive through them anyway; this bounds a poll through
+one that ignores them. An HTTP proxy in front of Parlant counts only bytes: keep
+`wait_for_data` below its read timeout (nginx and AWS's ALB: 60 s by default)."""
 
 OPERATIONS: Final = (
     "list_events",
@@ -104,11 +112,13 @@ class RequestBudget:
 
     def poll_wait(self, sessions: int, wait_for_data: int) -> int:
         """The `wait_for_data` that keeps `sessions` idle long-polls within their share of the
-        `list_events` budget (at least `wait_for_data`; Parlant sets no maximum)."""
+        `list_events` budget (at least `wait_for_data`, at most `MAX_WAIT_FOR_DATA`; Parlant
+        sets no maximum: the ceiling of waiting polls keeps them within it)."""
         idle = self.allowed("list_events", background=True)
         if idle is None:
             return wait_for_data
-        return max(wait_for_data, math.ceil(sessions * self.window / idle))
+        spread = max(wait_for_data, math.ceil(sessions * self.window / idle))
+        return min(spread, max(wait_for_data, MAX_WAIT_FOR_DATA))
 
 
 @final

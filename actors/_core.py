@@ -15,6 +15,7 @@ from typing import Final, final
 from parlant.client.types import Event
 
 from actors._backoff import Backoff
+from actors._budget import MAX_WAIT_FOR_DATA
 from actors._errors import (
     AgentError,
     DeliveryUnknown,
@@ -93,6 +94,10 @@ _PARKED_LIMIT: Final = 1000
 wait on the server instead)."""
 _LIVE: Final = frozenset({SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF})
 """States in which the session sends Parlant requests (polls, or retries of them)."""
+_LIVENESS: Final = 3.0
+"""Seconds a poll has to bring a message the session posted (Parlant answers a waiting poll
+within 0.25 s of a write) before it is taken for dead and restarted: a flow a middlebox forgot
+left sessions deaf for a whole poll (54-69 s measured)."""
 _SETTLE_LIMIT: Final = 20.0
 """Seconds past its deadline a waiter waits for its post's settlement (grace and one read of
 the log, 12 s at most by default) before giving up on knowing (`DeliveryUnknown`); within the
@@ -153,6 +158,11 @@ class SessionSettings:
             )
         if self.idle_ttl is not None and self.idle_ttl <= 0:
             raise ValueError(f"idle_ttl must be > 0 seconds or None, got {self.idle_ttl}")
+        if self.wait_for_data > MAX_WAIT_FOR_DATA:
+            raise ValueError(
+                f"wait_for_data must be <= {MAX_WAIT_FOR_DATA} s (the smallest common idle "
+                f"timeout of load balancers and NATs), got {self.wait_for_data}"
+            )
         if self.wait_for_data < 0 or not 0 <= self.wait_jitter <= self.wait_for_data:
             raise ValueError(
                 "need wait_for_data >= 0 and 0 <= wait_jitter <= wait_for_data, got "
@@ -186,6 +196,8 @@ class SessionSnapshot:
             or nothing was written for `wait_for_data` seconds): released as they stood.
         duplicate_posts_total: Customer messages whose post key was already in the log at
             another offset: one post stored twice (see `actors._posting`).
+        polls_restarted_total: Polls taken for dead and restarted (a message the session
+            posted was stored and the poll did not bring it).
     """
 
     session_id: str
@@ -203,6 +215,7 @@ class SessionSnapshot:
     failed_turns_total: int = 0
     abandoned_total: int = 0
     duplicate_posts_total: int = 0
+    polls_restarted_total: int = 0
 
 
 @dataclass(slots=True)
@@ -290,6 +303,7 @@ class SessionCore:
         "_duplicate_posts_total",
         "_effects",
         "_evicted_total",
+        "_expecting",
         "_failed_turns_total",
         "_generation",
         "_held",
@@ -305,6 +319,7 @@ class SessionCore:
         "_parked",
         "_pauses_total",
         "_poll_open",
+        "_polls_restarted_total",
         "_post_keys",
         "_readers",
         "_replay_unclaimed",
@@ -356,6 +371,8 @@ class SessionCore:
         self._idle_generation = 0
         self._idle_armed = False
         self._linger_until: float | None = None  # nobody waits: polling ends then
+        self._expecting: int | None = None  # a posted message the open poll must bring
+        self._polls_restarted_total = 0
         self._saved_checkpoint: int | None = None
         self._saved_at = float("-inf")
         self._save_armed = False
@@ -411,6 +428,7 @@ class SessionCore:
             failed_turns_total=self._failed_turns_total,
             abandoned_total=self._abandoned_total,
             duplicate_posts_total=self._duplicate_posts_total,
+            polls_restarted_total=self._polls_restarted_total,
         )
 
     # --- the one entry point --------------------------------------------------------------
@@ -460,6 +478,7 @@ class SessionCore:
                     self._schedule_deadline(consumer.consumer_id, deadline)
             case MessagePosted(consumer_id, offset):
                 self._message_posted(consumer_id, offset)
+                self._expect(offset)
                 if self._state is SessionState.BACKING_OFF and now >= self._retry_not_before:
                     # Parlant just took a post: it is back. Poll now, not at the retry timer
                     # (up to backoff.cap away): someone is waiting for this turn's reply.
@@ -489,6 +508,8 @@ class SessionCore:
                 self._save_armed = False
             case TimerFired(TimerKind.LINGER, _):
                 pass  # a wake-up: `_poll_if_due` decides from the clock
+            case TimerFired(TimerKind.LIVENESS, generation):
+                self._check_liveness(generation)
             case TimerFired(TimerKind.IDLE, generation):
                 if generation == self._idle_generation and self._idle():
                     self._effects.append(Reap())
@@ -575,6 +596,29 @@ class SessionCore:
         until someone waits on the session again."""
         if self._state in _LIVE:
             self._transition(SessionState.DORMANT)
+
+    # --- polls that cannot be alive ------------------------------------------------------
+
+    def _expect(self, offset: int) -> None:
+        """Parlant stored a message of the session's at `offset`: the open poll must bring it
+        within `_LIVENESS`, or it is dead (its connection lost without a word)."""
+        if offset >= self._next_offset and self._poll_open:
+            self._expecting = offset
+            at = self._now + _LIVENESS
+            self._effects.append(Schedule(at, TimerFired(TimerKind.LIVENESS, self._generation)))
+
+    def _check_liveness(self, generation: int) -> None:
+        expecting = self._expecting
+        if (
+            generation == self._generation
+            and self._poll_open
+            and expecting is not None
+            and self._next_offset <= expecting
+        ):
+            self._poll_open = False  # restarted by `_poll_if_due`, on a new connection
+            self._effects.append(CancelPoll())
+            self._polls_restarted_total += 1
+        self._expecting = None
 
     # --- polling --------------------------------------------------------------------------
 

@@ -425,6 +425,7 @@ class TimerKind(enum.Enum):
     CHECKPOINT = "checkpoint"
     FAILURE_GRACE = "failure_grace"
     LINGER = "linger"
+    LIVENESS = "liveness"
 
 
 @final

@@ -77,6 +77,17 @@ class Recorder(Protocol):
         """`count` posts were found stored twice."""
         ...
 
+    def poll_paced(self, reason: str) -> None:
+        """A poll waited before going again, after answers that cannot be right:
+        `instant_timeout` (a 504 or a client timeout long before its wait), `instant_empty`
+        (an empty 200 to a poll that should have waited), `stale` (only offsets already read)."""
+        ...
+
+    def polls_restarted(self, count: int) -> None:
+        """`count` polls that could not be alive were restarted on new connections (a message
+        the session posted was stored, and the poll did not bring it)."""
+        ...
+
     def events_evicted(self, count: int) -> None:
         """Unclaimed events dropped from memory (they stay on the server)."""
         ...

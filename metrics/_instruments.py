@@ -26,6 +26,7 @@ POLL_OUTCOMES: Final = (
     "forbidden",
     "rejected",
     "internal",
+    "stale",
 )
 REPLY_OUTCOMES: Final = (
     "answered",
@@ -38,10 +39,12 @@ REPLY_OUTCOMES: Final = (
     "crashed",
     "invalid",
     "agent_error",
+    "delivery_unknown",
 )
 EVENT_KINDS: Final = ("message", "status", "tool", "custom", "other")
 FAILURE_REASONS: Final = ("not_found", "forbidden", "crashed")
 POST_RETRY_REASONS: Final = ("refused", "found", "absent")
+PACE_REASONS: Final = ("instant_timeout", "instant_empty", "stale")
 
 _POLL_BUCKETS: Final = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 45, 60, 75)
 _REPLY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -171,7 +174,24 @@ class SupervisorMetrics:
             "request that landed after the log proved it absent. Should stay 0.",
             registry=registry,
         )
+        self._paced = Counter(
+            f"{PREFIX}_poll_paces",
+            "Polls held back before going again after answers that cannot be right, by "
+            "reason: instant_timeout, instant_empty, stale (only offsets already read).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in PACE_REASONS:
+            self._paced.labels(reason)
+        self._restarted_polls = Counter(
+            f"{PREFIX}_polls_restarted",
+            "Polls that could not be alive (a message the session posted was stored and the "
+            "poll did not bring it: a lost flow), restarted on a new connection.",
+            registry=registry,
+        )
         self._collectors = (
+            self._paced,
+            self._restarted_polls,
             self._post_retries,
             self._duplicate_posts,
             self._budget_waits,
@@ -263,6 +283,12 @@ class SupervisorMetrics:
 
     def duplicate_posts(self, count: int) -> None:
         self._duplicate_posts.inc(count)
+
+    def poll_paced(self, reason: str) -> None:
+        self._paced.labels(reason).inc()
+
+    def polls_restarted(self, count: int) -> None:
+        self._restarted_polls.inc(count)
 
     def events_evicted(self, count: int) -> None:
         self._evicted.inc(count)

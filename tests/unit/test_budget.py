@@ -51,9 +51,12 @@ def test_long_polls_wait_longer_when_the_sessions_need_it() -> None:
     assert production.allowed("list_events") == 216
     # idle polls take half of it (108 a minute), turns in progress the other half
     assert production.poll_wait(100, 60) == 60  # 100 re-polls a minute: within 108
-    assert production.poll_wait(1000, 60) == 556  # ceil(1000 * 60 / 108)
+    assert production.poll_wait(200, 60) == 112  # ceil(200 * 60 / 108)
+    # past the longest wait a middlebox lets live (it was 556 s at 1,000 polls): the ceiling
+    # of waiting polls keeps them within the budget instead (`SupervisorConfig.poll_ceiling`)
+    assert production.poll_wait(1000, 60) == 240
     assert RequestBudget().poll_wait(1000, 60) == 60  # no budget: as asked
-    assert RequestBudget({"list_events": 100}, idle_share=1.0).poll_wait(1000, 60) == 667
+    assert RequestBudget({"list_events": 100}, idle_share=1.0).poll_wait(1000, 60) == 240
 
 
 def test_a_scaled_budget_multiplies_every_limit_and_bad_ones_are_refused() -> None:
@@ -96,3 +99,11 @@ def test_the_ceiling_of_waiting_polls_agrees_with_the_production_budget() -> Non
     unbounded = SupervisorConfig(request_budget=production, max_waiting_polls=None)
     assert unbounded.poll_ceiling().max_waiting == 108
     assert SupervisorConfig().poll_ceiling().max_waiting == 100  # no budget: as configured
+
+
+
+def test_a_wait_longer_than_a_middlebox_lets_live_is_refused_with_the_reason() -> None:
+    from actors import SessionSettings
+
+    with pytest.raises(ValueError, match="smallest common idle timeout"):
+        SessionSettings(wait_for_data=300)

@@ -484,8 +484,7 @@ def test_a_post_settled_as_stored_past_the_deadline_times_the_ask_out() -> None:
     d.start()
     d.ask(1)
     d.send(TimerFired(TimerKind.DEADLINE, 1))
-    [fail] = d.send(MessagePosted(1, 0))
-    assert isinstance(fail, Fail)
+    [fail] = [e for e in d.send(MessagePosted(1, 0)) if isinstance(e, Fail)]
     assert isinstance(fail.error, ReplyTimeout)
 
 
@@ -763,3 +762,36 @@ def test_a_post_that_succeeds_does_not_cut_short_a_servers_retry_after() -> None
     assert d.send(MessagePosted(1, 0)) == []
     assert d.core.state is SessionState.BACKING_OFF
     assert d.send(schedule.timer) == [StartPoll(2, 0, 60, for_turn=True)]
+
+
+# --- polls that cannot be alive ----------------------------------------------------------
+
+
+def test_a_poll_that_does_not_bring_a_message_the_session_posted_is_restarted() -> None:
+    """A flow a middlebox forgot: the post went out on another connection and was stored,
+    the poll heard nothing (54-69 s of deafness measured). It must bring the message within
+    3 s (Parlant answers a waiting poll within 0.25 s of a write), else it is dead."""
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.now = 10.0
+    effects = d.send(MessagePosted(1, 0))
+    [liveness] = [e for e in effects if isinstance(e, Schedule)]
+    assert liveness == Schedule(13.0, TimerFired(TimerKind.LIVENESS, 1))
+
+    d.now = 13.0
+    effects = d.send(liveness.timer)
+
+    assert effects[0] == CancelPoll()
+    assert effects[1] == StartPoll(2, 0, 60, (60, 60), for_turn=True)
+    assert d.core.snapshot().polls_restarted_total == 1
+
+
+def test_a_poll_that_brought_the_message_is_left_alone() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    [liveness] = [e for e in d.send(MessagePosted(1, 0)) if isinstance(e, Schedule)]
+    d.receive(customer(0))  # it came: a new poll (generation 2) is open
+    assert d.send(liveness.timer) == []
+    assert d.core.snapshot().polls_restarted_total == 0
