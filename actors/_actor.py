@@ -400,8 +400,11 @@ class SessionActor(DispatchedActor):
             case PostMessage(consumer_id, text, since, deadline):
                 consumer = self._consumers[consumer_id]
                 consumer.post_started = True
-                # the deadline on the post's own clock (the loop's): no request outlives it
-                patience = None if deadline is None else deadline - self._runtime.clock.now()
+                # the deadline on the post's own clock (the loop's): no request outlives it;
+                # `due` says it on the supervisor's clock, which decides it (and tests inject)
+                clock = self._runtime.clock
+                patience = None if deadline is None else deadline - clock.now()
+                due = (lambda: False) if deadline is None else (lambda: clock.now() >= deadline)
                 posting = self._runtime.io.submit(
                     self._runtime.api.post_customer_message(
                         self.session_id,
@@ -413,6 +416,7 @@ class SessionActor(DispatchedActor):
                         until_up=self._runtime.poller.until_up,
                         retried=self._runtime.recorder.post_retried,
                         patience=patience,
+                        due=due,
                     )
                 )
                 posting.add_done_callback(lambda done: self._posted(consumer_id, done))

@@ -233,10 +233,12 @@ class ParlantApi:
         until_up: Callable[[], Awaitable[None]] | None = None,
         retried: Callable[[str], None] = lambda reason: None,
         patience: float | None = None,
+        due: Callable[[], bool] = lambda: False,
     ) -> int:
         """Post `text` as the customer's message, exactly once (`post_exactly_once`: `key`
         goes in its metadata), no request of it outliving `patience` seconds from now (None:
-        no bound); returns the event's offset."""
+        no bound), settled once `due()` (its ask's deadline on the supervisor's clock);
+        returns the event's offset."""
         deadline = None if patience is None else time.monotonic() + patience
         return await post_exactly_once(
             self,
@@ -253,6 +255,7 @@ class ParlantApi:
             until_up=until_up or _up,
             retried=retried,
             deadline=deadline,
+            due=due,
             settle_read=min(self.request_timeout, _SETTLE_READ),
         )
 

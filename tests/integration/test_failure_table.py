@@ -96,3 +96,21 @@ def test_a_refused_connection_holds_the_poll_and_the_post_until_the_asks_deadlin
         clock.advance(30)
         with pytest.raises(ParlantUnavailable, match="could not be posted before the deadline"):
             asking.result(timeout=30)
+
+
+def test_instant_504s_are_paced_not_repeated_at_once(serve: Serve, supervise: Supervise) -> None:
+    """Issue 28: an upstream answering 504 at once (not after the wait asked for) made one
+    session re-poll 3,700 times a second. Now each such answer in a row doubles a pause."""
+    server = serve()
+    session_id = failing_session(server, [504] * 1000)
+    sup = supervise(server.url, wait_for_data=30, wait_jitter=0)
+    reader = sup.events(session_id)  # someone waits on the session: it is polled
+
+    wait_until(
+        sup,
+        lambda: metric(sup, "poll_paces_total", reason="instant_timeout") >= 4,
+        timeout=30,
+        what="four paced polls",
+    )
+    assert server.call(server.emulator.served, session_id, 504) <= 8
+    reader.close()

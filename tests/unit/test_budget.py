@@ -101,7 +101,6 @@ def test_the_ceiling_of_waiting_polls_agrees_with_the_production_budget() -> Non
     assert SupervisorConfig().poll_ceiling().max_waiting == 100  # no budget: as configured
 
 
-
 def test_a_wait_longer_than_a_middlebox_lets_live_is_refused_with_the_reason() -> None:
     from actors import SessionSettings
 
