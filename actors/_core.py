@@ -695,6 +695,8 @@ class SessionCore:
                     f"session {self.session_id}: Parlant does not know this session "
                     f"({failure.detail}); it was deleted or never existed: open another one"
                 )
+            elif failure.kind is FailureKind.MISCONFIGURED:
+                message = f"session {self.session_id}: {failure.detail}"
             else:
                 message = (
                     f"session {self.session_id}: Parlant refused access ({failure.detail}); "

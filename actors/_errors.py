@@ -13,6 +13,7 @@ SupervisorError
     ├── SessionClosed       the session was closed while the call waited
     ├── SessionFailed       the session's actor kept crashing and was given up
     ├── SupervisorStopped   the supervisor is stopped or stopping
+    ├── ParlantMisconfigured  the URL does not reach Parlant's API (a redirect, TLS to plain HTTP)
     └── InvalidInput        the call's arguments are wrong (also a ValueError)
 ```
 """
@@ -26,6 +27,7 @@ __all__ = [
     "AgentError",
     "DeliveryUnknown",
     "InvalidInput",
+    "ParlantMisconfigured",
     "ParlantUnavailable",
     "PermanentError",
     "ReplyTimeout",
@@ -66,6 +68,15 @@ class TransientError(SupervisorError):
 
 class PermanentError(SupervisorError):
     """Retrying the same call will fail the same way."""
+
+
+@final
+class ParlantMisconfigured(PermanentError):
+    """The configured URL does not reach Parlant's API: it answers with a redirect (which is
+    not followed), or it speaks plain HTTP where the URL says https (or the reverse). Fix the
+    URL; retrying cannot help."""
+
+    outcome = "misconfigured"
 
 
 @final

@@ -16,6 +16,7 @@ from parlant.client.types import Event
 from actors._errors import (
     AccessDenied,
     InvalidInput,
+    ParlantMisconfigured,
     ParlantUnavailable,
     SessionNotFound,
     SupervisorError,
@@ -233,6 +234,7 @@ class FailureKind(enum.Enum):
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
     REJECTED = "rejected"
+    MISCONFIGURED = "misconfigured"
     INTERNAL = "internal"
 
     @classmethod
@@ -246,7 +248,7 @@ class FailureKind(enum.Enum):
     @property
     def is_terminal(self) -> bool:
         """True when retrying cannot help (the session is gone or forbidden)."""
-        return self in (FailureKind.NOT_FOUND, FailureKind.FORBIDDEN)
+        return self in (FailureKind.NOT_FOUND, FailureKind.FORBIDDEN, FailureKind.MISCONFIGURED)
 
     @property
     def error(self) -> type[SupervisorError]:
@@ -260,11 +262,15 @@ _STATUS_KINDS: dict[int, FailureKind] = {
     404: FailureKind.NOT_FOUND,
     422: FailureKind.REJECTED,  # Parlant's validation error: the request, not the server
     429: FailureKind.RATE_LIMITED,
+    # a redirect: the URL is not Parlant's API itself (redirects are not followed: a 301 was
+    # taken for a server error and retried for ever)
+    **dict.fromkeys((301, 302, 303, 307, 308), FailureKind.MISCONFIGURED),
 }
 _KIND_ERRORS: dict[FailureKind, type[SupervisorError]] = {
     FailureKind.NOT_FOUND: SessionNotFound,
     FailureKind.FORBIDDEN: AccessDenied,
     FailureKind.REJECTED: InvalidInput,
+    FailureKind.MISCONFIGURED: ParlantMisconfigured,
 }
 
 

@@ -34,6 +34,7 @@ from parlant.client.types import Event
 from actors._backoff import Backoff
 from actors._budget import Budget
 from actors._errors import (
+    ParlantMisconfigured,
     ParlantUnavailable,
     SupervisorError,
 )
@@ -47,6 +48,7 @@ from actors._wire import (
     WireError,
     WireResponse,
     WireTarget,
+    WireTlsError,
     retry_after_seconds,
     socket_options,
 )
@@ -86,9 +88,16 @@ def translate_error(error: Exception, base_url: str, session_id: str | None) -> 
             message = f"{where}: Parlant refused the request ({status}); check the credentials"
         elif kind is FailureKind.REJECTED:
             message = f"{where}: Parlant rejected the request as invalid: {error.body}"
+        elif kind is FailureKind.MISCONFIGURED:
+            message = (
+                f"{where}: {base_url} answered {status}, a redirect: it is not Parlant's API "
+                "itself (redirects are not followed); point the supervisor at where it leads"
+            )
         else:
             message = f"{where}: Parlant at {base_url} answered {status}; try again later"
         return kind.error(message, session_id=session_id)
+    if isinstance(error, WireTlsError):
+        return ParlantMisconfigured(f"{where}: {error}", session_id=session_id)
     if isinstance(error, httpx.HTTPError | WireError):
         return ParlantUnavailable(
             f"{where}: could not reach Parlant at {base_url} ({type(error).__name__}: {error}); "

@@ -63,6 +63,7 @@ from actors._wire import (
     WireConnectError,
     WireError,
     WireTarget,
+    WireTlsError,
     retry_after_seconds,
 )
 
@@ -643,6 +644,9 @@ class Poller:
             return PollTimedOut(generation, "client_timeout"), False
         except WireBodyTooLarge as error:
             return PollFailed(generation, PollFailure(FailureKind.MALFORMED, str(error))), False
+        except WireTlsError as error:
+            failure = PollFailure(FailureKind.MISCONFIGURED, str(error))
+            return PollFailed(generation, failure), False
         except WireError as error:
             failed = PollFailed(generation, PollFailure(FailureKind.NETWORK, str(error)))
             return failed, isinstance(error, WireConnectError)
@@ -664,6 +668,12 @@ class Poller:
         if status == 504:
             return PollTimedOut(generation, "gateway_timeout"), False
         detail = f"HTTP {status} {response.reason}".rstrip()
+        if 300 <= status < 400:
+            where = response.headers.get("location", "elsewhere")
+            detail += (
+                f" to {where}: this URL is not Parlant's API itself (redirects are not "
+                "followed); point the supervisor at where it leads"
+            )
         retry_after = retry_after_seconds(response.headers)
         if status == 429:  # every session's polls wait, not only this one's
             self._budget.refused("list_events", retry_after)

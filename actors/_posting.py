@@ -58,7 +58,7 @@ from parlant.client.types import Event
 
 from actors._backoff import Backoff
 from actors._errors import DeliveryUnknown
-from actors._wire import WireConnectError
+from actors._wire import WireConnectError, WireTlsError
 
 __all__ = [
     "METADATA_NAMESPACE",
@@ -79,7 +79,7 @@ METADATA_NAMESPACE: Final = "parlant_supervisor"
 T = TypeVar("T")
 
 _CERTAINLY_NOT_SENT: Final = frozenset({429, 503})
-_PERMANENT_STATUSES: Final = frozenset({400, 401, 403, 404, 409, 413, 422})
+_PERMANENT_STATUSES: Final = frozenset({301, 302, 303, 307, 308, 400, 401, 403, 404, 409, 413, 422})
 
 
 class PostDropped(Exception):
@@ -135,7 +135,10 @@ def certainly_not_sent(error: Exception) -> bool:
 
 
 def refused_for_good(error: Exception) -> bool:
-    """Whether the server said no in a way that sending again would not change."""
+    """Whether the server said no in a way that sending again would not change (a TLS
+    handshake that fails included: the URL is wrong)."""
+    if isinstance(error, WireTlsError):
+        return True
     return isinstance(error, ApiError) and error.status_code in _PERMANENT_STATUSES
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "WireError",
     "WireResponse",
     "WireTarget",
+    "WireTlsError",
     "check_headers",
     "is_open",
     "next_cycle",
@@ -130,6 +131,11 @@ class WireError(Exception):
 
 class WireConnectError(WireError):
     """No connection was made: the request was certainly not sent."""
+
+
+class WireTlsError(WireError):
+    """The TLS handshake failed: typically an https URL to a plain-HTTP server (or the reverse),
+    or a certificate refused. Retrying the same URL cannot help."""
 
 
 class WireBodyTooLarge(WireError):
@@ -572,6 +578,11 @@ async def _connect(
                 return reader, writer
         except TimeoutError:
             raise WireConnectError(f"ConnectTimeout: no connection within {timeout} s") from None
+        except ssl.SSLError as error:
+            raise WireTlsError(
+                f"TLS with {target.host}:{target.port} failed ({error.reason or error}): is it a "
+                "plain-HTTP server (then use http://), or is its certificate not trusted here?"
+            ) from error
         except OSError as error:
             raise WireConnectError(f"ConnectError: {error}") from error
 

@@ -27,6 +27,7 @@ POLL_OUTCOMES: Final = (
     "rejected",
     "internal",
     "stale",
+    "misconfigured",
 )
 REPLY_OUTCOMES: Final = (
     "answered",
@@ -40,9 +41,10 @@ REPLY_OUTCOMES: Final = (
     "invalid",
     "agent_error",
     "delivery_unknown",
+    "misconfigured",
 )
 EVENT_KINDS: Final = ("message", "status", "tool", "custom", "other")
-FAILURE_REASONS: Final = ("not_found", "forbidden", "crashed")
+FAILURE_REASONS: Final = ("not_found", "forbidden", "misconfigured", "crashed")
 POST_RETRY_REASONS: Final = ("refused", "found", "absent")
 PACE_REASONS: Final = ("instant_timeout", "instant_empty", "stale")
 

@@ -42,6 +42,7 @@ from actors import (
     AgentError,
     DeliveryUnknown,
     InvalidInput,
+    ParlantMisconfigured,
     ParlantUnavailable,
     ReplyTimeout,
     SessionClosed,
@@ -317,6 +318,8 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
         return _Refused(502, detail, token)
     if isinstance(error, AccessDenied):
         return _Refused(502, "Parlant refused the backend's credentials", token)
+    if isinstance(error, ParlantMisconfigured):
+        return _Refused(502, "the backend's Parlant URL is misconfigured", token)
     if isinstance(error, TransientError):  # SessionUnresponsive (overload), ShardLost
         return _Refused(503, "the backend is overloaded; try again shortly", token, _RETRY)
     return _Refused(500, f"unexpected error: {type(error).__name__}", token)

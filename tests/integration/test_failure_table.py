@@ -9,8 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
-from supervisor import AccessDenied, ParlantUnavailable, SessionState, SessionSupervisor
-from supervisor.testing import EmulatorServer, FakeClock, metric, settle, wait_until
+from supervisor import (
+    AccessDenied,
+    ParlantMisconfigured,
+    ParlantUnavailable,
+    SessionState,
+    SessionSupervisor,
+)
+from supervisor.testing import AppServer, EmulatorServer, FakeClock, metric, settle, wait_until
 from tests.helpers import failed_with, last_failure
 
 Serve = Callable[..., EmulatorServer]
@@ -114,3 +120,33 @@ def test_instant_504s_are_paced_not_repeated_at_once(serve: Serve, supervise: Su
     )
     assert server.call(server.emulator.served, session_id, 504) <= 8
     reader.close()
+
+
+def test_a_redirecting_url_is_a_clear_terminal_error_not_a_retry_for_ever(
+    supervise: Supervise,
+) -> None:
+    """A 301 was taken for a server error: retried for ever (issue 28)."""
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    async def moved(request: object) -> RedirectResponse:
+        return RedirectResponse("https://parlant.example.invalid/api", status_code=301)
+
+    app = Starlette(routes=[Route("/{path:path}", moved, methods=["GET", "POST"])])
+    with AppServer(app) as elsewhere:
+        sup = supervise(elsewhere.url)
+        with pytest.raises(ParlantMisconfigured, match="redirects are not followed"):
+            sup.ask("s1", "hello?", timeout=30)
+        reader = sup.events("s2")
+        with pytest.raises(ParlantMisconfigured, match=r"301 .* to https://parlant\.example"):
+            next(reader)
+
+
+def test_an_https_url_to_a_plain_http_server_says_so(serve: Serve, supervise: Supervise) -> None:
+    """It said only "Parlant unreachable" (issue 28)."""
+    server = serve()
+    sup = supervise(server.url.replace("http://", "https://"))
+
+    with pytest.raises(ParlantMisconfigured, match="plain-HTTP server"):
+        sup.ask("s1", "hello?", timeout=30)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from parlant.client.core.api_error import ApiError
 
-from actors import AccessDenied, InvalidInput, ParlantUnavailable, SessionNotFound
+from actors import (
+    AccessDenied,
+    InvalidInput,
+    ParlantMisconfigured,
+    ParlantUnavailable,
+    SessionNotFound,
+)
 from actors._messages import FailureKind
 from actors.runtime import translate_error
 
@@ -34,7 +40,14 @@ def test_a_status_means_the_same_to_a_poll_and_to_a_short_request(
     assert translated.session_id == "s1"
 
 
-def test_only_a_missing_or_forbidden_session_ends_a_poll_for_good() -> None:
+def test_only_a_missing_or_forbidden_session_or_a_wrong_url_ends_a_poll_for_good() -> None:
     terminal = {kind for kind in FailureKind if kind.is_terminal}
 
-    assert terminal == {FailureKind.NOT_FOUND, FailureKind.FORBIDDEN}
+    assert terminal == {FailureKind.NOT_FOUND, FailureKind.FORBIDDEN, FailureKind.MISCONFIGURED}
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_wrong_url_not_a_server_error_to_retry_for_ever(status: int) -> None:
+    """A 301 was taken for a server error and retried for ever (issue 28)."""
+    assert FailureKind.of_status(status) is FailureKind.MISCONFIGURED
+    assert FailureKind.MISCONFIGURED.error is ParlantMisconfigured
