@@ -127,6 +127,9 @@ class SessionSettings:
             message, or none Parlant confirmed with a `ready`) waits for the `status: error`
             that would fail it, before it resolves as it is. Parlant writes the error a few ms
             after the completed `ready`, and a poll sees new events within 0.25 s.
+        max_stream_life: Seconds a streamed message may go on being written before it is
+            released as it stands (incomplete), so that the events behind it go on: chunks
+            that never end held every later event back with no bound.
         linger: Seconds the session keeps polling once nobody waits on it any more (no ask,
             stream or reader, no streamed message being followed), so that what Parlant writes
             after a turn is read at once. Then the session is DORMANT and sends Parlant nothing
@@ -146,8 +149,11 @@ class SessionSettings:
     checkpoint_interval: float | None = None
     failure_grace: float = 0.5
     linger: float | None = 0.0
+    max_stream_life: float = 300.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.max_stream_life < math.inf:
+            raise ValueError(f"max_stream_life must be > 0 seconds, got {self.max_stream_life}")
         if self.linger is not None and not 0 <= self.linger < math.inf:
             raise ValueError(f"linger must be >= 0 seconds or None, got {self.linger}")
         if self.failure_grace < 0:
@@ -510,6 +516,8 @@ class SessionCore:
                 pass  # a wake-up: `_poll_if_due` decides from the clock
             case TimerFired(TimerKind.LIVENESS, generation):
                 self._check_liveness(generation)
+            case TimerFired(TimerKind.STREAM_LIFE, offset):
+                self._outlived(offset)
             case TimerFired(TimerKind.IDLE, generation):
                 if generation == self._idle_generation and self._idle():
                     self._effects.append(Reap())
@@ -729,6 +737,9 @@ class SessionCore:
         if is_incomplete(event):
             self._streaming[event.id] = _Streamed(event)
             self._effects.append(FollowMessage(event.id, event.offset))
+            life = self._settings.max_stream_life
+            at = self._now + life
+            self._effects.append(Schedule(at, TimerFired(TimerKind.STREAM_LIFE, event.offset)))
         elif not self._parked:
             self._dispatch(event)
             return
@@ -851,6 +862,13 @@ class SessionCore:
             streamed.settling = True
             self._effects.append(CheckMessage(event_id, streamed.event.offset))
 
+    def _outlived(self, offset: int) -> None:
+        """A streamed message still unfinished `max_stream_life` after it began is released
+        as it stands (its chunks may never end: every later event waited behind it)."""
+        event_id = next((i for i, s in self._streaming.items() if s.event.offset == offset), None)
+        if event_id is not None:
+            self._abandon(event_id)
+
     def _message_checked(self, event_id: str, event: Event | None) -> None:
         streamed = self._streaming.get(event_id)
         if streamed is None:
@@ -868,7 +886,11 @@ class SessionCore:
         # Still incomplete after its trace ended (a cancelled turn never finishes its message)
         # or after Parlant wrote nothing for wait_for_data: abandoned, released as it stands
         # (ReplyMessage.is_complete says so).
-        del self._streaming[event_id]
+        self._abandon(event_id)
+
+    def _abandon(self, event_id: str) -> None:
+        """Stop waiting for a streamed message: released as it stands, counted."""
+        streamed = self._streaming.pop(event_id)
         self._effects.append(StopFollowing(event_id))
         self._abandoned_total += 1
         if self._parked and self._parked[0].id == event_id:

@@ -432,6 +432,7 @@ class TimerKind(enum.Enum):
     FAILURE_GRACE = "failure_grace"
     LINGER = "linger"
     LIVENESS = "liveness"
+    STREAM_LIFE = "stream_life"
 
 
 @final

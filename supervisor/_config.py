@@ -70,6 +70,9 @@ class SupervisorConfig:
             `status: error` is waited for by its asks (`failure_grace`) all the same. None:
             poll every session for as long as its actor lives (until `idle_ttl`), whoever
             waits.
+        max_stream_life: Seconds a streamed message may go on being written before it is
+            released as it stands (`ReplyMessage.is_complete` False, counted in
+            `messages_abandoned_total`): the events behind it go on.
         max_waiting_polls: Polls kept waiting on Parlant at once (None: no ceiling). Each
             costs Parlant four reads of its store a second (about 0.1 % of its one core,
             measured: 100 cost ~10 %). Polls for a turn (an ask, a stream) always go; readers
@@ -128,6 +131,7 @@ class SupervisorConfig:
     stop_timeout: float = 10.0
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     linger: float | None = _SESSION.linger
+    max_stream_life: float = _SESSION.max_stream_life
     max_waiting_polls: int | None = _CEILING.max_waiting
     rotation_rate: float = _CEILING.rotation_rate
     idle_ttl: float | None = 600.0
@@ -193,6 +197,7 @@ class SupervisorConfig:
             backoff=self.backoff,
             idle_ttl=self.idle_ttl,
             linger=self.linger,
+            max_stream_life=self.max_stream_life,
             checkpoint_interval=self.checkpoint_interval if self.durable_checkpoints else None,
             failure_grace=self.failure_grace,
         )

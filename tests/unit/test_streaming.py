@@ -358,3 +358,24 @@ def test_a_message_written_further_after_parlant_went_quiet_is_followed_again() 
     effects = d.send(MessageChecked(streamed(2, "T", "a").id, streamed(2, "T", "a", "b")))
     assert FollowMessage(streamed(2, "T", "a").id, 2) in effects
     assert d.core.snapshot().abandoned_total == 0
+
+
+def test_a_message_written_for_longer_than_its_maximum_life_is_released_as_it_stands() -> None:
+    """Chunks that never end held every later event back with no bound (a normal turn 70 s
+    later timed out, issue 28)."""
+    d = Driver(max_stream_life=300.0)
+    d.start()
+    reader = Handle(1, ConsumerKind.READER)
+    d.send(Subscribe(reader))
+    d.receive(streamed(0, "T", "Once"), agent(1, "U", "after it"))
+    assert d.delivered(1) == []  # held behind the message being written
+    [life] = [
+        e for e in d.effects if isinstance(e, Schedule) and e.timer.kind is TimerKind.STREAM_LIFE
+    ]
+    assert life.at == 300.0
+
+    d.now = 300.0
+    d.send(life.timer)
+
+    assert d.delivered(1) == [0, 1]
+    assert d.core.snapshot().abandoned_total == 1
