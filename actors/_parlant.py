@@ -38,7 +38,7 @@ from actors._errors import (
     ParlantUnavailable,
     SupervisorError,
 )
-from actors._events import parse_events
+from actors._events import parse_events_soon
 from actors._messages import FailureKind
 from actors._posting import certainly_not_sent, post_exactly_once, refused_for_good
 from actors._wire import (
@@ -324,7 +324,14 @@ class ParlantApi:
         path = f"/sessions/{quote(session_id, safe='')}/events?min_offset={min_offset}"
         query = f"{path}&wait_for_data=0{filters}"
         response = await self._request(b"GET", query, "list_events")
-        return _parsed(parse_events, response, session_id, self.base_url)
+        try:
+            return await parse_events_soon(response.content)
+        except pydantic.ValidationError as error:
+            raise ParlantUnavailable(
+                f"session {session_id}: Parlant at {self.base_url} answered with a body that is "
+                f"not what it should be ({error.error_count()} errors)",
+                session_id=session_id,
+            ) from None
 
     async def create_customer(self, name: str) -> str:
         """Create a customer, exactly once; returns its id.
@@ -489,16 +496,3 @@ def _json(response: WireResponse) -> Any:
         return json.loads(response.content)
     except ValueError:
         return response.content.decode(errors="replace")
-
-
-def _parsed(
-    parse: Callable[[bytes], T], response: WireResponse, session_id: str, base_url: str
-) -> T:
-    try:
-        return parse(response.content)
-    except pydantic.ValidationError as error:
-        raise ParlantUnavailable(
-            f"session {session_id}: Parlant at {base_url} answered with a body that is not "
-            f"what it should be ({error.error_count()} errors)",
-            session_id=session_id,
-        ) from None

@@ -43,7 +43,7 @@ import structlog
 
 from actors._backoff import Backoff
 from actors._budget import Budget
-from actors._events import parse_events
+from actors._events import parse_events_soon
 from actors._io import IOLoop
 from actors._messages import (
     EventsReceived,
@@ -653,7 +653,7 @@ class Poller:
         status = response.status
         if status == 200:
             try:
-                events = parse_events(response.content)
+                events = await parse_events_soon(response.content)
             except pydantic.ValidationError as error:
                 detail = (
                     f"200 with a body that is not a list of events ({error.error_count()} errors)"
