@@ -79,6 +79,12 @@ _TICK: Final = 0.02
 
 _RECOVERY_RESTART: Final = 1.0
 """Seconds before a recovery that died of a bug starts again."""
+_PROBE_CONNECT: Final = 1.0
+"""Seconds a probe may take to connect; then the next probe tries on a new connection. A
+connect across a silent partition is retried by the kernel 1, 3, 7 s later: a probe that
+waited `CONNECT_TIMEOUT` (10 s) for it noticed a healed link up to 8 s late (measured: 9.9 s
+from the heal to the first answer, drill `net-partition`). A busy server still connects at
+once (the kernel accepts for it): only the answer may take longer, up to `CONNECT_TIMEOUT`."""
 
 PACE: Final = Backoff(base=0.25, cap=30.0)
 """The pause before a session's next poll after answers that cannot be right (doubling with
@@ -573,28 +579,24 @@ class Poller:
     async def _recover(self) -> None:
         """Probe until the server answers, then readmit the held polls at a bounded rate; from
         the probing again if it fails meanwhile."""
-        probe = Connection(self._target)
         heard = self._heard = asyncio.Event()
-        try:
-            while True:
-                while self._upstream.state is UpstreamState.DOWN:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(heard.wait(), self._upstream.probe_delay())
-                    # once heard, forgotten: left set, a relapse to DOWN would probe without
-                    # pause for as long as Parlant stayed away
-                    heard.clear()
-                    if self._upstream.state is UpstreamState.DOWN and await self._answers(probe):
-                        self._probe_answered()
-                _log.info("upstream.recovering", url=self._base_url, held=len(self._held))
-                await self._readmit(self._readmission.rate(len(self._held)))
-                if self._upstream.state is UpstreamState.RECOVERING:
-                    self._upstream.readmitted()
-                    self._recorder.upstream_changed(UpstreamState.UP.value)
-                    down = self._io.loop.time() - self._down_since
-                    _log.info("upstream.up", url=self._base_url, down_seconds=round(down, 3))
-                    return
-        finally:
-            probe.close()
+        while True:
+            while self._upstream.state is UpstreamState.DOWN:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(heard.wait(), self._upstream.probe_delay())
+                # once heard, forgotten: left set, a relapse to DOWN would probe without
+                # pause for as long as Parlant stayed away
+                heard.clear()
+                if self._upstream.state is UpstreamState.DOWN and await self._answers():
+                    self._probe_answered()
+            _log.info("upstream.recovering", url=self._base_url, held=len(self._held))
+            await self._readmit(self._readmission.rate(len(self._held)))
+            if self._upstream.state is UpstreamState.RECOVERING:
+                self._upstream.readmitted()
+                self._recorder.upstream_changed(UpstreamState.UP.value)
+                down = self._io.loop.time() - self._down_since
+                _log.info("upstream.up", url=self._base_url, down_seconds=round(down, 3))
+                return
 
     async def _readmit(self, rate: float) -> None:
         """Send the held polls again, `rate` a second: a few each tick of `_TICK` seconds (a
@@ -613,13 +615,17 @@ class Poller:
                 allowance -= 1.0
             await asyncio.sleep(_TICK)
 
-    async def _answers(self, probe: Connection) -> bool:
-        """Whether the server answers at all (`GET /healthz`: any status below 500)."""
+    async def _answers(self) -> bool:
+        """Whether the server answers at all (`GET /healthz`: any status below 500), on a
+        connection of its own: a kept one may be a flow the network lost."""
+        probe = Connection(self._target)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                response = await probe.request(b"GET", "/healthz", connect_timeout=CONNECT_TIMEOUT)
+                response = await probe.request(b"GET", "/healthz", connect_timeout=_PROBE_CONNECT)
         except (WireError, TimeoutError):
             return False
+        finally:
+            probe.close()
         return response.status < 500
 
     async def _outcome(

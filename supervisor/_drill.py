@@ -46,6 +46,7 @@ from supervisor.testing import (
     Drop,
     EmulatedAgent,
     EmulatorServer,
+    FarEmulator,
     Fault,
     FaultProxy,
     Hang,
@@ -57,6 +58,7 @@ from supervisor.testing import (
     echo,
     kill_session_actor,
     kill_shard,
+    namespaces_unavailable,
 )
 
 __all__ = ["SCENARIOS", "DrillOptions", "ScenarioReport", "run_scenario"]
@@ -154,16 +156,44 @@ class _Rig:
 
     options: DrillOptions
     rng: random.Random
-    proxy: FaultProxy
+    wire: FaultProxy | None  # None when the faults are a real link's (`far`)
     supervisor: Supervising
     truth: httpx.AsyncClient
     sessions: list[str]
     emulator: EmulatorServer | None
     finished: asyncio.Event
+    far: FarEmulator | None = None
     faults: int = 0
     marks: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    answers: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     deleted: set[str] = field(default_factory=set)
     completed: int = 0  # asks that ended, however
+    dropped: int = 0  # packets the link dropped, counted in faults
+
+    @property
+    def proxy(self) -> FaultProxy:
+        """The fault proxy between the supervisor and the server (proxy scenarios only)."""
+        if self.wire is None:
+            raise RuntimeError("this scenario's faults are a real link's: it has no proxy")
+        return self.wire
+
+    @property
+    def link(self) -> FarEmulator:
+        """The server across a real link (`far` scenarios only)."""
+        if self.far is None:
+            raise RuntimeError("this scenario has no real link")
+        return self.far
+
+    def injected(self) -> int:
+        """Faults so far: the injectors' own (packets the link dropped among them) and the
+        proxy's."""
+        return self.faults + (self.wire.injected.total() if self.wire is not None else 0)
+
+    async def count_drops(self) -> None:
+        """Add the packets the link dropped since the last count to the faults."""
+        dropped = await asyncio.to_thread(self.link.namespace.dropped)
+        self.faults += dropped - self.dropped
+        self.dropped = dropped
 
     def mark_all(self) -> None:
         """Every session met a fault now (an outage, a restart)."""
@@ -204,6 +234,8 @@ class Scenario:
         turns: Turns per session for this scenario (None: the drill's `--turns`).
         expected_errors: The errors (class names) that may fail an ask here; any other
             fails the scenario.
+        far: The server runs in a network namespace of its own, reached over a veth pair
+            (needs root, iproute2 and iptables), with no proxy: the faults are the link's.
     """
 
     name: str
@@ -219,12 +251,22 @@ class Scenario:
     sessions: int | None = None
     turns: int | None = None
     expected_errors: tuple[str, ...] = ()
+    far: FarLink | None = None
 
     def sized(self, options: DrillOptions) -> DrillOptions:
         """`options` with this scenario's own sessions and turns, where it has them."""
         return replace(
             options, sessions=self.sessions or options.sessions, turns=self.turns or options.turns
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FarLink:
+    """A far scenario's link: with a `delay`, a relay in the server's namespace holds each
+    chunk that long plus up to `jitter` more (this kernel has no netem)."""
+
+    delay: float = 0.0
+    jitter: float = 0.0
 
 
 RATE_WINDOW: Final = 3.0
@@ -323,6 +365,82 @@ async def _kill_shards(rig: _Rig) -> None:
         rig.faults += len(hosted)
         await asyncio.to_thread(kill_shard, sharded, victim)
         pause = (1.5, 3.0)  # then each shard has time to come back
+
+
+_PARTITION: Final = 8.0
+"""Seconds a partition lasts: longer than the far scenarios' `request_timeout` (3 s), so that
+posts and polls are cut by their deadlines mid-partition (issue 28's stored-twice case)."""
+_VANISHED: Final = 13.0
+"""Seconds the server's host is gone: longer than the connections' user timeout (11 s), so
+that TCP gives up on the established ones."""
+
+
+def _far_config(config: SupervisorConfig) -> SupervisorConfig:
+    return replace(config, request_timeout=3.0)
+
+
+def _healed(rig: _Rig) -> None:
+    """Every session's link works again now: recovery counts from here."""
+    now = time.monotonic()
+    for session_id in rig.sessions:
+        rig.marks[session_id].append(now)
+
+
+async def _partitions(rig: _Rig, count: int = 2) -> None:
+    """Silent partitions (every packet dropped both ways), each `_PARTITION` seconds."""
+    namespace = rig.link.namespace
+    pause = (0.3, 1.0)  # the first while the first turns run
+    for _ in range(count):
+        if not await rig.pause(rig.rng.uniform(*pause)):
+            return
+        pause = (1.5, 3.0)  # then the conversations have time to go on
+        await asyncio.to_thread(namespace.partition)
+        await asyncio.sleep(_PARTITION)  # the fault's length, not a wait for something
+        await rig.count_drops()
+        await asyncio.to_thread(namespace.heal)
+        _healed(rig)
+
+
+async def _lost_flows(rig: _Rig, count: int = 5) -> None:
+    """Every TCP flow to the server forgotten, silently, while it stays up (a NAT, a load
+    balancer or conntrack losing its state), every second or so."""
+    far = rig.link
+    for _ in range(count):
+        if not await rig.pause(rig.rng.uniform(0.5, 1.5)):
+            break
+        lost = await asyncio.to_thread(far.namespace.lose_flows, far.port)
+        rig.faults += lost
+        _healed(rig)  # new connections work at once
+    await rig.finished.wait()
+    await rig.count_drops()
+    await asyncio.to_thread(far.namespace.heal)
+
+
+async def _lossy(rig: _Rig) -> None:
+    """A share of the packets lost, either way, for the whole conversation (the link's
+    delay and jitter are the relay's)."""
+    namespace = rig.link.namespace
+    await asyncio.to_thread(namespace.lose, 0.05)
+    while await rig.pause(1.0):
+        await rig.count_drops()
+    await rig.count_drops()
+    await asyncio.to_thread(namespace.heal)
+
+
+async def _vanishing(rig: _Rig, count: int = 2) -> None:
+    """The server's host gone from the link (its processes frozen) for `_VANISHED` seconds,
+    then back as it was."""
+    far = rig.link
+    pause = (0.3, 1.0)
+    for _ in range(count):
+        if not await rig.pause(rig.rng.uniform(*pause)):
+            return
+        pause = (1.5, 3.0)
+        await asyncio.to_thread(far.vanish)
+        rig.faults += len(rig.sessions)
+        await asyncio.sleep(_VANISHED)  # the fault's length, not a wait for something
+        await asyncio.to_thread(far.reappear)
+        _healed(rig)
 
 
 def _counter(supervisor: Supervising, name: str) -> int:
@@ -450,6 +568,38 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
         _chaos([ResetMidResponse(), Reset(), Drop(), Delay(0.05)], 0.3, path=_POLLS_AND_FOLLOWS),
         streaming=True,
     ),
+    Scenario(
+        "net-partition",
+        f"a real link silently partitioned for {_PARTITION:.0f} s, past request_timeout, twice",
+        _partitions,
+        config=_far_config,
+        far=FarLink(),
+    ),
+    Scenario(
+        "net-lost-flows",
+        "every TCP flow forgotten silently, the server up (a NAT or balancer losing state)",
+        _lost_flows,
+        config=_far_config,
+        far=FarLink(),
+        pause_between_turns=1.0,  # conversations long enough for several losses
+        turns=10,
+    ),
+    Scenario(
+        "net-lossy",
+        "a real link with 5% packet loss either way, 20-60 ms delay",
+        _lossy,
+        config=_far_config,
+        far=FarLink(delay=0.02, jitter=0.04),
+        pause_between_turns=0.3,
+        turns=10,
+    ),
+    Scenario(
+        "net-host-vanishes",
+        f"the server's host gone from the link for {_VANISHED:.0f} s, twice, then back",
+        _vanishing,
+        config=_far_config,
+        far=FarLink(),
+    ),
     *(
         [
             Scenario(
@@ -494,17 +644,37 @@ async def run_scenario(
     if scenario.needs_emulator and options.parlant_url is not None:
         report.skipped = "needs the embedded emulator (it restarts the server)"
         return report
+    if scenario.far is not None:
+        if options.parlant_url is not None:
+            report.skipped = "runs its own server in a network namespace"
+            return report
+        if (reason := await asyncio.to_thread(namespaces_unavailable)) is not None:
+            report.skipped = reason
+            return report
     started = time.monotonic()
     rng = random.Random(f"{options.seed}/{scenario.name}")
-    emulator = None
-    if options.parlant_url is None:
+    emulator = far = proxy = None
+    if scenario.far is not None:
+        link = scenario.far
+        far = await asyncio.to_thread(
+            lambda: FarEmulator(delay=link.delay, jitter=link.jitter, seed=rng.randrange(2**32))
+        )
+        upstream = far.url
+    elif options.parlant_url is None:
         emulator = EmulatorServer(_emulator(scenario))
-    upstream = options.parlant_url or (emulator.url if emulator else "")
-    proxy = FaultProxy(upstream)
-    supervisor = _supervisor(scenario, proxy.url)
-    # the accounting reads the server's log as another client would: its own IP, its own limits
+        upstream = emulator.url
+    else:
+        upstream = options.parlant_url
+    if far is None:
+        proxy = FaultProxy(upstream)
+    supervisor = _supervisor(scenario, proxy.url if proxy is not None else upstream)
+    # the accounting reads the server's log as another client would: its own IP, its own limits,
+    # a connection of its own each time (a far link's faults must not cut the accounting)
     truth = httpx.AsyncClient(
-        base_url=upstream, timeout=30, headers={"X-Forwarded-For": "198.51.100.7"}
+        base_url=upstream,
+        timeout=30,
+        headers={"X-Forwarded-For": "198.51.100.7"},
+        limits=httpx.Limits(max_keepalive_connections=0),
     )
     options = scenario.sized(options)
     try:
@@ -519,19 +689,24 @@ async def run_scenario(
         else:
             agent_id = await _agent(truth, _STREAMING_AGENT if scenario.streaming else _AGENT)
             sessions = [await supervisor.acreate_session(agent_id) for _ in range(options.sessions)]
-        rig = _Rig(options, rng, proxy, supervisor, truth, sessions, emulator, asyncio.Event())
+        rig = _Rig(options, rng, proxy, supervisor, truth, sessions, emulator, asyncio.Event(), far)
         await _run(rig, scenario, report, progress)
-        report.faults = rig.faults + proxy.injected.total()
+        report.faults = rig.injected()
         report.recovery_p50, report.recovery_p99, report.recovery_max = _recovery(
-            proxy.records(), rig.marks
+            proxy.records() if proxy is not None else [],
+            rig.marks,
+            rig.answers if far is not None else {},
         )
         report.restarts = max(0, _counter(supervisor, "sessions_started") - len(sessions))
     finally:
         await truth.aclose()
         await supervisor.astop()
-        await asyncio.to_thread(proxy.stop)
+        if proxy is not None:
+            await asyncio.to_thread(proxy.stop)
         if emulator is not None:
             await asyncio.to_thread(emulator.stop)
+        if far is not None:
+            await asyncio.to_thread(far.close)
     report.seconds = time.monotonic() - started
     return report
 
@@ -608,7 +783,8 @@ async def _run(
     rig.finished.set()
     await injector
     await ticker
-    rig.proxy.calm()
+    if rig.wire is not None:
+        rig.wire.calm()
     written = {sid: await _written(rig, sid) for sid in rig.sessions if sid not in rig.deleted}
     if scenario.readers == "final":
         for session_id in written:
@@ -636,6 +812,7 @@ async def _converse(rig: _Rig, session_id: str, pause: float, *, streams: bool) 
                 ask.reply = "".join([piece async for piece in pieces])
             else:
                 ask.reply = (await rig.supervisor.aask(session_id, message, timeout=timeout)).text
+            rig.answers[session_id].append(time.monotonic())
         except (ReplyTimeout, SupervisorStopped):  # no answer in time: what drills must not see
             ask.timed_out = True
         except SupervisorError as error:
@@ -696,7 +873,7 @@ async def _tick(
     progress: Callable[[ScenarioReport, Supervising | None], None],
 ) -> None:
     while not conversations.done():
-        report.faults = rig.faults + rig.proxy.injected.total()
+        report.faults = rig.injected()
         report.asks = rig.completed
         progress(report, rig.supervisor)
         await asyncio.sleep(0.2)
@@ -770,10 +947,11 @@ def _answer_in_log(events: list[dict[str, Any]], message: str) -> str | None:
 
 
 def _recovery(
-    records: list[ProxyRecord], marks: dict[str, list[float]]
+    records: list[ProxyRecord], marks: dict[str, list[float]], answers: dict[str, list[float]]
 ) -> tuple[float | None, float | None, float | None]:
     """Seconds from the first failure of each failing streak of a session's polls to its next
-    good poll: p50, p99 and max."""
+    good poll (or, where the faults are a link's and no proxy sees the polls, from the last
+    heal to the session's next answered ask): p50, p99 and max."""
     timeline: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for record in records:
         if record.method != "GET" or not record.path.endswith("/events"):
@@ -783,12 +961,14 @@ def _recovery(
         timeline[session_id].append((record.at, good))
     for session_id, times in marks.items():
         timeline[session_id].extend((at, False) for at in times)
+    for session_id, times in answers.items():
+        timeline[session_id].extend((at, True) for at in times)
     durations = []
     for entries in timeline.values():
         failing_since: float | None = None
         for at, good in sorted(entries):
-            if not good and failing_since is None:
-                failing_since = at
+            if not good and (failing_since is None or answers):
+                failing_since = at  # a link's fault counts from its last heal
             elif good and failing_since is not None:
                 durations.append(at - failing_since)
                 failing_since = None

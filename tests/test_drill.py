@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from supervisor._drill import ScenarioReport, _account, _answer_in_log, _Ask, _recovery
+from supervisor._drill import (
+    _PARTITION,
+    SCENARIOS,
+    ScenarioReport,
+    _account,
+    _answer_in_log,
+    _Ask,
+    _recovery,
+    drill_config,
+)
 from supervisor.testing import ProxyRecord
 
 
@@ -102,10 +111,32 @@ def test_recovery_runs_from_a_streaks_first_failure_to_the_next_good_poll() -> N
         ProxyRecord(4.0, "POST", path, "reset", None),  # posts are not polls
     ]
 
-    p50, p99, worst = _recovery(records, {"s": [2.5]})  # a kill at 2.5, back at 3.0
+    p50, p99, worst = _recovery(records, {"s": [2.5]}, {})  # a kill at 2.5, back at 3.0
 
     assert (p50, worst) == (0.75, 1.0)
     assert p99 == 1.0
+
+
+def test_a_links_recovery_runs_from_its_last_heal_to_the_next_answer() -> None:
+    """No proxy sees a far scenario's polls: its marks are heals, its good times answers. A
+    second fault healed before any answer restarts the count (the time in between was the
+    fault's, not the recovery's)."""
+    heals = {"s": [10.0, 20.0], "t": [10.0]}
+    answers = {"s": [5.0, 20.5, 21.0], "t": [12.0]}
+
+    p50, p99, worst = _recovery([], heals, answers)
+
+    assert (p50, worst) == (1.25, 2.0)
+    assert p99 == 2.0
+
+
+def test_every_real_link_scenario_runs_its_server_in_a_namespace() -> None:
+    far = [s for s in SCENARIOS if s.far is not None]
+
+    assert {s.name for s in far} == {
+        "net-partition", "net-lost-flows", "net-lossy", "net-host-vanishes"
+    }  # fmt: skip
+    assert all(s.config(drill_config()).request_timeout < _PARTITION for s in far)
 
 
 @pytest.mark.parametrize("scenario", ["actor-crash", "stream-cuts"])

@@ -13,6 +13,9 @@
 - `FAIL_MARKER`, `CUT_MARKER`: in a customer message, they make both servers' models fail the
   turn (a provider that is down), or cut a streamed answer after its first chunk.
 - `AppServer`: any ASGI app (the reference backend, yours) served by uvicorn on 127.0.0.1.
+- `NetworkNamespace`, `FarEmulator`: a server behind a real link (a network namespace and a
+  veth pair, as root), cut by the network's faults: silent partitions, lost flows, packet
+  loss, a host that vanishes; `namespaces_unavailable()` says why a machine cannot.
 - `kill_session_actor()`: a session's actor fails as a bug would (it is restarted).
 - `kill_shard()`: a `ShardedSupervisor`'s shard process dies (Ray restarts it).
 - `FakeClock` and `settle()`: tests that never sleep.
@@ -42,6 +45,7 @@ from supervisor.emulator import (
 )
 from supervisor.testing._chaos import kill_session_actor, kill_shard
 from supervisor.testing._clock import FakeClock
+from supervisor.testing._netns import FarEmulator, NetworkNamespace, namespaces_unavailable
 from supervisor.testing._parlant_server import (
     ParlantListener,
     ParlantServer,
@@ -72,10 +76,12 @@ __all__ = [
     "EmulatedAgent",
     "EmulatorServer",
     "FakeClock",
+    "FarEmulator",
     "Fault",
     "FaultProxy",
     "Hang",
     "ModelFailure",
+    "NetworkNamespace",
     "ParlantCost",
     "ParlantEmulator",
     "ParlantListener",
@@ -91,6 +97,7 @@ __all__ = [
     "kill_session_actor",
     "kill_shard",
     "metric",
+    "namespaces_unavailable",
     "scripted",
     "settle",
     "wait_until",

@@ -7,8 +7,10 @@ heals. This puts a server where that can happen to it, on this machine only: the
 its veth pair and its addresses (10.254.N.0/30) are made here and removed at `close()`; its
 rules live in the namespace's own tables, never the host's.
 
-Needs root (`CAP_NET_ADMIN`), `ip` (iproute2) and `iptables`; `unavailable()` says why not
-where it cannot run.
+Needs root (`CAP_NET_ADMIN`), `ip` (iproute2) and `iptables`; `namespaces_unavailable()` says
+why not where it cannot run. `FarEmulator` is the Parlant emulator run there, optionally
+behind a delay relay (this kernel has no netem: `python -m supervisor.testing._relay`
+delays each chunk instead, in order).
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Final, Self, final
 
-__all__ = ["NetworkNamespace", "unavailable"]
+__all__ = ["FarEmulator", "NetworkNamespace", "namespaces_unavailable"]
 
 _SUBNETS: Final = itertools.count(1)
 """The N of 10.254.N.0/30, per namespace made by this process."""
 
 
-def unavailable() -> str | None:
+def namespaces_unavailable() -> str | None:
     """Why this machine cannot make a namespace with a veth pair and netfilter rules (None:
     it can)."""
     if os.geteuid() != 0:
@@ -62,6 +66,7 @@ class NetworkNamespace:
         self.host_address = f"10.254.{index}.1"
         self.address = f"10.254.{index}.2"
         self._made: list[list[str]] = []  # undo commands, last first
+        self._dropped = 0  # packets dropped by rules already removed
         try:
             self._ip("netns", "add", self.name)
             self._made.append(["ip", "netns", "del", self.name])
@@ -125,7 +130,28 @@ class NetworkNamespace:
     def heal(self) -> None:
         """Remove every rule: the link works again (lost flows stay lost: their sockets are
         gone on the server's side)."""
+        self._dropped = self.dropped()
+        self.inside("iptables", "-Z")
         self.inside("iptables", "-F")
+
+    def dropped(self) -> int:
+        """Packets the faults have dropped so far, healed ones included."""
+        listing = self.inside("iptables", "-L", "-n", "-v", "-x")
+        return self._dropped + sum(
+            int(fields[0])
+            for fields in map(str.split, listing.splitlines())
+            if len(fields) > 2 and fields[0].isdigit() and fields[2] == "DROP"
+        )
+
+    def vanish(self) -> None:
+        """The namespace's host is gone from the link (its interface down): packets to it go
+        nowhere, new connections fail with "no route to host" once the neighbour is not found.
+        The host's route stays (marked linkdown), so nothing leaves this machine."""
+        self.inside("ip", "link", "set", self._inner_link, "down")
+
+    def reappear(self) -> None:
+        """The host is back on the link."""
+        self.inside("ip", "link", "set", self._inner_link, "up")
 
     def _flows(self, port: int) -> list[int]:
         """The client ports of the established TCP flows to `port` in the namespace."""
@@ -158,6 +184,90 @@ class NetworkNamespace:
 
     def _ip(self, *arguments: str) -> str:
         return _run(["ip", *arguments])
+
+
+@final
+class FarEmulator:
+    """The Parlant emulator (`python -m supervisor emulator`) in a namespace of its own,
+    reached at `url` over a veth pair; with `delay`, behind a relay in the namespace that holds
+    each chunk `delay` seconds plus up to `jitter` more (seeded), in order.
+    """
+
+    def __init__(
+        self, *, port: int = 8800, delay: float = 0.0, jitter: float = 0.0, seed: int = 0
+    ) -> None:
+        self.namespace = NetworkNamespace()
+        self.port = port
+        self.url = f"http://{self.namespace.address}:{port}"
+        self._processes: list[subprocess.Popen[str]] = []
+        try:
+            relayed = delay > 0 or jitter > 0
+            host = "127.0.0.1" if relayed else self.namespace.address
+            inner_port = port + 1 if relayed else port
+            self._start(
+                [sys.executable, "-m", "supervisor", "emulator", "--host", host,
+                 "--port", str(inner_port)],
+                "Parlant emulator on",
+            )  # fmt: skip
+            if relayed:
+                self._start(
+                    [sys.executable, "-m", "supervisor.testing._relay",
+                     f"{self.namespace.address}:{port}", f"127.0.0.1:{inner_port}",
+                     "--delay", str(delay), "--jitter", str(jitter), "--seed", str(seed)],
+                    "relaying",
+                )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, command: list[str], ready: str) -> None:
+        process = self.namespace.popen(command, stdout=subprocess.PIPE)
+        self._processes.append(process)
+        assert process.stdout is not None
+        first = process.stdout.readline()  # printed once it listens
+        if ready not in first:
+            raise RuntimeError(f"{' '.join(command)} did not start: {first!r}")
+
+    def vanish(self) -> None:
+        """The server's host is gone: off the link, its processes frozen."""
+        self.namespace.vanish()
+        for process in self._processes:
+            process.send_signal(signal.SIGSTOP)
+
+    def reappear(self) -> None:
+        """The host is back, as it was (its processes resume)."""
+        for process in self._processes:
+            process.send_signal(signal.SIGCONT)
+        self.namespace.reappear()
+
+    def close(self) -> None:
+        """Stop the processes and remove the namespace."""
+        with contextlib.suppress(RuntimeError):
+            self.namespace.heal()
+            self.namespace.reappear()
+        for process in reversed(self._processes):
+            process.send_signal(signal.SIGCONT)
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        self._processes.clear()
+        self.namespace.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _run(command: Sequence[str]) -> str:

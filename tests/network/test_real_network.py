@@ -9,44 +9,28 @@ a sleep here is a fault's duration, never a wait for something to happen.
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
+from actors.events import message_text
 from supervisor import SessionSupervisor
-from supervisor.testing import metric
-from supervisor.testing._netns import NetworkNamespace, unavailable
+from supervisor.testing import FarEmulator, metric, namespaces_unavailable
 from tests.helpers import messages, post_as_human_agent
 
 Supervise = Callable[..., SessionSupervisor]
-PORT = 8800
 
 
 @pytest.fixture
-def far_parlant() -> Iterator[tuple[NetworkNamespace, str]]:
-    """An emulator in a namespace of its own: (the namespace, its URL)."""
-    reason = unavailable()
+def far_parlant() -> Iterator[FarEmulator]:
+    """An emulator in a namespace of its own, across a veth pair."""
+    reason = namespaces_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    with NetworkNamespace() as namespace:
-        server = namespace.popen(
-            [sys.executable, "-m", "supervisor", "emulator", "--host", namespace.address,
-             "--port", str(PORT)],
-            stdout=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            assert server.stdout is not None
-            first = server.stdout.readline()  # "Parlant emulator on http://...": it listens
-            assert "Parlant emulator on" in first, first
-            yield namespace, f"http://{namespace.address}:{PORT}"
-        finally:
-            namespace.heal()
-            server.terminate()
-            server.wait(timeout=30)
+    with FarEmulator() as far:
+        yield far
 
 
 def stored(url: str, session_id: str, text: str) -> int:
@@ -56,12 +40,12 @@ def stored(url: str, session_id: str, text: str) -> int:
 
 
 def test_a_partition_longer_than_a_posts_timeout_stores_its_message_once(
-    far_parlant: tuple[NetworkNamespace, str], supervise: Supervise
+    far_parlant: FarEmulator, supervise: Supervise
 ) -> None:
     """Issue 28: a post cut by its timeout during a silent partition was closed gracefully, the
     kernel went on retransmitting it, and it landed after the heal, once the log had proved it
     absent and it had been sent again: stored twice (2 of 2 runs)."""
-    namespace, url = far_parlant
+    namespace, url = far_parlant.namespace, far_parlant.url
     sup = supervise(url, request_timeout=3, post_grace=1, wait_for_data=5, wait_jitter=0)
     agent_id = sup.ensure_agents(["Echo"])["Echo"]
     session_id = sup.create_session(agent_id)
@@ -81,12 +65,12 @@ def test_a_partition_longer_than_a_posts_timeout_stores_its_message_once(
 
 
 def test_lost_flows_are_noticed_in_seconds_and_the_session_hears_again(
-    far_parlant: tuple[NetworkNamespace, str], supervise: Supervise
+    far_parlant: FarEmulator, supervise: Supervise
 ) -> None:
     """Issue 28: every TCP flow lost silently while Parlant stayed up (what a NAT or a load
     balancer that lost its state does) left sessions deaf for a whole poll (54-69 s), and asks
     with a 30-s deadline timed out though Parlant answered in milliseconds."""
-    namespace, url = far_parlant
+    namespace, url = far_parlant.namespace, far_parlant.url
     sup = supervise(url)  # the defaults: 60-s polls
     agent_id = sup.ensure_agents(["Echo"])["Echo"]
     session_id = sup.create_session(agent_id)
@@ -95,14 +79,14 @@ def test_lost_flows_are_noticed_in_seconds_and_the_session_hears_again(
     seen = [next(reader) for _ in range(7)]  # its message and its turn
     assert messages(e.model_dump() for e in seen)[-1] == "echo: before"
 
-    assert namespace.lose_flows(PORT) >= 1
+    assert namespace.lose_flows(far_parlant.port) >= 1
     # within its 30-s deadline: the dead connections are noticed (keepalive, user timeout)
     # and the poll that did not bring the posted message restarted, in seconds
     reply = sup.ask(session_id, "after the loss", timeout=30)
     assert post_as_human_agent(url, session_id, "a human, after").status_code == 201
     texts = []
     while "a human, after" not in texts:  # bounded: the reader's own guard
-        texts.append(next(reader).data.get("message"))
+        texts.append(message_text(next(reader)))
 
     assert reply.text == "echo: after the loss"
     reader.close()
