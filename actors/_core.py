@@ -659,6 +659,8 @@ class SessionCore:
                 self._go_dormant()
             return
         if self._state is SessionState.DORMANT:
+            if self._awaiting_own_posts():
+                return
             self._transition(SessionState.POLLING)
         if self._poll_open or self._state not in (SessionState.POLLING, SessionState.PAUSED):
             return
@@ -686,6 +688,26 @@ class SessionCore:
         for_turn = bool(self._waiters or self._streaming)
         self._effects.append(
             StartPoll(self._generation, self._next_offset, wait, repeat, for_turn=for_turn)
+        )
+        posted = [
+            w.customer_offset
+            for w in self._waiters.values()
+            if w.customer_offset is not None and w.customer_offset >= self._next_offset
+        ]
+        if posted:  # a message of ours is stored: this poll must bring it
+            self._expect(min(posted))
+
+    def _awaiting_own_posts(self) -> bool:
+        """Only asks whose messages are not stored yet wait on the session: nothing it could
+        hear before they are is theirs (a turn comes after its message), so a dormant session
+        wakes once one is. Under load a post took seconds, and a poll waiting beside it cost
+        Parlant four reads a second all that time (bench/upstream.py: 208 polls waiting where
+        80 were needed, 400 sessions asking every 30 s)."""
+        return (
+            bool(self._waiters)
+            and not self._readers
+            and not self._streaming
+            and all(w.customer_offset is None for w in self._waiters.values())
         )
 
     def _any_consumer_full(self) -> bool:

@@ -745,7 +745,10 @@ def test_a_post_that_succeeds_while_backing_off_ends_the_backoff_at_once() -> No
     assert isinstance(schedule, Schedule)
     d.ask(1)
 
-    assert d.send(MessagePosted(1, 0)) == [StartPoll(2, 0, 60, for_turn=True)]  # Parlant is back
+    assert d.send(MessagePosted(1, 0)) == [  # Parlant is back: poll now, for the stored message
+        StartPoll(2, 0, 60, for_turn=True),
+        Schedule(103.0, TimerFired(TimerKind.LIVENESS, 2)),
+    ]
     assert d.core.state is SessionState.POLLING
     assert d.send(schedule.timer) == []  # the retry timer is stale now
 
@@ -761,7 +764,10 @@ def test_a_post_that_succeeds_does_not_cut_short_a_servers_retry_after() -> None
 
     assert d.send(MessagePosted(1, 0)) == []
     assert d.core.state is SessionState.BACKING_OFF
-    assert d.send(schedule.timer) == [StartPoll(2, 0, 60, for_turn=True)]
+    assert d.send(schedule.timer) == [
+        StartPoll(2, 0, 60, for_turn=True),
+        Schedule(d.now + 3.0, TimerFired(TimerKind.LIVENESS, 2)),  # it must bring our message
+    ]
 
 
 # --- polls that cannot be alive ----------------------------------------------------------

@@ -83,11 +83,25 @@ def test_a_linger_poll_that_ends_first_is_told_and_the_session_goes_dormant() ->
     assert d.core.state is SessionState.DORMANT
 
 
-def test_an_ask_wakes_a_dormant_session_and_polls_from_where_it_stopped() -> None:
+def test_an_ask_wakes_a_dormant_session_once_its_message_is_stored() -> None:
     d = dormant_after_start()
     effects = d.ask(1)
+    # nothing the session could hear before its message is stored is the ask's: a poll
+    # waiting beside a slow post costs Parlant and brings nothing
+    assert d.of(StartPoll) == []
+    assert d.core.state is SessionState.DORMANT
+    effects = d.send(MessagePosted(1, 5))
     assert d.core.state is SessionState.POLLING
-    # a full wait: an ask waits on it; admitted first (`for_turn`)
+    # from where it stopped, a full wait (an ask waits on it), admitted first (`for_turn`)
+    assert StartPoll(2, 3, 60, (60, 60), for_turn=True) in effects
+    # and it must bring the stored message soon, or it is taken for dead (a lost flow)
+    assert Schedule(d.now + 3.0, TimerFired(TimerKind.LIVENESS, 2)) in effects
+
+
+def test_a_reader_waiting_beside_an_unposted_ask_wakes_the_session_at_once() -> None:
+    d = dormant_after_start()
+    d.ask(1)
+    effects = d.send(Subscribe(Handle(2, ConsumerKind.READER)))
     assert StartPoll(2, 3, 60, (60, 60), for_turn=True) in effects
 
 
