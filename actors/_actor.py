@@ -415,6 +415,9 @@ class SessionActor(DispatchedActor):
                         maybe_sent=consumer.maybe_sent,
                         until_up=self._runtime.poller.until_up,
                         retried=self._runtime.recorder.post_retried,
+                        unreachable=lambda: self._runtime.poller.upstream_unreachable(
+                            self.session_id
+                        ),
                         patience=patience,
                         due=due,
                     )

@@ -241,6 +241,7 @@ class ParlantApi:
         maybe_sent: bool = False,
         until_up: Callable[[], Awaitable[None]] | None = None,
         retried: Callable[[str], None] = lambda reason: None,
+        unreachable: Callable[[], None] = lambda: None,
         patience: float | None = None,
         due: Callable[[], bool] = lambda: False,
     ) -> int:
@@ -263,6 +264,7 @@ class ParlantApi:
             now=time.monotonic,
             until_up=until_up or _up,
             retried=retried,
+            unreachable=unreachable,
             deadline=deadline,
             due=due,
             settle_read=min(self.request_timeout, _SETTLE_READ),

@@ -253,6 +253,17 @@ class Poller:
         if not self._shut and self._upstream.state is UpstreamState.DOWN:
             self._io.call_soon(self._answered)
 
+    def upstream_unreachable(self, session_id: str) -> None:
+        """A request of `session_id`'s (a post) could not connect: the server is not there,
+        as when a poll's connection is refused (a dormant session asked has no poll to tell
+        it). Any thread."""
+        if not self._shut:
+            self._io.call_soon(self._unreachable, session_id)
+
+    def _unreachable(self, session_id: str) -> None:
+        if self._upstream.failed(session_id, refused=True):
+            self._went_down(PollFailure(FailureKind.NETWORK, "a post could not connect"))
+
     def _answered(self) -> None:
         if self._upstream.state is UpstreamState.DOWN:
             self._probe_answered()

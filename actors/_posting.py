@@ -161,6 +161,7 @@ async def post_exactly_once(
     now: Callable[[], float],
     until_up: Callable[[], Awaitable[None]],
     retried: Callable[[str], None] = lambda reason: None,
+    unreachable: Callable[[], None] = lambda: None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     deadline: float | None = None,
     due: Callable[[], bool] = lambda: False,
@@ -179,6 +180,8 @@ async def post_exactly_once(
         now, sleep: The clock (monotonic seconds) and how to wait on it.
         retried: Told why each retry happens: `refused` (certainly not sent), `found` (its
             answer was lost but it is in the log), `absent` (proved absent: sent again).
+        unreachable: Told when a request of it could not connect (the server is not there:
+            the session's polls are to wait too, and the post waits with them).
         deadline: When its ask gives up (on `now`'s clock): no request outlives it (one in
             flight then is cut with a reset), and the post is settled: see `PostExpired`.
         due: Whether the ask's deadline has passed on the clock that decides it (the
@@ -266,6 +269,8 @@ async def post_exactly_once(
                 raise
             if certainly_not_sent(error):
                 note("refused", error)
+                if isinstance(error, WireConnectError | httpx.ConnectError):
+                    unreachable()
             else:
                 failed_at, landed_maybe = now(), True
                 _log.info(

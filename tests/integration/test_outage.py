@@ -78,11 +78,11 @@ def test_a_recovery_that_dies_of_a_bug_is_started_again_and_parlant_is_seen_back
     real_answers = Poller._answers
     raised = []
 
-    async def buggy_once(self: Poller, probe: object) -> bool:
+    async def buggy_once(self: Poller) -> bool:
         if not raised:
             raised.append(True)
             raise RuntimeError("a bug in the probe")
-        return await real_answers(self, probe)  # type: ignore[arg-type]
+        return await real_answers(self)
 
     monkeypatch.setattr(Poller, "_answers", buggy_once)
     server = serve()
