@@ -34,6 +34,7 @@ from actors._messages import (
     Consumer,
     Deliver,
     Effect,
+    ExpectPoll,
     Fail,
     FetchHistory,
     FinishPoll,
@@ -389,6 +390,8 @@ class SessionActor(DispatchedActor):
                 self._runtime.poller.start(self.session_id, self.actor_urn, effect, self._tell)
             case CancelPoll():
                 self._runtime.poller.cancel(self.session_id, self.actor_urn)
+            case ExpectPoll(generation):
+                self._runtime.poller.expect(self.session_id, self.actor_urn, generation)
             case FinishPoll():
                 self._runtime.poller.finish(self.session_id, self.actor_urn)
             case FollowMessage():
@@ -479,15 +482,12 @@ class SessionActor(DispatchedActor):
             ("failed_turns_total", recorder.turns_failed),
             ("abandoned_total", recorder.messages_abandoned),
             ("duplicate_posts_total", recorder.duplicate_posts),
-            ("polls_restarted_total", recorder.polls_restarted),
         ):
             grown = getattr(snapshot, total) - (getattr(previous, total) if previous else 0)
             if grown:
                 count(grown)
                 if total == "duplicate_posts_total":
                     _log.error("session.duplicate_post", session_id=self.session_id, count=grown)
-                elif total == "polls_restarted_total":
-                    _log.warning("session.poll_restarted", session_id=self.session_id)
 
     def _tell(self, message: Message) -> None:
         """Tell this actor something from another thread; dropped if it has stopped."""

@@ -41,6 +41,7 @@ from actors._messages import (
     Effect,
     EventsConsumed,
     EventsReceived,
+    ExpectPoll,
     Fail,
     FailureKind,
     FetchHistory,
@@ -94,10 +95,6 @@ _PARKED_LIMIT: Final = 1000
 wait on the server instead)."""
 _LIVE: Final = frozenset({SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF})
 """States in which the session sends Parlant requests (polls, or retries of them)."""
-_LIVENESS: Final = 3.0
-"""Seconds a poll has to bring a message the session posted (Parlant answers a waiting poll
-within 0.25 s of a write) before it is taken for dead and restarted: a flow a middlebox forgot
-left sessions deaf for a whole poll (54-69 s measured)."""
 _SETTLE_LIMIT: Final = 20.0
 """Seconds past its deadline a waiter waits for its post's settlement (grace and one read of
 the log, 12 s at most by default) before giving up on knowing (`DeliveryUnknown`); within the
@@ -202,8 +199,6 @@ class SessionSnapshot:
             or nothing was written for `wait_for_data` seconds): released as they stood.
         duplicate_posts_total: Customer messages whose post key was already in the log at
             another offset: one post stored twice (see `actors._posting`).
-        polls_restarted_total: Polls taken for dead and restarted (a message the session
-            posted was stored and the poll did not bring it).
     """
 
     session_id: str
@@ -221,7 +216,6 @@ class SessionSnapshot:
     failed_turns_total: int = 0
     abandoned_total: int = 0
     duplicate_posts_total: int = 0
-    polls_restarted_total: int = 0
 
 
 @dataclass(slots=True)
@@ -309,7 +303,6 @@ class SessionCore:
         "_duplicate_posts_total",
         "_effects",
         "_evicted_total",
-        "_expecting",
         "_failed_turns_total",
         "_generation",
         "_held",
@@ -325,7 +318,6 @@ class SessionCore:
         "_parked",
         "_pauses_total",
         "_poll_open",
-        "_polls_restarted_total",
         "_post_keys",
         "_readers",
         "_replay_unclaimed",
@@ -377,8 +369,6 @@ class SessionCore:
         self._idle_generation = 0
         self._idle_armed = False
         self._linger_until: float | None = None  # nobody waits: polling ends then
-        self._expecting: int | None = None  # a posted message the open poll must bring
-        self._polls_restarted_total = 0
         self._saved_checkpoint: int | None = None
         self._saved_at = float("-inf")
         self._save_armed = False
@@ -434,7 +424,6 @@ class SessionCore:
             failed_turns_total=self._failed_turns_total,
             abandoned_total=self._abandoned_total,
             duplicate_posts_total=self._duplicate_posts_total,
-            polls_restarted_total=self._polls_restarted_total,
         )
 
     # --- the one entry point --------------------------------------------------------------
@@ -514,8 +503,6 @@ class SessionCore:
                 self._save_armed = False
             case TimerFired(TimerKind.LINGER, _):
                 pass  # a wake-up: `_poll_if_due` decides from the clock
-            case TimerFired(TimerKind.LIVENESS, generation):
-                self._check_liveness(generation)
             case TimerFired(TimerKind.STREAM_LIFE, offset):
                 self._outlived(offset)
             case TimerFired(TimerKind.IDLE, generation):
@@ -608,25 +595,12 @@ class SessionCore:
     # --- polls that cannot be alive ------------------------------------------------------
 
     def _expect(self, offset: int) -> None:
-        """Parlant stored a message of the session's at `offset`: the open poll must bring it
-        within `_LIVENESS`, or it is dead (its connection lost without a word)."""
+        """Parlant stored a message of the session's at `offset`: the open poll must bring it,
+        or it is dead (its connection lost without a word). The poller judges it, from when
+        the poll's request went out: a poll paced, held or waiting for the budget is not late
+        (`ExpectPoll`)."""
         if offset >= self._next_offset and self._poll_open:
-            self._expecting = offset
-            at = self._now + _LIVENESS
-            self._effects.append(Schedule(at, TimerFired(TimerKind.LIVENESS, self._generation)))
-
-    def _check_liveness(self, generation: int) -> None:
-        expecting = self._expecting
-        if (
-            generation == self._generation
-            and self._poll_open
-            and expecting is not None
-            and self._next_offset <= expecting
-        ):
-            self._poll_open = False  # restarted by `_poll_if_due`, on a new connection
-            self._effects.append(CancelPoll())
-            self._polls_restarted_total += 1
-        self._expecting = None
+            self._effects.append(ExpectPoll(self._generation))
 
     # --- polling --------------------------------------------------------------------------
 
@@ -1003,7 +977,8 @@ class SessionCore:
             return DeliveryUnknown(
                 f"session {self.session_id}: no answer to the message's post before the "
                 "deadline: it may have been stored. Read the conversation before sending it "
-                "again, or ask again with the same post_key and maybe_sent=True",
+                "again (or, if you gave the ask a post_key, ask again with it and "
+                "maybe_sent=True: a stored copy is found, not posted twice)",
                 session_id=self.session_id,
             )
         return ReplyTimeout(

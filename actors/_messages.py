@@ -34,6 +34,7 @@ __all__ = [
     "Effect",
     "EventsConsumed",
     "EventsReceived",
+    "ExpectPoll",
     "Fail",
     "FailureKind",
     "FetchHistory",
@@ -431,7 +432,6 @@ class TimerKind(enum.Enum):
     CHECKPOINT = "checkpoint"
     FAILURE_GRACE = "failure_grace"
     LINGER = "linger"
-    LIVENESS = "liveness"
     STREAM_LIFE = "stream_life"
 
 
@@ -501,6 +501,17 @@ class StartPoll:
 @dataclass(frozen=True, slots=True)
 class CancelPoll:
     """Cancel the open poll, if any."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ExpectPoll:
+    """A message of the session's was just stored at or past the open poll's `min_offset`
+    (generation `generation`): the poll must bring it soon after its request is sent (Parlant
+    answers a waiting poll within 0.25 s of a write), or it is dead (a flow lost without a
+    word) and the poller sends it again on a new connection."""
+
+    generation: int
 
 
 @final
@@ -625,6 +636,7 @@ class Schedule:
 Effect = (
     StartPoll
     | CancelPoll
+    | ExpectPoll
     | FinishPoll
     | FollowMessage
     | CheckMessage

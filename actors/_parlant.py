@@ -16,11 +16,13 @@ sessions asked at once, hence the lean pool for posts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar, final
 from urllib.parse import quote
 
@@ -44,11 +46,14 @@ from actors._posting import certainly_not_sent, post_exactly_once, refused_for_g
 from actors._wire import (
     CONNECT_TIMEOUT,
     ConnectionPool,
+    WireBodyTooLarge,
     WireConnectError,
     WireError,
     WireResponse,
     WireTarget,
+    WireTimeout,
     WireTlsError,
+    plain_http_answered,
     retry_after_seconds,
     socket_options,
 )
@@ -98,6 +103,12 @@ def translate_error(error: Exception, base_url: str, session_id: str | None) -> 
         return kind.error(message, session_id=session_id)
     if isinstance(error, WireTlsError):
         return ParlantMisconfigured(f"{where}: {error}", session_id=session_id)
+    if plain_http_answered(error):  # httpx's ConnectError around the handshake's SSLError
+        return ParlantMisconfigured(
+            f"{where}: TLS with {base_url} failed: it speaks plain HTTP there; use http:// (or "
+            "the port that serves https)",
+            session_id=session_id,
+        )
     if isinstance(error, httpx.HTTPError | WireError):
         return ParlantUnavailable(
             f"{where}: could not reach Parlant at {base_url} ({type(error).__name__}: {error}); "
@@ -162,16 +173,19 @@ class ParlantApi:
         limit = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
 
         async def attempt() -> T:
-            await self._budget.take(operation)
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._concurrency)
-            async with self._slots:
-                try:
-                    return await request(self._parlant())
-                except ApiError as error:
-                    if error.status_code == 429:
-                        self._budget.refused(operation, None)
-                    raise
+            async with _deadline_paused():  # waiting for our own limits is not Parlant's time
+                await self._budget.take(operation)
+                await self._slots.acquire()
+            try:
+                return await request(self._parlant())
+            except ApiError as error:
+                if error.status_code == 429:
+                    self._budget.refused(operation, None)
+                raise
+            finally:
+                self._slots.release()
 
         work = self._retrying(attempt, idempotent=idempotent)
         return await self._within(limit, what, session_id, work)
@@ -180,10 +194,16 @@ class ParlantApi:
         self, limit: float, what: str, session_id: str | None, work: Awaitable[T]
     ) -> T:
         """`work`, retries and all, within `limit` seconds, else `ParlantUnavailable` naming
-        `what` (a call documented as bounded by `request_timeout` is bounded by it)."""
+        `what` (a call documented as bounded by `request_timeout` is bounded by it). Time spent
+        waiting for the request budget or a free slot does not count (`_deadline_paused`):
+        nothing was sent then, and Parlant is not the one slow."""
         try:
-            async with asyncio.timeout(limit):
-                return await work
+            async with asyncio.timeout(limit) as deadline:
+                token = _deadline.set(deadline)
+                try:
+                    return await work
+                finally:
+                    _deadline.reset(token)
         except TimeoutError:
             where = f"session {session_id}" if session_id else "Parlant"
             raise ParlantUnavailable(
@@ -207,7 +227,11 @@ class ParlantApi:
                 if idempotent and not stale_retried and _broken_connection(error):
                     stale_retried = True
                     continue
-                if attempts >= self._retries or not certainly_not_sent(error):
+                if (
+                    attempts >= self._retries
+                    or not certainly_not_sent(error)
+                    or refused_for_good(error)  # a plain-HTTP server behind an https URL
+                ):
                     raise
             await asyncio.sleep(self._retry_backoff.delay(attempts, self._rng))
             attempts += 1
@@ -218,7 +242,7 @@ class ParlantApi:
             # failed the next request on it (every create_session after a silent flow loss)
             transport = httpx.AsyncHTTPTransport(
                 limits=httpx.Limits(max_connections=self._concurrency),
-                socket_options=socket_options(),
+                socket_options=list(socket_options()),
                 trust_env=False,
             )
             self._http = httpx.AsyncClient(
@@ -293,7 +317,8 @@ class ParlantApi:
     ) -> WireResponse:
         """One request of `operation` through the lean pool, once the budget lets it go;
         `ApiError` (as parlant-client raises it) for a status other than 2xx."""
-        await self._budget.take(operation)
+        async with _deadline_paused():
+            await self._budget.take(operation)
         if self._pool is None:
             target = WireTarget.of(self.base_url, self._headers, self._max_body)
             self._pool = ConnectionPool(target, self._concurrency)
@@ -480,12 +505,38 @@ class ParlantApi:
             await self._http.aclose()
 
 
+_deadline: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "_deadline", default=None
+)
+"""The deadline `_within` runs the current call under (a task's own: each call is one)."""
+
+
+@contextlib.asynccontextmanager
+async def _deadline_paused() -> AsyncIterator[None]:
+    """The current call's deadline stands still while the body waits (for the budget, a
+    slot): it moves on by the time waited."""
+    deadline = _deadline.get()
+    when = deadline.when() if deadline is not None else None
+    if deadline is None or when is None or deadline.expired():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline.reschedule(None)
+    try:
+        yield
+    finally:
+        deadline.reschedule(when + (loop.time() - started))
+
+
 def _broken_connection(error: Exception) -> bool:
-    """A request that failed on its connection, not on Parlant's answer: a reused connection
-    the peer (or a middlebox) no longer had."""
+    """A request that failed on its connection, not on Parlant's answer nor its time: a
+    reused connection the peer (or a middlebox) no longer had (closed, reset). Not a timeout
+    (sent again at once, it would wait as long again), a body too large, nor TLS."""
+    refused = WireConnectError | WireTlsError | WireBodyTooLarge | WireTimeout
     return isinstance(
         error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | WireError
-    ) and not isinstance(error, WireConnectError)
+    ) and not isinstance(error, refused)
 
 
 async def _up() -> None:

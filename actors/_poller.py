@@ -77,6 +77,11 @@ TIMEOUT_MARGIN: Final = 10.0
 _TICK: Final = 0.02
 """Seconds between two batches of readmitted polls."""
 
+LIVENESS: Final = 3.0
+"""Seconds a waiting poll has, from when its request went out (or from the write, if it was
+waiting already), to bring a message its session just stored (Parlant answers a waiting poll
+within 0.25 s of a write); then it is taken for dead and sent again on a new connection: a
+flow a middlebox forgot left sessions deaf for a whole poll (54-69 s measured)."""
 _RECOVERY_RESTART: Final = 1.0
 """Seconds before a recovery that died of a bug starts again."""
 _PROBE_CONNECT: Final = 1.0
@@ -84,7 +89,10 @@ _PROBE_CONNECT: Final = 1.0
 connect across a silent partition is retried by the kernel 1, 3, 7 s later: a probe that
 waited `CONNECT_TIMEOUT` (10 s) for it noticed a healed link up to 8 s late (measured: 9.9 s
 from the heal to the first answer, drill `net-partition`). A busy server still connects at
-once (the kernel accepts for it): only the answer may take longer, up to `CONNECT_TIMEOUT`."""
+once (the kernel accepts for it): only the answer may take longer, up to `CONNECT_TIMEOUT`.
+Over TLS the handshake's round trips count too: 3 s there (`_PROBE_CONNECT_TLS`). A link
+slower than that (a round trip near a second) would find Parlant back only through a post."""
+_PROBE_CONNECT_TLS: Final = 3.0
 
 PACE: Final = Backoff(base=0.25, cap=30.0)
 """The pause before a session's next poll after answers that cannot be right (doubling with
@@ -182,6 +190,11 @@ class Poller:
         self._rotation: dict[str, _Rotating] = {}  # beyond the ceiling: read in turn
         self._rotator: asyncio.Task[None] | None = None
         self._paced: dict[str, int] = {}  # sessions -> answers that cannot be right, in a row
+        # liveness: the waiting poll a stored message is expected from, and when each
+        # waiting poll's request went out (generation, loop time)
+        self._expected: dict[str, int] = {}
+        self._sent: dict[str, tuple[int, float]] = {}
+        self._running: dict[str, tuple[StartPoll, Callable[[Message], None]]] = {}
         self._recovery: asyncio.Task[None] | None = None  # probing, then readmitting
         self._down_since = 0.0
         self._heard: asyncio.Event | None = None  # another request got an answer meanwhile
@@ -231,6 +244,12 @@ class Poller:
         """Cancel the session's open poll, if `owner` still owns it; it tells nothing."""
         if not self._shut:
             self._io.call_soon(self._cancel, session_id, owner)
+
+    def expect(self, session_id: str, owner: str, generation: int) -> None:
+        """A message of the session's was just stored for its poll `generation` to bring:
+        sent again on a new connection if it has not within `LIVENESS` of going out."""
+        if not self._shut:
+            self._io.call_soon(self._expect, session_id, owner, generation)
 
     def finish(self, session_id: str, owner: str) -> None:
         """Let the session's open poll be its last, if `owner` still owns it: it is not sent
@@ -359,6 +378,7 @@ class Poller:
         if waiting:
             task = self._io.loop.create_task(self._poll(session_id, poll, tell))
             self._waiting.add(session_id)
+            self._running[session_id] = (poll, tell)
         else:
             task = self._io.loop.create_task(self._read(session_id, poll, tell, deadline))
         self._polls[session_id] = task
@@ -367,6 +387,8 @@ class Poller:
     def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
         if self._polls.get(session_id) is task:
             del self._polls[session_id]
+            self._running.pop(session_id, None)
+            self._sent.pop(session_id, None)
             if session_id in self._waiting:
                 self._waiting.discard(session_id)
                 self._promote()
@@ -407,6 +429,33 @@ class Poller:
             self._launch(session_id, poll, tell, waiting=False, deadline=deadline)
             await asyncio.sleep(interval)
 
+    def _expect(self, session_id: str, owner: str, generation: int) -> None:
+        if not self._owns(session_id, owner):
+            return
+        self._expected[session_id] = generation
+        sent = self._sent.get(session_id)
+        if sent is not None and sent[0] == generation:  # waiting already: from the write
+            self._io.loop.call_later(LIVENESS, self._check_alive, session_id, sent)
+        # else: checked from when it goes out (`_outcome`)
+
+    def _check_alive(self, session_id: str, sent: tuple[int, float]) -> None:
+        """The poll sent at `sent` was to bring a stored message by now: if it is still the
+        one waiting, it is dead; send it again on a new connection."""
+        generation, _ = sent
+        if self._expected.get(session_id) != generation or self._sent.get(session_id) != sent:
+            return  # it answered, or a later request is out (checked on its own)
+        running = self._running.get(session_id)
+        if running is None or running[0].generation != generation:
+            return
+        poll, tell = running
+        self._cancel(session_id, None)
+        connection = self._connections.pop(session_id, None)
+        if connection is not None:
+            connection.close(reset=True)
+        self._recorder.polls_restarted(1)
+        _log.warning("session.poll_restarted", session_id=session_id)
+        self._launch(session_id, poll, tell, waiting=True)
+
     def _owns(self, session_id: str, owner: str | None) -> bool:
         return owner is None or self._owners.get(session_id, owner) == owner
 
@@ -438,6 +487,8 @@ class Poller:
         self._held.pop(session_id, None)
         self._rotation.pop(session_id, None)
         task = self._polls.pop(session_id, None)
+        self._running.pop(session_id, None)
+        self._sent.pop(session_id, None)
         if task is not None:
             task.cancel()
             if session_id in self._waiting:
@@ -450,6 +501,7 @@ class Poller:
         self._cancel(session_id, None)
         self._owners.pop(session_id, None)
         self._paced.pop(session_id, None)
+        self._expected.pop(session_id, None)
         connection = self._connections.pop(session_id, None)
         if connection is not None:
             connection.close()
@@ -544,6 +596,7 @@ class Poller:
         self._recorder.poll_finished(outcome_label(outcome), elapsed)
         self._judge(session_id, outcome, elapsed, poll.wait_for_data if waiting else 0)
         if isinstance(outcome, EventsReceived):
+            self._expected.pop(session_id, None)  # heard: a later poll is expected anew
             kinds = Counter(str(event.kind) for event in outcome.events)
             for kind, count in kinds.items():
                 self._recorder.events_received(kind, count)
@@ -632,7 +685,8 @@ class Poller:
         probe = Connection(self._target)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                response = await probe.request(b"GET", "/healthz", connect_timeout=_PROBE_CONNECT)
+                connect = _PROBE_CONNECT_TLS if self._target.ssl_context else _PROBE_CONNECT
+                response = await probe.request(b"GET", "/healthz", connect_timeout=connect)
         except (WireError, TimeoutError):
             return False
         finally:
@@ -652,6 +706,10 @@ class Poller:
             f"/sessions/{quote(session_id, safe='')}/events"
             f"?min_offset={poll.min_offset}&wait_for_data={wait}"
         )
+        if waiting:  # liveness counts from here, not from the pause or the budget's wait
+            sent = self._sent[session_id] = (generation, self._io.loop.time())
+            if self._expected.get(session_id) == generation:
+                self._io.loop.call_later(LIVENESS, self._check_alive, session_id, sent)
         try:
             async with asyncio.timeout(wait + self._timeout_margin):
                 response = await self._connection(session_id).request(

@@ -58,7 +58,7 @@ from parlant.client.types import Event
 
 from actors._backoff import Backoff
 from actors._errors import DeliveryUnknown
-from actors._wire import WireConnectError, WireTlsError
+from actors._wire import WireConnectError, WireTlsError, plain_http_answered
 
 __all__ = [
     "METADATA_NAMESPACE",
@@ -137,7 +137,7 @@ def certainly_not_sent(error: Exception) -> bool:
 def refused_for_good(error: Exception) -> bool:
     """Whether the server said no in a way that sending again would not change (a TLS
     handshake that fails included: the URL is wrong)."""
-    if isinstance(error, WireTlsError):
+    if isinstance(error, WireTlsError) or plain_http_answered(error):
         return True
     return isinstance(error, ApiError) and error.status_code in _PERMANENT_STATUSES
 
@@ -305,11 +305,14 @@ async def _settle(
         async with asyncio.timeout(settle_read):
             events = await transport.read_customer_messages(session_id, since)
     except Exception as error:
+        if refused_for_good(error):
+            raise  # the session is gone, or this client may not read it: that is the answer
         raise DeliveryUnknown(
             f"session {session_id}: the message's post was cut and its ask's deadline passed "
             f"before the log could be read ({type(error).__name__}): it may have been stored. "
-            "Read the conversation before sending it again, or ask again with the same "
-            "post_key and maybe_sent=True",
+            "Read the conversation before sending it again (or, if you gave the ask a "
+            "post_key, ask again with it and maybe_sent=True: a stored copy is found, not "
+            "posted twice)",
             session_id=session_id,
         ) from error
     offset = _found(events, key)

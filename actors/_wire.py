@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import socket
 import ssl
@@ -53,10 +54,12 @@ __all__ = [
     "WireError",
     "WireResponse",
     "WireTarget",
+    "WireTimeout",
     "WireTlsError",
     "check_headers",
     "is_open",
     "next_cycle",
+    "plain_http_answered",
     "read_message",
     "retry_after_seconds",
 ]
@@ -88,24 +91,35 @@ def tune(sock: socket.socket) -> None:
     """Keepalive and a user timeout on a TCP socket (see `KEEPALIVE`)."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         for level, option, value in socket_options():
-            sock.setsockopt(level, option, value)
+            with contextlib.suppress(OSError):  # checked by `socket_options`; never fatal
+                sock.setsockopt(level, option, value)
 
 
-def socket_options() -> list[tuple[int, int, int]]:
-    """`tune`'s options as (level, option, value), for clients that take them (httpx); where
-    the platform has no such option, it goes without it."""
+@functools.cache
+def socket_options() -> tuple[tuple[int, int, int], ...]:
+    """`tune`'s options as (level, option, value), for clients that take them (httpx): those
+    this platform has and accepts (tried once on a socket of its own: a sandbox that refuses
+    `TCP_USER_TIMEOUT` must not fail every connection), the others gone without."""
     idle, interval, count = KEEPALIVE
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    for option, value in (
+    wanted: list[tuple[int, int, int]] = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, setting in (
         ("TCP_KEEPIDLE", idle),
         ("TCP_KEEPINTVL", interval),
         ("TCP_KEEPCNT", count),
         ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
     ):
-        number = getattr(socket, option, None)
+        number = getattr(socket, name, None)
         if number is not None:
-            options.append((socket.IPPROTO_TCP, number, value))
-    return options
+            wanted.append((socket.IPPROTO_TCP, number, setting))
+    accepted = []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as trial:
+        for level, option, value in wanted:
+            try:
+                trial.setsockopt(level, option, value)
+            except OSError:
+                continue
+            accepted.append((level, option, value))
+    return tuple(accepted)
 
 
 def abort(writer: asyncio.StreamWriter) -> None:
@@ -136,6 +150,10 @@ class WireConnectError(WireError):
 class WireTlsError(WireError):
     """The TLS handshake failed: typically an https URL to a plain-HTTP server (or the reverse),
     or a certificate refused. Retrying the same URL cannot help."""
+
+
+class WireTimeout(WireError):
+    """No complete answer within the request's timeout (its connection was reset)."""
 
 
 class WireBodyTooLarge(WireError):
@@ -508,8 +526,9 @@ async def _read(
             if max_body is not None and response.size > max_body:
                 raise WireBodyTooLarge(f"the response body is larger than {max_body} bytes")
             if slot is None and response.size > LARGE_RESPONSE and not until_head:
-                slot = _large_slots()
-                await slot.acquire()
+                slots = _large_slots()
+                await slots.acquire()  # cancelled while waiting: it holds no slot to give back
+                slot = slots
     finally:
         if slot is not None:
             slot.release()
@@ -609,12 +628,38 @@ async def _connect(
         except TimeoutError:
             raise WireConnectError(f"ConnectTimeout: no connection within {timeout} s") from None
         except ssl.SSLError as error:
+            if not plain_http_answered(error):  # a certificate, an alert: may be fixed there
+                raise WireConnectError(
+                    f"TLS with {target.host}:{target.port} failed ({error.reason or error})"
+                ) from error
             raise WireTlsError(
-                f"TLS with {target.host}:{target.port} failed ({error.reason or error}): is it a "
-                "plain-HTTP server (then use http://), or is its certificate not trusted here?"
+                f"TLS with {target.host}:{target.port} failed ({error.reason or error}): it "
+                "speaks plain HTTP there; use http:// (or the port that serves https)"
             ) from error
         except OSError as error:
             raise WireConnectError(f"ConnectError: {error}") from error
+
+
+_PLAIN_HTTP: Final = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"}
+)
+"""OpenSSL's reasons for a TLS handshake answered by something that is not TLS (a plain-HTTP
+server answers `HTTP/1.1 400` to the ClientHello: WRONG_VERSION_NUMBER)."""
+
+
+def plain_http_answered(error: BaseException) -> bool:
+    """Whether `error` (or what caused it: httpx wraps it) is a TLS handshake that a plain-HTTP
+    server answered: a URL that says https where the server does not. Other TLS failures (a
+    certificate not trusted, an alert from a busy terminator) are not taken for a wrong URL:
+    they may be mended there, and are retried."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError) and current.reason in _PLAIN_HTTP:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @final
@@ -652,7 +697,7 @@ class ConnectionPool:
                         method, path, connect_timeout=connect_timeout, json_body=json_body
                     )
             except TimeoutError:
-                raise WireError(f"ReadTimeout: no complete answer within {timeout} s") from None
+                raise WireTimeout(f"ReadTimeout: no complete answer within {timeout} s") from None
             finally:
                 # a failed request closed its connection; it reopens on its next use
                 self._idle.append(connection)

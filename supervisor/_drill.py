@@ -653,31 +653,35 @@ async def run_scenario(
             return report
     started = time.monotonic()
     rng = random.Random(f"{options.seed}/{scenario.name}")
-    emulator = far = proxy = None
-    if scenario.far is not None:
-        link = scenario.far
-        far = await asyncio.to_thread(
-            lambda: FarEmulator(delay=link.delay, jitter=link.jitter, seed=rng.randrange(2**32))
-        )
-        upstream = far.url
-    elif options.parlant_url is None:
-        emulator = EmulatorServer(_emulator(scenario))
-        upstream = emulator.url
-    else:
-        upstream = options.parlant_url
-    if far is None:
-        proxy = FaultProxy(upstream)
-    supervisor = _supervisor(scenario, proxy.url if proxy is not None else upstream)
-    # the accounting reads the server's log as another client would: its own IP, its own limits,
-    # a connection of its own each time (a far link's faults must not cut the accounting)
-    truth = httpx.AsyncClient(
-        base_url=upstream,
-        timeout=30,
-        headers={"X-Forwarded-For": "198.51.100.7"},
-        limits=httpx.Limits(max_keepalive_connections=0),
-    )
+    emulator: EmulatorServer | None = None
+    far: FarEmulator | None = None
+    proxy: FaultProxy | None = None
+    supervisor: Supervising | None = None
+    truth: httpx.AsyncClient | None = None
     options = scenario.sized(options)
     try:
+        if scenario.far is not None:
+            link = scenario.far
+            far = await asyncio.to_thread(
+                lambda: FarEmulator(delay=link.delay, jitter=link.jitter, seed=rng.randrange(2**32))
+            )
+            upstream = far.url
+        elif options.parlant_url is None:
+            emulator = EmulatorServer(_emulator(scenario))
+            upstream = emulator.url
+        else:
+            upstream = options.parlant_url
+        if far is None:
+            proxy = FaultProxy(upstream)
+        supervisor = _supervisor(scenario, proxy.url if proxy is not None else upstream)
+        # the accounting reads the server's log as another client would: its own IP, its own
+        # limits, a connection of its own each time (a far link's faults must not cut it)
+        truth = httpx.AsyncClient(
+            base_url=upstream,
+            timeout=30,
+            headers={"X-Forwarded-For": "198.51.100.7"},
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
         if scenario.production:
             assert emulator is not None
             # the sessions exist already, as if their users (each their own IP) had opened
@@ -699,8 +703,10 @@ async def run_scenario(
         )
         report.restarts = max(0, _counter(supervisor, "sessions_started") - len(sessions))
     finally:
-        await truth.aclose()
-        await supervisor.astop()
+        if truth is not None:
+            await truth.aclose()
+        if supervisor is not None:
+            await supervisor.astop()
         if proxy is not None:
             await asyncio.to_thread(proxy.stop)
         if emulator is not None:

@@ -298,7 +298,8 @@ def _refusal(error: SupervisorError, token: str | None) -> _Refused:
             "sent): read the conversation (GET /api/sessions/{session_id}/messages) before "
             "sending it again"
         )
-        return _Refused(503, detail, token, _RETRY)
+        # no Retry-After: it would invite the very retry that could store the message twice
+        return _Refused(503, detail, token)
     if isinstance(error, ParlantUnavailable):
         detail = "Parlant is unreachable; nothing was sent, try again shortly"
         return _Refused(503, detail, token, _RETRY)

@@ -16,8 +16,9 @@ delays each chunk instead, in order).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
+import random
+import select
 import shutil
 import signal
 import subprocess
@@ -28,8 +29,10 @@ from typing import Final, Self, final
 
 __all__ = ["FarEmulator", "NetworkNamespace", "namespaces_unavailable"]
 
-_SUBNETS: Final = itertools.count(1)
-"""The N of 10.254.N.0/30, per namespace made by this process."""
+_SUBNETS: Final = 16_384
+"""10.254.0.0/16 in /30s: the N of 10.254.N/4.(N%64*4) (see `_free_subnet`)."""
+_START_TIMEOUT: Final = 60.0
+"""Seconds a server in the namespace has to say it listens."""
 
 
 def namespaces_unavailable() -> str | None:
@@ -56,15 +59,14 @@ class NetworkNamespace:
     """
 
     def __init__(self) -> None:
-        index = next(_SUBNETS)
-        if index > 250:
-            raise RuntimeError("no 10.254.N.0/30 subnet left in this process")
-        tag = f"{os.getpid() % 10_000}{index}"
+        index = _free_subnet()
+        tag = f"{index}x{os.getpid() % 100_000}"
         self.name = f"pss-{tag}"
-        self._host_link = f"pss{tag}h"[:15]
-        self._inner_link = f"pss{tag}n"[:15]
-        self.host_address = f"10.254.{index}.1"
-        self.address = f"10.254.{index}.2"
+        self._host_link = f"pss{index}h"
+        self._inner_link = f"pss{index}n"
+        network = f"10.254.{index // 64}"
+        self.host_address = f"{network}.{index % 64 * 4 + 1}"
+        self.address = f"{network}.{index % 64 * 4 + 2}"
         self._made: list[list[str]] = []  # undo commands, last first
         self._dropped = 0  # packets dropped by rules already removed
         try:
@@ -186,6 +188,24 @@ class NetworkNamespace:
         return _run(["ip", *arguments])
 
 
+def _free_subnet() -> int:
+    """A /30 of 10.254.0.0/16 no interface of this machine is on (another process's
+    namespace, a run killed before it cleaned up), counted from a point this process draws."""
+    taken = set()
+    for line in _run(["ip", "-o", "-4", "addr", "show"]).splitlines():
+        for field in line.split():
+            if field.startswith("10.254."):
+                _, _, third, fourth = field.split("/")[0].split(".")
+                taken.add(int(third) * 64 + int(fourth) // 4)
+    links = _run(["ip", "-o", "link", "show"])
+    start = random.randrange(_SUBNETS)
+    for step in range(_SUBNETS):
+        index = (start + step) % _SUBNETS
+        if index not in taken and f"pss{index}h" not in links:
+            return index
+    raise RuntimeError("no free /30 left in 10.254.0.0/16")
+
+
 @final
 class FarEmulator:
     """The Parlant emulator (`python -m supervisor emulator`) in a namespace of its own,
@@ -224,7 +244,8 @@ class FarEmulator:
         process = self.namespace.popen(command, stdout=subprocess.PIPE)
         self._processes.append(process)
         assert process.stdout is not None
-        first = process.stdout.readline()  # printed once it listens
+        readable, _, _ = select.select([process.stdout], [], [], _START_TIMEOUT)
+        first = process.stdout.readline() if readable else ""  # printed once it listens
         if ready not in first:
             raise RuntimeError(f"{' '.join(command)} did not start: {first!r}")
 

@@ -16,7 +16,16 @@ from supervisor import (
     SessionState,
     SessionSupervisor,
 )
-from supervisor.testing import AppServer, EmulatorServer, FakeClock, metric, settle, wait_until
+from supervisor.testing import (
+    AppServer,
+    EmulatorServer,
+    FakeClock,
+    FaultProxy,
+    Hang,
+    metric,
+    settle,
+    wait_until,
+)
 from tests.helpers import failed_with, last_failure
 
 Serve = Callable[..., EmulatorServer]
@@ -149,5 +158,31 @@ def test_an_https_url_to_a_plain_http_server_says_so(serve: Serve, supervise: Su
     server = serve()
     sup = supervise(server.url.replace("http://", "https://"))
 
-    with pytest.raises(ParlantMisconfigured, match="plain-HTTP server"):
+    with pytest.raises(ParlantMisconfigured, match="speaks plain HTTP there; use http://"):
         sup.ask("s1", "hello?", timeout=30)
+    with pytest.raises(ParlantMisconfigured, match="speaks plain HTTP there"):
+        sup.check_parlant()  # through parlant-client's httpx: the same answer, not retried
+
+
+def test_a_poll_that_does_not_bring_a_stored_message_is_sent_again_on_a_new_connection(
+    serve: Serve,
+    supervise: Supervise,
+    proxy: Callable[[str], FaultProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 28: a flow lost without a word left its session deaf for a whole poll (54-69 s):
+    the post went out on another connection and was stored, the poll heard nothing. Now the
+    poll must bring it within `LIVENESS` of its request going out, else it is sent again."""
+    from actors import _poller
+
+    monkeypatch.setattr(_poller, "LIVENESS", 0.2)  # 3 s otherwise
+    server = serve()
+    gate = proxy(server.url)
+    sup = supervise(gate.url, wait_for_data=30, wait_jitter=0)
+    session_id = server.call(server.emulator.create_session, "echo")
+    gate.inject(Hang(), method="GET", path=r"^/sessions/[^/]+/events$")  # its first poll
+
+    reply = sup.ask(session_id, "hello", timeout=20)  # the hung poll would take 40 s
+
+    assert reply.text == "echo: hello"
+    assert metric(sup, "polls_restarted_total") == 1
