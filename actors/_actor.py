@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -390,8 +391,8 @@ class SessionActor(DispatchedActor):
                 self._runtime.poller.start(self.session_id, self.actor_urn, effect, self._tell)
             case CancelPoll():
                 self._runtime.poller.cancel(self.session_id, self.actor_urn)
-            case ExpectPoll(generation):
-                self._runtime.poller.expect(self.session_id, self.actor_urn, generation)
+            case ExpectPoll(generation, took):
+                self._runtime.poller.expect(self.session_id, self.actor_urn, generation, took)
             case FinishPoll():
                 self._runtime.poller.finish(self.session_id, self.actor_urn)
             case FollowMessage():
@@ -408,6 +409,7 @@ class SessionActor(DispatchedActor):
                 clock = self._runtime.clock
                 patience = None if deadline is None else deadline - clock.now()
                 due = (lambda: False) if deadline is None else (lambda: clock.now() >= deadline)
+                started = time.monotonic()
                 posting = self._runtime.io.submit(
                     self._runtime.api.post_customer_message(
                         self.session_id,
@@ -425,7 +427,7 @@ class SessionActor(DispatchedActor):
                         due=due,
                     )
                 )
-                posting.add_done_callback(lambda done: self._posted(consumer_id, done))
+                posting.add_done_callback(lambda done: self._posted(consumer_id, done, started))
             case FetchHistory(consumer_id, min_offset, _):
                 reading = self._runtime.io.submit(
                     self._runtime.api.read_events(self.session_id, min_offset)
@@ -506,11 +508,15 @@ class SessionActor(DispatchedActor):
     # supervisor records a post's outcome as it routes it, for a successor to know (a
     # MessagePosted told into a mailbox whose actor then crashes is lost with it).
 
-    def _posted(self, consumer_id: int, done: concurrent.futures.Future[int]) -> None:
+    def _posted(
+        self, consumer_id: int, done: concurrent.futures.Future[int], started: float
+    ) -> None:
         error = _failure_of(done)
         if error is None:
             self._runtime.poller.upstream_answered()  # Parlant took it: it is there
-            self._tell_parent(Route(self.session_id, MessagePosted(consumer_id, done.result())))
+            took = time.monotonic() - started
+            posted = MessagePosted(consumer_id, done.result(), took)
+            self._tell_parent(Route(self.session_id, posted))
         else:
             failure = self._translate(error)
             self._tell_parent(Route(self.session_id, PostFailed(consumer_id, failure)))

@@ -240,6 +240,7 @@ class _Waiter:
     flow: _Flow
     customer_offset: int | None = None
     resumed: bool = False  # its message may have been posted by a process now gone
+    post_took: float = 0.0  # seconds its post took (`ExpectPoll`)
     expired: bool = False  # its deadline passed before its post was settled: awaiting that
 
 
@@ -471,9 +472,9 @@ class SessionCore:
                     if customer_offset is not None:
                         self._message_posted(consumer.consumer_id, customer_offset)
                     self._schedule_deadline(consumer.consumer_id, deadline)
-            case MessagePosted(consumer_id, offset):
-                self._message_posted(consumer_id, offset)
-                self._expect(offset)
+            case MessagePosted(consumer_id, offset, took):
+                self._message_posted(consumer_id, offset, took)
+                self._expect(offset, took)
                 if self._state is SessionState.BACKING_OFF and now >= self._retry_not_before:
                     # Parlant just took a post: it is back. Poll now, not at the retry timer
                     # (up to backoff.cap away): someone is waiting for this turn's reply.
@@ -594,13 +595,13 @@ class SessionCore:
 
     # --- polls that cannot be alive ------------------------------------------------------
 
-    def _expect(self, offset: int) -> None:
+    def _expect(self, offset: int, took: float) -> None:
         """Parlant stored a message of the session's at `offset`: the open poll must bring it,
         or it is dead (its connection lost without a word). The poller judges it, from when
         the poll's request went out: a poll paced, held or waiting for the budget is not late
         (`ExpectPoll`)."""
         if offset >= self._next_offset and self._poll_open:
-            self._effects.append(ExpectPoll(self._generation))
+            self._effects.append(ExpectPoll(self._generation, took))
 
     # --- polling --------------------------------------------------------------------------
 
@@ -664,12 +665,12 @@ class SessionCore:
             StartPoll(self._generation, self._next_offset, wait, repeat, for_turn=for_turn)
         )
         posted = [
-            w.customer_offset
+            (w.customer_offset, w.post_took)
             for w in self._waiters.values()
             if w.customer_offset is not None and w.customer_offset >= self._next_offset
         ]
         if posted:  # a message of ours is stored: this poll must bring it
-            self._expect(min(posted))
+            self._expect(*min(posted))
 
     def _awaiting_own_posts(self) -> bool:
         """Only asks whose messages are not stored yet wait on the session: nothing it could
@@ -1029,7 +1030,7 @@ class SessionCore:
         if deadline is not None:
             self._effects.append(Schedule(deadline, TimerFired(TimerKind.DEADLINE, consumer_id)))
 
-    def _message_posted(self, consumer_id: int, offset: int) -> None:
+    def _message_posted(self, consumer_id: int, offset: int, took: float = 0.0) -> None:
         # our own message is news to no reader, even if its ask already timed out
         self._window.pop(offset, None)
         waiter = self._waiters.get(consumer_id)
@@ -1046,6 +1047,7 @@ class SessionCore:
         if waiter.customer_offset == offset:
             return  # told twice (once on resumption, once by the POST's answer)
         waiter.customer_offset = offset
+        waiter.post_took = took
         outcome = self._replies.get(offset)
         held = next((h for h in self._held.values() if offset in h.reply.answers), None)
         stream = waiter.kind is ConsumerKind.STREAM

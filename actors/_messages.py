@@ -366,10 +366,12 @@ class ResumeReply:
 @final
 @dataclass(frozen=True, slots=True)
 class MessagePosted:
-    """Parlant stored the consumer's customer message at `offset`."""
+    """Parlant stored the consumer's customer message at `offset`; its post took `took`
+    seconds (how responsive Parlant is now: see `ExpectPoll`)."""
 
     consumer_id: int
     offset: int
+    took: float = 0.0
 
 
 @final
@@ -509,9 +511,12 @@ class ExpectPoll:
     """A message of the session's was just stored at or past the open poll's `min_offset`
     (generation `generation`): the poll must bring it soon after its request is sent (Parlant
     answers a waiting poll within 0.25 s of a write), or it is dead (a flow lost without a
-    word) and the poller sends it again on a new connection."""
+    word) and the poller sends it again on a new connection. `took`: how long the message's
+    post took; a Parlant that slow answers its polls slowly too, and is given as long
+    (several times it), not taken for a lost flow."""
 
     generation: int
+    took: float = 0.0
 
 
 @final
