@@ -209,10 +209,12 @@ class EventsReceived:
 @final
 @dataclass(frozen=True, slots=True)
 class PollTimedOut:
-    """Poll `generation` ended with no events: 504, an empty 200 or the client's own timeout.
+    """Poll `generation` ended with no events: 504, an empty 200, the client's own timeout,
+    or its connection dying of silence.
 
     Attributes:
-        reason: `gateway_timeout`, `empty` or `client_timeout`.
+        reason: `gateway_timeout`, `empty`, `stale` (only offsets already seen),
+            `client_timeout` or `connection_lost`.
     """
 
     generation: int

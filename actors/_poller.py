@@ -62,6 +62,7 @@ from actors._wire import (
     WireBodyTooLarge,
     WireConnectError,
     WireError,
+    WireSilenced,
     WireTarget,
     WireTlsError,
     retry_after_seconds,
@@ -534,8 +535,9 @@ class Poller:
                 if self._upstream.state is not UpstreamState.UP:
                     self._hold(session_id, poll, tell)  # readmitted in turn, like any new poll
                     return
-                if not poll.for_turn and self._rotation:
+                if not poll.for_turn and self._rotation and outcome.reason != "connection_lost":
                     # sessions wait beyond the ceiling: the longest waiting takes this slot
+                    # (not from a poll the network cut short: it did not have its wait)
                     deadline = self._io.loop.time() + poll.wait_for_data
                     self._rotation[session_id] = _Rotating(poll, tell, deadline)
                     return
@@ -570,6 +572,8 @@ class Poller:
         if isinstance(outcome, PollTimedOut):
             if outcome.reason == "stale":
                 reason = "stale"
+            elif outcome.reason == "connection_lost":
+                reason = None  # not an answer at all: nothing to pace
             elif wait and elapsed < _INSTANT * wait:
                 reason = "instant_empty" if outcome.reason == "empty" else "instant_timeout"
         if reason is None:
@@ -725,6 +729,13 @@ class Poller:
                 )
         except TimeoutError:
             return PollTimedOut(generation, "client_timeout"), False
+        except WireSilenced:
+            # its connection died of silence (keepalive, the user timeout): the path was lost,
+            # maybe the server too; the same poll goes again at once on a new connection, whose
+            # connect tells which. Counted as Parlant's failure, a mass flow loss took it for
+            # down: every poll was held, then readmitted through the budget (113 s deaf at 500
+            # sessions under the production budget, against 61 s before keepalive)
+            return PollTimedOut(generation, "connection_lost"), False
         except WireBodyTooLarge as error:
             return PollFailed(generation, PollFailure(FailureKind.MALFORMED, str(error))), False
         except WireTlsError as error:

@@ -53,6 +53,7 @@ __all__ = [
     "WireConnectError",
     "WireError",
     "WireResponse",
+    "WireSilenced",
     "WireTarget",
     "WireTimeout",
     "WireTlsError",
@@ -150,6 +151,12 @@ class WireConnectError(WireError):
 class WireTlsError(WireError):
     """The TLS handshake failed: typically an https URL to a plain-HTTP server (or the reverse),
     or a certificate refused. Retrying the same URL cannot help."""
+
+
+class WireSilenced(WireError):
+    """The connection died of silence: the peer acknowledged nothing for the user timeout, or
+    keepalive probes went unanswered (ETIMEDOUT). The path to the server was lost (a partition,
+    a flow a middlebox forgot), which says nothing yet of the server: a new connection tells."""
 
 
 class WireTimeout(WireError):
@@ -560,6 +567,8 @@ async def _feed(reader: asyncio.StreamReader, response: _Response) -> None:
         raise WireError("the response was abandoned: its connection is closed")
     try:
         data = await reader.read(_READ_SIZE)
+    except TimeoutError as error:  # ETIMEDOUT from the kernel, not an asyncio deadline
+        raise WireSilenced(f"{type(error).__name__}: {error}") from error
     except OSError as error:
         raise WireError(f"{type(error).__name__}: {error}") from error
     if not data:

@@ -825,7 +825,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=None, help="a PNG of the figures")
     args = parser.parse_args(argv)
     if args.command == "client":
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+        # errors only; with $BENCH_CLIENT_LOG, everything from info on, as JSON lines there
+        # (to see why a row is what it is: upstream transitions, retried posts, restarts)
+        log_path = os.environ.get("BENCH_CLIENT_LOG")
+        if log_path:
+            structlog.configure(
+                processors=[
+                    structlog.processors.TimeStamper(),
+                    structlog.processors.JSONRenderer(),
+                ],
+                wrapper_class=structlog.make_filtering_bound_logger(20),
+                logger_factory=structlog.WriteLoggerFactory(
+                    Path(log_path).open("a")  # noqa: SIM115 (open for the process' life)
+                ),
+            )
+        else:
+            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
         sessions = json.loads(args.sessions_file.read_text())
         workload = Workload(**json.loads(args.workload))
         result = asyncio.run(converse(args.kind, args.url, sessions, workload))
