@@ -172,6 +172,15 @@ def serve(
             "0: no limit).",
         ),
     ] = 30,
+    history_reads_per_minute: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="SUPERVISOR_HISTORY_READS_PER_MINUTE",
+            help="GET .../messages calls one conversation may make a minute, one client "
+            "address four times that (429 past either; 0: no limit).",
+        ),
+    ] = 30,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -261,6 +270,7 @@ def serve(
             shard_log_level=logging.INFO if verbose else logging.WARNING,
             limits=HttpLimits(trusted_proxies=_proxies(trusted_proxy)),
             new_conversations_per_minute=new_conversations_per_minute,
+            history_reads_per_minute=history_reads_per_minute,
             data_dir=data_dir,
             store_url=store_url,
             conversation_ttl=conversation_ttl,

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Final, TypeVar, final
 
 import pykka
 import structlog
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from limits import RateLimitItemPerMinute
@@ -69,8 +69,18 @@ T = TypeVar("T")
 _log = structlog.get_logger("supervisor.backend")
 
 _LEASE_MARGIN: Final = 35.0
-"""Seconds a turn's hold on its conversation outlives the ask's deadline (`claim`): more than
-the supervisor's own margin past it (30 s), so that a live turn's hold never lapses."""
+"""Seconds past the ask's deadline a turn's hold on its conversation is renewed at most (more
+than the supervisor's own margin past it, 30 s): a turn never holds it longer, whatever befalls
+its release."""
+_HOLD: Final = 15.0
+"""Seconds a turn's hold on its conversation lasts unless its worker renews it (every `_RENEW`
+s while the turn runs). A worker killed mid-turn held its conversation for the whole lease,
+`ask_timeout` + 35 s: its client got 409 for ~100 s though the turn had answered in 4 s (issue
+30). Now at most 15 s: three renewals missed in a row, which a live worker does not miss (a
+worker whose event loop stalls 10 s is failing its other requests too); were it to, the cost
+is two turns in flight at once, each still answered with its own reply."""
+_RENEW: Final = 5.0
+"""Seconds between two renewals of a turn's hold."""
 _RETRY: Final = {"Retry-After": "5"}
 """What every 503 says: try again in 5 s."""
 _SHUTTING_DOWN_MID_TURN: Final = (
@@ -79,6 +89,12 @@ _SHUTTING_DOWN_MID_TURN: Final = (
 )
 _READY_TIMEOUT: Final = 5.0
 """Seconds `/readyz` waits for Parlant: a readiness probe must answer before its own timeout."""
+_MAX_OFFSET: Final = 2**53
+"""The largest offset a query may name (what a JSON number holds exactly)."""
+_STORE_TIMEOUT: Final = 5.0
+"""Seconds the store has to take a write before a new conversation (and `/readyz`) is refused:
+an SQLite file another process keeps locked would otherwise hold each request for the store's
+busy timeout (30 s), then fail it."""
 
 
 @final
@@ -102,7 +118,9 @@ class BackendSettings:
             after which a conversation expires: its token stops working and its session stops
             being polled.
         one_turn_at_a_time: A message to a conversation whose previous turn is still in flight
-            (in any worker) gets 409, instead of a second turn racing the first.
+            (in any worker) gets 409, instead of a second turn racing the first. The turn's
+            worker renews its hold while it runs; a worker killed mid-turn holds its
+            conversation for at most 15 s more.
         clock: The time, in epoch seconds (tests inject theirs).
         shards: 0 runs one `SessionSupervisor` in this process; N > 0 a `ShardedSupervisor`
             of N shards on Ray (the `[ray]` extra), with durable checkpoints.
@@ -122,6 +140,12 @@ class BackendSettings:
             Parlant customer and session, and each message an LLM turn. The address is the
             connection's peer, or what `X-Forwarded-For` says when the peer is one of
             `limits.trusted_proxies`. Counted in each worker process.
+        history_reads_per_minute: `GET /api/sessions/{id}/messages` calls one conversation
+            may make in any minute, and one client address four times that (429 with
+            Retry-After past either; 0: no limit). Each is a read of the session's log from
+            Parlant, from the backend's one address: 300 calls on one token pushed Parlant's
+            per-IP limit into 429s, and every conversation paused (a turn took 50 s instead of
+            0.01 s). Counted in each worker process.
     """
 
     parlant_url: str | None = None
@@ -139,6 +163,7 @@ class BackendSettings:
     limits: HttpLimits = field(default_factory=HttpLimits)
     new_conversations_per_minute: int = 30
     agent_ids: Mapping[str, str] = field(default_factory=dict)
+    history_reads_per_minute: int = 30
 
     def __post_init__(self) -> None:
         intents = {intent.value for intent in Intent}
@@ -340,6 +365,7 @@ class Backend:
         self._agents: dict[Intent, ChatAgent] = {}
         self._finding: asyncio.Future[None] | None = None
         self._producers: set[asyncio.Task[None]] = set()
+        self._renewals: set[asyncio.Task[None]] = set()  # turns' holds being renewed
         self._requests = 0
         self._no_requests = asyncio.Event()
         self._no_requests.set()
@@ -347,6 +373,12 @@ class Backend:
         self._drain_over = asyncio.Event()
         self._starts = MovingWindowRateLimiter(MemoryStorage())
         self._start_quota = RateLimitItemPerMinute(max(settings.new_conversations_per_minute, 1))
+        reads = max(settings.history_reads_per_minute, 1)
+        self._reads = MovingWindowRateLimiter(MemoryStorage())
+        self._read_quotas = (
+            RateLimitItemPerMinute(reads, namespace="conversation"),
+            RateLimitItemPerMinute(4 * reads, namespace="client"),
+        )
 
     async def admit_new_conversation(self, client: str) -> None:
         """Count a new conversation against its client's quota; 429 past it."""
@@ -361,6 +393,24 @@ class Backend:
             "from one client; continue one you have, or start one later"
         )
         raise _Refused(429, detail, headers={"Retry-After": str(wait)})
+
+    async def admit_history_read(self, conversation: Conversation, client: str) -> None:
+        """Count a read of a conversation's messages against its quota and its client's;
+        429 past either (the client's counts only reads its conversation's quota let
+        through)."""
+        if self.settings.history_reads_per_minute <= 0:
+            return
+        per_conversation, per_client = self._read_quotas
+        for quota, who in ((per_conversation, conversation.key), (per_client, client)):
+            if not await self._reads.hit(quota, who):
+                stats = await self._reads.get_window_stats(quota, who)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                detail = (
+                    f"at most {quota.amount} reads of the messages a minute from one "
+                    f"{quota.namespace}; read with ?since= the offset after the last message "
+                    "you have, and stream turns (/api/chat/stream) rather than poll for them"
+                )
+                raise _Refused(429, detail, conversation.token, {"Retry-After": str(wait)})
 
     def entered(self) -> None:
         """A request (past `_DrainGate`) began."""
@@ -436,15 +486,36 @@ class Backend:
         the hold lapses by itself past the ask's deadline, should its holder die."""
         if not self.settings.one_turn_at_a_time:
             return _Turn(conversation, agent, None)
-        lease = self.settings.ask_timeout + _LEASE_MARGIN
-        claim = await self.store.claim_turn(conversation.token, self.settings.clock(), lease)
+        claim = await self.store.claim_turn(conversation.token, self.settings.clock(), _HOLD)
         if claim is None:
             detail = (
                 "a turn is in flight in this conversation: send the next message once it is "
                 "answered (or read it with GET /api/sessions/{session_id}/messages)"
             )
             raise _Refused(409, detail, conversation.token, {"Retry-After": "1"})
-        return _Turn(conversation, agent, claim)
+        renewing = asyncio.get_running_loop().create_task(self._renew(conversation.token, claim))
+        self._renewals.add(renewing)
+        renewing.add_done_callback(self._renewals.discard)
+        return _Turn(conversation, agent, claim, renewing)
+
+    async def _renew(self, token: str, claim: str) -> None:
+        """Keep the turn's hold while it runs (`_HOLD`), up to `ask_timeout` + `_LEASE_MARGIN`
+        (a release that never came must not hold the conversation for ever)."""
+        clock = self.settings.clock
+        until = clock() + self.settings.ask_timeout + _LEASE_MARGIN
+        while True:
+            await asyncio.sleep(_RENEW)
+            now = clock()
+            if now >= until:
+                return
+            try:
+                held = await self.store.renew_turn(token, claim, now, min(_HOLD, until - now))
+            except Exception as error:  # the store's driver raises its own errors
+                _log.warning("backend.renew_failed", error=type(error).__name__)
+                continue  # the hold still runs: the next renewal may succeed
+            if not held:
+                _log.warning("backend.hold_lost")  # it lapsed: a later turn may have it
+                return
 
     async def release(self, turn: _Turn) -> None:
         """End the turn's hold on its conversation (`claim`). Never raises: a store that
@@ -452,6 +523,8 @@ class Backend:
         into an error."""
         if turn.claim is None:
             return
+        if turn.renewing is not None:
+            turn.renewing.cancel()
         try:
             await asyncio.shield(self.store.release_turn(turn.conversation.token, turn.claim))
         except Exception as error:  # the store's driver raises its own errors, not only ours
@@ -497,6 +570,9 @@ class Backend:
         for task in list(self._producers):
             task.cancel()
         await asyncio.gather(*self._producers, return_exceptions=True)
+        for task in list(self._renewals):  # holds left to lapse: their turns are over here
+            task.cancel()
+        await asyncio.gather(*self._renewals, return_exceptions=True)
 
     async def refusal(self, error: SupervisorError, conversation: Conversation) -> _Refused:
         """The HTTP answer to an error of the conversation's session; a session Parlant no
@@ -534,12 +610,25 @@ class Backend:
             a.intent: a(self.supervisor, ids[a.intent], timeout=timeout) for a in AGENTS
         }
 
+    async def check_store(self) -> None:
+        """503 unless the conversation store takes a write within `_STORE_TIMEOUT`."""
+        try:
+            async with asyncio.timeout(_STORE_TIMEOUT):
+                await self.store.check_writable(self.settings.clock())
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            _log.warning("backend.store_unwritable", error=type(error).__name__)
+            detail = f"the conversation store does not take writes ({type(error).__name__})"
+            raise _Refused(503, detail, headers=_RETRY) from None
+
     async def turn(self, request: ChatRequest, client: str) -> _Turn:
         """The conversation a request continues (or a new one), held for this turn, and the
         agent it is with. A new conversation is held too: a stream hands its token out at once.
         """
         if request.session_id is None:
             await self.admit_new_conversation(client)
+            # before anything is created in Parlant: a store that cannot keep the
+            # conversation left an orphan customer and session per refused request
+            await self.check_store()
             agent = await self.agent(request.intent)
             try:
                 session_id = await agent.start()
@@ -567,6 +656,7 @@ class _Turn:
     conversation: Conversation
     agent: ChatAgent
     claim: str | None
+    renewing: asyncio.Task[None] | None = None
 
 
 def _client(request: Request) -> str:
@@ -939,18 +1029,40 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     @app.get(
         "/api/sessions/{session_id}/messages",
         response_model=list[ConversationMessage],
-        responses={404: _ERRORS[404], 503: _ERRORS[503]},
+        responses={
+            404: _ERRORS[404],
+            429: {"model": ErrorBody, "description": "Too many reads (see Retry-After)."},
+            503: _ERRORS[503],
+        },
     )
     async def conversation_messages(
-        session_id: str, backend: BackendDep
+        session_id: str,
+        request: Request,
+        backend: BackendDep,
+        since: Annotated[
+            int,
+            Query(
+                ge=0,
+                le=_MAX_OFFSET,
+                description="The first offset wanted: 0 for all, the "
+                "offset after the last message you have for what came since.",
+            ),
+        ] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=1000, description="At most this many messages, oldest first.")
+        ] = 100,
     ) -> list[ConversationMessage]:
-        """Every message of a conversation so far, e.g. a reply that came after its 504."""
+        """The conversation's messages from offset `since`, oldest first, at most `limit`
+        (e.g. a reply that came after its 504): page on with `since` = the last offset + 1.
+        Each call reads the session's log from Parlant: a conversation may read it
+        `history_reads_per_minute` times a minute (30), a client four times that (429)."""
         conversation = await backend.find(session_id)
+        await backend.admit_history_read(conversation, _client(request))
         try:
-            events = await backend.supervisor.ahistory(conversation.session_id)
+            events = await backend.supervisor.ahistory(conversation.session_id, since=since)
         except SupervisorError as error:
             raise await backend.refusal(error, conversation) from None
-        return [
+        messages = [
             ConversationMessage(
                 offset=event.offset,
                 source=event.source,
@@ -961,6 +1073,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
             for event in events
             if event.kind == "message" and isinstance(event.data, dict)
         ]
+        return messages[:limit]
 
     @app.get("/metrics", response_class=Response)
     async def metrics(backend: BackendDep) -> Response:
@@ -976,10 +1089,11 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz(backend: BackendDep) -> dict[str, str]:
-        """The supervisor runs and Parlant answers."""
+        """The supervisor runs, the conversation store takes writes and Parlant answers."""
         figures = await asyncio.to_thread(backend.supervisor.statistics)  # may ask shards
         if not figures.running:
             raise _Refused(503, "the supervisor is not running")
+        await backend.check_store()
         try:
             await backend.supervisor.acheck_parlant(timeout=_READY_TIMEOUT)
         except SupervisorError as error:

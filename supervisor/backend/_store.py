@@ -15,7 +15,8 @@ Only the SHA-256 of a token (hex, the primary key `key`) is written, never the t
 the database hands out no credentials. A conversation expires after `ttl` seconds without use;
 `expire` deletes expired rows (at most `limit` a call) and returns them so that the caller can
 close their Parlant sessions. `claim_turn` / `release_turn` keep one turn in flight per
-conversation across processes, by a lease that lapses by itself if its holder dies.
+conversation across processes, by a lease that lapses by itself if its holder dies
+(`renew_turn` extends it while the turn runs).
 
 Every operation is one SQL statement in its own transaction (`UPDATE ... RETURNING`,
 `DELETE ... RETURNING`), so it is atomic against every other process on both databases, and
@@ -88,6 +89,15 @@ _conversations = sa.Table(
 )
 
 _by_last_used = sa.Index("conversations_last_used", _conversations.c.last_used)
+
+_health = sa.Table(
+    "store_health",
+    _metadata,
+    # One row per probe name, rewritten by each `check_writable`: a write that touches nothing
+    # proves nothing on SQLite (a zero-row UPDATE of a full disk succeeds).
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("at", sa.Double(), nullable=False),
+)
 
 _COLUMNS: Final = (
     _conversations.c.key,
@@ -224,6 +234,7 @@ class ConversationStore:
                     )
                 await connection.execute(CreateTable(_conversations, if_not_exists=True))
                 await connection.execute(CreateIndex(_by_last_used, if_not_exists=True))
+                await connection.execute(CreateTable(_health, if_not_exists=True))
         except DatabaseError as error:
             if self._url.drivername != _SQLITE_DRIVER:
                 raise
@@ -355,6 +366,22 @@ class ConversationStore:
             claimed = (await connection.execute(statement)).first() is not None
         return claim if claimed else None
 
+    async def renew_turn(self, token: str, claim: str, now: float, lease: float) -> bool:
+        """Extend the turn `claim` holds to `now + lease`; False if the claim no longer holds
+        it (its lease lapsed and another turn took it, or it was released)."""
+        lease = _seconds("lease", lease)
+        if not _plausible(token):
+            return False
+        table = _conversations
+        statement = (
+            sa.update(table)
+            .where(table.c.key == token_key(token), table.c.turn_owner == claim)
+            .values(turn_until=float(now) + lease)
+            .returning(table.c.key)
+        )
+        async with self._engine.begin() as connection:
+            return (await connection.execute(statement)).first() is not None
+
     async def release_turn(self, token: str, claim: str) -> None:
         """End the turn `claim` holds: the next `claim_turn` succeeds. A claim that no longer
         holds the turn (its lease lapsed and another turn took it) releases nothing."""
@@ -368,6 +395,14 @@ class ConversationStore:
         )
         async with self._engine.begin() as connection:
             await connection.execute(statement)
+
+    async def check_writable(self, now: float) -> None:
+        """Write one small row, in a transaction of its own: raises what the database says when
+        it cannot (locked past its busy timeout, read-only, full). What `/readyz` asks, and
+        what a new conversation asks before it creates anything in Parlant."""
+        async with self._engine.begin() as connection:
+            await connection.execute(sa.delete(_health).where(_health.c.name == "write"))
+            await connection.execute(sa.insert(_health).values(name="write", at=float(now)))
 
     async def count(self) -> int:
         """How many conversations are stored (expired ones `expire` has not deleted included)."""

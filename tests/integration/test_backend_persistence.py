@@ -10,8 +10,11 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -136,6 +139,124 @@ def test_a_second_message_while_a_turn_is_in_flight_is_a_409_and_posts_nothing(
     assert emulator.call(customer_messages) == 3  # hi, slow, now
 
 
+def test_a_worker_killed_mid_turn_holds_its_conversation_for_seconds_not_its_deadline(
+    backend: Backend, serve: Serve, tmp_path: Path
+) -> None:
+    """Issue 30: a worker killed mid-turn left its conversation answering 409 for its whole
+    lease, `ask_timeout` + 35 s (~100 s), though the turn answered in 4 s. Its hold is now
+    renewed while the turn runs, and lapses 15 s after its last renewal."""
+    emulator = serve(gated("ResearchPaperAgent"), gated("MedicalWelfareAgent"))
+    process, url = serve_workers(emulator.url, tmp_path, workers=1)
+    try:
+        assert process.stderr is not None
+        until(process.stderr, "Application startup complete.")
+        token = chat(url, "hi").json()["session_id"]
+        [session_id] = emulator.call(emulator.emulator.session_ids)
+        with concurrent.futures.ThreadPoolExecutor() as pool:
+            slow = pool.submit(chat, url, "slow", token)
+            emulator.run(emulator.emulator.until(lambda: customers(emulator, session_id) == 2))
+            process.kill()  # mid-turn: its hold is neither released nor renewed again
+            process.wait(timeout=30)
+            with pytest.raises(httpx.TransportError):
+                slow.result(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    emulator.call(emulator.emulator.release, "slow")  # the turn answers, as it did
+    now = backend(parlant_url=emulator.url, data_dir=tmp_path)
+    later = backend(parlant_url=emulator.url, data_dir=tmp_path, clock=lambda: time.time() + 16)
+
+    held = chat(now.url, "at once", token)  # the dead worker's hold is still there
+    continued = chat(later.url, "next", token)  # 16 s on, it has lapsed
+
+    assert held.status_code == 409
+    assert continued.status_code == 200, continued.text
+    assert continued.json()["reply"] == "echo: next"
+
+
+def test_a_turn_longer_than_its_hold_keeps_it_renewed(
+    backend: Backend, serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supervisor.backend import _app
+    from supervisor.backend._store import ConversationStore
+
+    renewed: list[bool] = []
+    renewal = threading.Condition()
+    real_renew = ConversationStore.renew_turn
+
+    async def counting(self: ConversationStore, *args: Any) -> bool:
+        held = await real_renew(self, *args)
+        with renewal:
+            renewed.append(held)
+            renewal.notify_all()
+        return held
+
+    def renewed_twice_more() -> None:
+        """Two renewals after now: the second began once the clock had moved."""
+        with renewal:
+            seen = len(renewed)
+            assert renewal.wait_for(lambda: len(renewed) >= seen + 2, timeout=30)
+
+    monkeypatch.setattr(_app, "_RENEW", 0.01)  # renewed at once, instead of every 5 s
+    monkeypatch.setattr(ConversationStore, "renew_turn", counting)
+    elapsed = [0.0]
+    emulator = serve(gated("ResearchPaperAgent"), gated("MedicalWelfareAgent"))
+    server = backend(parlant_url=emulator.url, clock=lambda: time.time() + elapsed[0])
+    token = chat(server.url, "hi").json()["session_id"]
+    [session_id] = emulator.call(emulator.emulator.session_ids)
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        slow = pool.submit(chat, server.url, "slow", token)
+        emulator.run(emulator.emulator.until(lambda: customers(emulator, session_id) == 2))
+        racing = []
+        for _ in range(3):  # 36 s of a turn: more than twice the 15 s hold
+            elapsed[0] += 12
+            renewed_twice_more()
+            racing.append(chat(server.url, "meanwhile", token).status_code)
+        emulator.call(emulator.emulator.release, "slow")
+        answered = slow.result(timeout=60)
+
+    assert racing == [409, 409, 409]
+    assert all(renewed)
+    assert answered.json()["reply"] == "echo: slow"
+
+
+def test_a_store_that_takes_no_writes_is_not_ready_and_leaves_nothing_in_parlant(
+    backend: Backend, serve: Serve, tmp_path: Path
+) -> None:
+    """Issue 30: `/readyz` said 200 while the store could not write; every chat then answered
+    503, and each refused new conversation left an orphan customer and session in Parlant."""
+    emulator = serve()
+    server = backend(parlant_url=emulator.url, data_dir=tmp_path)
+    assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 200
+    token = chat(server.url, "hi").json()["session_id"]
+    sessions = len(emulator.call(emulator.emulator.session_ids))
+    customers_before = len(emulator.call(emulator.emulator.customers))
+
+    locker = sqlite3.connect(tmp_path / "conversations.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the file (a stuck backup)
+        ready = httpx.get(f"{server.url}/readyz", timeout=30)
+        refused = chat(server.url, "hello")
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    assert ready.status_code == 503
+    assert "store does not take writes" in ready.json()["detail"]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "5"
+    assert len(emulator.call(emulator.emulator.session_ids)) == sessions  # no orphan
+    assert len(emulator.call(emulator.emulator.customers)) == customers_before
+    assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 200
+    assert chat(server.url, "again", token).status_code == 200
+
+
+def customers(emulator: EmulatorServer, session_id: str) -> int:
+    """The customer messages of the session, in the emulator's log."""
+    events = emulator.emulator.session_events(session_id)
+    return sum(1 for e in events if e["source"] == "customer")
+
+
 def test_several_workers_serve_any_conversation_from_one_store(
     serve: Serve, store_url: str, tmp_path: Path
 ) -> None:
@@ -233,14 +354,14 @@ def test_a_worker_that_dies_is_replaced_and_the_rest_serve_meanwhile(
 
 
 def serve_workers(
-    parlant_url: str, data_dir: Path, *options: str
+    parlant_url: str, data_dir: Path, *options: str, workers: int = 2
 ) -> tuple[subprocess.Popen[str], str]:
     """`serve --workers 2` on a free port (its log on stderr), and its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "supervisor", "serve", "--port", str(port)]
-    command += ["--workers", "2", "--parlant", parlant_url, *options]
+    command += ["--workers", str(workers), "--parlant", parlant_url, *options]
     env = {**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(data_dir)}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     return process, f"http://127.0.0.1:{port}"

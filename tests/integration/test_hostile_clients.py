@@ -324,3 +324,49 @@ def test_a_body_of_many_unknown_fields_is_one_problem_not_one_per_field(backend:
     assert response.status_code == 422
     [problem] = response.json()["detail"]
     assert problem["msg"] == "Value error, unknown fields: k0, k1, k2, k3, k4 and 79995 more"
+
+
+def messages_of(server: AppServer, token: str, **params: int) -> httpx.Response:
+    return httpx.get(f"{server.url}/api/sessions/{token}/messages", params=params, timeout=30)
+
+
+def test_the_messages_are_paged_from_an_offset(backend: Backend, serve: Serve) -> None:
+    server = backend(parlant_url=serve().url)
+    token = start(server).json()["session_id"]
+    for text in ("two", "three"):
+        body = {"message": text, "intent": "medical_welfare", "session_id": token}
+        assert httpx.post(f"{server.url}/api/chat", json=body, timeout=30).status_code == 200
+
+    whole = messages_of(server, token).json()
+    first = messages_of(server, token, limit=2).json()
+    rest = messages_of(server, token, since=first[-1]["offset"] + 1).json()
+    wrong = [messages_of(server, token, since=-1), messages_of(server, token, limit=0)]
+
+    assert len(whole) == 6  # three messages, three answers
+    assert first == whole[:2]
+    assert rest == whole[2:]
+    assert [r.status_code for r in wrong] == [422, 422]
+
+
+def test_reads_of_the_messages_are_limited_per_conversation_and_per_client(
+    backend: Backend, serve: Serve
+) -> None:
+    """Issue 30: each read of the messages is one read of the whole log from Parlant, from the
+    backend's one address: 300 on one token pushed Parlant's per-IP limit into 429s, and every
+    conversation paused (a victim's turn took 50.09 s instead of 0.01 s)."""
+    emulator = serve()
+    server = backend(parlant_url=emulator.url, history_reads_per_minute=3)
+    tokens = [start(server).json()["session_id"] for _ in range(5)]
+    before = emulator.call(emulator.emulator.cost).requests.get("list_events", 0)
+
+    hammered = [messages_of(server, tokens[0]).status_code for _ in range(300)]
+    others = [messages_of(server, t).status_code for t in tokens[1:4] for _ in range(3)]
+    client_spent = messages_of(server, tokens[4])
+    reads = emulator.call(emulator.emulator.cost).requests.get("list_events", 0) - before
+
+    assert hammered == [200] * 3 + [429] * 297  # the conversation's quota
+    assert others == [200] * 9
+    assert client_spent.status_code == 429  # the client's: 4 x 3 reads a minute
+    assert "a minute from one client" in client_spent.json()["detail"]
+    assert 1 <= int(client_spent.headers["retry-after"]) <= 60
+    assert reads <= 12 + 5  # what the quotas let through (and the sessions' own polls)
