@@ -613,9 +613,8 @@ class Backend:
     async def check_store(self) -> None:
         """503 unless the conversation store takes a write within `_STORE_TIMEOUT`."""
         try:
-            async with asyncio.timeout(_STORE_TIMEOUT):
-                await self.store.check_writable(self.settings.clock())
-        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            await self.store.check_writable(self.settings.clock(), _STORE_TIMEOUT)
+        except (SQLAlchemyError, OSError) as error:
             _log.warning("backend.store_unwritable", error=type(error).__name__)
             detail = f"the conversation store does not take writes ({type(error).__name__})"
             raise _Refused(503, detail, headers=_RETRY) from None

@@ -396,13 +396,32 @@ class ConversationStore:
         async with self._engine.begin() as connection:
             await connection.execute(statement)
 
-    async def check_writable(self, now: float) -> None:
-        """Write one small row, in a transaction of its own: raises what the database says when
-        it cannot (locked past its busy timeout, read-only, full). What `/readyz` asks, and
-        what a new conversation asks before it creates anything in Parlant."""
-        async with self._engine.begin() as connection:
-            await connection.execute(sa.delete(_health).where(_health.c.name == "write"))
-            await connection.execute(sa.insert(_health).values(name="write", at=float(now)))
+    async def check_writable(self, now: float, timeout: float) -> None:
+        """Write one small row, in a transaction of its own, waiting at most `timeout` seconds
+        for another's lock: raises what the database says when it cannot (locked, read-only,
+        full). What `/readyz` asks, and what a new conversation asks before it creates
+        anything in Parlant. (A deadline around it would not do: a cancelled SQLite statement
+        still waits out its busy timeout, 30 s, on its thread.)"""
+        sqlite = self._url.drivername == _SQLITE_DRIVER
+        milliseconds = max(1, int(timeout * 1000))
+        async with self._engine.connect() as connection:
+            if sqlite:
+                await connection.exec_driver_sql(f"PRAGMA busy_timeout = {milliseconds}")
+                await connection.commit()  # ends the transaction the statement began
+            try:
+                async with connection.begin():
+                    if not sqlite:
+                        await connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+                        await connection.exec_driver_sql(
+                            f"SET LOCAL statement_timeout = {milliseconds}"
+                        )
+                    await connection.execute(sa.delete(_health).where(_health.c.name == "write"))
+                    await connection.execute(sa.insert(_health).values(name="write", at=float(now)))
+            finally:
+                if sqlite:  # the pooled connection's own wait again
+                    busy = int(SQLITE_BUSY_SECONDS * 1000)
+                    await connection.exec_driver_sql(f"PRAGMA busy_timeout = {busy}")
+                    await connection.commit()
 
     async def count(self) -> int:
         """How many conversations are stored (expired ones `expire` has not deleted included)."""

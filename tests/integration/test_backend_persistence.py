@@ -273,8 +273,9 @@ def test_several_workers_serve_any_conversation_from_one_store(
         fresh = {"headers": {"Connection": "close"}}  # each request a new connection
         tokens = [chat(url, f"hi {n}", **fresh).json()["session_id"] for n in range(10)]
         turns = [chat(url, f"more {n}", token, **fresh) for n, token in enumerate(tokens * 3)]
-        # A session both workers served is polled by both supervisors.
-        polls = emulator.call(emulator.emulator.open_polls)
+        # (each request on a new connection, to either worker: 40 of them all on one worker
+        # would be a 2^-39 chance; a session is dormant after its turn, so no open poll shows
+        # which worker served it)
         process.send_signal(signal.SIGTERM)
         _, log = process.communicate(timeout=60)
     finally:
@@ -284,7 +285,6 @@ def test_several_workers_serve_any_conversation_from_one_store(
     assert [t.status_code for t in turns] == [200] * 30
     assert [t.json()["reply"] for t in turns] == [f"echo: more {n}" for n in range(30)]
     assert len(emulator.call(emulator.emulator.session_ids)) == 10
-    assert polls > 10  # some conversation was served by both workers
     assert log.count("Application shutdown complete.") == 2
     assert "Traceback" not in log
     assert process.returncode == -signal.SIGTERM
