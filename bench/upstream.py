@@ -5,6 +5,7 @@
                              [--idle 400] [--json bench/results/upstream.json]
                              [--plot docs/upstream.png]
     python -m bench.upstream waiting [--polls 200,1000,2000] [--reads 200]
+    python -m bench.upstream plot bench/results/upstream.json docs/upstream.png
 
 Every run gets a fresh real Parlant server (`supervisor.testing.ParlantServer`, the null
 perceived-performance policy, transient stores: one Python process, as Parlant always runs) and
@@ -531,7 +532,14 @@ def table(rows: list[dict[str, Any]], console: Console) -> None:
         console.print(quiet)
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def workload_label(workload: dict[str, Any]) -> str:
+    """What the conversations did, for an axis: the harness's `machine.workload`."""
+    if "rate" in workload:
+        return f"conversations ({workload['rate']:g} asks a second in all)"
+    return f"conversations (each asks every ~{workload['period']:g} s)"
+
+
+def plot(rows: list[dict[str, Any]], path: Path, workload: dict[str, Any]) -> None:
     """Parlant's CPU and the ask p99 by sessions, a line per client."""
     import matplotlib
 
@@ -553,9 +561,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         sizes = [size for size, _ in points]
         cpu.plot(sizes, [row["parlant_cpu_percent"] for _, row in points], marker="o", label=client)
         p99.plot(sizes, [row["ask_p99_s"] for _, row in points], marker="o", label=client)
-    cpu.set(xlabel="conversations (each asks every ~30 s)", ylabel="Parlant CPU (% of a core)")
+    label = workload_label(workload)
+    cpu.set(xlabel=label, ylabel="Parlant CPU (% of a core)")
     cpu.axhline(100, color="grey", linewidth=0.8, linestyle=":")
-    p99.set(xlabel="conversations (each asks every ~30 s)", ylabel="ask p99 (s)", yscale="log")
+    p99.set(xlabel=label, ylabel="ask p99 (s)", yscale="log")
     for axes in (cpu, p99):
         axes.set_xscale("log")
         axes.grid(True, which="both", alpha=0.3)
@@ -605,7 +614,7 @@ def harness(args: argparse.Namespace) -> None:
             progress.advance(task)
     table(rows, console)
     if args.plot is not None:
-        plot(rows, args.plot)
+        plot(rows, args.plot, machine["workload"])
         console.print(f"plot: {args.plot}")
     console.print(f"written to {args.json}")
 
@@ -804,6 +813,9 @@ def main(argv: list[str] | None = None) -> None:
     costs.add_argument("--window", type=float, default=20.0)
     costs.add_argument("--samples", type=int, default=100, help="writes timed to their client")
     costs.add_argument("--json", type=Path, default=Path("bench/results/waiting.json"))
+    drawing = sub.add_parser("plot", help="draw a run's figures again from its JSON")
+    drawing.add_argument("results", type=Path, help="the JSON a run wrote (--json)")
+    drawing.add_argument("png", type=Path)
     parser.add_argument("--sizes", default="100,400,1000,2000")
     parser.add_argument(
         "--clients",
@@ -848,6 +860,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "waiting":
         waiting(args)
+        return
+    if args.command == "plot":
+        document = json.loads(args.results.read_text())
+        plot(document["rows"], args.png, document["machine"]["workload"])
         return
     harness(args)
 
