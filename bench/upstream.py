@@ -584,11 +584,12 @@ def harness(args: argparse.Namespace) -> None:
     workload = Workload(period=args.period, warmup=args.warmup, window=args.window)
     console = Console(width=None if sys.stdout.isatty() else 160)
     rows: list[dict[str, Any]] = []
+    described: dict[str, Any] = asdict(workload) if args.rate is None else {"rate": args.rate}
     machine = {
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "workload": asdict(workload) if args.rate is None else {"rate": args.rate},
+        "workload": described,
     }
 
     def save() -> None:
@@ -614,7 +615,7 @@ def harness(args: argparse.Namespace) -> None:
             progress.advance(task)
     table(rows, console)
     if args.plot is not None:
-        plot(rows, args.plot, machine["workload"])
+        plot(rows, args.plot, described)
         console.print(f"plot: {args.plot}")
     console.print(f"written to {args.json}")
 
