@@ -21,6 +21,7 @@ from actors._errors import (
     DeliveryUnknown,
     ReplyTimeout,
     SessionClosed,
+    SessionNotFound,
     SupervisorError,
 )
 from actors._events import (
@@ -95,6 +96,7 @@ _PARKED_LIMIT: Final = 1000
 wait on the server instead)."""
 _LIVE: Final = frozenset({SessionState.POLLING, SessionState.PAUSED, SessionState.BACKING_OFF})
 """States in which the session sends Parlant requests (polls, or retries of them)."""
+_ENDED: Final = frozenset({SessionState.FAILED, SessionState.STOPPED})
 _SETTLE_LIMIT: Final = 20.0
 """Seconds past its deadline a waiter waits for its post's settlement (grace and one read of
 the log, 12 s at most by default) before giving up on knowing (`DeliveryUnknown`); within the
@@ -482,6 +484,11 @@ class SessionCore:
             case PostFailed(consumer_id, error):
                 if self._waiters.pop(consumer_id, None) is not None:
                     self._fail(consumer_id, error)
+                if isinstance(error, SessionNotFound) and self._state not in _ENDED:
+                    # Parlant does not know the session: as final as a poll's 404 (a dormant
+                    # session has no poll to hear it from)
+                    self._last_failure = PollFailure(FailureKind.NOT_FOUND, "a post's 404", 404)
+                    self._fail_session(error)
             case Subscribe(consumer, since):
                 self._subscribe(consumer.consumer_id, consumer.capacity, since)
             case HistoryFetched(consumer_id, events, error):
@@ -672,6 +679,17 @@ class SessionCore:
         if posted:  # a message of ours is stored: this poll must bring it
             self._expect(*min(posted))
 
+    def _fail_session(self, error: SupervisorError) -> None:
+        """Parlant said the session is gone or forbidden: retrying cannot help, so everyone
+        waiting gets `error`, and so does whoever comes next, until it is opened again."""
+        if self._poll_open:
+            self._poll_open = False
+            self._effects.append(CancelPoll())
+        self._terminal_error = error
+        self._transition(SessionState.FAILED)
+        self._stop_following()
+        self._fail_everyone(error)
+
     def _awaiting_own_posts(self) -> bool:
         """Only asks whose messages are not stored yet wait on the session: nothing it could
         hear before they are is theirs (a turn comes after its message), so a dormant session
@@ -707,11 +725,7 @@ class SessionCore:
                     f"session {self.session_id}: Parlant refused access ({failure.detail}); "
                     "check the credentials the supervisor uses"
                 )
-            error = failure.kind.error(message, session_id=self.session_id)
-            self._terminal_error = error
-            self._transition(SessionState.FAILED)
-            self._stop_following()
-            self._fail_everyone(error)
+            self._fail_session(failure.kind.error(message, session_id=self.session_id))
             return
         delay = self._settings.backoff.delay(
             self._consecutive_failures, self._rng, retry_after=failure.retry_after

@@ -36,6 +36,7 @@ TRANSITIONS: Final[frozenset[tuple[SessionState, SessionState]]] = frozenset(
     {
         (_S.STARTING, _S.POLLING),
         (_S.STARTING, _S.STOPPED),
+        (_S.STARTING, _S.FAILED),
         (_S.POLLING, _S.POLLING),
         (_S.POLLING, _S.PAUSED),
         (_S.POLLING, _S.BACKING_OFF),
@@ -45,11 +46,14 @@ TRANSITIONS: Final[frozenset[tuple[SessionState, SessionState]]] = frozenset(
         (_S.PAUSED, _S.POLLING),
         (_S.PAUSED, _S.STOPPED),
         (_S.PAUSED, _S.DORMANT),
+        (_S.PAUSED, _S.FAILED),
         (_S.BACKING_OFF, _S.POLLING),
         (_S.BACKING_OFF, _S.STOPPED),
         (_S.BACKING_OFF, _S.DORMANT),
+        (_S.BACKING_OFF, _S.FAILED),
         (_S.DORMANT, _S.POLLING),
         (_S.DORMANT, _S.STOPPED),
+        (_S.DORMANT, _S.FAILED),
         (_S.FAILED, _S.STOPPED),
     }
 )

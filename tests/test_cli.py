@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -217,3 +218,24 @@ def test_serve_on_the_ipv6_any_address_serves_both_families_each_client_on_its_o
         process.communicate(timeout=60)
 
     assert answers == [200, 429, 200, 200]
+
+
+def test_serve_takes_connections_from_the_moment_it_says_it_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn's `bind_socket` logs "Uvicorn running on ..." before the app has started, and
+    the socket listened only after: clients that took the line at its word were refused (40
+    turns sent on it, all `ConnectionRefusedError`). Now the kernel queues them meanwhile."""
+    import uvicorn
+
+    from supervisor.backend._serve import _listening
+
+    config = uvicorn.Config("supervisor.backend:create_app", host="127.0.0.1", port=0)
+    uvicorn_log = logging.getLogger("uvicorn")  # it does not propagate to pytest's handler
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with _listening(config) as sock:
+            assert "Uvicorn running on" in caplog.text
+            socket.create_connection(sock.getsockname(), timeout=1).close()  # not refused
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)

@@ -126,13 +126,22 @@ def serve(
     if workers == 1:
         # bound here, not by asyncio: asyncio makes an IPv6 socket IPv6-only, and `--host ::`
         # then refused every IPv4 client; uvicorn's binding serves both families
-        sock = config.bind_socket()
+        sock = _listening(config)
         try:
             BackendServer(config, settings, drain_timeout).run(sockets=[sock])
         finally:
             sock.close()
         return
     _Workers(config, settings, drain_timeout, workers, log_level).run()
+
+
+def _listening(config: uvicorn.Config) -> socket.socket:
+    """The server's socket, listening before uvicorn says it runs: `bind_socket` says so
+    already, while the app still starts (Parlant checked, agents found), and a client that
+    believed it was refused; now the kernel queues it until the app serves."""
+    sock = config.bind_socket()
+    sock.listen(config.backlog)
+    return sock
 
 
 def _work(
@@ -198,7 +207,7 @@ class _Workers:
         return process
 
     def run(self) -> None:
-        sock = self._config.bind_socket()
+        sock = _listening(self._config)
         processes: list[multiprocessing.process.BaseProcess] = []
         started: dict[int, float] = {}  # index -> when its process started
         told: dict[int | None, int] = {}  # pid -> how many signals it was sent

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from supervisor.testing import EmulatedAgent, EmulatorServer, TurnContext
 
 Serve = Callable[..., EmulatorServer]
+Started = tuple[subprocess.Popen[str], str, Callable[[], str]]
 ASKS = STREAMS = 20
 
 
@@ -33,14 +35,13 @@ def gated(name: str) -> EmulatedAgent:
 
 
 @pytest.fixture
-def backend_process(
-    tmp_path: Path,
-) -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
-    """backend_process(*options) -> (the serve process, its URL), killed after the test; its
-    conversations are kept in `tmp_path`."""
+def backend_process(tmp_path: Path) -> Iterator[Callable[..., Started]]:
+    """backend_process(*options) -> (the serve process, its URL, its log once it has exited),
+    killed after the test; its conversations are kept in `tmp_path`. Its stderr is read all
+    along: a pipe nobody reads fills (64 KiB of log) and blocks the backend mid-turn."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(*options: str) -> tuple[subprocess.Popen[str], str]:
+    def start(*options: str) -> Started:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -48,11 +49,22 @@ def backend_process(
         env = {**os.environ, "PARLANT_SUPERVISOR_DATA_DIR": str(tmp_path)}
         process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
         started.append(process)
-        assert process.stderr is not None
-        for line in process.stderr:  # until uvicorn says it listens (or the process dies)
+        stderr = process.stderr
+        assert stderr is not None
+        lines: list[str] = []
+        for line in stderr:  # until uvicorn says it listens (or the process dies)
+            lines.append(line)
             if f"Uvicorn running on http://127.0.0.1:{port}" in line:
                 break
-        return process, f"http://127.0.0.1:{port}"
+        reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+        reader.start()
+
+        def log() -> str:
+            process.wait(timeout=60)
+            reader.join(timeout=10)
+            return "".join(lines)
+
+        return process, f"http://127.0.0.1:{port}", log
 
     yield start
     for process in started:
@@ -88,14 +100,14 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 def sigterm_with_turns_in_flight(
     serve: Serve,
-    backend_process: Callable[..., tuple[subprocess.Popen[str], str]],
+    backend_process: Callable[..., Started],
     drain_timeout: float,
     release: bool,
 ) -> tuple[list[httpx.Response], httpx.Response, subprocess.Popen[str], str]:
     """40 turns in flight (20 asks, 20 streams), then SIGTERM (and the agent released, or
     not); returns their answers, a request sent during the drain, the process and its log."""
     emulator = serve(gated("ResearchPaperAgent"), gated("MedicalWelfareAgent"))
-    process, url = backend_process(
+    process, url, log = backend_process(
         "--parlant",
         emulator.url,
         "--drain-timeout",
@@ -130,12 +142,11 @@ def sigterm_with_turns_in_flight(
             return list(await asyncio.gather(*tasks)), late
 
     answers, late = asyncio.run(run())
-    _, log = process.communicate(timeout=60)
-    return answers, late, process, log
+    return answers, late, process, log()
 
 
 def test_sigterm_refuses_new_requests_and_lets_turns_in_flight_finish(
-    serve: Serve, backend_process: Callable[..., tuple[subprocess.Popen[str], str]]
+    serve: Serve, backend_process: Callable[..., Started]
 ) -> None:
     answers, late, process, log = sigterm_with_turns_in_flight(
         serve, backend_process, drain_timeout=30, release=True
@@ -154,7 +165,7 @@ def test_sigterm_refuses_new_requests_and_lets_turns_in_flight_finish(
 
 
 def test_turns_still_running_at_the_drain_timeout_get_503_json_and_an_error_event(
-    serve: Serve, backend_process: Callable[..., tuple[subprocess.Popen[str], str]]
+    serve: Serve, backend_process: Callable[..., Started]
 ) -> None:
     answers, late, process, log = sigterm_with_turns_in_flight(
         serve, backend_process, drain_timeout=1, release=False

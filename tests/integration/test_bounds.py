@@ -50,7 +50,7 @@ def hanging(proxy: Proxy, url: str) -> FaultProxy:
         (lambda sup: sup.create_session("agent"), "create_session"),
         (lambda sup: sup.ensure_agents(["Echo"]), "list_agents"),
         (lambda sup: sup.check_parlant(), "list_agents"),
-        (lambda sup: sup.history("session"), "ReadTimeout"),
+        (lambda sup: sup.history("session"), "list_events within 0.3 s"),
     ],
     ids=["create_customer", "create_session", "ensure_agents", "check_parlant", "history"],
 )

@@ -63,11 +63,19 @@ def gated(name: str) -> EmulatedAgent:
 # --- the seed's scenarios --------------------------------------------------------------------
 
 
-def test_a_single_message_gets_its_reply_and_polling_continues_after_ready(
-    serve: Serve, supervise: Supervise
+@pytest.mark.parametrize(
+    ("linger", "state", "polls"),
+    [(None, SessionState.POLLING, 1), (0.0, SessionState.DORMANT, 0)],
+    ids=["polled-all-along", "dormant-by-default"],
+)
+def test_a_single_message_gets_its_reply_and_what_comes_after_ready_is_not_missed(
+    linger: float | None, state: SessionState, polls: int, serve: Serve, supervise: Supervise
 ) -> None:
+    """The naive client stops at the first `ready` and misses what the agent says next. A
+    session polled all along reads it at once; a dormant one (nobody waits: the default)
+    reads it when its next reader comes, and gives it to that reader."""
     server = serve()
-    sup = supervise(server.url)
+    sup = supervise(server.url, linger=linger)
     session_id = new_session(server, sup)
 
     reply = sup.ask(session_id, "Tell me about CKD stage 3", timeout=30)
@@ -76,9 +84,8 @@ def test_a_single_message_gets_its_reply_and_polling_continues_after_ready(
     assert reply.session_id == session_id
     settle(sup)
     stats = sup.statistics()
-    assert stats.sessions_by_state[SessionState.POLLING] == 1
-    assert stats.open_polls == 1
-    # the proof that polling went on after `ready`: a later agent message is received
+    assert stats.sessions_by_state[state] == 1
+    assert stats.open_polls == polls
     server.call(server.emulator.post_agent_message, session_id, "one more thing")
     follow_up = next(sup.events(session_id))
     assert follow_up.data["message"] == "one more thing"
@@ -326,7 +333,8 @@ def test_a_slow_stream_pauses_polling_and_resumes_with_nothing_lost(
     settle(sup)
     stats = sup.statistics()
     assert stats.backpressure_pauses_total >= 1
-    assert stats.sessions_by_state[SessionState.POLLING] == 1
+    assert stats.sessions_by_state[SessionState.PAUSED] == 0
+    assert stats.sessions_by_state[SessionState.DORMANT] == 1  # its reader is gone
 
 
 def test_a_reader_that_stops_reading_pauses_polling_and_loses_nothing(
@@ -451,7 +459,7 @@ def test_a_bug_inside_a_poll_is_reported_and_retried_not_left_hanging(
 
     server = serve()
     clock = FakeClock()
-    sup = supervise(server.url, clock=clock)
+    sup = supervise(server.url, clock=clock, linger=None)  # polled from its start
     real_outcome = Poller._outcome
     calls = {"n": 0}
 

@@ -427,9 +427,26 @@ def test_a_failed_post_fails_the_ask() -> None:
     d = Driver()
     d.start()
     d.ask(1)
-    error = SessionNotFound("gone", session_id=SID)
+    error = AccessDenied("this client may not post here", session_id=SID)
     assert d.send(PostFailed(1, error)) == [Fail(1, error)]
     assert d.core.snapshot().waiting_replies == 0
+    assert d.core.state is SessionState.POLLING  # the session may still be read
+
+
+def test_a_post_parlant_answers_404_fails_the_session_as_a_polls_404_does() -> None:
+    d = Driver()
+    d.start()
+    d.ask(1)
+    d.send(Subscribe(Handle(2, ConsumerKind.READER)))
+    error = SessionNotFound("gone", session_id=SID)
+
+    effects = d.send(PostFailed(1, error))
+
+    assert effects == [Fail(1, error), CancelPoll(), Fail(2, error)]
+    assert d.core.state is SessionState.FAILED
+    [late] = d.ask(3)  # and whoever comes next, without a request
+    assert isinstance(late, Fail)
+    assert late.error is error
 
 
 def test_the_deadline_fails_the_ask_and_its_late_reply_reaches_the_next_reader() -> None:

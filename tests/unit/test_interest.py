@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import pytest
 
-from actors import SessionSettings, SessionState
+from actors import SessionNotFound, SessionSettings, SessionState
 from actors._messages import (
     ConsumerKind,
     EventsReceived,
     ExpectPoll,
+    Fail,
     FailureKind,
     FinishPoll,
     MessagePosted,
     PollFailed,
     PollFailure,
     PollTimedOut,
+    PostFailed,
     Reap,
     Resolve,
     Schedule,
@@ -97,6 +99,18 @@ def test_an_ask_wakes_a_dormant_session_once_its_message_is_stored() -> None:
     assert StartPoll(2, 3, 60, (60, 60), for_turn=True) in effects
     # and it must bring the stored message soon, or it is taken for dead (a lost flow)
     assert ExpectPoll(2) in effects
+
+
+def test_a_dormant_session_whose_post_parlant_answers_404_fails() -> None:
+    """It has no poll to hear it from: the post's 404 is Parlant's word on the session."""
+    d = dormant_after_start()
+    d.ask(1)
+    error = SessionNotFound("gone", session_id="sess1")
+    assert d.send(PostFailed(1, error)) == [Fail(1, error)]
+    assert d.core.state is SessionState.FAILED
+    failure = d.core.snapshot().last_failure
+    assert failure is not None
+    assert failure.kind is FailureKind.NOT_FOUND  # counted as such, not as a crash
 
 
 def test_a_reader_waiting_beside_an_unposted_ask_wakes_the_session_at_once() -> None:
