@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -191,19 +190,25 @@ def test_parlant_sdk_module_loads_it_from_the_environment(monkeypatch: pytest.Mo
 
 
 def test_parlant_server_module_option_loads_it(tmp_path: Path) -> None:
-    """`parlant-server --module supervisor.parlant_module`, Parlant's own command: it starts
-    with the module configured (no model is needed to wait on a session)."""
-    command = shutil.which("parlant-server", path=str(Path(sys.executable).parent))
-    assert command is not None, "the [parlant-server] extra installs parlant-server"
+    """`parlant-server run --module supervisor.parlant_module`, Parlant's own command (its
+    code, with the offline model: tests/realserver/parlant_cli.py): it starts with the module
+    configured."""
     port = _free_port()
     process = subprocess.Popen(
-        [command, "run", "--port", str(port), "--module", "supervisor.parlant_module"],
-        env={**os.environ, "PARLANT_HOME": str(tmp_path), "OPENAI_API_KEY": "unused-offline"},
+        [sys.executable, str(Path(__file__).with_name("parlant_cli.py")),
+         "run", "--port", str(port), "--module", "supervisor.parlant_module"],
+        env={
+            **os.environ,
+            "PARLANT_HOME": str(tmp_path),
+            "OPENAI_API_KEY": "unused-offline",  # the command checks it is set
+            "ANONYMIZED_TELEMETRY": "False",  # Chroma's: it would call out of the machine
+            "PYTHONPATH": str(Path(__file__).parents[2]),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=tmp_path,
-    )
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         _until_healthy(url, process)
