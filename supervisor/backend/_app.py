@@ -21,19 +21,28 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar, final
+from typing import Annotated, Any, Final, Literal, TypeVar, final
 
 import pykka
 import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy.exc import SQLAlchemyError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -61,6 +70,9 @@ from supervisor.backend._embedded import EMBEDDED_AGENTS
 from supervisor.backend._http import BodyLimit, HttpLimits, TokenRedaction
 from supervisor.backend._store import Conversation, ConversationStore
 from supervisor.backend._stream import Frame, Position, TurnFramer, TurnLog, TurnLogs
+from supervisor.backend._uistream import DONE as UI_DONE
+from supervisor.backend._uistream import HEADERS as UI_HEADERS
+from supervisor.backend._uistream import chunks as ui_chunks
 from supervisor.emulator import EmulatorServer, ParlantEmulator
 
 __all__ = ["BackendSettings", "create_app"]
@@ -146,6 +158,9 @@ class BackendSettings:
             Parlant, from the backend's one address: 300 calls on one token pushed Parlant's
             per-IP limit into 429s, and every conversation paused (a turn took 50 s instead of
             0.01 s). Counted in each worker process.
+        cors_origins: The browser origins (`https://app.example.com`, `http://localhost:5173`)
+            whose pages may call the API and read its streams; none by default (same-origin
+            pages need none).
     """
 
     parlant_url: str | None = None
@@ -164,8 +179,16 @@ class BackendSettings:
     new_conversations_per_minute: int = 30
     agent_ids: Mapping[str, str] = field(default_factory=dict)
     history_reads_per_minute: int = 30
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        for origin in self.cors_origins:
+            if origin == "*" or not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"a CORS origin is a scheme and host (with its port), like "
+                    f"https://app.example.com or http://localhost:5173; got {origin!r}"
+                )
         intents = {intent.value for intent in Intent}
         unknown = sorted(set(self.agent_ids) - intents)
         if unknown:
@@ -179,6 +202,9 @@ class BackendSettings:
         object.__setattr__(self, "agent_ids", dict(self.agent_ids))  # ours: a caller's may change
 
 
+_MAX_MESSAGE: Final = 32_768
+
+
 class ChatRequest(BaseModel):
     """A customer's message for one of the agents."""
 
@@ -186,7 +212,7 @@ class ChatRequest(BaseModel):
 
     message: str = Field(
         min_length=1,
-        max_length=32_768,
+        max_length=_MAX_MESSAGE,
         # the schema says what `_text` checks (a message of whitespace alone is blank), and
         # `_text` says it in words rather than as a pattern mismatch
         json_schema_extra={"pattern": r"\S"},
@@ -207,25 +233,94 @@ class ChatRequest(BaseModel):
         """One error for fields it does not know, however many: pydantic's own check makes
         one per field, and 80,000 of them (870 KB, under the body limit) cost 0.23 s of the
         event loop per request to list (measured), a few requests a second pinning it."""
-        if isinstance(data, dict):
-            unknown = [key for key in data if key not in cls.model_fields]
-            if unknown:
-                named = ", ".join(_quoted(str(key), 32) for key in unknown[:5])
-                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-                raise ValueError(f"unknown fields: {named}{more}")
-        return data
+        return _known_only(cls, data)
 
     @field_validator("message")
     @classmethod
     def _text(cls, message: str) -> str:
-        if not message.strip():
-            raise ValueError("message must not be blank")
-        if _SURROGATE.search(message):  # JSON's \ud800 escapes decode to them; UTF-8 has none
-            raise ValueError("message must be Unicode text (it has a lone surrogate)")
-        return message
+        return _checked_text(message)
+
+
+def _known_only(model: type[BaseModel], data: Any) -> Any:
+    if isinstance(data, dict):
+        unknown = [key for key in data if key not in model.model_fields]
+        if unknown:
+            named = ", ".join(_quoted(str(key), 32) for key in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise ValueError(f"unknown fields: {named}{more}")
+    return data
+
+
+def _checked_text(message: str) -> str:
+    if not message.strip():
+        raise ValueError("message must not be blank")
+    if _SURROGATE.search(message):  # JSON's \ud800 escapes decode to them; UTF-8 has none
+        raise ValueError("message must be Unicode text (it has a lone surrogate)")
+    return message
 
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+CHAT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{16,128}$"
+"""A chat id names its conversation and is its only credential, as a token is: at least 16
+characters of [A-Za-z0-9_-], random (useChat's own ids are 16 random alphanumerics, ~95 bits;
+`crypto.randomUUID()` without its dashes gives 122). Hashed in the store, never logged."""
+
+
+class UIMessage(BaseModel):
+    """A message of the AI SDK's chat (`UIMessage`); only a user message's text parts are read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(max_length=256)
+    role: Literal["user", "assistant", "system"]
+    parts: list[dict[str, Any]] = Field(max_length=1000)
+
+
+class UIChatRequest(BaseModel):
+    """What the Vercel AI SDK's `DefaultChatTransport` sends (`useChat`), with the intent in its
+    `body` option: the chat's id names the conversation, its last message is the new one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(
+        pattern=CHAT_ID_PATTERN,
+        description="The chat's id: the conversation's name and credential (16-128 of "
+        "[A-Za-z0-9_-], random); the first message opens the conversation.",
+    )
+    messages: list[UIMessage] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="The chat so far; the last one, the user's, is the new message (its text "
+        "parts, not blank).",
+    )
+    trigger: Literal["submit-message"] = Field(
+        description="Only 'submit-message': Parlant answers each message once (send a "
+        "message again instead of regenerating its answer)."
+    )
+    messageId: str | None = Field(default=None, max_length=256)  # the SDK's name
+    intent: Intent = Field(description="Which agent answers (the transport's `body`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        """One error for fields it does not know (see `ChatRequest`)."""
+        return _known_only(cls, data)
+
+    @model_validator(mode="after")
+    def _last_is_the_users(self) -> UIChatRequest:
+        last = self.messages[-1]
+        if last.role != "user":
+            raise ValueError("the last message must be the user's (role 'user')")
+        text = _checked_text(self.text())
+        if len(text) > _MAX_MESSAGE:
+            raise ValueError(f"the last message must be at most {_MAX_MESSAGE} characters")
+        return self
+
+    def text(self) -> str:
+        """The new message's text: its text parts, joined."""
+        parts = self.messages[-1].parts
+        return "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
 
 
 class AgentMessage(BaseModel):
@@ -624,23 +719,42 @@ class Backend:
         agent it is with. A new conversation is held too: a stream hands its token out at once.
         """
         if request.session_id is None:
-            await self.admit_new_conversation(client)
-            # before anything is created in Parlant: a store that cannot keep the
-            # conversation left an orphan customer and session per refused request
-            await self.check_store()
-            agent = await self.agent(request.intent)
-            try:
-                session_id = await agent.start()
-            except SupervisorError as error:
-                raise _refusal(error, None) from None
-            try:
-                opened = await self.store.open(session_id, request.intent, self.settings.clock())
-            except BaseException:
-                await self._close_quietly(session_id)  # nobody could ever reach it
-                raise
-            return await self.claim(opened, agent)
-        conversation = await self.find(request.session_id)
-        if conversation.intent is not request.intent:
+            return await self._open(request.intent, client)
+        return await self._continue(await self.find(request.session_id), request.intent)
+
+    async def chat_turn(self, request: UIChatRequest, client: str) -> _Turn:
+        """The same for the AI SDK's chat: its id names the conversation, which its first
+        message opens (`CHAT_ID_PATTERN`)."""
+        conversation = await self.store.find(request.id, self.settings.clock())
+        if conversation is None:
+            return await self._open(request.intent, client, token=request.id)
+        return await self._continue(conversation, request.intent)
+
+    async def _open(self, intent: Intent, client: str, token: str | None = None) -> _Turn:
+        await self.admit_new_conversation(client)
+        # before anything is created in Parlant: a store that cannot keep the
+        # conversation left an orphan customer and session per refused request
+        await self.check_store()
+        agent = await self.agent(intent)
+        try:
+            session_id = await agent.start()
+        except SupervisorError as error:
+            raise _refusal(error, None) from None
+        try:
+            opened = await self.store.open(session_id, intent, self.settings.clock(), token=token)
+        except IntegrityError:
+            # a chat's first message sent twice at once (the other one opened it), or a chat
+            # whose conversation expired and is not deleted yet (404: start a new chat)
+            await self._close_quietly(session_id)
+            assert token is not None  # a random token is never taken
+            return await self._continue(await self.find(token), intent)
+        except BaseException:
+            await self._close_quietly(session_id)  # nobody could ever reach it
+            raise
+        return await self.claim(opened, agent)
+
+    async def _continue(self, conversation: Conversation, intent: Intent) -> _Turn:
+        if conversation.intent is not intent:
             detail = f"this conversation is with the {conversation.intent.value} agent"
             raise _Refused(409, detail, conversation.token)
         return await self.claim(conversation, await self.agent(conversation.intent))
@@ -707,7 +821,11 @@ def _invalid(error: RequestValidationError) -> JSONResponse:
     which JSON cannot encode, turned the 422 into a 500)."""
     problems = [
         {
-            "loc": [part if isinstance(part, int) else _quoted(str(part)) for part in e["loc"]],
+            "loc": [
+                part if isinstance(part, int) else _quoted(str(part))
+                for i, part in enumerate(e["loc"])
+                if not (i == 1 and part in _BODY_KINDS)  # which body it was read as
+            ],
             "msg": _message(e),
             "type": e["type"],
         }
@@ -731,6 +849,18 @@ _MAX_PROBLEMS: Final = 10
 
 
 BackendDep = Annotated[Backend, Depends(_backend)]
+
+
+def _body_kind(data: Any) -> str:
+    """Which of the two bodies `/api/chat` takes a request's is: the AI SDK's has messages."""
+    return "ai-sdk" if isinstance(data, dict) and "messages" in data else "json"
+
+
+ChatBody = Annotated[
+    Annotated[ChatRequest, Tag("json")] | Annotated[UIChatRequest, Tag("ai-sdk")],
+    Discriminator(_body_kind),
+]
+_BODY_KINDS: Final = ("json", "ai-sdk")
 
 
 async def _produce(
@@ -812,11 +942,50 @@ sent, before uvicorn's own shutdown."""
 
 def _event_stream(frames: AsyncIterator[Frame], keep_alive: float) -> EventSourceResponse:
     async def events() -> AsyncIterator[ServerSentEvent]:
+        retry: int | None = _RETRY_MS  # said once, with the first event
         async for frame in frames:
             data = json.dumps(frame.data, separators=(",", ":"), ensure_ascii=False)
-            yield ServerSentEvent(data, event=frame.event, id=frame.position.id(), sep="\n")
+            yield ServerSentEvent(
+                data, event=frame.event, id=frame.position.id(), retry=retry, sep="\n"
+            )
+            retry = None
 
     return EventSourceResponse(events(), ping=keep_alive, sep="\n")
+
+
+_RETRY_MS: Final = 3000
+"""The `retry:` an EventSource waits before it reconnects (the browsers' own default, said)."""
+
+
+def _ui_stream(frames: AsyncIterator[Frame], keep_alive: float) -> EventSourceResponse:
+    """A turn in the AI SDK's UI message stream protocol (`_uistream`)."""
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async for frame in frames:
+            for chunk in ui_chunks(frame):
+                data = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+                yield ServerSentEvent(data, id=frame.position.id(), sep="\n")
+        yield ServerSentEvent(UI_DONE, sep="\n")
+
+    return EventSourceResponse(events(), ping=keep_alive, sep="\n", headers=UI_HEADERS)
+
+
+async def _start_stream(backend: Backend, turn: _Turn, message: str) -> TurnLog:
+    """Start a turn whose reply streams (its frames written into a new log of the
+    conversation); errors before the turn starts are HTTP errors."""
+    conversation = turn.conversation
+    items: AsyncGenerator[StreamItem, None] | None = None
+    try:
+        items = turn.agent.process_stream(message, conversation.session_id)
+        first = await anext(items)
+    except BaseException as error:
+        if items is not None:
+            await items.aclose()
+        await backend.release(turn)
+        if isinstance(error, SupervisorError):
+            raise await backend.refusal(error, conversation) from None
+        raise
+    return backend.stream(turn, first, items)  # released when the turn ends
 
 
 def _supervisor(url: str, settings: BackendSettings) -> Supervising:
@@ -922,16 +1091,39 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         return _invalid(error)
 
     app.add_middleware(BodyLimit, limits=settings.limits)
-    app.add_middleware(_DrainGate)  # outermost: a draining backend reads no body
+    app.add_middleware(_DrainGate)  # a draining backend reads no body
+    if settings.cors_origins:  # outermost: refusals (413, 503) are readable by the page too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["content-type", "last-event-id"],
+            expose_headers=["retry-after", "x-vercel-ai-ui-message-stream"],
+            max_age=600,
+        )
 
     @app.post(
         "/api/chat",
         response_model=ChatResponse,
-        responses=_ERRORS,
+        responses={
+            **_ERRORS,
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "The reply (JSON), or, to the AI SDK's body, the turn live in "
+                "its UI message stream protocol (v1).",
+            },
+        },
         dependencies=[Depends(_json_body)],
     )
-    async def chat(body: ChatRequest, request: Request, backend: BackendDep) -> ChatResponse:
-        """Send a message to the intent's agent; returns its reply and the conversation token."""
+    async def chat(body: ChatBody, request: Request, backend: BackendDep) -> Any:
+        """Send a message to the intent's agent; returns its reply and the conversation token.
+        The Vercel AI SDK's chat (`useChat` with `DefaultChatTransport`, `body: {intent}`)
+        posts here too: its chat id names the conversation, and the turn streams back in the
+        SDK's UI message stream protocol."""
+        if isinstance(body, UIChatRequest):
+            turn = await backend.chat_turn(body, _client(request))
+            log = await _start_stream(backend, turn, body.text())
+            return _ui_stream(log.after(None), settings.stream_keep_alive)
         turn = await backend.turn(body, _client(request))
         conversation = turn.conversation
         try:
@@ -970,26 +1162,36 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         (or `error`). A client whose connection breaks resumes with `GET
         /api/sessions/{session_id}/stream` and `Last-Event-ID`."""
         turn = await backend.turn(body, _client(request))
-        conversation = turn.conversation
-        items: AsyncGenerator[StreamItem, None] | None = None
-        try:
-            items = turn.agent.process_stream(body.message, conversation.session_id)
-            first = await anext(items)  # errors before the turn starts are HTTP errors
-        except BaseException as error:
-            if items is not None:
-                await items.aclose()
-            await backend.release(turn)
-            if isinstance(error, SupervisorError):
-                raise await backend.refusal(error, conversation) from None
-            raise
-        log = backend.stream(turn, first, items)  # released when the turn ends
+        log = await _start_stream(backend, turn, body.message)
         return _event_stream(log.after(None), settings.stream_keep_alive)
+
+    @app.get(
+        "/api/chat/{chat_id}/stream",
+        responses={
+            204: {"description": "No turn of this chat is running."},
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "The running turn from its start, then live (a replay, as "
+                "the AI SDK's DefaultChatTransport expects).",
+            },
+        },
+        response_class=EventSourceResponse,
+    )
+    async def resume_chat(chat_id: str, backend: BackendDep) -> Response:
+        """The AI SDK's resume (`useChat({resume: true})`): the chat's running turn, replayed
+        from its start, or 204 when none runs (also for a chat not opened yet)."""
+        conversation = await backend.store.find(chat_id, settings.clock())
+        log = backend.turns.find(conversation.key) if conversation is not None else None
+        if log is None or log.finished_at is not None:
+            return Response(status_code=204)
+        return _ui_stream(log.after(None), settings.stream_keep_alive)
 
     @app.get(
         "/api/sessions/{session_id}/stream",
         responses={
             404: _ERRORS[404],
             410: _ERRORS[410],
+            204: {"description": "The turn has ended and the client has all of it."},
             200: {"content": {"text/event-stream": {}}, "description": "The turn, resumed."},
         },
         response_class=EventSourceResponse,
@@ -998,9 +1200,10 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         session_id: str,
         backend: BackendDep,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> EventSourceResponse:
+    ) -> Response:
         """The stream of the conversation's latest turn, after the event `Last-Event-ID` names
-        (from its start without one), then live until it ends: nothing twice, nothing lost."""
+        (from its start without one), then live until it ends: nothing twice, nothing lost;
+        204 when the turn has ended and the client has every event of it."""
         conversation = await backend.find(session_id)
         log = backend.turns.find(conversation.key)
         position = Position.parse(last_event_id) if last_event_id is not None else None
@@ -1012,6 +1215,10 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
                 "with GET /api/sessions/{session_id}/messages"
             )
             raise _Refused(410, detail, session_id)
+        if log.finished_at is not None and not log.has_after(position):
+            # the turn ended and the client has it all: 204 stops an EventSource (a 200
+            # with nothing made it reconnect every ~3 s for ever)
+            return Response(status_code=204)
         return _event_stream(log.after(position), settings.stream_keep_alive)
 
     @app.delete("/api/sessions/{session_id}", status_code=204, responses={404: _ERRORS[404]})

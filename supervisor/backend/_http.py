@@ -236,14 +236,16 @@ def harden_server(config: uvicorn.Config, limits: HttpLimits) -> None:
     config.forwarded_allow_ips = list(limits.trusted_proxies)
 
 
-_TOKEN_IN_PATH: Final = re.compile(r"(/api/sessions/)[^/?#\s]+")
+_TOKEN_IN_PATH: Final = re.compile(r"(/api/sessions/|/api/chat/(?!stream(?:[?#\s]|$)))[^/?#\s]+")
+"""A conversation's token, or a chat's id (`/api/chat/<id>/stream`), in a request's path."""
 
 
 @final
 class TokenRedaction(logging.Filter):
     """A logging filter that writes `/api/sessions/<token>` for the conversation token in a
-    request's path: the token is the conversation's only credential, and access logs are read
-    by more people, and kept longer, than the conversations they record.
+    request's path (`/api/chat/<token>/stream` for a chat's id): the token is the
+    conversation's only credential, and access logs are read by more people, and kept longer,
+    than the conversations they record.
 
     The backend puts it on uvicorn's access logger (`uvicorn.access`) while it runs.
     """

@@ -269,9 +269,13 @@ class ConversationStore:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
 
-    async def open(self, session_id: str, intent: Intent, now: float) -> Conversation:
-        """A new conversation with a new random token for the Parlant session, used at `now`."""
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+    async def open(
+        self, session_id: str, intent: Intent, now: float, *, token: str | None = None
+    ) -> Conversation:
+        """A new conversation for the Parlant session, used at `now`, with a new random token,
+        or with `token` (a chat id the client chose; `sqlalchemy.exc.IntegrityError` if it
+        names a conversation already)."""
+        token = token if token is not None else secrets.token_urlsafe(TOKEN_BYTES)
         key = token_key(token)
         now = float(now)
         async with self._engine.begin() as connection:

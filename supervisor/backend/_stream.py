@@ -172,6 +172,12 @@ class TurnLog:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def has_after(self, position: Position | None) -> bool:
+        """A frame after `position` is in the log (any frame, with None)."""
+        if position is None:
+            return bool(self._frames)
+        return bool(self._frames) and self._frames[-1].position > position
+
     async def after(self, position: Position | None) -> AsyncIterator[Frame]:
         """Every frame after `position` (all with None), then each new one as it comes, until
         the log is finished."""

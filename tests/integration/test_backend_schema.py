@@ -18,7 +18,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 from supervisor.testing import AppServer
 
@@ -49,7 +49,12 @@ def test_generated_requests_get_documented_answers_and_no_undocumented_5xx(
             response = case.call(base_url=server.url, timeout=60)
             statuses[response.status_code] += 1
             assert response.status_code < 500 or response.status_code in DOCUMENTED_5XX
-            case.validate_response(response, excluded_checks=[not_a_server_error])
+            excluded = [not_a_server_error]
+            if isinstance(case.body, dict) and "messages" in case.body:
+                # the AI SDK's body: JSON Schema cannot say "the last message is the user's,
+                # with text" (its description does); a 422 for that is the right answer
+                excluded.append(positive_data_acceptance)
+            case.validate_response(response, excluded_checks=excluded)
 
         try:
             check()
