@@ -181,6 +181,15 @@ def serve(
             "address four times that (429 past either; 0: no limit).",
         ),
     ] = 30,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="SUPERVISOR_CORS_ORIGINS",
+            help="A browser origin (https://app.example.com, http://localhost:5173) whose "
+            "pages may call the API and read its streams; repeat it for several (the "
+            "variable: separated by spaces). None by default: same-origin pages need none.",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -247,6 +256,10 @@ def serve(
             "(each worker would embed an emulator of its own)",
             param_hint="--workers",
         )
+    try:  # said now, not as a traceback from the lifespan
+        BackendSettings(cors_origins=tuple(cors_origin or ()))
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--cors-origin") from None
     if shards and missing_modules("ray"):  # said now, not as a traceback from the lifespan
         raise typer.BadParameter(
             f"sessions sharded over Ray need the [ray] extra: {install_command('ray')}",
@@ -271,6 +284,7 @@ def serve(
             limits=HttpLimits(trusted_proxies=_proxies(trusted_proxy)),
             new_conversations_per_minute=new_conversations_per_minute,
             history_reads_per_minute=history_reads_per_minute,
+            cors_origins=tuple(cors_origin or ()),
             data_dir=data_dir,
             store_url=store_url,
             conversation_ttl=conversation_ttl,

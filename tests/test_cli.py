@@ -134,6 +134,14 @@ def test_an_unknown_command_fails_with_usage() -> None:
     assert "No such command" in result.stderr
 
 
+def test_serve_refuses_a_cors_origin_that_is_not_one_before_it_starts() -> None:
+    result = run_cli("serve", "--cors-origin", "http://localhost:5173/app")
+
+    assert result.returncode == 2
+    assert "http://localhost:5173" in result.stderr  # what an origin looks like
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_with_shards_but_without_ray_says_which_extra_in_a_few_lines() -> None:
     """It printed a 39-line traceback from the app's lifespan before the hint."""
     blocker = (

@@ -240,3 +240,67 @@ def test_a_bug_mid_stream_ends_it_with_an_error_event_and_frees_the_conversation
     assert (event, data["status"]) == ("error", 500)
     assert "a bug in the framer" not in streamed.text
     assert after.status_code == 200
+
+
+def test_a_client_with_the_whole_ended_turn_gets_204_and_the_stream_says_its_retry(
+    backend: Backend, serve: Serve
+) -> None:
+    """An EventSource left open after `end` reconnected every ~3 s for ever: the resume answered
+    200 with nothing. 204 is what stops a browser's EventSource (the SSE spec)."""
+    emulator = serve(*streaming_agents())
+    server = backend(parlant_url=emulator.url)
+    body = {"message": "hi", "intent": "research_paper"}
+
+    streamed = httpx.post(f"{server.url}{CHAT}/stream", json=body, timeout=60)
+    frames = sse_with_ids(streamed.text)
+    token, last_id = frames[0][1]["session_id"], frames[-1][2]
+    again = httpx.get(
+        f"{server.url}/api/sessions/{token}/stream",
+        headers={"Last-Event-ID": last_id},
+        timeout=60,
+    )
+    replayed = httpx.get(f"{server.url}/api/sessions/{token}/stream", timeout=60)
+
+    assert frames[-1][0] == "end"
+    assert again.status_code == 204
+    assert replayed.status_code == 200  # from its start, without Last-Event-ID
+    assert sse_with_ids(replayed.text) == frames
+    first_block = streamed.text.replace("\r\n", "\n").split("\n\n", 1)[0]
+    assert "retry: 3000" in first_block.splitlines()
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:5173", "https://evil.example"])
+def test_only_the_configured_origins_may_call_the_api_from_a_browser(
+    origin: str, backend: Backend, serve: Serve
+) -> None:
+    emulator = serve(*streaming_agents())
+    server = backend(parlant_url=emulator.url, cors_origins=("http://localhost:5173",))
+    allowed = origin == "http://localhost:5173"
+    preflight = httpx.options(
+        f"{server.url}{CHAT}/stream",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=30,
+    )
+    body = {"message": "hi", "intent": "research_paper"}
+    streamed = httpx.post(
+        f"{server.url}{CHAT}/stream", json=body, headers={"Origin": origin}, timeout=60
+    )
+
+    assert preflight.status_code == (200 if allowed else 400)
+    granted = streamed.headers.get("access-control-allow-origin")
+    assert granted == (origin if allowed else None)
+    assert sse_with_ids(streamed.text)[-1][0] == "end"  # CORS is the browser's to enforce
+
+
+def test_no_origin_is_allowed_by_default(backend: Backend) -> None:
+    server = backend()
+    preflight = httpx.options(
+        f"{server.url}{CHAT}",
+        headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"},
+        timeout=30,
+    )
+    assert "access-control-allow-origin" not in preflight.headers
