@@ -271,6 +271,8 @@ def serve(
     ):
         where = parlant_url or "the embedded emulator (no Parlant server needed)"
         console.print(f"[bold]parlant-supervisor[/bold] backend; Parlant: {where}")
+        shown = "localhost" if host in ("0.0.0.0", "::", "") else host
+        console.print(f"chat page: http://{f'[{shown}]' if ':' in shown else shown}:{port}/")
         if shards:
             console.print(f"sessions sharded over {shards} Ray actors")
         settings = BackendSettings(

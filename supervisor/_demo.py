@@ -65,6 +65,7 @@ def _converse(
         where = parlant_url or "the embedded emulator"
         # (no comma after the URL: rich would underline it as part of it)
         console.print(f"[bold]backend[/bold] at {backend.url} (Parlant: {where})")
+        console.print(f"chat page: {backend.url}/ (while the demo runs; `serve` keeps one up)")
         with httpx.Client(base_url=backend.url, timeout=timeout + 30) as client:
             tokens: dict[str, str] = {}
             for turn in _SCRIPT:

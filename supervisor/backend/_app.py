@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import ipaddress
 import json
 import logging
@@ -28,7 +29,7 @@ import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -1280,6 +1281,13 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
             if event.kind == "message" and isinstance(event.data, dict)
         ]
         return messages[:limit]
+
+    page = importlib.resources.files("supervisor.backend").joinpath("chat.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def chat_page() -> HTMLResponse:
+        """A chat page for a person: pick the agent, type, watch the answer stream in."""
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     @app.get("/metrics", response_class=Response)
     async def metrics(backend: BackendDep) -> Response:
