@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from supervisor.testing import AppServer, EmulatedAgent, EmulatorServer, TurnContext
+from supervisor.testing import FAIL_MARKER, AppServer, EmulatedAgent, EmulatorServer, TurnContext
 
 PACKAGE = Path(__file__).parents[1] / "aisdk"
 Serve = Callable[..., EmulatorServer]
@@ -100,3 +100,38 @@ def test_the_resume_of_a_chat_nobody_opened_is_204(backend: Callable[..., AppSer
     app = backend()
     answer = httpx.get(f"{app.url}/api/chat/{secrets.token_hex(16)}/stream", timeout=30)
     assert answer.status_code == 204
+
+
+def test_a_failed_turn_ends_the_sdks_stream_with_its_error_chunk_and_the_chat_goes_on(
+    serve: Serve, backend: Callable[..., AppServer]
+) -> None:
+    server = serve(EmulatedAgent("ResearchPaperAgent", output_mode="stream"))  # fails on the marker
+    app = backend(parlant_url=server.url)
+    chat_id = secrets.token_hex(16)
+
+    def post(text: str) -> httpx.Response:
+        user = {
+            "id": secrets.token_hex(4),
+            "role": "user",
+            "parts": [{"type": "text", "text": text}],
+        }
+        body = {"id": chat_id, "messages": [user], "trigger": "submit-message"}
+        return httpx.post(
+            f"{app.url}/api/chat", json={**body, "intent": "research_paper"}, timeout=60
+        )
+
+    failed, recovered = post(f"please {FAIL_MARKER} now"), post("hello again")
+
+    def chunks(answer: httpx.Response) -> list[Any]:
+        assert answer.headers["x-vercel-ai-ui-message-stream"] == "v1"
+        data = [
+            line[len("data: ") :] for line in answer.text.splitlines() if line.startswith("data: ")
+        ]
+        assert data[-1] == "[DONE]"
+        return [json.loads(d) for d in data[:-1]]
+
+    *_, last = chunks(failed)
+    assert last["type"] == "error"
+    assert last["errorText"].startswith("the agent failed to answer")  # curated, nothing internal
+    assert "Traceback" not in failed.text
+    assert chunks(recovered)[-1] == {"type": "finish"}
