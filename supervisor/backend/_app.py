@@ -183,7 +183,8 @@ class BackendSettings:
     cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        # as browsers send them: lower case (a host is case-insensitive; a mismatch never matches)
+        object.__setattr__(self, "cors_origins", tuple(o.lower() for o in self.cors_origins))
         for origin in self.cors_origins:
             if origin == "*" or not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(
@@ -264,8 +265,9 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 CHAT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{16,128}$"
 """A chat id names its conversation and is its only credential, as a token is: at least 16
-characters of [A-Za-z0-9_-], random (useChat's own ids are 16 random alphanumerics, ~95 bits;
-`crypto.randomUUID()` without its dashes gives 122). Hashed in the store, never logged."""
+characters of [A-Za-z0-9_-]. The backend cannot tell how random it is: give useChat an `id`
+from a cryptographic source (`crypto.randomUUID()` without its dashes: 122 bits), not its
+default ids (16 alphanumerics from `Math.random`). Hashed in the store, never logged."""
 
 
 class UIMessage(BaseModel):
@@ -287,7 +289,8 @@ class UIChatRequest(BaseModel):
     id: str = Field(
         pattern=CHAT_ID_PATTERN,
         description="The chat's id: the conversation's name and credential (16-128 of "
-        "[A-Za-z0-9_-], random); the first message opens the conversation.",
+        "[A-Za-z0-9_-], from a cryptographic source); the first message opens the "
+        "conversation.",
     )
     messages: list[UIMessage] = Field(
         min_length=1,
@@ -742,23 +745,50 @@ class Backend:
         except SupervisorError as error:
             raise _refusal(error, None) from None
         try:
-            opened = await self.store.open(session_id, intent, self.settings.clock(), token=token)
-        except IntegrityError:
-            # a chat's first message sent twice at once (the other one opened it), or a chat
-            # whose conversation expired and is not deleted yet (404: start a new chat)
-            await self._close_quietly(session_id)
-            assert token is not None  # a random token is never taken
-            return await self._continue(await self.find(token), intent)
+            opened = await self._opened(session_id, intent, token)
         except BaseException:
             await self._close_quietly(session_id)  # nobody could ever reach it
             raise
+        if isinstance(opened, _Taken):  # the same chat's first message, twice at once
+            await self._close_quietly(session_id)
+            return await self._continue(opened.conversation, intent)
         return await self.claim(opened, agent)
+
+    async def _opened(
+        self, session_id: str, intent: Intent, token: str | None
+    ) -> Conversation | _Taken:
+        """The new conversation; for a chat id another request has just opened, that one. A
+        chat whose conversation expired (not deleted yet) opens anew, as it would once the
+        expired one is deleted."""
+        now = self.settings.clock()
+        try:
+            return await self.store.open(session_id, intent, now, token=token)
+        except IntegrityError:
+            if token is None:  # 256 random bits collided: not a case to handle
+                raise
+        taken = await self.store.find(token, now)
+        if taken is not None:
+            return _Taken(taken)
+        expired = await self.store.forget(token)
+        if expired is not None:
+            self.turns.forget(expired.key)
+            with contextlib.suppress(SupervisorError):
+                await self.supervisor.aclose(expired.session_id)
+        return await self.store.open(session_id, intent, now, token=token)
 
     async def _continue(self, conversation: Conversation, intent: Intent) -> _Turn:
         if conversation.intent is not intent:
             detail = f"this conversation is with the {conversation.intent.value} agent"
             raise _Refused(409, detail, conversation.token)
         return await self.claim(conversation, await self.agent(conversation.intent))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """A chat id's conversation, opened by another request a moment before."""
+
+    conversation: Conversation
 
 
 @final

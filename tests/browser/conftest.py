@@ -15,15 +15,20 @@ from tests.helpers import require_module
 HINT = "the browser tests need Debian's chromium (apt-get install chromium) and playwright"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """Chromium, for one module's tests. Not for the session: while Playwright's sync API runs,
+    its event loop is the running loop of the main thread, and every later test that checks
+    for one (a blocking call refused on a running loop, pytest-asyncio) failed."""
     require_module("playwright", HINT)
     executable = shutil.which("chromium")
     if executable is None:
         if os.environ.get("CI"):
             pytest.fail(HINT)
         pytest.skip(HINT)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # its 5 s is short for a loaded 2-core CI machine
 
     with sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start

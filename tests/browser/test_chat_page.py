@@ -108,3 +108,45 @@ def test_a_page_on_another_origin_may_call_the_api_only_where_cors_allows_it(
 
         assert page.evaluate("(base) => chat(base)", allowing.url) == "echo: hello from elsewhere"
         assert page.evaluate("(base) => chat(base)", refusing.url) == "blocked: TypeError"
+
+
+def test_a_reload_after_a_message_that_never_left_shows_the_earlier_turn_once(
+    page: Any, serve: Serve, backend: Backend
+) -> None:
+    """Reloaded before any frame of the new turn came, the page read the conversation's
+    latest stream, the earlier turn, and showed it again, doubled."""
+    emulator = serve(*agents())
+    app = backend(parlant_url=emulator.url)
+    page.goto(app.url)
+    ask(page, "First")
+    log = page.get_by_role("log", name="Conversation")
+    expect(log.locator("li.agent:not(.preamble)")).to_have_text(["echo: First"])
+    held: list[Any] = []
+    page.route("**/api/chat/stream", lambda route: held.append(route))  # it hangs, never sent
+    ask(page, "Second")
+    expect(log.locator("li.customer")).to_have_text(["First", "Second"])
+    assert len(held) == 1
+
+    page.reload()  # the held request is dropped with the page: the backend never saw it
+
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(log.locator("li.agent")).to_have_text(["Let me check.", "echo: First"])
+
+
+def test_a_new_conversation_started_mid_turn_is_not_written_by_the_old_turn(
+    page: Any, serve: Serve, backend: Backend
+) -> None:
+    emulator = serve(*agents())
+    app = backend(parlant_url=emulator.url)
+    page.goto(app.url)
+    ask(page, "Wait for it")
+    log = page.get_by_role("log", name="Conversation")
+    expect(log.locator("li.preamble")).to_have_text(["Let me check."])
+
+    page.get_by_role("button", name="New conversation").click()
+    emulator.call(emulator.emulator.release, "answer")
+    ask(page, "Hello")
+
+    expect(log.locator("li.agent:not(.preamble)")).to_have_text(["echo: Hello"])
+    expect(log.locator("li.customer")).to_have_text(["Hello"])
+    assert len(emulator.call(emulator.emulator.session_ids)) == 2

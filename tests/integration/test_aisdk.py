@@ -135,3 +135,34 @@ def test_a_failed_turn_ends_the_sdks_stream_with_its_error_chunk_and_the_chat_go
     assert last["errorText"].startswith("the agent failed to answer")  # curated, nothing internal
     assert "Traceback" not in failed.text
     assert chunks(recovered)[-1] == {"type": "finish"}
+
+
+def test_a_chat_whose_conversation_expired_opens_a_new_one(
+    serve: Serve, backend: Callable[..., AppServer]
+) -> None:
+    """It got 404 until the expired conversation was deleted, each time after creating (and
+    closing) a Parlant session, and a new conversation after."""
+    server = serve(EmulatedAgent("ResearchPaperAgent", output_mode="stream"))
+    now = [1_000_000.0]
+    app = backend(parlant_url=server.url, clock=lambda: now[0], conversation_ttl=60)
+    chat_id = secrets.token_hex(16)
+
+    def post(text: str) -> httpx.Response:
+        user = {
+            "id": secrets.token_hex(4),
+            "role": "user",
+            "parts": [{"type": "text", "text": text}],
+        }
+        body = {"id": chat_id, "messages": [user], "trigger": "submit-message"}
+        return httpx.post(
+            f"{app.url}/api/chat", json={**body, "intent": "research_paper"}, timeout=60
+        )
+
+    first = post("hello")
+    now[0] += 120  # past the conversation's ttl
+    second = post("hello again")
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    chunks = [json.loads(line[6:]) for line in second.text.splitlines() if line[6:7] == "{"]
+    assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "echo: hello again"
+    assert len(server.call(server.emulator.session_ids)) == 2

@@ -35,17 +35,16 @@ def test_every_real_poll_answer_parses_to_the_same_events_either_way() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{}", b"[", b"[1,]", b'[{"kind": "message"}]', b"[NaN]", b"[] []", b"[1] x", b"\xff"],
+    [
+        *(b"", b"{}", b"[", b"[1,]", b'[{"kind": "message"}]', b"[NaN]", b"[] []", b"[1] x"),
+        b"\xff",
+        b'["\\ud800"]',  # a lone surrogate, escaped: JSON can say it, Unicode text cannot
+        b"[" + b"[" * 500 + b"]" * 500 + b"]",  # deeper than pydantic parses
+        b"[" + b"[" * 5000 + b"]" * 5000 + b"]",  # deeper than Python recurses
+    ],
     ids=[
-        "empty",
-        "object",
-        "unclosed",
-        "trailing comma",
-        "not an event",
-        "NaN",
-        "two",
-        "after",
-        "not UTF-8",
+        *("empty", "object", "unclosed", "trailing comma", "not an event", "NaN", "two"),
+        *("after", "not UTF-8", "lone surrogate", "deep", "deeper than Python recurses"),
     ],
 )
 def test_a_body_that_is_not_a_list_of_events_fails_as_one_parse_does(body: bytes) -> None:
