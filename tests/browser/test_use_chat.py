@@ -4,6 +4,7 @@ backend and, after a reload mid-turn, resumes it (`resume: true`, the chat id ke
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -76,8 +77,11 @@ def bundle(block: str, backend_url: str, tmp: Path) -> str:
     entry.write_text(APP.format(imports=imports, body=body))
     out = tmp / "app.js"
     esbuild = PACKAGE / "node_modules" / ".bin" / "esbuild"
-    if not esbuild.exists():
-        pytest.fail(f"needs `npm ci` in {PACKAGE} (.ci/test runs it)")
+    if not esbuild.exists():  # skipped without it, but not under CI, which must run it
+        missing = f"needs Node.js 20+ and `npm ci` in {PACKAGE} (.ci/test does both)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
     subprocess.run(
         [esbuild, entry, "--bundle", "--format=iife", "--jsx=automatic", f"--outfile={out}",
          "--define:process.env.NODE_ENV=\"production\"", "--log-level=warning"],

@@ -6,6 +6,7 @@ protocol, and its body got 422."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -30,9 +31,14 @@ async def research(turn: TurnContext) -> None:
 
 
 def node() -> str:
+    """Node.js, with the SDK installed (`.ci/test` does both); without them the test is
+    skipped, and under CI=true it fails: CI must run it."""
     found = shutil.which("node")
     if found is None or not (PACKAGE / "node_modules" / "ai").is_dir():
-        pytest.fail(f"needs Node.js 20+ and `npm ci` in {PACKAGE} (.ci/test does both)")
+        missing = f"needs Node.js 20+ and `npm ci` in {PACKAGE} (.ci/test does both)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
     return found
 
 
