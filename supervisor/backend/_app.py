@@ -634,9 +634,20 @@ class Backend:
         sessions; returns how many."""
         expired = await self.store.expire(self.settings.clock())
         for conversation in expired:
-            self.turns.forget(conversation.key)
-            await self._close_quietly(conversation.session_id)
+            await self._ended(conversation)
         return len(expired)
+
+    async def end(self, token: str) -> Conversation | None:
+        """End the conversation a token stands for (None if it stands for none): the token
+        stops working, its turn log goes and its session stops being polled."""
+        conversation = await self.store.forget(token)
+        if conversation is not None:
+            await self._ended(conversation)
+        return conversation
+
+    async def _ended(self, conversation: Conversation) -> None:
+        self.turns.forget(conversation.key)
+        await self._close_quietly(conversation.session_id)
 
     async def keep_sweeping(self) -> None:
         """Forget finished turn logs past their age or the logs' byte bound, at a tenth of
@@ -769,11 +780,7 @@ class Backend:
         taken = await self.store.find(token, now)
         if taken is not None:
             return _Taken(taken)
-        expired = await self.store.forget(token)
-        if expired is not None:
-            self.turns.forget(expired.key)
-            with contextlib.suppress(SupervisorError):
-                await self.supervisor.aclose(expired.session_id)
+        await self.end(token)  # expired, not deleted yet
         return await self.store.open(session_id, intent, now, token=token)
 
     async def _continue(self, conversation: Conversation, intent: Intent) -> _Turn:
@@ -1255,12 +1262,8 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     @app.delete("/api/sessions/{session_id}", status_code=204, responses={404: _ERRORS[404]})
     async def close_session(session_id: str, backend: BackendDep) -> Response:
         """End a conversation: its token stops working and its session stops being polled."""
-        conversation = await backend.store.forget(session_id)
-        if conversation is None:
+        if await backend.end(session_id) is None:
             raise _unknown(session_id)
-        backend.turns.forget(conversation.key)
-        with contextlib.suppress(SupervisorError):
-            await backend.supervisor.aclose(conversation.session_id)
         return Response(status_code=204)
 
     @app.get(
