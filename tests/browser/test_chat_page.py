@@ -32,6 +32,13 @@ def agents() -> tuple[EmulatedAgent, ...]:
     )
 
 
+def opened(page: Any, serve: Serve, backend: Backend) -> EmulatorServer:
+    """The chat page of a backend on the emulator's agents, open in `page`; the emulator."""
+    emulator = serve(*agents())
+    page.goto(backend(parlant_url=emulator.url).url)
+    return emulator
+
+
 def ask(page: Any, text: str) -> None:
     page.get_by_label("Message").fill(text)
     page.get_by_label("Message").press("Enter")
@@ -40,9 +47,7 @@ def ask(page: Any, text: str) -> None:
 def test_a_person_asks_sees_the_answer_stream_in_and_goes_on(
     page: Any, serve: Serve, backend: Backend
 ) -> None:
-    emulator = serve(*agents())
-    app = backend(parlant_url=emulator.url)
-    page.goto(app.url)
+    emulator = opened(page, serve, backend)
     page.get_by_label("Agent").select_option("research_paper")
 
     ask(page, "Tell me about CKD stage 3")
@@ -62,9 +67,7 @@ def test_a_person_asks_sees_the_answer_stream_in_and_goes_on(
 def test_a_reload_mid_turn_resumes_it_with_nothing_twice(
     page: Any, serve: Serve, backend: Backend
 ) -> None:
-    emulator = serve(*agents())
-    app = backend(parlant_url=emulator.url)
-    page.goto(app.url)
+    emulator = opened(page, serve, backend)
     ask(page, "Wait for it")
     log = page.get_by_role("log", name="Conversation")
     expect(log.locator("li.preamble")).to_have_text(["Let me check."])
@@ -115,9 +118,7 @@ def test_a_reload_after_a_message_that_never_left_shows_the_earlier_turn_once(
 ) -> None:
     """Reloaded before any frame of the new turn came, the page read the conversation's
     latest stream, the earlier turn, and showed it again, doubled."""
-    emulator = serve(*agents())
-    app = backend(parlant_url=emulator.url)
-    page.goto(app.url)
+    opened(page, serve, backend)
     ask(page, "First")
     log = page.get_by_role("log", name="Conversation")
     expect(log.locator("li.agent:not(.preamble)")).to_have_text(["echo: First"])
@@ -136,9 +137,7 @@ def test_a_reload_after_a_message_that_never_left_shows_the_earlier_turn_once(
 def test_a_new_conversation_started_mid_turn_is_not_written_by_the_old_turn(
     page: Any, serve: Serve, backend: Backend
 ) -> None:
-    emulator = serve(*agents())
-    app = backend(parlant_url=emulator.url)
-    page.goto(app.url)
+    emulator = opened(page, serve, backend)
     ask(page, "Wait for it")
     log = page.get_by_role("log", name="Conversation")
     expect(log.locator("li.preamble")).to_have_text(["Let me check."])
