@@ -1,19 +1,25 @@
-"""SessionActor: the pykka shell around a SessionCore.
+"""SessionActor: the pykka shell around a SessionCore, one for a session's whole life.
 
 Every handler reads the same way: feed the message to the core, carry out what it decides.
 Nothing here blocks: the long-poll and the posts run on the I/O loop and come back as messages.
+
+A crash restarts the session in place, as Akka restarts an actor: the actor keeps its ref, its
+mailbox, its consumers and what became of their posts; it reports the crash to its supervisor
+and stashes its mail until the supervisor says `Restart` (a new core, from the resume point the
+crashed one left) or `GiveUp`. Nobody else holds a session's state, so nothing has to survive a
+swap of actors: callers tell the actor directly, and the answers of its requests come back to it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol, final
 
 import pykka
@@ -24,7 +30,13 @@ from actors._checkpoints import CheckpointMemory
 from actors._clock import Clock
 from actors._core import SessionCore, SessionSettings, SessionSnapshot
 from actors._dispatcher import DispatchedActor, Dispatcher
-from actors._errors import ParlantUnavailable, SupervisorError, SupervisorStopped
+from actors._errors import (
+    ParlantUnavailable,
+    SessionClosed,
+    SessionFailed,
+    SupervisorError,
+    SupervisorStopped,
+)
 from actors._follower import Follower
 from actors._io import IOLoop
 from actors._messages import (
@@ -71,9 +83,11 @@ __all__ = [
     "ActorCrashed",
     "ActorKilled",
     "Barrier",
+    "GiveUp",
     "Kill",
     "Mailbox",
-    "ReapRequested",
+    "Reaped",
+    "Restart",
     "Retire",
     "Route",
     "SessionActor",
@@ -87,7 +101,8 @@ _log = structlog.get_logger("parlant_supervisor")
 @final
 @dataclass(frozen=True, slots=True)
 class Barrier:
-    """Answered once every message sent to the actor before it has been handled."""
+    """Answered once every message sent to the actor before it has been handled, with the
+    number of consumers (asks, streams, readers) the actor feeds."""
 
 
 @final
@@ -101,9 +116,10 @@ class Kill:
 @final
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Told to the supervisor: deliver `message` to the session's current actor (spawning one
-    for a new consumer). A SessionActor routes the answers of its posts and history reads so:
-    it may have been replaced while the request was on its way."""
+    """Told to the supervisor: deliver `message` to the session's actor, spawning one for a new
+    consumer. Callers tell a live actor directly; this is the way when none is (the session is
+    new, reaped or closed), and how a stopping actor hands back the consumers that reached it
+    too late."""
 
     session_id: str
     message: Message | Kill
@@ -135,28 +151,60 @@ class ActorKilled(Exception):
 @final
 @dataclass(frozen=True, slots=True)
 class ActorCrashed:
-    """Told to the supervisor by a SessionActor from inside the handler that raised.
+    """Told to the supervisor by a SessionActor whose handler raised. The actor lives on and
+    stashes its mail until the supervisor answers `Restart` or `GiveUp`.
 
     Attributes:
         session_id: The session.
-        actor_urn: Which actor crashed (a successor may already run).
-        resume: Where a successor must resume so no consumer misses anything.
+        actor_urn: Which actor crashed (a reaped session's next actor has another).
         error: What was raised.
     """
 
     session_id: str
     actor_urn: str
-    resume: Resume
     error: Exception
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class ReapRequested:
-    """Told to the supervisor by a SessionActor idle for its TTL."""
+class Restart:
+    """Told to a crashed SessionActor by its supervisor: rebuild the session's core from where
+    the crashed one stood, re-attach the consumers, then handle the stashed mail."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Told to a crashed SessionActor by its supervisor: fail every consumer with `error`, and
+    stop (its checkpoint is kept for the session's next actor)."""
+
+    error: SessionFailed
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """Told to the supervisor by a SessionActor that stopped itself, idle for its TTL."""
 
     session_id: str
     actor_urn: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Fenced:
+    """A message from one incarnation's requests and timers; stale once the actor restarted."""
+
+    incarnation: int
+    message: Message
+
+
+@dataclass(slots=True)
+class _Crash:
+    """A crashed actor waiting for its supervisor's decision."""
+
+    resume: Resume
+    stash: list[Message | Kill]
 
 
 class Mailbox(Protocol):
@@ -273,11 +321,12 @@ class SessionRuntime:
 
 @final
 class SessionActor(DispatchedActor):
-    """Owns one Parlant session: its offset, its consumers and its polling.
+    """Owns one Parlant session for its whole life: its offset, its consumers and what became
+    of their posts, its polling, and its restarts in place.
 
     One actor per session, run by the runtime's dispatcher: a few threads for every session
     (a thread per actor capped a process at a few thousand sessions). `parent` is the actor
-    that supervises it: it is told `ActorCrashed`, `ReapRequested` and `Route`.
+    that supervises it: it is told `ActorCrashed`, `Reaped` and `Route`.
     """
 
     def __init__(
@@ -296,14 +345,24 @@ class SessionActor(DispatchedActor):
         self._runtime = runtime
         self._start = start  # None: at the checkpoint stored in Parlant
         self._core = SessionCore(session_id, runtime.settings, runtime.rng)
-        self._consumers: dict[int, Consumer] = {}
+        self._registrations: dict[int, AwaitReply | Subscribe] = {}
+        """Each consumer fed, with the message that registered it (to re-attach it)."""
+        self._posts: dict[int, int | SupervisorError] = {}
+        """What became of each registered ask's message: its offset, or why posting failed.
+        A restarted core learns it from here."""
+        self._crash: _Crash | None = None
+        self._incarnation = 0
+        self._lease = ""
+        self._io_tell: functools.partial[None] = functools.partial(self._tell_fenced, 0)
         self._snapshot: SessionSnapshot | None = None
         self._log = _log.bind(session_id=session_id)
         self._shutdown = False  # see Retire.shutdown
+        self._reap_due = False
 
     # --- pykka hooks ----------------------------------------------------------------------
 
     def on_start(self) -> None:
+        self._lease = self.actor_urn
         self._runtime.board.attach(self.session_id, self._inbox)
         start = self._start
         self._guarded(Start(None) if start is None else Start(start.offset, start))
@@ -311,55 +370,162 @@ class SessionActor(DispatchedActor):
         self._log.info("session.started", from_offset=start.offset if start else None)
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Fenced):
+            if message.incarnation != self._incarnation:
+                return None  # from a crashed incarnation's poll, follow or timer
+            message = message.message
         if isinstance(message, Barrier):
-            return None
+            return len(self._registrations)
         if isinstance(message, Retire):
             self._shutdown = message.shutdown
-            self._guarded(Stop(message.error))
+            self._end(message.error)
             self._stop()  # what pykka does on its `_ActorStop`, without queueing one
             return None
-        if isinstance(message, AwaitReply | ResumeReply | Subscribe):
-            self._consumers[message.consumer.consumer_id] = message.consumer
+        if isinstance(message, MessagePosted | PostFailed):
+            self._record_post(message)  # first: the core that learns it may crash
+        if self._crash is not None:
+            self._while_crashed(message)
+            return None
+        if isinstance(message, AwaitReply | Subscribe):
+            self._registrations[message.consumer.consumer_id] = message
         elif isinstance(message, Unsubscribe):
-            self._consumers.pop(message.consumer_id, None)  # its caller stopped reading
+            self._forget(message.consumer_id)  # its caller stopped reading
         self._guarded(message)
+        if self._reap_due:
+            self._reap()
         return None
 
-    def _guarded(self, message: Message | Kill) -> None:
-        """Handle `message`; on a bug, report the crash to the supervisor, then die.
+    def on_stop(self) -> None:
+        if self._crash is None and self._core.state is not SessionState.STOPPED:
+            self._end(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
+        self._fail_all(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
+        self._retire()
+        self._runtime.recorder.session_stopped()  # (it notifies the retirement's changes)
+        self._log.info("session.stopped", checkpoint=self._resume_point().offset)
 
-        Reported from inside the handler: pykka marks the actor stopped before `on_failure`
-        runs, so a report from there would race with the supervisor's next message.
-        """
+    def on_undelivered(self, message: Any) -> None:
+        """A consumer that reached the mailbox as the actor stopped goes back to the
+        supervisor, which starts the session's next actor for it (a reap raced with a new ask);
+        at shutdown, or with no supervisor left, it fails."""
+        if isinstance(message, _Fenced) or not isinstance(message, AwaitReply | Subscribe):
+            return  # housekeeping for consumers that are gone
+        if not self._shutdown:
+            try:
+                self._parent.tell(Route(self.session_id, message))
+                return
+            except pykka.ActorDeadError:
+                pass
+        message.consumer.fail(
+            SupervisorStopped(f"session {self.session_id}: the supervisor stopped")
+        )
+
+    # --- crashes, in place ----------------------------------------------------------------
+
+    def _guarded(self, message: Message | Kill) -> None:
+        """Handle `message`; on a bug, report the crash to the supervisor and wait for its
+        decision, stashing mail meanwhile (the actor, its ref and its mailbox live on)."""
         try:
             if isinstance(message, Kill):
                 raise ActorKilled(message.reason)
             self._handle(message)
         except Exception as error:
-            self._log.error("session.crashed", error=repr(error), message=type(message).__name__)
-            self._tell_parent(
-                ActorCrashed(self.session_id, self.actor_urn, self._core.resume_point(), error)
-            )
-            raise
+            self._crashed(error, message)
 
-    def on_stop(self) -> None:
-        if self._core.state is not SessionState.STOPPED:
-            self._handle(
-                Stop(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
-            )
-        self._retire()
-        self._runtime.recorder.session_stopped()  # (it notifies the retirement's changes)
-        self._log.info("session.stopped", checkpoint=self._core.checkpoint)
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        # the consumers live on: the supervisor re-attaches them to this actor's successor
-        self._retire()
+    def _crashed(self, error: Exception, message: Message | Kill) -> None:
+        self._log.error("session.crashed", error=repr(error), message=type(message).__name__)
+        self._crash = _Crash(self._safe_resume_point(), [])
+        self._release()  # the crashed core's poll and follows end with it
+        self._incarnation += 1  # and what they, or its timers, still tell is dropped
+        self._io_tell = functools.partial(self._tell_fenced, self._incarnation)
+        self._lease = f"{self.actor_urn}/{self._incarnation}"
+        self._reap_due = False
+        if not self.actor_stopped.is_set():
+            self._tell_parent(ActorCrashed(self.session_id, self.actor_urn, error))
         self._runtime.changes.notify()
+
+    def _safe_resume_point(self) -> Resume:
+        try:
+            return self._core.resume_point()
+        except Exception:  # a core broken past reading: from its last published checkpoint
+            snapshot = self._snapshot
+            return Resume(snapshot.checkpoint if snapshot is not None else 0)
+
+    def _while_crashed(self, message: Message | Kill) -> None:
+        crash = self._crash
+        assert crash is not None
+        match message:
+            case Restart():
+                self._restart(crash)
+            case GiveUp(error):
+                self._fail_all(error)
+                self._stop()
+            case Stop(error):
+                self._fail_all(error)
+            case _:
+                crash.stash.append(message)
+
+    def _restart(self, crash: _Crash) -> None:
+        """A new core from where the crashed one stood; then every consumer it fed, as far as
+        each got; then the mail that arrived meanwhile, in order."""
+        self._crash = None
+        self._core = SessionCore(self.session_id, self._runtime.settings, self._runtime.rng)
+        self._snapshot = None  # the new core's totals count from zero
+        self._guarded(Start(crash.resume.offset, crash.resume))
+        for consumer_id, registration in list(self._registrations.items()):
+            if self._crash is not None:
+                break  # crashed again: every consumer is re-attached at the next restart
+            resumption = _resumption(registration, self._posts.get(consumer_id))
+            if resumption is None:
+                self._forget(consumer_id)
+            else:
+                self._guarded(resumption)
+        for index, message in enumerate(crash.stash):
+            if self._crash is not None:
+                self._crash.stash.extend(crash.stash[index:])
+                break
+            self.on_receive(message)
+
+    def _end(self, error: SupervisorError) -> None:
+        """Stop the session, failing every consumer with `error`."""
+        if self._crash is None:
+            self._guarded(Stop(error))  # the core fails its consumers
+        self._fail_all(error)
+
+    def _fail_all(self, error: SupervisorError) -> None:
+        """Fail the consumers no core will: those of a crashed actor, and its stash's."""
+        if self._crash is not None:
+            for message in self._crash.stash:
+                if isinstance(message, AwaitReply | Subscribe):
+                    message.consumer.fail(error)
+            self._crash.stash.clear()
+        for registration in self._registrations.values():
+            registration.consumer.fail(error)
+        self._registrations.clear()
+        self._posts.clear()
+
+    def _reap(self) -> None:
+        """Idle for its TTL: stop, and tell the supervisor (mail that races with the stop goes
+        back to it: see `on_undelivered`)."""
+        self._reap_due = False
+        if any(not r.consumer.finished for r in self._registrations.values()):
+            return
+        self._end(SessionClosed(f"session {self.session_id} was reaped while idle"))
+        self._tell_parent(Reaped(self.session_id, self.actor_urn))
+        self._runtime.recorder.session_reaped()
+        self._log.info("session.reaped")
+        self._stop()
+
+    def _record_post(self, message: MessagePosted | PostFailed) -> None:
+        if message.consumer_id not in self._registrations:
+            return
+        if isinstance(message, MessagePosted):
+            self._posts[message.consumer_id] = message.offset
+        else:
+            self._posts.setdefault(message.consumer_id, message.error)
+
+    def _forget(self, consumer_id: int) -> None:
+        self._registrations.pop(consumer_id, None)
+        self._posts.pop(consumer_id, None)
 
     # --- the shell ------------------------------------------------------------------------
 
@@ -386,79 +552,78 @@ class SessionActor(DispatchedActor):
         self._runtime.changes.notify()
 
     def _apply(self, effect: Effect) -> None:
+        runtime, tell = self._runtime, self._io_tell
         match effect:
             case StartPoll():
-                self._runtime.poller.start(self.session_id, self.actor_urn, effect, self._tell)
+                runtime.poller.start(self.session_id, self._lease, effect, tell)
             case CancelPoll():
-                self._runtime.poller.cancel(self.session_id, self.actor_urn)
+                runtime.poller.cancel(self.session_id, self._lease)
             case ExpectPoll(generation, took):
-                self._runtime.poller.expect(self.session_id, self.actor_urn, generation, took)
+                runtime.poller.expect(self.session_id, self._lease, generation, took)
             case FinishPoll():
-                self._runtime.poller.finish(self.session_id, self.actor_urn)
+                runtime.poller.finish(self.session_id, self._lease)
             case FollowMessage():
-                self._runtime.follower.follow(self.session_id, self.actor_urn, effect, self._tell)
+                runtime.follower.follow(self.session_id, self._lease, effect, tell)
             case CheckMessage():
-                self._runtime.follower.check(self.session_id, self.actor_urn, effect, self._tell)
+                runtime.follower.check(self.session_id, self._lease, effect, tell)
             case StopFollowing(event_id):
-                self._runtime.follower.release(self.session_id, self.actor_urn, event_id)
+                runtime.follower.release(self.session_id, self._lease, event_id)
             case PostMessage(consumer_id, text, since, deadline):
-                consumer = self._consumers[consumer_id]
-                consumer.post_started = True
-                # the deadline on the post's own clock (the loop's): no request outlives it;
-                # `due` says it on the supervisor's clock, which decides it (and tests inject)
-                clock = self._runtime.clock
-                patience = None if deadline is None else deadline - clock.now()
-                due = (lambda: False) if deadline is None else (lambda: clock.now() >= deadline)
-                started = time.monotonic()
-                posting = self._runtime.io.submit(
-                    self._runtime.api.post_customer_message(
-                        self.session_id,
-                        text,
-                        consumer.post_key,
-                        since=since,
-                        wanted=lambda: not consumer.finished,
-                        maybe_sent=consumer.maybe_sent,
-                        until_up=self._runtime.poller.until_up,
-                        retried=self._runtime.recorder.post_retried,
-                        unreachable=lambda: self._runtime.poller.upstream_unreachable(
-                            self.session_id
-                        ),
-                        patience=patience,
-                        due=due,
-                    )
-                )
-                posting.add_done_callback(lambda done: self._posted(consumer_id, done, started))
+                self._post(self._registrations[consumer_id].consumer, text, since, deadline)
             case FetchHistory(consumer_id, min_offset, _):
-                reading = self._runtime.io.submit(
-                    self._runtime.api.read_events(self.session_id, min_offset)
-                )
+                reading = runtime.io.submit(runtime.api.read_events(self.session_id, min_offset))
                 reading.add_done_callback(lambda done: self._fetched(consumer_id, done))
             case Deliver(consumer_id, events):
-                self._consumers[consumer_id].deliver(events)
+                self._registrations[consumer_id].consumer.deliver(events)
             case Resolve(consumer_id, reply):
                 self._finish(consumer_id, reply)
             case Fail(consumer_id, error):
                 self._finish(consumer_id, error)
             case Schedule(at, timer):
-                self._runtime.clock.call_at(at, lambda: self._tell(timer))
+                runtime.clock.call_at(at, lambda: tell(timer))
             case Reap():
-                self._tell_parent(ReapRequested(self.session_id, self.actor_urn))
+                self._reap_due = True  # once the message is handled (see `on_receive`)
             case LoadCheckpoint():
-                loading = self._runtime.io.submit(
-                    self._runtime.api.read_checkpoint(self.session_id)
-                )
-                loading.add_done_callback(self._checkpoint_loaded)
+                loading = runtime.io.submit(runtime.api.read_checkpoint(self.session_id))
+                loading.add_done_callback(lambda done: self._checkpoint_loaded(tell, done))
             case SaveCheckpoint(offset):
-                saving = self._runtime.io.submit(
-                    self._runtime.api.save_checkpoint(self.session_id, offset)
-                )
+                saving = runtime.io.submit(runtime.api.save_checkpoint(self.session_id, offset))
                 saving.add_done_callback(self._checkpoint_saved)
+
+    def _post(self, consumer: Consumer, text: str, since: int, deadline: float | None) -> None:
+        consumer.post_started = True
+        # the deadline on the post's own clock (the loop's): no request outlives it; `due`
+        # says it on the supervisor's clock, which decides it (and tests inject)
+        runtime = self._runtime
+        clock = runtime.clock
+        patience = None if deadline is None else deadline - clock.now()
+        due = (lambda: False) if deadline is None else (lambda: clock.now() >= deadline)
+        started = time.monotonic()
+        posting = runtime.io.submit(
+            runtime.api.post_customer_message(
+                self.session_id,
+                text,
+                consumer.post_key,
+                since=since,
+                wanted=lambda: not consumer.finished,
+                maybe_sent=consumer.maybe_sent,
+                until_up=runtime.poller.until_up,
+                retried=runtime.recorder.post_retried,
+                unreachable=lambda: runtime.poller.upstream_unreachable(self.session_id),
+                patience=patience,
+                due=due,
+            )
+        )
+        consumer_id = consumer.consumer_id
+        posting.add_done_callback(lambda done: self._posted(consumer_id, done, started))
 
     def _finish(self, consumer_id: int, result: Reply | SupervisorError) -> None:
         """Hand a consumer its reply or its error, and count how the ask or stream ended."""
-        consumer = self._consumers.pop(consumer_id, None)
-        if consumer is None:
+        registration = self._registrations.pop(consumer_id, None)
+        self._posts.pop(consumer_id, None)
+        if registration is None:
             return
+        consumer = registration.consumer
         asked_at = consumer.asked_at
         if asked_at is not None:
             outcome = "answered" if isinstance(result, Reply) else result.outcome
@@ -496,17 +661,18 @@ class SessionActor(DispatchedActor):
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(message)
 
-    def _tell_parent(self, message: ActorCrashed | ReapRequested | Route) -> None:
+    def _tell_fenced(self, incarnation: int, message: Message) -> None:
+        """`_tell` for what one incarnation's polls, follows and timers say (see `_Fenced`)."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(_Fenced(incarnation, message))
+
+    def _tell_parent(self, message: ActorCrashed | Reaped) -> None:
         """Tell the supervising actor; after its shutdown there is nobody left to tell."""
         with contextlib.suppress(pykka.ActorDeadError):
             self._parent.tell(message)
 
-    # Answers of posts and history reads go to the session's *current* actor: this one may
-    # have crashed and been replaced while the request was on its way.
-
-    # (On the I/O thread, as done callbacks: they only tell, and touch no state of ours.) The
-    # supervisor records a post's outcome as it routes it, for a successor to know (a
-    # MessagePosted told into a mailbox whose actor then crashes is lost with it).
+    # On the I/O thread, as done callbacks: they only tell, and touch no state of ours. The
+    # answers of posts and history reads are not fenced: a restarted core wants them.
 
     def _posted(
         self, consumer_id: int, done: concurrent.futures.Future[int], started: float
@@ -515,19 +681,16 @@ class SessionActor(DispatchedActor):
         if error is None:
             self._runtime.poller.upstream_answered()  # Parlant took it: it is there
             took = time.monotonic() - started
-            posted = MessagePosted(consumer_id, done.result(), took)
-            self._tell_parent(Route(self.session_id, posted))
+            self._tell(MessagePosted(consumer_id, done.result(), took))
         else:
-            failure = self._translate(error)
-            self._tell_parent(Route(self.session_id, PostFailed(consumer_id, failure)))
+            self._tell(PostFailed(consumer_id, self._translate(error)))
 
     def _fetched(self, consumer_id: int, done: concurrent.futures.Future[Any]) -> None:
         error = _failure_of(done)
         if error is None:
-            answer = HistoryFetched(consumer_id, tuple(done.result()))
+            self._tell(HistoryFetched(consumer_id, tuple(done.result())))
         else:
-            answer = HistoryFetched(consumer_id, (), self._translate(error))
-        self._tell_parent(Route(self.session_id, answer))
+            self._tell(HistoryFetched(consumer_id, (), self._translate(error)))
 
     def _translate(self, error: BaseException) -> SupervisorError:
         if isinstance(error, concurrent.futures.CancelledError):
@@ -537,25 +700,59 @@ class SessionActor(DispatchedActor):
         assert isinstance(error, Exception)
         return translate_error(error, self._runtime.api.base_url, self.session_id)
 
-    def _checkpoint_loaded(self, done: concurrent.futures.Future[int | None]) -> None:
+    def _checkpoint_loaded(
+        self, tell: functools.partial[None], done: concurrent.futures.Future[int | None]
+    ) -> None:
         error = _failure_of(done)
         if error is not None:
             # not fatal: the session is read from its start, and consumers drop what they had
             self._log.warning("session.checkpoint_unreadable", error=repr(error))
-        self._tell(CheckpointLoaded(None if error is not None else done.result()))
+        tell(CheckpointLoaded(None if error is not None else done.result()))
 
     def _checkpoint_saved(self, done: concurrent.futures.Future[None]) -> None:
         error = _failure_of(done)
         if error is not None:
             self._log.warning("session.checkpoint_not_saved", error=repr(error))
 
+    def _release(self) -> None:
+        """End this incarnation's poll and follows."""
+        self._runtime.poller.release(self.session_id, self._lease)
+        self._runtime.follower.release(self.session_id, self._lease)
+
+    def _resume_point(self) -> Resume:
+        return self._crash.resume if self._crash is not None else self._safe_resume_point()
+
     def _retire(self) -> None:
-        self._runtime.poller.release(self.session_id, self.actor_urn)
-        self._runtime.follower.release(self.session_id, self.actor_urn)
+        self._release()
         if not self._shutdown:
-            self._runtime.checkpoints.remember(self.session_id, self._core.resume_point())
-        # a successor for the same session may already be running: leave its entries alone
+            self._runtime.checkpoints.remember(self.session_id, self._resume_point())
+        # the session's next actor may already be running: leave its entries alone
         self._runtime.board.detach(self.session_id, self._snapshot, self._inbox)
+
+
+def _resumption(
+    registration: AwaitReply | Subscribe, post: int | SupervisorError | None
+) -> Message | None:
+    """How a consumer that outlived its session's crashed core is attached to the new one
+    (None: it is finished instead).
+
+    `post` is what became of its message (its offset, or why posting failed), and the consumer
+    says whether its post started and what it received: how far it got.
+    """
+    consumer: Consumer = registration.consumer
+    if consumer.finished:
+        return None
+    consumer.rebase()
+    if isinstance(registration, Subscribe):
+        next_offset = consumer.next_offset
+        since = next_offset if next_offset is not None else registration.since
+        return Subscribe(consumer, since)
+    if isinstance(post, SupervisorError):
+        consumer.fail(post)  # the crashed core may not have failed it
+        return None
+    if post is None and not consumer.post_started:
+        return registration  # the crashed core never sent the message: send it now
+    return ResumeReply(consumer, post, registration.deadline)
 
 
 def _failure_of(future: concurrent.futures.Future[Any]) -> BaseException | None:

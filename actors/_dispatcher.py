@@ -17,9 +17,8 @@ Handlers must not block (ours never do: I/O runs on the I/O loop and comes back 
 blocked handler holds one worker, not the whole dispatcher.
 
 pykka has no pluggable dispatcher, so this reuses its actor loop's pieces (`_actor_loop_setup`,
-`_handle_receive`, `_handle_failure`, `_actor_loop_teardown`, `_stop`, `Envelope`,
-`_ActorStop`): pykka 4.x, which pyproject pins (`<5`); `tests/unit/test_dispatcher.py` fails
-first if they change.
+`_handle_receive`, `_handle_failure`, `_stop`, `Envelope`, `_ActorStop`): pykka 4.x, which
+pyproject pins (`<5`); `tests/unit/test_dispatcher.py` fails first if they change.
 """
 
 from __future__ import annotations
@@ -125,6 +124,7 @@ class _Inbox:
         self._envelopes: collections.deque[Envelope[Any]] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self._closed = False
         self._actor: DispatchedActor | None = None
 
     def attach(self, actor: DispatchedActor) -> None:
@@ -134,7 +134,16 @@ class _Inbox:
         actor.dispatcher.schedule(actor)
 
     def put(self, envelope: Envelope[Any], /) -> None:
+        """Queue `envelope`.
+
+        Raises:
+            pykka.ActorDeadError: The actor stopped and its inbox was closed: the envelope
+                would never be read (pykka's `tell` checks the actor is alive first, but it
+                may stop between that check and this put).
+        """
         with self._lock:
+            if self._closed:
+                raise pykka.ActorDeadError("the actor stopped first")
             self._envelopes.append(envelope)
             actor = self._actor
             if actor is None or self._scheduled:
@@ -159,6 +168,14 @@ class _Inbox:
         with self._lock:
             self._scheduled = bool(self._envelopes)
             return self._scheduled
+
+    def close(self) -> list[Envelope[Any]]:
+        """Refuse any further envelope; the ones queued and never taken, to be answered."""
+        with self._lock:
+            self._closed = True
+            left = list(self._envelopes)
+            self._envelopes.clear()
+            return left
 
     def empty(self) -> bool:
         return not self._envelopes
@@ -226,7 +243,7 @@ class DispatchedActor(pykka.Actor):
             self._handle_envelope(envelope)
             handled += 1
         if self.actor_stopped.is_set():
-            self._actor_loop_teardown()  # again if mail raced in after the first time
+            self._actor_loop_teardown()
             if not self._counted_out:
                 self._counted_out = True
                 self.dispatcher._actor_stopped(self.actor_ref)
@@ -255,17 +272,23 @@ class DispatchedActor(pykka.Actor):
             self.dispatcher.stop_all()
 
     def _actor_loop_teardown(self) -> None:
-        super()._actor_loop_teardown()
-        # Mail that raced with the stop: answered like pykka answers what it finds at its end.
-        while (envelope := self._inbox.take()) is not None:
-            if envelope.reply_to is not None:
-                if isinstance(envelope.message, messages._ActorStop):
-                    envelope.reply_to.set(None)
-                else:
-                    envelope.reply_to.set_exception(
-                        exc_info=(
-                            pykka.ActorDeadError,
-                            pykka.ActorDeadError(f"{self.actor_ref} stopped first"),
-                            None,
-                        )
+        """pykka's, but the inbox is closed first, so a later `tell` raises `ActorDeadError`
+        and no message is left unread and unanswered; told mail that raced with the stop is
+        offered to `on_undelivered` (pykka drops it)."""
+        for envelope in self._inbox.close():
+            if envelope.reply_to is None:
+                self.on_undelivered(envelope.message)
+            elif isinstance(envelope.message, messages._ActorStop):
+                envelope.reply_to.set(None)
+            else:
+                envelope.reply_to.set_exception(
+                    exc_info=(
+                        pykka.ActorDeadError,
+                        pykka.ActorDeadError(f"{self.actor_ref} stopped first"),
+                        None,
                     )
+                )
+
+    def on_undelivered(self, message: Any) -> None:
+        """A message told to this actor that it stopped before handling (dropped by default,
+        as pykka drops it). Runs on the stopping actor's thread, after `on_stop`."""

@@ -56,7 +56,7 @@ from actors.runtime import (
 from metrics import SupervisorMetrics
 from supervisor._config import SupervisorConfig
 from supervisor._statistics import SupervisorStatistics
-from supervisor._supervisor import RegistryFigures, SessionRefs, StopAll, Supervisor, WhichThread
+from supervisor._supervisor import Directory, SessionRefs, StopAll, Supervisor, WhichThread
 
 __all__ = ["Runtime"]
 
@@ -168,7 +168,8 @@ class Runtime:
             rng=random.Random(),
             changes=self.changes,
         )
-        self._supervisor = Supervisor.start(self.sessions, config.restart_policy)
+        self._directory: Directory = {}
+        self._supervisor = Supervisor.start(self.sessions, config.restart_policy, self._directory)
         thread = self._supervisor.ask(WhichThread(), block=True, timeout=_ASK_TIMEOUT)
         assert isinstance(thread, threading.Thread)
         self._supervisor_thread = thread
@@ -177,7 +178,7 @@ class Runtime:
 
     @property
     def supervisor(self) -> pykka.ActorRef[Supervisor]:
-        """The Supervisor actor (every message to a session goes through it)."""
+        """The Supervisor actor (it spawns, restarts and stops the session actors)."""
         return self._supervisor
 
     def tell(self, message: object, session_id: str | None = None) -> None:
@@ -194,17 +195,25 @@ class Runtime:
             ) from None
 
     def route(self, session_id: str, message: Message | Kill) -> None:
-        """Deliver `message` to the session's actor (spawned if needed).
+        """Deliver `message` to the session's actor: told directly while one lives, else
+        through the Supervisor actor, which spawns one for a new consumer.
 
         Raises:
             SupervisorStopped: The Supervisor actor is stopped.
         """
+        ref = self._directory.get(session_id)
+        if ref is not None:
+            try:
+                ref.tell(message)
+                return
+            except pykka.ActorDeadError:
+                pass  # reaped or closed meanwhile: the supervisor knows what comes next
         self.tell(Route(session_id, message), session_id)
 
     def route_quietly(self, session_id: str, message: Message | Kill) -> None:
         """`route` for housekeeping: after shutdown there is nobody to tell, and nothing to."""
-        with contextlib.suppress(pykka.ActorDeadError):
-            self._supervisor.tell(Route(session_id, message))
+        with contextlib.suppress(SupervisorStopped):
+            self.route(session_id, message)
 
     def call(self, coroutine: Coroutine[Any, Any, T], session_id: str | None = None) -> T:
         """Run one of the API's coroutines on the I/O loop and wait for it on this thread
@@ -347,8 +356,13 @@ class Runtime:
         return self.changes.wait_until(condition, timeout)
 
     def registry_figures(self) -> tuple[int, int]:
-        """What the Supervisor actor's registry holds: (sessions, consumer registrations)."""
-        figures: tuple[int, int] = self._supervisor.ask(
-            RegistryFigures(), block=True, timeout=_ASK_TIMEOUT
+        """What the supervision holds: (live session actors, consumers they feed)."""
+        refs: list[pykka.ActorRef[SessionActor]] = self._supervisor.ask(
+            SessionRefs(), block=True, timeout=_ASK_TIMEOUT
         )
-        return figures
+        registrations = 0
+        for ref in refs:
+            with contextlib.suppress(pykka.ActorDeadError):
+                count: int = ref.ask(Barrier(), block=True, timeout=_ASK_TIMEOUT)
+                registrations += count
+        return len(refs), registrations

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from actors import SessionCore
-from actors._actor import Kill, SessionActor
+from actors._actor import Barrier, SessionActor
 from actors._messages import EventsReceived, Message
 from supervisor import RestartPolicy, SessionFailed, SessionSupervisor, SupervisorConfig
 from supervisor._supervisor import ListSessions, SessionRefs, Supervisor
@@ -266,12 +266,13 @@ def test_a_restarted_backend_resumes_each_session_from_its_checkpoint_stored_in_
     assert first_read.data["message"] == "while you were away"
 
 
-def test_calls_that_reach_a_dead_actor_before_its_crash_report_wait_for_its_successor(
+def test_calls_that_reach_a_crashed_actor_before_its_restart_wait_for_it(
     serve: Serve, supervise: Supervise, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The race a drill found: a message routed to an actor that has just crashed, ahead of the
-    crash report in the supervisor's mailbox, was dropped (a post's outcome) or spawned a fresh
-    actor that knew nothing of the calls waiting on the dead one (they then waited forever)."""
+    """A crashed actor lives on until its supervisor decides: a call that reaches it meanwhile
+    is stashed and handled once it restarts, with the ask it was already answering. (A drill
+    found the race when a crash replaced the actor: a message that reached the dead one was
+    dropped, or spawned a fresh actor that knew nothing of the calls waiting on the old.)"""
     hold, held = holdable(monkeypatch, Supervisor)
     server = serve(EmulatedAgent("gated", gated_echo("go")))
     sup = supervise(server.url)
@@ -282,11 +283,11 @@ def test_calls_that_reach_a_dead_actor_before_its_crash_report_wait_for_its_succ
         first = pool.submit(sup.ask, session_id, "first", timeout=20)
         until_events(server, session_id, 3)  # the first turn is under way, held at its gate
         [actor] = sup.runtime.supervisor.ask(SessionRefs())
-        sup.runtime.supervisor.tell("hold")
+        sup.runtime.supervisor.tell("hold")  # its decision waits
         held.wait(30)
-        second = sup.stream(session_id, "second", timeout=20)  # routed behind "hold"
-        actor.tell(Kill("a bug"))  # its crash report queues behind that route
-        actor.actor_stopped.wait(30)
+        kill_session_actor(sup, session_id, "a bug")
+        second = sup.stream(session_id, "second", timeout=20)  # told behind the crash
+        assert actor.ask(Barrier(), timeout=30) == 2  # alive, the reader and first ask kept
         hold.set()
         emulator = server.emulator
         server.run(emulator.until(lambda: "second" in str(emulator.session_events(session_id))))
@@ -294,6 +295,7 @@ def test_calls_that_reach_a_dead_actor_before_its_crash_report_wait_for_its_succ
         streamed = list(second)
         answer = first.result(timeout=60)
 
+    assert sup.runtime.supervisor.ask(SessionRefs()) == [actor]  # the same ref throughout
     assert answer.text == "echo: second"  # the turn that superseded the first answers both
     assert [e.data["message"] for e in streamed if e.kind == "message"] == [answer.text]
     written = server.call(server.emulator.session_events, session_id)
