@@ -6,7 +6,9 @@ SupervisorError
 │   ├── ParlantUnavailable  the server could not be reached or answered 5xx/429
 │   ├── ReplyTimeout        the deadline passed; the late reply still reaches events()
 │   ├── DeliveryUnknown     the deadline passed and whether the message was stored is unknown
-│   └── AgentError          the agent's turn failed inside Parlant (`status: error`)
+│   ├── AgentError          the agent's turn failed inside Parlant (`status: error`)
+│   ├── SessionUnresponsive the session's actor did not answer well past the call's deadline
+│   └── ShardLost           the shard hosting the session died during the call (sharded only)
 └── PermanentError          retrying the same call will fail the same way
     ├── SessionNotFound     Parlant answered 404 for the session
     ├── AccessDenied        Parlant answered 401/403

@@ -14,8 +14,7 @@ it httpcore checking every pooled connection for expiry on every request. h11 (t
 httpcore itself uses) was the next cost: a request and its 504 through h11 took 0.29 ms of
 client CPU, through httptools and a formatted request 0.18 ms (`bench.phases`' server, one
 connection, 3,000 requests); at 15,000 idle sessions those exchanges are nearly all the
-client's work. h11 stays for the fault-injecting proxy (`read_message`, `next_cycle`), which
-must also read requests.
+client's work. (`supervisor.testing.FaultProxy`, which must also read requests, uses h11.)
 
 Following a streamed message is the third: one `read_event?sse=true` per streamed message, a
 response read as it arrives (`Connection.stream`) and decoded by `SSEDecoder`. httpx-sse, the
@@ -35,10 +34,9 @@ import struct
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar, final
+from typing import Final, final
 from urllib.parse import urlsplit
 
-import h11
 import httptools
 
 __all__ = [
@@ -59,9 +57,7 @@ __all__ = [
     "WireTlsError",
     "check_headers",
     "is_open",
-    "next_cycle",
     "plain_http_answered",
-    "read_message",
     "retry_after_seconds",
 ]
 
@@ -721,48 +717,3 @@ def is_open(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """Whether a kept-alive connection can carry another request: neither closed by us nor
     (while idle) by the peer; sending into a connection the peer closed fails the request."""
     return not writer.is_closing() and not reader.at_eof()
-
-
-def next_cycle(connection: h11.Connection) -> bool:
-    """After an exchange: ready `connection` for the next one; False if it must be closed
-    (the peer asked to, or the exchange did not complete)."""
-    if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
-        connection.start_next_cycle()
-        return True
-    return False
-
-
-H = TypeVar("H", h11.Request, h11.Response)
-
-
-async def read_message(
-    reader: asyncio.StreamReader,
-    connection: h11.Connection,
-    head_type: type[H],
-    *,
-    max_body: int | None = None,
-) -> tuple[H | None, list[bytes]]:
-    """One whole HTTP message from the peer: its head and its body in the pieces it came.
-
-    The head is None when the peer closed the connection first; a peer that breaks the protocol
-    (or closes mid-message) raises `h11.RemoteProtocolError`; a body past `max_body` bytes
-    raises `WireBodyTooLarge` (the rest is not read).
-    """
-    head: H | None = None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            connection.receive_data(await reader.read(_READ_SIZE))
-        elif isinstance(event, head_type):
-            head = event
-        elif isinstance(event, h11.Data):
-            size += len(event.data)
-            if max_body is not None and size > max_body:
-                raise WireBodyTooLarge(f"the response body is larger than {max_body} bytes")
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return head, chunks
-        elif isinstance(event, h11.ConnectionClosed):
-            return None, chunks

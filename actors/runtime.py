@@ -13,7 +13,7 @@ private modules:
   `RestartTracker`, and the messages a supervising actor exchanges with them;
 - time (`Clock`, `SystemClock`, `Deadline`), the metrics port (`Recorder`), and `Changes`
   (notified after every observable change: what a test waits on instead of a log line);
-- h11 helpers the fault-injecting proxy of `supervisor.testing` shares with the lean client.
+- `is_open`, which the fault-injecting proxy of `supervisor.testing` shares with the lean client.
 
 `docs/ARCHITECTURE.md` shows how they fit together.
 """
@@ -65,7 +65,7 @@ from actors._parlant import (
 from actors._poller import TIMEOUT_MARGIN, PollCeiling, Poller
 from actors._recorder import Recorder
 from actors._restarts import RestartTracker
-from actors._wire import MAX_BODY, check_headers, is_open, next_cycle, read_message
+from actors._wire import MAX_BODY, check_headers, is_open
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +123,6 @@ __all__ = [
     "Unsubscribe",
     "check_headers",
     "is_open",
-    "next_cycle",
     "notifying",
-    "read_message",
     "translate_error",
 ]

@@ -28,6 +28,7 @@ from actors.runtime import (
     AwaitReply,
     Clock,
     ConsumerKind,
+    Deadline,
     Kill,
     Message,
     ParlantApi,
@@ -224,12 +225,14 @@ class SessionSupervisor:
     def close(self, session_id: str) -> None:
         """Stop polling a session; its waiting calls fail with `SessionClosed`.
 
-        The session stays on the server; using it again re-opens it where it stopped.
+        The session stays on the server; using it again re-opens it where it stopped. Waits at
+        most `config.stop_timeout` in all.
         """
-        future = self._close_future(session_id)
+        deadline = Deadline(self.config.stop_timeout)
+        future = self._close_future(session_id, deadline)
         if future is not None:
             try:
-                future.get(timeout=self.config.stop_timeout)
+                future.get(timeout=max(0.0, deadline.remaining()))
             except pykka.Timeout:
                 raise self._unanswered(session_id, "close") from None
 
@@ -239,7 +242,7 @@ class SessionSupervisor:
         require_id("session_id", session_id)
         await asyncio.to_thread(self.close, session_id)
 
-    def _close_future(self, session_id: str) -> pykka.Future[Any] | None:
+    def _close_future(self, session_id: str, deadline: Deadline) -> pykka.Future[Any] | None:
         self._check_running()
         require_id("session_id", session_id)
         error = SessionClosed(
@@ -248,7 +251,7 @@ class SessionSupervisor:
         )
         try:
             future: pykka.Future[Any] | None = self._runtime.supervisor.ask(
-                Close(session_id, error), block=True, timeout=self.config.stop_timeout
+                Close(session_id, error), block=True, timeout=max(0.0, deadline.remaining())
             )
         except pykka.ActorDeadError:
             return None  # stopped meanwhile: every session with it

@@ -190,9 +190,7 @@ PINNED = {
         "Unsubscribe",
         "check_headers",
         "is_open",
-        "next_cycle",
         "notifying",
-        "read_message",
         "translate_error",
     ],
     "supervisor.parlant_module": [

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from actors.runtime import is_open, next_cycle, read_message
+from actors.runtime import is_open
 from supervisor._net import LoopThread, http_url, listening_socket
 
 __all__ = [
@@ -48,6 +48,44 @@ __all__ = [
 T = TypeVar("T")
 
 _READ_SIZE: Final = 65536
+
+
+def next_cycle(connection: h11.Connection) -> bool:
+    """After an exchange: ready `connection` for the next one; False if it must be closed
+    (the peer asked to, or the exchange did not complete)."""
+    if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+        connection.start_next_cycle()
+        return True
+    return False
+
+
+H = TypeVar("H", h11.Request, h11.Response)
+
+
+async def read_message(
+    reader: asyncio.StreamReader, connection: h11.Connection, head_type: type[H]
+) -> tuple[H | None, list[bytes]]:
+    """One whole HTTP message from the peer: its head and its body in the pieces it came.
+
+    The head is None when the peer closed the connection first; a peer that breaks the protocol
+    (or closes mid-message) raises `h11.RemoteProtocolError`.
+    """
+    head: H | None = None
+    chunks: list[bytes] = []
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            connection.receive_data(await reader.read(_READ_SIZE))
+        elif isinstance(event, head_type):
+            head = event
+        elif isinstance(event, h11.Data):
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return head, chunks
+        elif isinstance(event, h11.ConnectionClosed):
+            return None, chunks
+
+
 _BACKLOG: Final = 16384
 _RECORDS: Final = 200_000
 
