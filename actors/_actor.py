@@ -15,30 +15,22 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import random
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, final
+from typing import Any, final
 
 import pykka
 import structlog
 
-from actors._changes import Changes
-from actors._checkpoints import CheckpointMemory
-from actors._clock import Clock
-from actors._core import SessionCore, SessionSettings, SessionSnapshot
-from actors._dispatcher import DispatchedActor, Dispatcher
+from actors._board import SessionRuntime
+from actors._core import SessionCore, SessionSnapshot
+from actors._dispatcher import DispatchedActor
 from actors._errors import (
     ParlantUnavailable,
     SessionClosed,
-    SessionFailed,
     SupervisorError,
     SupervisorStopped,
 )
-from actors._follower import Follower
-from actors._io import IOLoop
 from actors._messages import (
     AwaitReply,
     CancelPoll,
@@ -72,122 +64,25 @@ from actors._messages import (
     Subscribe,
     Unsubscribe,
 )
-from actors._parlant import ParlantApi, translate_error
-from actors._poller import Poller
+from actors._parlant import translate_error
 from actors._posting import PostExpired
-from actors._recorder import Recorder
 from actors._reply import Reply
 from actors._state import SessionState
+from actors._supervision import (
+    ActorCrashed,
+    ActorKilled,
+    Barrier,
+    GiveUp,
+    Kill,
+    Reaped,
+    Restart,
+    Retire,
+    Route,
+)
 
-__all__ = [
-    "ActorCrashed",
-    "ActorKilled",
-    "Barrier",
-    "GiveUp",
-    "Kill",
-    "Mailbox",
-    "Reaped",
-    "Restart",
-    "Retire",
-    "Route",
-    "SessionActor",
-    "SessionBoard",
-    "SessionRuntime",
-]
+__all__ = ["SessionActor"]
 
 _log = structlog.get_logger("parlant_supervisor")
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Barrier:
-    """Answered once every message sent to the actor before it has been handled, with the
-    number of consumers (asks, streams, readers) the actor feeds."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Kill:
-    """Makes the actor fail as a bug would (like Akka's `Kill`): for drills and tests."""
-
-    reason: str
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Told to the supervisor: deliver `message` to the session's actor, spawning one for a new
-    consumer. Callers tell a live actor directly; this is the way when none is (the session is
-    new, reaped or closed), and how a stopping actor hands back the consumers that reached it
-    too late."""
-
-    session_id: str
-    message: Message | Kill
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Retire:
-    """Stop now, failing the session's waiting calls with `error`: every message queued before
-    it was handled; any queued after it is answered like mail to a dead actor. One message,
-    where `Stop` then pykka's `stop()` took three (pykka's queues an `_ActorStop`), at 10,000
-    sessions a stop.
-
-    Attributes:
-        error: What the session's waiting asks, streams and readers fail with.
-        shutdown: The whole supervisor stops: nothing will resume the session in this
-            process, so its checkpoint is not kept in memory (at 10,000 sessions, storing them
-            was a third of `stop()`, the dispatcher threads contending for the memory's lock).
-    """
-
-    error: SupervisorError
-    shutdown: bool = False
-
-
-class ActorKilled(Exception):
-    """Raised by a SessionActor that was told `Kill`."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ActorCrashed:
-    """Told to the supervisor by a SessionActor whose handler raised. The actor lives on and
-    stashes its mail until the supervisor answers `Restart` or `GiveUp`.
-
-    Attributes:
-        session_id: The session.
-        actor_urn: Which actor crashed (a reaped session's next actor has another).
-        error: What was raised.
-    """
-
-    session_id: str
-    actor_urn: str
-    error: Exception
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Restart:
-    """Told to a crashed SessionActor by its supervisor: rebuild the session's core from where
-    the crashed one stood, re-attach the consumers, then handle the stashed mail."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class GiveUp:
-    """Told to a crashed SessionActor by its supervisor: fail every consumer with `error`, and
-    stop (its checkpoint is kept for the session's next actor)."""
-
-    error: SessionFailed
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Reaped:
-    """Told to the supervisor by a SessionActor that stopped itself, idle for its TTL."""
-
-    session_id: str
-    actor_urn: str
 
 
 @final
@@ -205,118 +100,6 @@ class _Crash:
 
     resume: Resume
     stash: list[Message | Kill]
-
-
-class Mailbox(Protocol):
-    """What statistics read of an actor's inbox."""
-
-    def qsize(self) -> int: ...
-
-    def empty(self) -> bool: ...
-
-
-@final
-class SessionBoard:
-    """Where live sessions publish their figures, for readers on any thread.
-
-    Each SessionActor writes its own session's entries only (its latest snapshot, its inbox)
-    and removes them when it stops, unless a successor's replaced them; the Supervisor actor
-    alone counts starts. Readers (`statistics()`, `settle`, the Supervisor choosing where a new
-    actor starts) take copies: one publication channel, never a decision made from another
-    thread's state. Writes take one lock: an actor and its successor may run at once on two
-    dispatcher threads, and removing the predecessor's entries is a check-then-delete.
-    """
-
-    __slots__ = ("_lock", "_mailboxes", "_snapshots", "started_total")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._snapshots: dict[str, SessionSnapshot] = {}
-        self._mailboxes: dict[str, Mailbox] = {}
-        self.started_total = 0
-        """Session actors started (written by the Supervisor actor only)."""
-
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self._snapshots
-
-    def __len__(self) -> int:
-        return len(self._snapshots)
-
-    def snapshot(self, session_id: str) -> SessionSnapshot | None:
-        """The session's latest snapshot, if it has a live actor."""
-        return self._snapshots.get(session_id)
-
-    def snapshots(self) -> list[SessionSnapshot]:
-        """Every live session's latest snapshot (a copy of the list)."""
-        return list(self._snapshots.values())
-
-    def mailbox_depths(self) -> Iterator[int]:
-        """Messages waiting in each live session's inbox."""
-        return (inbox.qsize() for inbox in list(self._mailboxes.values()))
-
-    def attach(self, session_id: str, inbox: Mailbox) -> None:
-        with self._lock:
-            self._mailboxes[session_id] = inbox
-
-    def publish(self, session_id: str, snapshot: SessionSnapshot) -> None:
-        with self._lock:
-            self._snapshots[session_id] = snapshot
-
-    def detach(self, session_id: str, snapshot: SessionSnapshot | None, inbox: Mailbox) -> None:
-        """Remove an actor's entries, unless a successor's replaced them."""
-        with self._lock:
-            if snapshot is not None and self._snapshots.get(session_id) is snapshot:
-                del self._snapshots[session_id]
-            if self._mailboxes.get(session_id) is inbox:
-                del self._mailboxes[session_id]
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class SessionRuntime:
-    """What every SessionActor of one supervisor shares: built once, in full, and never
-    rewired (the Runtime of `supervisor` builds it, starts it and stops it).
-
-    Attributes:
-        io: The I/O loop.
-        dispatcher: The threads that run every SessionActor.
-        poller: Runs the long-polls.
-        follower: Follows streamed messages as Parlant writes them.
-        api: Posts messages and reads history (and finishes checkpoint writes on close).
-        clock: The injected clock.
-        recorder: Where metrics go.
-        settings: How sessions poll and buffer.
-        checkpoints: Where each stopped session stopped, so a re-activated session resumes
-            there (bounded: see `CheckpointMemory`).
-        board: Where live sessions publish their snapshots and inboxes.
-        rng: The randomness of every session's jitter and backoff (one for all: a Mersenne
-            Twister is 2.9 KB, and seeding one from the OS was 5-7% of opening a session; its
-            calls are atomic under the GIL, so dispatcher threads share it safely).
-        changes: Notified once each handled message's change is complete (and by the
-            recorder, the poller and the Supervisor actor): what `wait_until` waits on.
-    """
-
-    io: IOLoop
-    dispatcher: Dispatcher
-    poller: Poller
-    follower: Follower
-    api: ParlantApi
-    clock: Clock
-    recorder: Recorder
-    settings: SessionSettings
-    checkpoints: CheckpointMemory
-    board: SessionBoard
-    rng: random.Random
-    changes: Changes
-
-    def resume_of(self, session_id: str) -> Resume:
-        """Where a new actor for the session starts: where its live or last actor stood (its
-        checkpoint), else at 0."""
-        live = self.board.snapshot(session_id)
-        if live is not None:
-            return Resume(live.checkpoint)
-        remembered = self.checkpoints.recall(session_id)
-        return remembered if remembered is not None else Resume(0)
 
 
 @final

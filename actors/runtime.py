@@ -21,20 +21,8 @@ private modules:
 from dataclasses import dataclass
 from typing import Final
 
-from actors._actor import (
-    ActorCrashed,
-    Barrier,
-    GiveUp,
-    Kill,
-    Mailbox,
-    Reaped,
-    Restart,
-    Retire,
-    Route,
-    SessionActor,
-    SessionBoard,
-    SessionRuntime,
-)
+from actors._actor import SessionActor
+from actors._board import Mailbox, SessionBoard, SessionRuntime
 from actors._budget import Budget
 from actors._changes import Changes, notifying
 from actors._checkpoints import CheckpointMemory
@@ -65,6 +53,16 @@ from actors._parlant import (
 from actors._poller import TIMEOUT_MARGIN, PollCeiling, Poller
 from actors._recorder import Recorder
 from actors._restarts import RestartTracker
+from actors._supervision import (
+    ActorCrashed,
+    Barrier,
+    GiveUp,
+    Kill,
+    Reaped,
+    Restart,
+    Retire,
+    Route,
+)
 from actors._wire import MAX_BODY, check_headers, is_open
 
 

@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from actors import SessionCore
-from actors._actor import Barrier, SessionActor
+from actors._actor import SessionActor
 from actors._messages import EventsReceived, Message
+from actors._supervision import Barrier
 from supervisor import RestartPolicy, SessionFailed, SessionSupervisor, SupervisorConfig
 from supervisor._supervisor import ListSessions, SessionRefs, Supervisor
 from supervisor.testing import (
