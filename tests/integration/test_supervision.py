@@ -3,6 +3,7 @@ asks, streams and readers that outlived them get every event exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable
@@ -130,6 +131,31 @@ def test_a_crash_loop_is_given_up_with_session_failed_until_reopened(
     settle(sup)
 
 
+def test_a_call_stashed_by_a_crashed_actor_that_is_given_up_fails_with_session_failed(
+    serve: Serve, supervise: Supervise, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hold, held = holdable(monkeypatch, Supervisor)
+    server = serve()
+    sup = supervise(server.url, restart_policy=RestartPolicy(max_restarts=0))
+    session_id = new_session(server, sup, "echo")
+    sup.open(session_id)
+    settle(sup)
+    [actor] = sup.runtime.supervisor.ask(SessionRefs())
+    sup.runtime.supervisor.tell("hold")  # its decision waits
+    held.wait(30)
+    kill_session_actor(sup, session_id, "a bug")
+    reader = sup.events(session_id)  # told behind the crash: stashed
+    assert actor.ask(Barrier(), timeout=30) == 0  # alive, and the reader not yet attached
+    hold.set()
+
+    with pytest.raises(SessionFailed, match=rf"{session_id}.*1 times.*a bug"):
+        next(reader)
+    with pytest.raises(SessionFailed):
+        sup.ask(session_id, "still broken?", timeout=30)
+    assert not actor.is_alive()
+    assert server.call(server.emulator.session_events, session_id) == []  # nothing was sent
+
+
 def reaped_after_one_turn(
     serve: Serve, supervise: Supervise, **config: Any
 ) -> tuple[SessionSupervisor, FakeClock, str]:
@@ -159,6 +185,37 @@ def test_an_idle_session_is_reaped_and_reactivated_transparently(
     exposition = generate_latest(sup.registry).decode()
     assert "parlant_supervisor_sessions_reaped_total 1.0" in exposition
     assert "parlant_supervisor_sessions_reactivated_total 1.0" in exposition
+
+
+def test_an_ask_that_reaches_an_actor_as_it_reaps_itself_is_answered_by_the_next(
+    serve: Serve, supervise: Supervise, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle actor stops itself; an ask told to it meanwhile is behind the stop in its
+    mailbox. It goes back to the supervisor, which starts the session's next actor for it."""
+    hold, held = holdable(monkeypatch, SessionActor)
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock, idle_ttl=300)
+    session_id = new_session(server, sup, "echo")
+    assert sup.ask(session_id, "first", timeout=600).text == "echo: first"
+    settle(sup)
+    [reaped] = sup.runtime.supervisor.ask(SessionRefs())
+    reaped.tell("hold")
+    held.wait(30)
+    clock.advance(300)  # its idle timer is told, behind the hold
+
+    async def ask_behind_the_timer() -> str:
+        asking = asyncio.ensure_future(sup.aask(session_id, "second", timeout=600))
+        await asyncio.sleep(0)  # aask runs to its first wait: its message is told
+        hold.set()
+        return (await asking).text
+
+    assert asyncio.run(ask_behind_the_timer()) == "echo: second"
+    assert metric(sup, "sessions_reaped_total") == 1
+    assert not reaped.is_alive()
+    assert sup.runtime.supervisor.ask(SessionRefs()) != [reaped]
+    posted = messages(server.call(server.emulator.session_events, session_id))
+    assert posted == ["first", "echo: first", "second", "echo: second"]  # each sent once
 
 
 def test_a_reaped_sessions_checkpoint_is_kept_for_its_ttl_then_it_starts_over(

@@ -37,6 +37,7 @@ class Recorder(DispatchedActor):
         self.stopped = False
         self.failed: BaseException | None = None
         self.gate = threading.Event()
+        self.undelivered: list[Any] = []
 
     def on_receive(self, message: Any) -> Any:
         if not self._busy.acquire(blocking=False):
@@ -61,6 +62,9 @@ class Recorder(DispatchedActor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self.failed = exception_value
+
+    def on_undelivered(self, message: Any) -> None:
+        self.undelivered.append(message)
 
 
 def test_a_thousand_actors_each_handle_their_mail_in_order_on_two_threads(
@@ -104,6 +108,26 @@ def test_mail_queued_behind_a_stop_is_answered_not_left_waiting(dispatcher: Disp
     stopping.get(timeout=10)
     with pytest.raises(pykka.ActorDeadError):
         behind.get(timeout=10)
+
+
+def test_told_mail_behind_a_stop_is_offered_back_and_a_later_tell_raises(
+    dispatcher: Dispatcher,
+) -> None:
+    """pykka drops told mail it finds at its end; a tell between its liveness check and the
+    put would be lost. Ours is handed to `on_undelivered`, and the closed inbox refuses more."""
+    ref = Recorder.start(dispatcher)
+    actor = actor_of(ref)
+    ref.tell("block")
+    stopping = ref.stop(block=False)
+    ref.tell("behind the stop")
+    actor.gate.set()
+    stopping.get(timeout=10)
+
+    assert actor.undelivered == ["behind the stop"]
+    assert actor.seen == []
+    with pytest.raises(pykka.ActorDeadError):
+        actor.actor_inbox.put(pykka._envelope.Envelope("after the close"))
+    assert actor.undelivered == ["behind the stop"]
 
 
 def test_a_crash_on_a_tell_runs_on_failure_and_stops_only_that_actor(
