@@ -29,7 +29,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -58,6 +57,7 @@ from actors import (
     SupervisorStopped,
 )
 from supervisor._config import SupervisorConfig
+from supervisor._consumers import new_post_key
 from supervisor._extras import install_command
 from supervisor._statistics import StopSummary, SupervisorStatistics
 from supervisor._text import answer_text, answer_text_async
@@ -798,7 +798,7 @@ class _Handover:
         self, session_id: str, timeout: float | None, key: str | None, maybe_sent: bool
     ) -> None:
         self.session_id = session_id
-        self.key = key if key is not None else uuid.uuid4().hex
+        self.key = key if key is not None else new_post_key()
         self.maybe_sent = maybe_sent
         self._deadline = None if timeout is None else time.monotonic() + timeout
 
