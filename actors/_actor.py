@@ -15,9 +15,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import heapq
+import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, Final, final
 
 import pykka
 import structlog
@@ -62,6 +64,8 @@ from actors._messages import (
     Stop,
     StopFollowing,
     Subscribe,
+    TimerFired,
+    TimerKind,
     Unsubscribe,
 )
 from actors._parlant import translate_error
@@ -92,6 +96,16 @@ class _Fenced:
 
     incarnation: int
     message: Message
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    """The actor's one clock timer fired: its core's timers that are due now fire."""
+
+
+_WAKE: Final = _Wake()
+_timer_order: Final = itertools.count()  # ties between timers due at once: in order scheduled
 
 
 @dataclass(slots=True)
@@ -141,6 +155,11 @@ class SessionActor(DispatchedActor):
         self._log = _log.bind(session_id=session_id)
         self._shutdown = False  # see Retire.shutdown
         self._reap_due = False
+        self._timers: list[tuple[float, int, TimerFired]] = []
+        """The core's pending timers (a heap). One clock timer, at the earliest, stands for
+        them all: a clock timer is a handful of objects that cannot be cancelled, and one per
+        ask's deadline stayed pending for the whole timeout after the ask was answered."""
+        self._armed: list[float] = []  # when each clock timer armed for them fires (a heap)
 
     # --- pykka hooks ----------------------------------------------------------------------
 
@@ -159,6 +178,9 @@ class SessionActor(DispatchedActor):
             message = message.message
         if isinstance(message, Barrier):
             return len(self._registrations)
+        if isinstance(message, _Wake):
+            self._fire_timers()
+            return None
         if isinstance(message, Retire):
             self._shutdown = message.shutdown
             self._end(message.error)
@@ -222,6 +244,8 @@ class SessionActor(DispatchedActor):
         self._io_tell = functools.partial(self._tell_fenced, self._incarnation)
         self._lease = f"{self.actor_urn}/{self._incarnation}"
         self._reap_due = False
+        self._timers.clear()  # the crashed core's; its clock timers are fenced
+        self._armed.clear()
         if not self.actor_stopped.is_set():
             self._tell_parent(ActorCrashed(self.session_id, self.actor_urn, error))
         self._runtime.changes.notify()
@@ -298,6 +322,41 @@ class SessionActor(DispatchedActor):
         self._log.info("session.reaped")
         self._stop()
 
+    def _arm_wake(self) -> None:
+        """Make sure a clock timer is armed for the earliest pending timer (one armed earlier
+        covers it: it wakes the actor, which arms the next)."""
+        if not self._timers:
+            return
+        at = self._timers[0][0]
+        if not self._armed or self._armed[0] > at:
+            heapq.heappush(self._armed, at)
+            tell = self._io_tell
+            self._runtime.clock.call_at(at, lambda: tell(_WAKE))
+
+    def _fire_timers(self) -> None:
+        """The core's timers due now, in order; then a clock timer for the next."""
+        now = self._runtime.clock.now()
+        while self._armed and self._armed[0] <= now:
+            heapq.heappop(self._armed)  # (this wake's, and any other due)
+        incarnation = self._incarnation
+        while self._timers and self._timers[0][0] <= now and self._crash is None:
+            if self._incarnation != incarnation or self.actor_stopped.is_set():
+                return
+            self.on_receive(heapq.heappop(self._timers)[2])
+        self._arm_wake()
+
+    def _drop_deadlines_of_the_finished(self) -> None:
+        """Forget the deadlines of consumers that finished, once they are most of the heap
+        (amortized: a heap is rebuilt after as many finishes as it holds)."""
+        if len(self._timers) <= 2 * len(self._registrations) + 8:
+            return
+        self._timers = [
+            entry
+            for entry in self._timers
+            if entry[2].kind is not TimerKind.DEADLINE or entry[2].generation in self._registrations
+        ]
+        heapq.heapify(self._timers)
+
     def _record_post(self, message: MessagePosted | PostFailed) -> None:
         if message.consumer_id not in self._registrations:
             return
@@ -309,6 +368,7 @@ class SessionActor(DispatchedActor):
     def _forget(self, consumer_id: int) -> None:
         self._registrations.pop(consumer_id, None)
         self._posts.pop(consumer_id, None)
+        self._drop_deadlines_of_the_finished()
 
     # --- the shell ------------------------------------------------------------------------
 
@@ -363,7 +423,8 @@ class SessionActor(DispatchedActor):
             case Fail(consumer_id, error):
                 self._finish(consumer_id, error)
             case Schedule(at, timer):
-                runtime.clock.call_at(at, lambda: tell(timer))
+                heapq.heappush(self._timers, (at, next(_timer_order), timer))
+                self._arm_wake()
             case Reap():
                 self._reap_due = True  # once the message is handled (see `on_receive`)
             case LoadCheckpoint():
@@ -406,6 +467,7 @@ class SessionActor(DispatchedActor):
         self._posts.pop(consumer_id, None)
         if registration is None:
             return
+        self._drop_deadlines_of_the_finished()
         consumer = registration.consumer
         asked_at = consumer.asked_at
         if asked_at is not None:

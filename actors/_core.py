@@ -310,8 +310,8 @@ class SessionCore:
         "_generation",
         "_held",
         "_held_generation",
-        "_idle_armed",
-        "_idle_generation",
+        "_idle_since",
+        "_idle_timer_at",
         "_last_failure",
         "_linger_until",
         "_next_offset",
@@ -369,8 +369,8 @@ class SessionCore:
         self._own_posts: set[int] = set()
         self._post_keys: dict[str, int] = {}  # the latest posts' keys -> their offsets
         self._duplicate_posts_total = 0
-        self._idle_generation = 0
-        self._idle_armed = False
+        self._idle_since: float | None = None  # idle from then on (None: busy)
+        self._idle_timer_at: float | None = None  # the one IDLE timer pending fires then
         self._linger_until: float | None = None  # nobody waits: polling ends then
         self._saved_checkpoint: int | None = None
         self._saved_at = float("-inf")
@@ -513,9 +513,8 @@ class SessionCore:
                 pass  # a wake-up: `_poll_if_due` decides from the clock
             case TimerFired(TimerKind.STREAM_LIFE, offset):
                 self._outlived(offset)
-            case TimerFired(TimerKind.IDLE, generation):
-                if generation == self._idle_generation and self._idle():
-                    self._effects.append(Reap())
+            case TimerFired(TimerKind.IDLE, _):
+                self._idle_timer_fired(now)
             case TimerFired(TimerKind.DEADLINE, consumer_id):
                 self._deadline_passed(consumer_id)
         self._watch_interest(now)
@@ -555,20 +554,39 @@ class SessionCore:
         )
 
     def _watch_idleness(self, now: float) -> None:
-        """Arm a timer when the session becomes idle; any activity makes the timer stale."""
+        """Note when the session becomes idle, and keep one IDLE timer pending for it.
+
+        A timer cannot be cancelled, and one armed at every idle spell stayed pending for the
+        whole TTL: a session asked every few seconds held hundreds, each a handful of objects
+        for the garbage collector to scan. One pending timer is re-armed when it fires early.
+        """
         ttl = self._settings.idle_ttl
         if ttl is None:
             return
-        idle = self._idle()
-        if idle and not self._idle_armed:
-            self._idle_generation += 1
-            self._idle_armed = True
-            self._effects.append(
-                Schedule(now + ttl, TimerFired(TimerKind.IDLE, self._idle_generation))
-            )
-        elif not idle and self._idle_armed:
-            self._idle_generation += 1
-            self._idle_armed = False
+        if not self._idle():
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = now
+            if self._idle_timer_at is None:
+                self._arm_idle_timer(now + ttl)
+
+    def _idle_timer_fired(self, now: float) -> None:
+        """Reap a session idle for its TTL; one idle for less has its timer armed again."""
+        at, ttl = self._idle_timer_at, self._settings.idle_ttl
+        if at is None or now < at or ttl is None:
+            return  # not the pending timer
+        self._idle_timer_at = None
+        since = self._idle_since
+        if since is None or not self._idle():
+            return  # busy: the next idle spell arms it again
+        if now >= since + ttl:
+            self._effects.append(Reap())
+        else:
+            self._arm_idle_timer(since + ttl)
+
+    def _arm_idle_timer(self, at: float) -> None:
+        self._idle_timer_at = at
+        self._effects.append(Schedule(at, TimerFired(TimerKind.IDLE, 0)))
 
     # --- interest: who waits on the session -----------------------------------------------
 

@@ -446,9 +446,9 @@ class TimerFired:
 
     Attributes:
         kind: What it is for.
-        generation: The poll generation (RETRY_POLL), consumer id (DEADLINE), idle
-            generation (IDLE) or held turn (FAILURE_GRACE) it concerns. LINGER is a wake-up
-            only (0): the core decides from the clock whether the linger is over.
+        generation: The poll generation (RETRY_POLL), consumer id (DEADLINE) or held turn
+            (FAILURE_GRACE) it concerns. LINGER and IDLE are wake-ups only (0): the core
+            decides from the clock whether the linger or the idle TTL is over.
     """
 
     kind: TimerKind

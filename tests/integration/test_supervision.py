@@ -156,6 +156,24 @@ def test_a_call_stashed_by_a_crashed_actor_that_is_given_up_fails_with_session_f
     assert server.call(server.emulator.session_events, session_id) == []  # nothing was sent
 
 
+def test_a_session_asked_again_and_again_holds_a_few_timers_not_one_per_ask(
+    serve: Serve, supervise: Supervise
+) -> None:
+    """A clock timer cannot be cancelled: one per ask's deadline and one per idle spell stayed
+    pending for the whole timeout and TTL (each a handful of objects the garbage collector
+    scans), 2 more for every ask of a busy session."""
+    server = serve()
+    clock = FakeClock()
+    sup = supervise(server.url, clock=clock, idle_ttl=600)
+    session_id = new_session(server, sup, "echo")
+    for n in range(20):
+        assert sup.ask(session_id, f"ask {n}", timeout=60).text == f"echo: ask {n}"
+        settle(sup)
+        clock.advance(1)
+
+    assert clock.pending_timers <= 3
+
+
 def reaped_after_one_turn(
     serve: Serve, supervise: Supervise, **config: Any
 ) -> tuple[SessionSupervisor, FakeClock, str]:

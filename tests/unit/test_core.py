@@ -643,30 +643,54 @@ def test_an_idle_session_arms_its_ttl_and_is_reaped_when_it_fires() -> None:
     [timer] = idle_timers(d.start())
     assert timer.at == 300.0
     d.send(PollTimedOut(1, "gateway_timeout"))  # a 504 is not activity
+    d.now = 300.0
     assert d.send(timer.timer) == [Reap()]
 
 
-def test_any_consumer_makes_the_ttl_timer_stale() -> None:
+def test_activity_moves_the_reaping_to_a_ttl_after_it_ended() -> None:
     d = Driver(idle_ttl=300.0)
     [first] = idle_timers(d.start())
     d.ask(1)
-    assert d.send(first.timer) == []  # stale: an ask came in
     d.send(MessagePosted(1, 0))
     d.now = 50.0
-    [second] = idle_timers(d.receive(customer(0), *turn(1, "T", "answer")))
+    assert idle_timers(d.receive(customer(0), *turn(1, "T", "answer"))) == []  # one pending
+    d.now = 300.0
+    [second] = idle_timers(d.send(first.timer))  # idle since 50 only: armed again
     assert second.at == 350.0  # counted from the end of the activity
     d.send(Subscribe(Handle(2, ConsumerKind.READER)))
+    d.now = 350.0
     assert d.send(second.timer) == []  # a reader came: not idle
+
+
+def test_a_session_asked_again_and_again_keeps_one_idle_timer_pending() -> None:
+    """Timers cannot be cancelled: one per idle spell stayed pending for the whole TTL."""
+    d = Driver(idle_ttl=300.0)
+    scheduled = idle_timers(d.start())
+    for n in range(1, 11):
+        d.now = 10.0 * n
+        d.ask(n)
+        d.send(MessagePosted(n, 6 * (n - 1)))
+        scheduled += idle_timers(
+            d.receive(customer(6 * (n - 1)), *turn(6 * (n - 1) + 1, f"T{n}", "a"))
+        )
+
+    assert [timer.at for timer in scheduled] == [300.0]
+    d.now = 300.0
+    [again] = idle_timers(d.send(scheduled[0].timer))
+    assert again.at == 400.0  # idle since the last turn, at 100
+    d.now = 400.0
+    assert d.send(again.timer) == [Reap()]
 
 
 def test_a_follow_up_nobody_reads_does_not_keep_a_session_from_being_reaped() -> None:
     d = Driver(idle_ttl=300.0)
-    d.start()
+    [timer] = idle_timers(d.start())
     d.ask(1)
     d.send(MessagePosted(1, 0))
-    [timer] = idle_timers(d.receive(customer(0), *turn(1, "T", "answer")))
+    d.receive(customer(0), *turn(1, "T", "answer"))
     d.receive(agent(6, "F", "follow-up nobody read"))  # no work: the timer still stands
 
+    d.now = 300.0
     assert d.send(timer.timer) == [Reap()]
     assert d.core.resume_point() == Resume(6, 7, frozenset({6}))  # where its reader starts
 
