@@ -5,12 +5,13 @@ between the actor layer and the layers above it, so that nothing outside `actors
 private modules:
 
 - the I/O side, all on one asyncio thread: `IOLoop`, `Poller` (long-polls, within a
-  `PollCeiling`), `Follower`
-  (streamed messages), `ParlantApi` (posts, reads, checkpoints), `Budget` (the request budget
-  they share), `translate_error` (an HTTP failure as this library's error);
+  `PollCeiling`), `Follower` (streamed messages), `ParlantApi` (posts, reads, checkpoints),
+  `Budget` (the request budget they share), `translate_error` (an HTTP failure as this
+  library's error);
 - the actor side: `Dispatcher` (the worker threads every actor runs on), `SessionActor`, the
   `SessionRuntime` they share, the `SessionBoard` they publish figures on, `CheckpointMemory`,
-  `RestartTracker`, and the messages a supervising actor exchanges with them;
+  `RestartTracker`, the messages a caller and a supervising actor tell them (`AwaitReply`,
+  `Subscribe`, `Unsubscribe`, `EventsConsumed`, `Route`, `Restart`, `GiveUp`, `Retire`...);
 - time (`Clock`, `SystemClock`, `Deadline`), the metrics port (`Recorder`), and `Changes`
   (notified after every observable change: what a test waits on instead of a log line);
 - `is_open`, which the fault-injecting proxy of `supervisor.testing` shares with the lean client.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from actors._actor import SessionActor
-from actors._board import Mailbox, SessionBoard, SessionRuntime
+from actors._board import SessionBoard, SessionRuntime
 from actors._budget import Budget
 from actors._changes import Changes, notifying
 from actors._checkpoints import CheckpointMemory
@@ -32,12 +33,9 @@ from actors._follower import Follower
 from actors._io import IOLoop
 from actors._messages import (
     AwaitReply,
-    Consumer,
     ConsumerKind,
     EventsConsumed,
     Message,
-    MessagePosted,
-    PostFailed,
     Resume,
     Stop,
     Subscribe,
@@ -89,7 +87,6 @@ __all__ = [
     "Changes",
     "CheckpointMemory",
     "Clock",
-    "Consumer",
     "ConsumerKind",
     "Deadline",
     "Dispatcher",
@@ -98,13 +95,10 @@ __all__ = [
     "GiveUp",
     "IOLoop",
     "Kill",
-    "Mailbox",
     "Message",
-    "MessagePosted",
     "ParlantApi",
     "PollCeiling",
     "Poller",
-    "PostFailed",
     "Reaped",
     "Recorder",
     "Restart",

@@ -483,7 +483,7 @@ def test_a_bug_inside_a_poll_is_reported_and_retried_not_left_hanging(
 def test_a_late_answer_for_a_closed_session_does_not_reopen_it(
     serve: Serve, supervise: Supervise
 ) -> None:
-    from actors.runtime import MessagePosted
+    from actors._messages import MessagePosted
 
     server = serve()
     sup = supervise(server.url)
