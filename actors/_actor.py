@@ -15,8 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import heapq
-import itertools
 import time
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -64,8 +62,6 @@ from actors._messages import (
     Stop,
     StopFollowing,
     Subscribe,
-    TimerFired,
-    TimerKind,
     Unsubscribe,
 )
 from actors._parlant import translate_error
@@ -83,6 +79,7 @@ from actors._supervision import (
     Retire,
     Route,
 )
+from actors._timers import TimerQueue
 
 __all__ = ["SessionActor"]
 
@@ -105,7 +102,6 @@ class _Wake:
 
 
 _WAKE: Final = _Wake()
-_timer_order: Final = itertools.count()  # ties between timers due at once: in order scheduled
 
 
 @dataclass(slots=True)
@@ -155,11 +151,7 @@ class SessionActor(DispatchedActor):
         self._log = _log.bind(session_id=session_id)
         self._shutdown = False  # see Retire.shutdown
         self._reap_due = False
-        self._timers: list[tuple[float, int, TimerFired]] = []
-        """The core's pending timers (a heap). One clock timer, at the earliest, stands for
-        them all: a clock timer is a handful of objects that cannot be cancelled, and one per
-        ask's deadline stayed pending for the whole timeout after the ask was answered."""
-        self._armed: list[float] = []  # when each clock timer armed for them fires (a heap)
+        self._timers = TimerQueue()  # the core's, behind one clock timer (see `TimerQueue`)
 
     # --- pykka hooks ----------------------------------------------------------------------
 
@@ -245,7 +237,6 @@ class SessionActor(DispatchedActor):
         self._lease = f"{self.actor_urn}/{self._incarnation}"
         self._reap_due = False
         self._timers.clear()  # the crashed core's; its clock timers are fenced
-        self._armed.clear()
         if not self.actor_stopped.is_set():
             self._tell_parent(ActorCrashed(self.session_id, self.actor_urn, error))
         self._runtime.changes.notify()
@@ -322,40 +313,25 @@ class SessionActor(DispatchedActor):
         self._log.info("session.reaped")
         self._stop()
 
-    def _arm_wake(self) -> None:
-        """Make sure a clock timer is armed for the earliest pending timer (one armed earlier
-        covers it: it wakes the actor, which arms the next)."""
-        if not self._timers:
-            return
-        at = self._timers[0][0]
-        if not self._armed or self._armed[0] > at:
-            heapq.heappush(self._armed, at)
+    def _arm_wake(self, at: float | None) -> None:
+        """Arm a clock timer at `at` (None: none is needed) that wakes this incarnation."""
+        if at is not None:
             tell = self._io_tell
             self._runtime.clock.call_at(at, lambda: tell(_WAKE))
 
     def _fire_timers(self) -> None:
         """The core's timers due now, in order; then a clock timer for the next."""
-        now = self._runtime.clock.now()
-        while self._armed and self._armed[0] <= now:
-            heapq.heappop(self._armed)  # (this wake's, and any other due)
         incarnation = self._incarnation
-        while self._timers and self._timers[0][0] <= now and self._crash is None:
-            if self._incarnation != incarnation or self.actor_stopped.is_set():
+        for timer in self._timers.due(self._runtime.clock.now()):
+            self.on_receive(timer)
+            if self._crash is not None or self._incarnation != incarnation:
+                return  # the crashed core's timers went with it
+            if self.actor_stopped.is_set():
                 return
-            self.on_receive(heapq.heappop(self._timers)[2])
-        self._arm_wake()
+        self._arm_wake(self._timers.next_wake())
 
     def _drop_deadlines_of_the_finished(self) -> None:
-        """Forget the deadlines of consumers that finished, once they are most of the heap
-        (amortized: a heap is rebuilt after as many finishes as it holds)."""
-        if len(self._timers) <= 2 * len(self._registrations) + 8:
-            return
-        self._timers = [
-            entry
-            for entry in self._timers
-            if entry[2].kind is not TimerKind.DEADLINE or entry[2].generation in self._registrations
-        ]
-        heapq.heapify(self._timers)
+        self._timers.drop_deadlines(self._registrations, len(self._registrations))
 
     def _record_post(self, message: MessagePosted | PostFailed) -> None:
         if message.consumer_id not in self._registrations:
@@ -423,8 +399,7 @@ class SessionActor(DispatchedActor):
             case Fail(consumer_id, error):
                 self._finish(consumer_id, error)
             case Schedule(at, timer):
-                heapq.heappush(self._timers, (at, next(_timer_order), timer))
-                self._arm_wake()
+                self._arm_wake(self._timers.push(at, timer))
             case Reap():
                 self._reap_due = True  # once the message is handled (see `on_receive`)
             case LoadCheckpoint():
