@@ -17,6 +17,7 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Final, final
 
 import pykka
@@ -147,10 +148,12 @@ class SessionActor(DispatchedActor):
         self._incarnation = 0
         self._lease = ""
         self._io_tell: functools.partial[None] = functools.partial(self._tell_fenced, 0)
-        self._snapshot: SessionSnapshot | None = None
+        self._snapshot: SessionSnapshot | None = None  # the core's last (its totals' baseline)
+        self._published: SessionSnapshot | None = None  # the last on the board, whichever core
         self._log = _log.bind(session_id=session_id)
         self._shutdown = False  # see Retire.shutdown
         self._reap_due = False
+        self._started_from = start  # the resume point its core began at (see `_crashed`)
         self._timers = TimerQueue()  # the core's, behind one clock timer (see `TimerQueue`)
 
     # --- pykka hooks ----------------------------------------------------------------------
@@ -184,6 +187,8 @@ class SessionActor(DispatchedActor):
             self._while_crashed(message)
             return None
         if isinstance(message, AwaitReply | Subscribe):
+            if message.consumer.finished:
+                return None  # its caller gave up before it arrived: its Unsubscribe may be lost
             self._registrations[message.consumer.consumer_id] = message
         elif isinstance(message, Unsubscribe):
             self._forget(message.consumer_id)  # its caller stopped reading
@@ -199,6 +204,22 @@ class SessionActor(DispatchedActor):
         self._retire()
         self._runtime.recorder.session_stopped()  # (it notifies the retirement's changes)
         self._log.info("session.stopped", checkpoint=self._resume_point().offset)
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """A bug outside the guarded handling (the crash handling itself, a restart): the
+        actor is dead, so nobody may be left waiting on it. The session's next call starts a
+        new actor (the supervisor finds this one dead)."""
+        self._log.error("session.actor_died", error=repr(exception_value))
+        self._fail_all(
+            SupervisorStopped(f"session {self.session_id}: its actor failed ({exception_value!r})")
+        )
+        self._retire()
+        self._runtime.changes.notify()
 
     def on_undelivered(self, message: Any) -> None:
         """A consumer that reached the mailbox as the actor stopped goes back to the
@@ -230,7 +251,10 @@ class SessionActor(DispatchedActor):
 
     def _crashed(self, error: Exception, message: Message | Kill) -> None:
         self._log.error("session.crashed", error=repr(error), message=type(message).__name__)
-        self._crash = _Crash(self._safe_resume_point(), [])
+        resume = self._safe_resume_point()
+        if self._core.state is SessionState.STARTING and self._started_from is not None:
+            resume = self._started_from  # its Start failed: where it was to begin
+        self._crash = _Crash(resume, [])
         self._release()  # the crashed core's poll and follows end with it
         self._incarnation += 1  # and what they, or its timers, still tell is dropped
         self._io_tell = functools.partial(self._tell_fenced, self._incarnation)
@@ -245,7 +269,7 @@ class SessionActor(DispatchedActor):
         try:
             return self._core.resume_point()
         except Exception:  # a core broken past reading: from its last published checkpoint
-            snapshot = self._snapshot
+            snapshot = self._published
             return Resume(snapshot.checkpoint if snapshot is not None else 0)
 
     def _while_crashed(self, message: Message | Kill) -> None:
@@ -266,8 +290,10 @@ class SessionActor(DispatchedActor):
         """A new core from where the crashed one stood; then every consumer it fed, as far as
         each got; then the mail that arrived meanwhile, in order."""
         self._crash = None
+        self._log.info("session.restarted", from_offset=crash.resume.offset)
         self._core = SessionCore(self.session_id, self._runtime.settings, self._runtime.rng)
         self._snapshot = None  # the new core's totals count from zero
+        self._started_from = crash.resume
         self._guarded(Start(crash.resume.offset, crash.resume))
         for consumer_id, registration in list(self._registrations.items()):
             if self._crash is not None:
@@ -290,16 +316,21 @@ class SessionActor(DispatchedActor):
         self._fail_all(error)
 
     def _fail_all(self, error: SupervisorError) -> None:
-        """Fail the consumers no core will: those of a crashed actor, and its stash's."""
+        """Fail every consumer left: the ones registered (a crashed core, or none, feeds them)
+        and a crashed actor's stashed ones."""
+        consumers = [r.consumer for r in self._registrations.values()]
         if self._crash is not None:
-            for message in self._crash.stash:
-                if isinstance(message, AwaitReply | Subscribe):
-                    message.consumer.fail(error)
+            consumers += [
+                m.consumer for m in self._crash.stash if isinstance(m, AwaitReply | Subscribe)
+            ]
             self._crash.stash.clear()
-        for registration in self._registrations.values():
-            registration.consumer.fail(error)
         self._registrations.clear()
         self._posts.clear()
+        for consumer in consumers:
+            try:
+                consumer.fail(error)
+            except Exception as failure:  # one caller's broken channel must not strand the rest
+                self._log.error("session.consumer_not_failed", error=repr(failure))
 
     def _reap(self) -> None:
         """Idle for its TTL: stop, and tell the supervisor (mail that races with the stop goes
@@ -353,7 +384,7 @@ class SessionActor(DispatchedActor):
         previous = self._snapshot
         effects = self._core.handle(message, self._runtime.clock.now())
         # published before the effects run: a caller woken by them sees figures that agree
-        self._snapshot = self._core.snapshot()
+        self._snapshot = self._published = self._core.snapshot()
         self._runtime.board.publish(self.session_id, self._snapshot)
         for effect in effects:
             self._apply(effect)
@@ -471,7 +502,7 @@ class SessionActor(DispatchedActor):
             ("duplicate_posts_total", recorder.duplicate_posts),
         ):
             grown = getattr(snapshot, total) - (getattr(previous, total) if previous else 0)
-            if grown:
+            if grown > 0:
                 count(grown)
                 if total == "duplicate_posts_total":
                     _log.error("session.duplicate_post", session_id=self.session_id, count=grown)
@@ -547,7 +578,7 @@ class SessionActor(DispatchedActor):
         if not self._shutdown:
             self._runtime.checkpoints.remember(self.session_id, self._resume_point())
         # the session's next actor may already be running: leave its entries alone
-        self._runtime.board.detach(self.session_id, self._snapshot, self._inbox)
+        self._runtime.board.detach(self.session_id, self._published, self._inbox)
 
 
 def _resumption(

@@ -25,8 +25,8 @@ __all__ = ["Clock", "Deadline", "SystemClock"]
 class Clock(Protocol):
     """A monotonic clock that can also call back at a given time.
 
-    Timers cannot be cancelled: each carries a generation number, and a stale one is ignored
-    by whoever receives it.
+    Timers cannot be cancelled: whoever receives one recognizes a stale one (by a generation
+    number, or by the time it was for) and ignores it.
     """
 
     def now(self) -> float:

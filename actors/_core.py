@@ -406,8 +406,14 @@ class SessionCore:
         return min(needed)
 
     def resume_point(self) -> Resume:
-        """What a successor needs to pick up where this core stands (see `Resume`)."""
-        return Resume(self.checkpoint, self._dispatched_until, frozenset(self._window))
+        """What a successor needs to pick up where this core stands (see `Resume`). A core that
+        has not yet read again all that an earlier one had handled passes the earlier one's
+        word on (a core that crashes while it catches up must not make old events news)."""
+        dispatched = self._dispatched_until
+        if self._replay_until <= dispatched:
+            return Resume(self.checkpoint, dispatched, frozenset(self._window))
+        earlier = (offset for offset in self._replay_unclaimed if offset >= dispatched)
+        return Resume(self.checkpoint, self._replay_until, frozenset((*self._window, *earlier)))
 
     def snapshot(self) -> SessionSnapshot:
         """The session's figures now."""

@@ -272,7 +272,7 @@ class DispatchedActor(pykka.Actor):
             self.dispatcher.stop_all()
 
     def _actor_loop_teardown(self) -> None:
-        """pykka's, but the inbox is closed first, so a later `tell` raises `ActorDeadError`
+        """As pykka's, but the inbox is closed first, so a later `tell` raises `ActorDeadError`
         and no message is left unread and unanswered; told mail that raced with the stop is
         offered to `on_undelivered` (pykka drops it)."""
         for envelope in self._inbox.close():

@@ -16,11 +16,11 @@ class Recorder(Protocol):
         ...
 
     def session_stopped(self) -> None:
-        """A session actor stopped (closed, or the supervisor stopped)."""
+        """A session actor stopped (closed, reaped, given up, or the supervisor stopped)."""
         ...
 
     def session_restarted(self) -> None:
-        """A crashed session actor was replaced by a new one."""
+        """A crashed session actor was told to restart in place (a new core, same actor)."""
         ...
 
     def session_reaped(self) -> None:

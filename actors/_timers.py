@@ -64,6 +64,9 @@ class TimerQueue:
         holds."""
         if len(self._heap) <= 2 * count + 8:
             return
+        deadlines = sum(1 for entry in self._heap if entry[2].kind is TimerKind.DEADLINE)
+        if deadlines <= 2 * count + 8:
+            return  # mostly other timers (a stream's life, a retry): nothing much to drop
         self._heap = [
             entry
             for entry in self._heap

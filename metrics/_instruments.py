@@ -60,7 +60,8 @@ class SupervisorMetrics:
         self.registry = registry
         self._started = Counter(
             f"{PREFIX}_sessions_started",
-            "Session actors started (first use, re-open, or after a crash).",
+            "Session actors started (first use, or re-open after a close or a reap; "
+            "a crash restarts its actor in place).",
             registry=registry,
         )
         self._reactivated = Counter(

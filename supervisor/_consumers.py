@@ -6,6 +6,7 @@ A `_Channel` is a thread-safe queue that threads and asyncio tasks can both wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -34,7 +35,8 @@ class _PostKeys:
 
     def __init__(self) -> None:
         self._reseed()
-        os.register_at_fork(after_in_child=self._reseed)
+        if hasattr(os, "register_at_fork"):  # (not on Windows, which does not fork)
+            os.register_at_fork(after_in_child=self._reseed)
 
     def _reseed(self) -> None:
         self._prefix = os.urandom(12).hex()
@@ -100,7 +102,7 @@ class _Channel(Generic[T]):
     def _notify(self) -> None:
         self._condition.notify_all()
         for loop, future in self._async_waiters:
-            if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody waits
                 loop.call_soon_threadsafe(_wake, future)
         self._async_waiters.clear()
 

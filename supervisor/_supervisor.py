@@ -205,12 +205,17 @@ class Supervisor(pykka.ThreadingActor):
                     self._retire(session_id, error)
         return None
 
-    def _actor(self, session_id: str, since: int | None = None) -> pykka.ActorRef[SessionActor]:
+    def _actor(
+        self, session_id: str, since: int | None = None, first: Message | Kill | None = None
+    ) -> pykka.ActorRef[SessionActor]:
         """The session's live actor, else a new one: at `since` (an `open`), else where the
-        session last stood."""
+        session last stood. `first` is told to a new actor before callers can find it in the
+        directory: nothing they tell it directly may overtake it."""
         start: Resume | None
         ref = self._actors.get(session_id)
         if ref is not None and ref.is_alive():
+            if first is not None:
+                ref.tell(first)
             return ref
         runtime = self._runtime
         reactivated = session_id in runtime.board or session_id in runtime.checkpoints
@@ -223,6 +228,8 @@ class Supervisor(pykka.ThreadingActor):
         ref = SessionActor.start(
             session_id, runtime, start, reactivated=reactivated, parent=self.actor_ref
         )
+        if first is not None:
+            ref.tell(first)
         self._actors[session_id] = ref
         runtime.board.started_total += 1
         return ref
@@ -235,15 +242,20 @@ class Supervisor(pykka.ThreadingActor):
                 message.consumer.fail(self._stopped_with)
             return
         session = self._sessions.get(session_id)
-        if isinstance(message, AwaitReply | Subscribe) and session and session.failed:
-            message.consumer.fail(session.failed)
-            return
+        if isinstance(message, AwaitReply | Subscribe):
+            if message.consumer.finished:
+                return  # its caller gave up (its Unsubscribe may have found no actor)
+            if session and session.failed:
+                message.consumer.fail(session.failed)
+                return
         for _ in range(2):  # the actor may stop (reaped) between our look and our tell
             ref = self._actors.get(session_id)
-            if not summons and (ref is None or not ref.is_alive()):
+            if ref is None or not ref.is_alive():
+                if summons:
+                    self._actor(session_id, first=message)
                 return  # housekeeping for a closed session must not re-open it
             try:
-                self._actor(session_id).tell(message)
+                ref.tell(message)
                 return
             except pykka.ActorDeadError:
                 continue
@@ -297,10 +309,11 @@ class Supervisor(pykka.ThreadingActor):
         ref = self._actors.get(session_id)
         if session is None or session.generation != generation or ref is None:
             return
-        with contextlib.suppress(pykka.ActorDeadError):
+        try:
             ref.tell(Restart())
+        except pykka.ActorDeadError:
+            return  # it died outside its guarded handling: the next call starts a new one
         self._runtime.recorder.session_restarted()
-        _log.info("session.restarted", session_id=session_id)
 
     def _retire(self, session_id: str, error: SupervisorError) -> None:
         """`_close` without a stop future to wait on (the dispatcher counts stopped actors)."""

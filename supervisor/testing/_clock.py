@@ -31,9 +31,15 @@ class FakeClock:
             return self._now
 
     def call_at(self, when: float, callback: Callable[[], None]) -> None:
-        """Call `callback()` during the `advance` that reaches `when`."""
+        """Call `callback()` during the `advance` that reaches `when`; at once, on this thread,
+        if time has already reached it (an `advance` that ended, or is under way past `when`,
+        must not leave it for the next one)."""
         with self._lock:
-            heapq.heappush(self._timers, (when, next(self._order), callback))
+            due = when <= self._now
+            if not due:
+                heapq.heappush(self._timers, (when, next(self._order), callback))
+        if due:
+            callback()
 
     @property
     def pending_timers(self) -> int:

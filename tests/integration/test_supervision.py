@@ -174,6 +174,36 @@ def test_a_session_asked_again_and_again_holds_a_few_timers_not_one_per_ask(
     assert clock.pending_timers <= 3
 
 
+def test_a_reader_its_caller_gave_up_on_before_it_arrived_registers_nothing(
+    serve: Serve, supervise: Supervise
+) -> None:
+    """A caller's messages to a session may take two paths (straight to the actor, or through
+    the supervisor when the actor just stopped): a reader that arrives after its caller gave
+    up (its Unsubscribe may have found no actor) must not be fed for ever, keeping its session
+    paused once it fills."""
+    from actors._messages import ConsumerKind, Subscribe
+    from supervisor._consumers import EventConsumer
+
+    server = serve()
+    sup = supervise(server.url)
+    session_id = new_session(server, sup)
+    sup.open(session_id)
+    settle(sup)
+
+    def abandoned() -> EventConsumer:
+        consumer = EventConsumer(ConsumerKind.READER, 10, lambda message: None)
+        consumer.abandon()
+        return consumer
+
+    sup.runtime.route(session_id, Subscribe(abandoned()))  # to the live actor
+    [actor] = sup.runtime.supervisor.ask(SessionRefs())
+    assert actor.ask(Barrier(), timeout=30) == 0
+    sup.close(session_id)
+    sup.runtime.route(session_id, Subscribe(abandoned()))  # through the supervisor
+    settle(sup)
+    assert sup.sessions() == []  # no actor was started for it
+
+
 def reaped_after_one_turn(
     serve: Serve, supervise: Supervise, **config: Any
 ) -> tuple[SessionSupervisor, FakeClock, str]:

@@ -717,6 +717,19 @@ def test_a_successor_keeps_only_the_unclaimed_for_the_next_reader() -> None:
     assert d.delivered(1) == [6]
 
 
+def test_a_core_that_has_not_caught_up_passes_on_what_the_earlier_one_had_seen() -> None:
+    """A restarted core that crashes again before reading all its predecessor handled must
+    not make the rest news to the next one."""
+    d = Driver()
+    d.send(Start(0, Resume(0, 7, frozenset({6}))))  # an earlier core handled 0..6
+    d.receive(customer(0), *turn(1, "T", "answer"))  # read again up to 5 so far
+
+    resume = d.core.resume_point()
+    assert resume.seen_until == 7
+    assert 6 in resume.unclaimed
+    assert not set(range(6)) & resume.unclaimed
+
+
 def test_without_a_ttl_a_session_is_never_reaped() -> None:
     d = Driver()
     assert idle_timers(d.start()) == []
