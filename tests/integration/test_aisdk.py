@@ -108,6 +108,21 @@ def test_the_resume_of_a_chat_nobody_opened_is_204(backend: Callable[..., AppSer
     assert answer.status_code == 204
 
 
+def post_ui_message(app: AppServer, chat_id: str, text: str) -> httpx.Response:
+    """What the SDK's `DefaultChatTransport` posts for a user's new message in chat `chat_id`."""
+    user = {"id": secrets.token_hex(4), "role": "user", "parts": [{"type": "text", "text": text}]}
+    body = {"id": chat_id, "messages": [user], "trigger": "submit-message"}
+    return httpx.post(f"{app.url}/api/chat", json={**body, "intent": "research_paper"}, timeout=60)
+
+
+def chunks(answer: httpx.Response) -> list[Any]:
+    """The chunks of a UI message stream, its closing `[DONE]` checked."""
+    assert answer.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    data = [line[len("data: ") :] for line in answer.text.splitlines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    return [json.loads(d) for d in data[:-1]]
+
+
 def test_a_failed_turn_ends_the_sdks_stream_with_its_error_chunk_and_the_chat_goes_on(
     serve: Serve, backend: Callable[..., AppServer]
 ) -> None:
@@ -115,26 +130,8 @@ def test_a_failed_turn_ends_the_sdks_stream_with_its_error_chunk_and_the_chat_go
     app = backend(parlant_url=server.url)
     chat_id = secrets.token_hex(16)
 
-    def post(text: str) -> httpx.Response:
-        user = {
-            "id": secrets.token_hex(4),
-            "role": "user",
-            "parts": [{"type": "text", "text": text}],
-        }
-        body = {"id": chat_id, "messages": [user], "trigger": "submit-message"}
-        return httpx.post(
-            f"{app.url}/api/chat", json={**body, "intent": "research_paper"}, timeout=60
-        )
-
-    failed, recovered = post(f"please {FAIL_MARKER} now"), post("hello again")
-
-    def chunks(answer: httpx.Response) -> list[Any]:
-        assert answer.headers["x-vercel-ai-ui-message-stream"] == "v1"
-        data = [
-            line[len("data: ") :] for line in answer.text.splitlines() if line.startswith("data: ")
-        ]
-        assert data[-1] == "[DONE]"
-        return [json.loads(d) for d in data[:-1]]
+    failed = post_ui_message(app, chat_id, f"please {FAIL_MARKER} now")
+    recovered = post_ui_message(app, chat_id, "hello again")
 
     *_, last = chunks(failed)
     assert last["type"] == "error"
@@ -153,22 +150,11 @@ def test_a_chat_whose_conversation_expired_opens_a_new_one(
     app = backend(parlant_url=server.url, clock=lambda: now[0], conversation_ttl=60)
     chat_id = secrets.token_hex(16)
 
-    def post(text: str) -> httpx.Response:
-        user = {
-            "id": secrets.token_hex(4),
-            "role": "user",
-            "parts": [{"type": "text", "text": text}],
-        }
-        body = {"id": chat_id, "messages": [user], "trigger": "submit-message"}
-        return httpx.post(
-            f"{app.url}/api/chat", json={**body, "intent": "research_paper"}, timeout=60
-        )
-
-    first = post("hello")
+    first = post_ui_message(app, chat_id, "hello")
     now[0] += 120  # past the conversation's ttl
-    second = post("hello again")
+    second = post_ui_message(app, chat_id, "hello again")
 
     assert (first.status_code, second.status_code) == (200, 200)
-    chunks = [json.loads(line[6:]) for line in second.text.splitlines() if line[6:7] == "{"]
-    assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "echo: hello again"
+    text = "".join(c["delta"] for c in chunks(second) if c["type"] == "text-delta")
+    assert text == "echo: hello again"
     assert len(server.call(server.emulator.session_ids)) == 2
