@@ -137,7 +137,6 @@ class SessionActor(DispatchedActor):
         self._parent = parent
         self._reactivated = reactivated
         self._runtime = runtime
-        self._start = start  # None: at the checkpoint stored in Parlant
         self._core = SessionCore(session_id, runtime.settings, runtime.rng)
         self._registrations: dict[int, AwaitReply | Subscribe] = {}
         """Each consumer fed, with the message that registered it (to re-attach it)."""
@@ -153,7 +152,7 @@ class SessionActor(DispatchedActor):
         self._log = _log.bind(session_id=session_id)
         self._shutdown = False  # see Retire.shutdown
         self._reap_due = False
-        self._started_from = start  # the resume point its core began at (see `_crashed`)
+        self._started_from = start  # where its core began (None: at Parlant's checkpoint)
         self._timers = TimerQueue()  # the core's, behind one clock timer (see `TimerQueue`)
 
     # --- pykka hooks ----------------------------------------------------------------------
@@ -161,7 +160,7 @@ class SessionActor(DispatchedActor):
     def on_start(self) -> None:
         self._lease = self.actor_urn
         self._runtime.board.attach(self.session_id, self._inbox)
-        start = self._start
+        start = self._started_from
         self._guarded(Start(None) if start is None else Start(start.offset, start))
         self._runtime.recorder.session_started(reactivated=self._reactivated)
         self._log.info("session.started", from_offset=start.offset if start else None)
@@ -199,8 +198,8 @@ class SessionActor(DispatchedActor):
 
     def on_stop(self) -> None:
         if self._crash is None and self._core.state is not SessionState.STOPPED:
-            self._end(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
-        self._fail_all(SupervisorStopped(f"session {self.session_id}: the supervisor stopped"))
+            self._guarded(Stop(self._stopped()))  # the core fails its consumers
+        self._fail_all(self._stopped())
         self._retire()
         self._runtime.recorder.session_stopped()  # (it notifies the retirement's changes)
         self._log.info("session.stopped", checkpoint=self._resume_point().offset)
@@ -233,9 +232,7 @@ class SessionActor(DispatchedActor):
                 return
             except pykka.ActorDeadError:
                 pass
-        message.consumer.fail(
-            SupervisorStopped(f"session {self.session_id}: the supervisor stopped")
-        )
+        message.consumer.fail(self._stopped())
 
     # --- crashes, in place ----------------------------------------------------------------
 
@@ -355,10 +352,8 @@ class SessionActor(DispatchedActor):
         incarnation = self._incarnation
         for timer in self._timers.due(self._runtime.clock.now()):
             self.on_receive(timer)
-            if self._crash is not None or self._incarnation != incarnation:
-                return  # the crashed core's timers went with it
-            if self.actor_stopped.is_set():
-                return
+            if self._crash or self._incarnation != incarnation or self.actor_stopped.is_set():
+                return  # crashed (its core's timers went with it) or stopped
         self._arm_wake(self._timers.next_wake())
 
     def _drop_deadlines_of_the_finished(self) -> None:
@@ -545,7 +540,7 @@ class SessionActor(DispatchedActor):
 
     def _translate(self, error: BaseException) -> SupervisorError:
         if isinstance(error, concurrent.futures.CancelledError):
-            return SupervisorStopped(f"session {self.session_id}: the supervisor stopped")
+            return self._stopped()
         if isinstance(error, PostExpired):  # proven not stored: retrying it is safe
             return ParlantUnavailable(str(error), session_id=self.session_id)
         assert isinstance(error, Exception)
@@ -564,6 +559,9 @@ class SessionActor(DispatchedActor):
         error = _failure_of(done)
         if error is not None:
             self._log.warning("session.checkpoint_not_saved", error=repr(error))
+
+    def _stopped(self) -> SupervisorStopped:
+        return SupervisorStopped(f"session {self.session_id}: the supervisor stopped")
 
     def _release(self) -> None:
         """End this incarnation's poll and follows."""

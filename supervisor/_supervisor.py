@@ -187,7 +187,9 @@ class Supervisor(pykka.ThreadingActor):
                 session = self._sessions.get(session_id)
                 if session is not None:
                     session.failed = None
-                self._actor(session_id, since)
+                ref = self._actors.get(session_id)
+                if ref is None or not ref.is_alive():
+                    self._start(session_id, since)
             case ActorCrashed():
                 self._crashed(message)
             case Reaped(session_id, actor_urn):
@@ -205,18 +207,13 @@ class Supervisor(pykka.ThreadingActor):
                     self._retire(session_id, error)
         return None
 
-    def _actor(
+    def _start(
         self, session_id: str, since: int | None = None, first: Message | Kill | None = None
-    ) -> pykka.ActorRef[SessionActor]:
-        """The session's live actor, else a new one: at `since` (an `open`), else where the
-        session last stood. `first` is told to a new actor before callers can find it in the
+    ) -> None:
+        """Start the session's actor (none is alive): at `since` (an `open`), else where the
+        session last stood. `first` is told to it before callers can find it in the
         directory: nothing they tell it directly may overtake it."""
         start: Resume | None
-        ref = self._actors.get(session_id)
-        if ref is not None and ref.is_alive():
-            if first is not None:
-                ref.tell(first)
-            return ref
         runtime = self._runtime
         reactivated = session_id in runtime.board or session_id in runtime.checkpoints
         if since is not None:
@@ -232,34 +229,31 @@ class Supervisor(pykka.ThreadingActor):
             ref.tell(first)
         self._actors[session_id] = ref
         runtime.board.started_total += 1
-        return ref
 
     def _deliver(self, session_id: str, message: Message | Kill) -> None:
-        """Tell the session's actor `message`, spawning one for a new consumer."""
-        summons = isinstance(message, AwaitReply | Subscribe)
-        if self._stopped_with is not None:
-            if isinstance(message, AwaitReply | Subscribe):
-                message.consumer.fail(self._stopped_with)
-            return
-        session = self._sessions.get(session_id)
+        """Tell the session's actor `message`, starting one for a new consumer."""
         if isinstance(message, AwaitReply | Subscribe):
+            session = self._sessions.get(session_id)
+            if self._stopped_with is not None:
+                message.consumer.fail(self._stopped_with)
+                return
             if message.consumer.finished:
                 return  # its caller gave up (its Unsubscribe may have found no actor)
-            if session and session.failed:
+            if session is not None and session.failed is not None:
                 message.consumer.fail(session.failed)
                 return
-        for _ in range(2):  # the actor may stop (reaped) between our look and our tell
-            ref = self._actors.get(session_id)
-            if ref is None or not ref.is_alive():
-                if summons:
-                    self._actor(session_id, first=message)
-                return  # housekeeping for a closed session must not re-open it
+        elif self._stopped_with is not None:
+            return
+        ref = self._actors.get(session_id)
+        if ref is not None:
             try:
                 ref.tell(message)
                 return
             except pykka.ActorDeadError:
-                continue
-        raise AssertionError(f"session {session_id}: a new actor was dead at once")
+                pass  # it stopped (reaped) between the caller's look and ours
+        if isinstance(message, AwaitReply | Subscribe):
+            self._start(session_id, first=message)
+        # else: housekeeping for a closed session must not re-open it
 
     def _crashed(self, crash: ActorCrashed) -> None:
         ref = self._actors.get(crash.session_id)
