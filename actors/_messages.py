@@ -125,8 +125,10 @@ class Consumer(Protocol):
     asked_at: float | None
     """Clock time it was asked (None for readers): reply latency is measured from it."""
 
-    next_offset: int | None
-    """The first offset it has not received (None until it received one, and for asks)."""
+    @property
+    def next_offset(self) -> int | None:
+        """The first offset it has not received (None until it received one, and for asks)."""
+        ...
 
     def rebase(self) -> None:
         """A new actor (counting flow from zero) takes over feeding it."""

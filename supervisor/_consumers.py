@@ -19,7 +19,14 @@ from actors import MessageDelta, Reply, SessionClosed, SupervisorError, Supervis
 from actors.events import StreamItem
 from actors.runtime import ConsumerKind, EventsConsumed, Message
 
-__all__ = ["Ended", "EventConsumer", "ReplyConsumer", "new_post_key", "next_consumer_id"]
+__all__ = [
+    "Ended",
+    "EventConsumer",
+    "ReplyConsumer",
+    "TurnCursor",
+    "new_post_key",
+    "next_consumer_id",
+]
 
 T = TypeVar("T")
 
@@ -132,6 +139,46 @@ class _Channel(Generic[T]):
 
 
 @final
+class TurnCursor:
+    """What a caller was given of a session: the offset after its last event, and how much of
+    each streamed message's text. Whoever feeds it again from an earlier point (an actor
+    restarted from its resume point, a shard restarted from its checkpoint) gives events and
+    text it already had: the cursor lets each event and each piece of text through once.
+
+    One caller's; not thread-safe.
+    """
+
+    __slots__ = ("_texts", "next_offset")
+
+    def __init__(self, since: int | None = None) -> None:
+        self.next_offset = since
+        """The first offset it was not given (None: no event yet, and no `since`)."""
+        self._texts: dict[str, tuple[int, bool]] = {}  # message id -> (characters, done)
+
+    def floor(self, offset: int) -> None:
+        """No event below `offset` is due to the caller: a cursor that let no event through
+        yet starts there (a reader resumed elsewhere takes up where its feed had reached)."""
+        if self.next_offset is None:
+            self.next_offset = offset
+
+    def fresh(self, item: StreamItem) -> StreamItem | None:
+        """`item` as the caller should see it now (a delta cut to the text it was not given),
+        or None if it had all of it."""
+        if self.next_offset is not None and item.offset < self.next_offset:
+            return None
+        if isinstance(item, MessageDelta):
+            given, done = self._texts.get(item.event_id, (0, False))
+            if len(item.text) < given or (len(item.text) == given and (done or not item.done)):
+                return None  # nothing new (its last delta may add no text, only `done`)
+            self._texts[item.event_id] = (len(item.text), item.done)
+            piece = item.text[given:]
+            return item if piece == item.delta else dataclasses.replace(item, delta=piece)
+        self.next_offset = item.offset + 1
+        self._texts.pop(item.id, None)
+        return item
+
+
+@final
 class ReplyConsumer:
     """An `ask`: waits for one whole turn."""
 
@@ -203,10 +250,9 @@ class EventConsumer:
         self.post_key = post_key if post_key is not None else new_post_key()
         self.maybe_sent = maybe_sent
         self.asked_at: float | None = None
-        self.next_offset: int | None = None
         self._notify = notify
         self._channel: _Channel[StreamItem] = _Channel()
-        self._texts: dict[str, tuple[int, bool]] = {}  # message id -> (chars given, done)
+        self._cursor = TurnCursor()
         # flow accounting: the caller takes, its session's actor delivers, the supervisor
         # rebases for a successor; three threads, one lock
         self._flow = threading.Lock()
@@ -214,6 +260,11 @@ class EventConsumer:
         self._taken = 0
         self._reported = 0
         self._low_water = capacity // 2
+
+    @property
+    def next_offset(self) -> int | None:
+        """The first offset it has not received (None until it received one)."""
+        return self._cursor.next_offset
 
     @property
     def finished(self) -> bool:
@@ -230,15 +281,13 @@ class EventConsumer:
         fresh: list[StreamItem] = []
         received = duplicates = 0
         for item in events:
+            new = self._cursor.fresh(item)
+            if new is not None:
+                fresh.append(new)
             if isinstance(item, MessageDelta):
-                delta = self._new_text(item)
-                if delta is not None:
-                    fresh.append(delta)
-            elif self.next_offset is None or item.offset >= self.next_offset:
-                self.next_offset = item.offset + 1
-                self._texts.pop(item.id, None)
+                continue  # text: no flow accounting
+            if new is not None:
                 received += 1
-                fresh.append(item)
             else:
                 duplicates += 1
         with self._flow:
@@ -252,18 +301,6 @@ class EventConsumer:
             self._channel.put(fresh)
         if duplicates:
             self._notify(EventsConsumed(self.consumer_id, taken))
-
-    def _new_text(self, delta: MessageDelta) -> MessageDelta | None:
-        """`delta` as this consumer sees it: only the text it was not given yet (None: nothing
-        new, or its message event was delivered already)."""
-        if self.next_offset is not None and delta.offset < self.next_offset:
-            return None
-        given, done = self._texts.get(delta.event_id, (0, False))
-        if len(delta.text) < given or (len(delta.text) == given and (done or not delta.done)):
-            return None
-        self._texts[delta.event_id] = (len(delta.text), delta.done)
-        piece = delta.text[given:]
-        return delta if piece == delta.delta else dataclasses.replace(delta, delta=piece)
 
     def rebase(self) -> None:
         """Start flow accounting afresh: a new actor (counting from zero) takes over."""

@@ -17,7 +17,8 @@ __all__ = ["Supervising"]
 @runtime_checkable
 class Supervising(Protocol):
     """The calls `SessionSupervisor` and `supervisor.sharding.ShardedSupervisor` both answer,
-    with the same arguments, errors and behaviour (`tests/contract/` runs one suite against
+    with the same arguments, errors and behaviour: both are one facade, which checks and
+    documents each call, over a different host (`tests/contract/` runs one suite against
     both). Code written against it (the reference backend, the failure drills) runs on either.
 
     Every blocking call has an `a`-prefixed asyncio twin; `SessionSupervisor` documents each.

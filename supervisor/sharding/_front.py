@@ -31,15 +31,12 @@ import threading
 import time
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Callable,
     Generator,
     Iterable,
-    Iterator,
     Sequence,
 )
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar, final
+from typing import Any, Final, final
 
 from parlant.client.types import Event
 from prometheus_client import CollectorRegistry
@@ -54,20 +51,17 @@ from actors import (
     ReplyTimeout,
     ShardLost,
     SupervisorError,
-    SupervisorStopped,
 )
 from supervisor._config import SupervisorConfig
-from supervisor._consumers import new_post_key
+from supervisor._consumers import TurnCursor
 from supervisor._extras import install_command
+from supervisor._host import Ask, HostedSupervisor
 from supervisor._statistics import StopSummary, SupervisorStatistics
-from supervisor._text import answer_text, answer_text_async
-from supervisor._validation import require_ask, require_id, require_since
 from supervisor.sharding._placement import shard_of
 from supervisor.sharding._shard import Shard
 
 __all__ = ["INSTALL_HINT", "ShardLost", "ShardedSupervisor"]
 
-T = TypeVar("T")
 
 INSTALL_HINT: Final = f"the sharded supervisor runs on Ray: {install_command('ray')}"
 _PING_TIMEOUT: Final = 5.0
@@ -87,8 +81,14 @@ def _import_ray() -> Any:
 
 
 @final
-class ShardedSupervisor:
+class ShardedSupervisor(HostedSupervisor):
     """`SessionSupervisor`'s calls over `shards` Ray actors, each hosting a `SessionSupervisor`.
+
+    Every call is validated here, as `SessionSupervisor` validates it, before any shard is
+    called. How each call survives a shard's death is this module's docstring; beyond
+    `SessionSupervisor`'s errors, a call raises `ShardLost` when its shard does not come back
+    within `restart_timeout`, and an ask or stream `ReplyTimeout` when its deadline passes while
+    its shard restarts.
 
     Args:
         parlant_url: The Parlant server every shard talks to.
@@ -138,27 +138,86 @@ class ShardedSupervisor:
                 "a restarted shard resumes its sessions from their durable checkpoints: "
                 "use a SupervisorConfig with durable_checkpoints=True"
             )
+        parlant_url = parlant_url.rstrip("/")
+        self._ray_host = _RayHost(
+            parlant_url,
+            config,
+            [f"{name}-shard-{n}" for n in range(shards)],
+            address=address,
+            cpus_per_shard=cpus_per_shard,
+            max_restarts=max_restarts,
+            restart_timeout=restart_timeout,
+            watch_interval=watch_interval,
+            stream_buffer=stream_buffer,
+            log_level=log_level,
+        )
+        super().__init__(self._ray_host, parlant_url, config)
+        self.registry = CollectorRegistry()
+        self.registry.register(_ShardMetrics(self))
+
+    @property
+    def shards(self) -> int:
+        """How many shards there are."""
+        return len(self._ray_host.names)
+
+    def shard_of(self, session_id: str) -> int:
+        """The index of the shard hosting `session_id`."""
+        return self._ray_host.shard_of(session_id)
+
+    def shard_actor(self, index: int) -> Any:
+        """The Ray actor handle of shard `index`, for operations tools (`ray.kill` it, as
+        `supervisor.testing.kill_shard` does; Ray restarts it)."""
+        return self._ray_host.actors[index]
+
+    def shard_memory(self) -> dict[int, int]:
+        """Each live shard process' resident memory in bytes, by shard index (Linux; 0 where
+        the process cannot tell)."""
+        return self._ray_host.from_live_shards("rss")
+
+    def shard_metrics(self) -> dict[int, bytes]:
+        """Each live shard's metrics in Prometheus' text format, by shard index (a dead or
+        silent shard is left out)."""
+        return self._ray_host.from_live_shards("metrics")
+
+
+@final
+class _RayHost:
+    """The sessions on Ray actors (`Shard`s), each session on the shard its id hashes to."""
+
+    def __init__(
+        self,
+        parlant_url: str,
+        config: SupervisorConfig,
+        names: list[str],
+        *,
+        address: str | None,
+        cpus_per_shard: float,
+        max_restarts: int,
+        restart_timeout: float,
+        watch_interval: float,
+        stream_buffer: int,
+        log_level: int,
+    ) -> None:
         ray = self._ray = _import_ray()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address=address, include_dashboard=False)
-        self.parlant_url = parlant_url.rstrip("/")
-        self.config = config
+        self.names = names
         self._restart_timeout = restart_timeout
         self._stream_options = {"_generator_backpressure_num_objects": stream_buffer}
-        self._names = [f"{name}-shard-{n}" for n in range(shards)]
         actor = ray.remote(Shard)
-        self._shards: list[Any] = [
+        self.actors: list[Any] = [
             actor.options(
                 name=shard_name,
                 max_restarts=max_restarts,
                 max_task_retries=0,
                 num_cpus=cpus_per_shard,
                 max_concurrency=10_000,  # every open stream and reader holds one
-            ).remote(shard_name, self.parlant_url, config, log_level)
-            for shard_name in self._names
+            ).remote(shard_name, parlant_url, config, log_level)
+            for shard_name in names
         ]
+        shards = len(names)
         self._incarnations: list[str | None] = [None] * shards
         self._opened: list[set[str]] = [set() for _ in range(shards)]
         self._recovering = [threading.Lock() for _ in range(shards)]
@@ -173,8 +232,6 @@ class ShardedSupervisor:
         except BaseException:
             self._abandon()
             raise
-        self.registry = CollectorRegistry()
-        self.registry.register(_ShardMetrics(self))
         self._watcher = threading.Thread(
             target=self._watch, args=(watch_interval,), name="shard-watcher", daemon=True
         )
@@ -182,29 +239,11 @@ class ShardedSupervisor:
 
     # --- placement --------------------------------------------------------------------------
 
-    @property
-    def stopped(self) -> bool:
-        """Whether `stop()` was called."""
-        return self._stopped
-
-    @property
-    def shards(self) -> int:
-        """How many shards there are."""
-        return len(self._shards)
-
     def shard_of(self, session_id: str) -> int:
-        """The index of the shard hosting `session_id`."""
-        return shard_of(session_id, self._names)
-
-    def shard_actor(self, index: int) -> Any:
-        """The Ray actor handle of shard `index`, for operations tools (`ray.kill` it, as
-        `supervisor.testing.kill_shard` does; Ray restarts it)."""
-        return self._shards[index]
+        return shard_of(session_id, self.names)
 
     def _track(self, session_id: str) -> int:
         """The session's shard, which will open it again if it restarts."""
-        self._check_running()
-        require_id("session_id", session_id)
         index = self.shard_of(session_id)
         with self._lock:
             self._opened[index].add(session_id)
@@ -212,223 +251,121 @@ class ShardedSupervisor:
 
     def _any_shard(self) -> int:
         with self._lock:
-            self._round_robin = (self._round_robin + 1) % len(self._shards)
+            self._round_robin = (self._round_robin + 1) % len(self.actors)
             return self._round_robin
 
-    # --- sessions ---------------------------------------------------------------------------
+    # --- requests to Parlant, through a shard -----------------------------------------------
 
-    def create_session(
-        self,
-        agent_id: str,
-        *,
-        customer_id: str | None = None,
-        title: str | None = None,
-        open: bool = True,
-    ) -> str:
-        """Create a Parlant session and open it on its shard (unless `open=False`), as
-        `SessionSupervisor.create_session` does."""
-        self._check_running()
-        require_id("agent_id", agent_id)
-        creating = self._any_shard()
+    def create_session(self, agent_id: str, customer_id: str | None, title: str | None) -> str:
+        # created by any shard, polled by the one its id hashes to (the facade opens it there)
         session_id: str = self._once(
-            creating, lambda shard: shard.create_session.remote(agent_id, customer_id, title)
+            self._any_shard(),
+            lambda shard: shard.create_session.remote(agent_id, customer_id, title),
         )
-        if open:
-            self.open(session_id, since=0)
         return session_id
 
     async def acreate_session(
-        self,
-        agent_id: str,
-        *,
-        customer_id: str | None = None,
-        title: str | None = None,
-        open: bool = True,
+        self, agent_id: str, customer_id: str | None, title: str | None
     ) -> str:
-        """Asyncio twin of `create_session`."""
-        self._check_running()
-        require_id("agent_id", agent_id)
-        creating = self._any_shard()
         session_id: str = await self._aonce(
-            creating, lambda shard: shard.create_session.remote(agent_id, customer_id, title)
+            self._any_shard(),
+            lambda shard: shard.create_session.remote(agent_id, customer_id, title),
         )
-        if open:
-            self.open(session_id, since=0)  # a message: nothing to wait for
         return session_id
 
     def create_customer(self, name: str) -> str:
-        """Create a Parlant customer; returns its id."""
-        self._check_running()
-        require_id("name", name)
-        index = self._any_shard()
-        customer_id: str = self._once(index, lambda shard: shard.create_customer.remote(name))
+        customer_id: str = self._once(
+            self._any_shard(), lambda shard: shard.create_customer.remote(name)
+        )
         return customer_id
 
     async def acreate_customer(self, name: str) -> str:
-        """Asyncio twin of `create_customer`."""
-        self._check_running()
-        require_id("name", name)
-        index = self._any_shard()
         customer_id: str = await self._aonce(
-            index, lambda shard: shard.create_customer.remote(name)
+            self._any_shard(), lambda shard: shard.create_customer.remote(name)
         )
         return customer_id
 
     def ensure_agents(self, names: Sequence[str]) -> dict[str, str]:
-        """Each named agent's id, found by name, else created (name -> id)."""
-        self._check_running()
-        for name in names:
-            require_id("name", name)
         ids: dict[str, str] = self._again(
             self._any_shard(), lambda shard: shard.ensure_agents.remote(names)
         )
         return ids
 
     async def aensure_agents(self, names: Sequence[str]) -> dict[str, str]:
-        """Asyncio twin of `ensure_agents`."""
         return await asyncio.to_thread(self.ensure_agents, names)
 
-    def history(self, session_id: str, *, since: int = 0) -> list[Event]:
-        """The session's events from offset `since`, read once from the server."""
-        self._check_running()
-        require_id("session_id", session_id)
-        require_since(since, session_id)
-        index = self.shard_of(session_id)
+    def history(self, session_id: str, since: int) -> list[Event]:
         events: list[Event] = self._again(
-            index, lambda shard: shard.history.remote(session_id, since)
+            self.shard_of(session_id), lambda shard: shard.history.remote(session_id, since)
         )
         return events
 
-    async def ahistory(self, session_id: str, *, since: int = 0) -> list[Event]:
-        """Asyncio twin of `history`."""
-        return await asyncio.to_thread(self.history, session_id, since=since)
+    async def ahistory(self, session_id: str, since: int) -> list[Event]:
+        return await asyncio.to_thread(self.history, session_id, since)
 
-    def check_parlant(self, *, timeout: float | None = None) -> None:
-        """Raise `ParlantUnavailable` unless Parlant answers (asked through a shard)."""
-        self._check_running()
+    def check_parlant(self, timeout: float | None) -> None:
         self._again(self._any_shard(), lambda shard: shard.check_parlant.remote(timeout))
 
-    async def acheck_parlant(self, *, timeout: float | None = None) -> None:
-        """Asyncio twin of `check_parlant`."""
-        await asyncio.to_thread(self.check_parlant, timeout=timeout)
+    async def acheck_parlant(self, timeout: float | None) -> None:
+        await asyncio.to_thread(self.check_parlant, timeout)
 
-    def open(self, session_id: str, *, since: int | None = None) -> None:
-        """Start polling the session on its shard (see `SessionSupervisor.open`).
+    # --- sessions ---------------------------------------------------------------------------
 
-        Like `SessionSupervisor.open`, a message sent, not a call waited for: opening 10,000
-        sessions one round trip each took 55 s. Ray runs one caller's calls to a shard in the
-        order they were sent, and a shard that dies opens its sessions again when it is back.
-        """
-        require_id("session_id", session_id)
-        require_since(since, session_id)
+    def open(self, session_id: str, since: int | None) -> None:
+        # a message, not a call waited for: opening 10,000 sessions one round trip each took
+        # 55 s. Ray runs one caller's calls to a shard in the order they were sent.
         index = self._track(session_id)
-        self._shards[index].open.remote(session_id, since)
+        self.actors[index].open.remote(session_id, since)
 
     def close(self, session_id: str) -> None:
-        """Stop the session's actor on its shard; its waiting calls fail with `SessionClosed`."""
-        index = self._track(session_id)
+        index = self.shard_of(session_id)
         with self._lock:
             self._opened[index].discard(session_id)
         self._again(index, lambda shard: shard.close.remote(session_id))
 
-    async def aclose(self, session_id: str) -> None:
-        """Asyncio twin of `close`."""
-        await asyncio.to_thread(self.close, session_id)
-
     def sessions(self) -> list[str]:
-        """Ids of the sessions with a live actor, on every shard."""
-        self._check_running()
         return [
             session_id
-            for index in range(len(self._shards))
+            for index in range(len(self.actors))
             for session_id in self._again(index, lambda shard: shard.sessions.remote())
         ]
 
-    async def asessions(self) -> list[str]:
-        """Asyncio twin of `sessions`."""
-        return await asyncio.to_thread(self.sessions)
-
     # --- conversations ----------------------------------------------------------------------
 
-    def ask(
-        self,
-        session_id: str,
-        message: str,
-        *,
-        timeout: float | None = None,
-        post_key: str | None = None,
-        maybe_sent: bool = False,
-    ) -> Reply:
-        """Post `message` and return the turn that answers it (see `SessionSupervisor.ask`,
-        also for `post_key` and `maybe_sent`).
-
-        If the session's shard dies meanwhile, the ask is handed to the restarted shard with
-        its post key: that one learns from the session's log whether the message was posted
-        (and follows its turn) or not (and posts it), so it is posted once either way.
-
-        Raises:
-            ReplyTimeout: The deadline passed while the shard was restarting.
-            ShardLost: The shard did not come back within `restart_timeout`.
-        """
-        self._check_ask(session_id, message, timeout, post_key)
-        index = self._track(session_id)
-        handover = _Handover(session_id, timeout, post_key, maybe_sent)
+    def ask(self, call: Ask) -> Reply:
+        index = self._track(call.session_id)
+        handover = _Handover(call)
         while True:
             try:
-                reply: Reply = self._once(index, lambda shard: handover.send(shard.ask, message))
+                reply: Reply = self._once(index, lambda shard: handover.send(shard.ask))
                 return reply
             except ShardLost:
                 handover.lost()
                 self._recover(index)
 
-    async def aask(
-        self,
-        session_id: str,
-        message: str,
-        *,
-        timeout: float | None = None,
-        post_key: str | None = None,
-        maybe_sent: bool = False,
-    ) -> Reply:
-        """Asyncio twin of `ask`."""
-        self._check_ask(session_id, message, timeout, post_key)
-        index = self._track(session_id)
-        handover = _Handover(session_id, timeout, post_key, maybe_sent)
+    async def aask(self, call: Ask) -> Reply:
+        index = self._track(call.session_id)
+        handover = _Handover(call)
         while True:
             try:
-                reply: Reply = await self._aonce(
-                    index, lambda shard: handover.send(shard.ask, message)
-                )
+                reply: Reply = await self._aonce(index, lambda shard: handover.send(shard.ask))
                 return reply
             except ShardLost:
                 handover.lost()
                 await asyncio.to_thread(self._recover, index)
 
-    def stream(
-        self,
-        session_id: str,
-        message: str,
-        *,
-        timeout: float | None = None,
-        post_key: str | None = None,
-        maybe_sent: bool = False,
-    ) -> Generator[Event | MessageDelta, None, None]:
-        """Post `message` and yield the answering turn's events live, and its streamed
-        messages' deltas (see `SessionSupervisor.stream`). If the session's shard dies, the
-        stream goes on on the restarted shard as `ask` does, each event and each piece of
-        text yielded once."""
-        self._check_ask(session_id, message, timeout, post_key)
-        index = self._track(session_id)
+    def stream(self, call: Ask) -> Generator[Event | MessageDelta, None, None]:
+        index = self._track(call.session_id)
         if index in self._down:
             self._recover(index)
-        handover = _Handover(session_id, timeout, post_key, maybe_sent)
-        refs = handover.send(self._stream_method(index), message)
-        return self._handed_over(index, handover, message, refs)
+        handover = _Handover(call)
+        refs = handover.send(self._stream_method(index))
+        return self._handed_over(index, handover, refs)
 
     def _handed_over(
-        self, index: int, handover: _Handover, message: str, refs: Any
+        self, index: int, handover: _Handover, refs: Any
     ) -> Generator[Event | MessageDelta, None, None]:
-        cursor = _TurnCursor()
+        cursor = TurnCursor()
         while True:
             try:
                 for item in self._relay(index, refs):
@@ -439,33 +376,24 @@ class ShardedSupervisor:
             except ShardLost:
                 handover.lost()
                 self._recover(index)
-            refs = handover.send(self._stream_method(index), message)
+            refs = handover.send(self._stream_method(index))
 
-    def astream(
-        self,
-        session_id: str,
-        message: str,
-        *,
-        timeout: float | None = None,
-        post_key: str | None = None,
-        maybe_sent: bool = False,
-    ) -> AsyncGenerator[Event | MessageDelta, None]:
-        """Asyncio twin of `stream` (on a shard known to be down, the message is posted once
-        it is back, at the first iteration)."""
-        self._check_ask(session_id, message, timeout, post_key)
-        index = self._track(session_id)
-        handover = _Handover(session_id, timeout, post_key, maybe_sent)
-        refs = None if index in self._down else handover.send(self._stream_method(index), message)
-        return self._ahanded_over(index, handover, message, refs)
+    def astream(self, call: Ask) -> AsyncGenerator[Event | MessageDelta, None]:
+        # on a shard known to be down, the message is posted once it is back, at the first
+        # iteration
+        index = self._track(call.session_id)
+        handover = _Handover(call)
+        refs = None if index in self._down else handover.send(self._stream_method(index))
+        return self._ahanded_over(index, handover, refs)
 
     async def _ahanded_over(
-        self, index: int, handover: _Handover, message: str, refs: Any
+        self, index: int, handover: _Handover, refs: Any
     ) -> AsyncGenerator[Event | MessageDelta, None]:
-        cursor = _TurnCursor()
+        cursor = TurnCursor()
         while True:
             if refs is None:
                 await asyncio.to_thread(self._recover, index)
-                refs = handover.send(self._stream_method(index), message)
+                refs = handover.send(self._stream_method(index))
             relay = self._arelay(index, refs)
             try:
                 async for item in relay:
@@ -479,37 +407,12 @@ class ShardedSupervisor:
             finally:
                 await relay.aclose()
 
-    def _check_ask(
-        self, session_id: str, message: str, timeout: float | None, post_key: str | None
-    ) -> None:
-        """Refuse a bad ask or stream here, before any shard is called (as one process does)."""
-        self._check_running()
-        require_ask(session_id, message, timeout, post_key, self.config.max_message_length)
-
     def _stream_method(self, index: int) -> Any:
-        return self._shards[index].stream.options(**self._stream_options)
+        return self.actors[index].stream.options(**self._stream_options)
 
-    def stream_text(
-        self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> Iterator[str]:
-        """Post `message` and yield the answer's text as it is generated (see
-        `SessionSupervisor.stream_text`)."""
-        return answer_text(self.stream(session_id, message, timeout=timeout))
-
-    def astream_text(
-        self, session_id: str, message: str, *, timeout: float | None = None
-    ) -> AsyncIterator[str]:
-        """Asyncio twin of `stream_text`."""
-        return answer_text_async(self.astream(session_id, message, timeout=timeout))
-
-    def events(self, session_id: str, *, since: int | None = None) -> Generator[Event, None, None]:
-        """Yield every event of the session as it arrives (see `SessionSupervisor.events`).
-
-        Subscribed at once, like `SessionSupervisor.events`. If the session's shard dies, the
-        reader goes on on the restarted shard from the event after the last one it yielded:
-        each event is yielded once.
-        """
-        require_since(since, session_id)
+    def events(self, session_id: str, since: int | None) -> Generator[Event, None, None]:
+        # subscribed at once; if the shard dies, the reader goes on on the restarted shard
+        # from the event after the last one it yielded
         index = self._track(session_id)
         refs = self._shard_stream(index, "events", session_id, since)
         return self._resuming(index, session_id, since, refs)
@@ -517,18 +420,19 @@ class ShardedSupervisor:
     def _resuming(
         self, index: int, session_id: str, since: int | None, refs: Any
     ) -> Generator[Event, None, None]:
-        cursor = _Cursor(since)
+        cursor = TurnCursor(since)
         while True:
             try:
-                yield from filter(cursor.fresh, self._relay(index, refs))
+                for item in self._relay(index, refs):
+                    event = _reader_event(cursor, item)
+                    if event is not None:
+                        yield event
                 return
             except ShardLost:
                 self._recover(index)
             refs = self._shard_stream(index, "events", session_id, cursor.next_offset)
 
-    def aevents(self, session_id: str, *, since: int | None = None) -> AsyncGenerator[Event, None]:
-        """Asyncio twin of `events`."""
-        require_since(since, session_id)
+    def aevents(self, session_id: str, since: int | None) -> AsyncGenerator[Event, None]:
         index = self._track(session_id)
         refs = self._shard_stream(index, "events", session_id, since)
         return self._aresuming(index, session_id, since, refs)
@@ -536,12 +440,13 @@ class ShardedSupervisor:
     async def _aresuming(
         self, index: int, session_id: str, since: int | None, refs: Any
     ) -> AsyncGenerator[Event, None]:
-        cursor = _Cursor(since)
+        cursor = TurnCursor(since)
         while True:
             relay = self._arelay(index, refs)
             try:
-                async for event in relay:
-                    if cursor.fresh(event):
+                async for item in relay:
+                    event = _reader_event(cursor, item)
+                    if event is not None:
                         yield event
                 return
             except ShardLost:
@@ -559,28 +464,22 @@ class ShardedSupervisor:
         return SupervisorStatistics.combine(
             [
                 self._again(index, lambda shard: shard.statistics.remote())
-                for index in range(len(self._shards))
+                for index in range(len(self.actors))
             ]
         )
 
-    def stop(self, timeout: float | None = None) -> StopSummary:
-        """Stop every shard's supervisor, then the shards (and Ray, if this started it).
-
-        Idempotent. The summary adds up the shards'.
-        """
-        with self._lock:
-            if self._stopped:
-                return StopSummary(0, 0, deadline_met=True)
-            self._stopped = True
+    def stop(self, timeout: float) -> StopSummary:
+        """Stop every shard's supervisor, then the shards (and Ray, if this started it); the
+        summary adds up the shards'."""
+        self._stopped = True
         self._wake.set()
         self._watcher.join(_PING_TIMEOUT)
-        budget = self.config.stop_timeout if timeout is None else timeout
-        stopping = [shard.stop.remote(budget) for shard in self._shards]  # all at once
+        stopping = [shard.stop.remote(timeout) for shard in self.actors]  # all at once
         summaries: list[StopSummary] = []
         met = True
         for index, ref in enumerate(stopping):
             try:
-                summaries.append(self._get(index, ref, timeout=budget + _PING_TIMEOUT))
+                summaries.append(self._get(index, ref, timeout=timeout + _PING_TIMEOUT))
             except (ShardLost, self._ray.exceptions.GetTimeoutError):
                 met = False
         self._abandon()
@@ -592,41 +491,16 @@ class ShardedSupervisor:
 
     def _abandon(self) -> None:
         """Kill every shard for good (and Ray, if this started it)."""
-        for shard in self._shards:
+        for shard in self.actors:
             with contextlib.suppress(Exception):
                 self._ray.kill(shard, no_restart=True)
         if self._owns_ray:
             self._ray.shutdown()
 
-    async def astop(self, timeout: float | None = None) -> StopSummary:
-        """Asyncio twin of `stop`."""
-        return await asyncio.to_thread(self.stop, timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def shard_memory(self) -> dict[int, int]:
-        """Each live shard process' resident memory in bytes, by shard index (Linux; 0 where
-        the process cannot tell)."""
-        return self._from_live_shards("rss")
-
-    def shard_metrics(self) -> dict[int, bytes]:
-        """Each live shard's metrics in Prometheus' text format, by shard index (a dead or
-        silent shard is left out)."""
-        return self._from_live_shards("metrics")
-
-    def _from_live_shards(self, method: str) -> dict[int, Any]:
+    def from_live_shards(self, method: str) -> dict[int, Any]:
         """Each shard's answer to `method()`, by index; one dead or silent is left out."""
         answers = {}
-        for index, shard in enumerate(self._shards):
+        for index, shard in enumerate(self.actors):
             with contextlib.suppress(ShardLost, self._ray.exceptions.GetTimeoutError):
                 call = getattr(shard, method).remote()
                 answers[index] = self._get(index, call, timeout=_METRICS_TIMEOUT)
@@ -634,12 +508,8 @@ class ShardedSupervisor:
 
     # --- calling shards ---------------------------------------------------------------------
 
-    def _check_running(self) -> None:
-        if self._stopped:
-            raise SupervisorStopped("the sharded supervisor is stopped; no call can complete")
-
     def _shard_stream(self, index: int, method: str, *args: Any) -> Any:
-        return getattr(self._shards[index], method).options(**self._stream_options).remote(*args)
+        return getattr(self.actors[index], method).options(**self._stream_options).remote(*args)
 
     def _get(self, index: int, ref: Any, timeout: float | None = None) -> Any:
         """`ray.get`, with the shard's own error re-raised as itself and its death as
@@ -666,7 +536,7 @@ class ShardedSupervisor:
             self._down.add(index)
             self._wake.set()
             return ShardLost(
-                f"shard {self._names[index]} died during the call ({type(error).__name__}); "
+                f"shard {self.names[index]} died during the call ({type(error).__name__}); "
                 "Ray restarts it and its sessions resume from their checkpoints"
             )
         if isinstance(error, exceptions.RayTaskError):
@@ -680,19 +550,19 @@ class ShardedSupervisor:
         known to be down to come back), `ShardLost` if the shard dies meanwhile."""
         if index in self._down:
             self._recover(index)
-        return self._get(index, call(self._shards[index]))
+        return self._get(index, call(self.actors[index]))
 
     async def _aonce(self, index: int, call: Callable[[Any], Any]) -> Any:
         if index in self._down:
             await asyncio.to_thread(self._recover, index)
-        return await self._aget(index, call(self._shards[index]))
+        return await self._aget(index, call(self.actors[index]))
 
     def _again(self, index: int, call: Callable[[Any], Any]) -> Any:
         """An idempotent call, sent again (once the shard is back) if its shard dies."""
         deadline = time.monotonic() + self._restart_timeout
         while True:
             try:
-                return self._get(index, call(self._shards[index]))
+                return self._get(index, call(self.actors[index]))
             except ShardLost:
                 if time.monotonic() > deadline:
                     raise
@@ -743,12 +613,12 @@ class ShardedSupervisor:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                incarnation: str = ray.get(self._shards[index].ping.remote(), timeout=_PING_TIMEOUT)
+                incarnation: str = ray.get(self.actors[index].ping.remote(), timeout=_PING_TIMEOUT)
                 return incarnation
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 if time.monotonic() > deadline:
                     raise ShardLost(
-                        f"shard {self._names[index]} did not come back within {timeout:g} s"
+                        f"shard {self.names[index]} did not come back within {timeout:g} s"
                     ) from None
                 time.sleep(0.1)  # Ray is restarting it: ask again shortly
 
@@ -773,7 +643,7 @@ class ShardedSupervisor:
             return
         with self._lock:
             sessions = list(self._opened[index])
-        self._get(index, self._shards[index].open_many.remote(sessions))
+        self._get(index, self.actors[index].open_many.remote(sessions))
         self._incarnations[index] = incarnation
         self._down.discard(index)
 
@@ -781,7 +651,7 @@ class ShardedSupervisor:
         while not self._stopped:
             self._wake.wait(interval)
             self._wake.clear()
-            for index in range(len(self._shards)):
+            for index in range(len(self.actors)):
                 if self._stopped:
                     return
                 with contextlib.suppress(ShardLost, SupervisorError):
@@ -792,84 +662,51 @@ class ShardedSupervisor:
 class _Handover:
     """An ask or stream in flight on a shard: its message's post key and its deadline, so that
     it can be sent again to the shard's next incarnation, which finds out from the session's
-    log whether the dead one had posted it."""
+    log whether the dead one had posted it (the recovery a restarted actor runs too:
+    `maybe_sent` with the post key)."""
 
-    def __init__(
-        self, session_id: str, timeout: float | None, key: str | None, maybe_sent: bool
-    ) -> None:
-        self.session_id = session_id
-        self.key = key if key is not None else new_post_key()
-        self.maybe_sent = maybe_sent
-        self._deadline = None if timeout is None else time.monotonic() + timeout
+    def __init__(self, call: Ask) -> None:
+        self._call = call
+        self.maybe_sent = call.maybe_sent
+        self._deadline = None if call.timeout is None else time.monotonic() + call.timeout
 
     def lost(self) -> None:
         """The shard died with it: it may have been posted."""
         self.maybe_sent = True
 
-    def send(self, method: Any, message: str) -> Any:
+    def send(self, method: Any) -> Any:
         """Call the shard's `method` (`ask` or `stream`) for it, with what time is left."""
-        return method.remote(self.session_id, message, self._remaining(), self.key, self.maybe_sent)
+        call = self._call
+        return method.remote(
+            call.session_id, call.message, self._remaining(), call.post_key, self.maybe_sent
+        )
 
     def _remaining(self) -> float | None:
         if self._deadline is None:
             return None
         left = self._deadline - time.monotonic()
         if left <= 0:
+            session_id = self._call.session_id
             raise ReplyTimeout(
-                f"session {self.session_id}: no completed reply before the deadline (its "
+                f"session {session_id}: no completed reply before the deadline (its "
                 "shard died and restarted meanwhile); the reply will still reach the "
                 "session's events() readers",
-                session_id=self.session_id,
+                session_id=session_id,
             )
         return left
 
 
-@final
-class _TurnCursor:
-    """What a stream has yielded: the offset after its last event, and how much of each
-    streamed message's text, so that a stream resumed on a restarted shard (which gives the
-    turn again from its start) yields each event and each piece of text once."""
-
-    def __init__(self) -> None:
-        self._next_offset: int | None = None
-        self._texts: dict[str, tuple[int, bool]] = {}  # message id -> (characters, done)
-
-    def fresh(self, item: Event | MessageDelta) -> Event | MessageDelta | None:
-        """`item` as the caller should see it now, or None if it saw it already."""
-        if self._next_offset is not None and item.offset < self._next_offset:
-            return None
-        if isinstance(item, MessageDelta):
-            given, done = self._texts.get(item.event_id, (0, False))
-            if len(item.text) < given or (len(item.text) == given and (done or not item.done)):
-                return None  # nothing new (its last delta may add no text, only `done`)
-            self._texts[item.event_id] = (len(item.text), item.done)
-            piece = item.text[given:]
-            return item if piece == item.delta else dataclasses.replace(item, delta=piece)
-        self._next_offset = item.offset + 1
-        self._texts.pop(item.id, None)
-        return item
-
-
-@final
-class _Cursor:
-    """Where a reader is: the offset after the last event it yielded (None: none yet), so that
-    a reader resumed on a restarted shard yields each event once."""
-
-    def __init__(self, since: int | None) -> None:
-        self.next_offset = since
-
-    def fresh(self, item: Event | int) -> bool:
-        """Whether `item` is an event new to the reader (it then moves past it). An int is the
-        shard's word that no event of this reader is below it: where a reader that yielded
-        nothing yet resumes (events its dead shard took but never sent would be lost else)."""
-        if isinstance(item, int):
-            if self.next_offset is None:
-                self.next_offset = item
-            return False
-        if self.next_offset is not None and item.offset < self.next_offset:
-            return False
-        self.next_offset = item.offset + 1
-        return True
+def _reader_event(cursor: TurnCursor, item: Event | int) -> Event | None:
+    """A reader's item from its shard as the caller should see it: an event new to it, or
+    None. An int is the shard's word that no event of this reader is below it: where a reader
+    that yielded nothing yet resumes (events its dead shard took but never sent would be lost
+    else)."""
+    if isinstance(item, int):
+        cursor.floor(item)
+        return None
+    fresh = cursor.fresh(item)
+    assert fresh is None or isinstance(fresh, Event)
+    return fresh
 
 
 @final
