@@ -197,9 +197,7 @@ class SessionActor(DispatchedActor):
         return None
 
     def on_stop(self) -> None:
-        if self._crash is None and self._core.state is not SessionState.STOPPED:
-            self._guarded(Stop(self._stopped()))  # the core fails its consumers
-        self._fail_all(self._stopped())
+        self._end(self._stopped())  # nothing left to fail once a `Retire` or a reap ended it
         self._retire()
         self._runtime.recorder.session_stopped()  # (it notifies the retirement's changes)
         self._log.info("session.stopped", checkpoint=self._resume_point().offset)
@@ -308,7 +306,7 @@ class SessionActor(DispatchedActor):
 
     def _end(self, error: SupervisorError) -> None:
         """Stop the session, failing every consumer with `error`."""
-        if self._crash is None:
+        if self._crash is None and self._core.state is not SessionState.STOPPED:
             self._guarded(Stop(error))  # the core fails its consumers
         self._fail_all(error)
 
@@ -367,10 +365,12 @@ class SessionActor(DispatchedActor):
         else:
             self._posts.setdefault(message.consumer_id, message.error)
 
-    def _forget(self, consumer_id: int) -> None:
-        self._registrations.pop(consumer_id, None)
+    def _forget(self, consumer_id: int) -> AwaitReply | Subscribe | None:
+        """Stop tracking a consumer (finished, or unsubscribed); its registration, if any."""
+        registration = self._registrations.pop(consumer_id, None)
         self._posts.pop(consumer_id, None)
         self._drop_deadlines_of_the_finished()
+        return registration
 
     # --- the shell ------------------------------------------------------------------------
 
@@ -464,11 +464,9 @@ class SessionActor(DispatchedActor):
 
     def _finish(self, consumer_id: int, result: Reply | SupervisorError) -> None:
         """Hand a consumer its reply or its error, and count how the ask or stream ended."""
-        registration = self._registrations.pop(consumer_id, None)
-        self._posts.pop(consumer_id, None)
+        registration = self._forget(consumer_id)
         if registration is None:
             return
-        self._drop_deadlines_of_the_finished()
         consumer = registration.consumer
         asked_at = consumer.asked_at
         if asked_at is not None:
@@ -502,15 +500,14 @@ class SessionActor(DispatchedActor):
                 if total == "duplicate_posts_total":
                     _log.error("session.duplicate_post", session_id=self.session_id, count=grown)
 
-    def _tell(self, message: Message) -> None:
+    def _tell(self, message: Message | _Fenced) -> None:
         """Tell this actor something from another thread; dropped if it has stopped."""
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(message)
 
     def _tell_fenced(self, incarnation: int, message: Message) -> None:
         """`_tell` for what one incarnation's polls, follows and timers say (see `_Fenced`)."""
-        with contextlib.suppress(pykka.ActorDeadError):
-            self.actor_ref.tell(_Fenced(incarnation, message))
+        self._tell(_Fenced(incarnation, message))
 
     def _tell_parent(self, message: ActorCrashed | Reaped) -> None:
         """Tell the supervising actor; after its shutdown there is nobody left to tell."""

@@ -39,7 +39,7 @@ class TimerQueue:
     def push(self, at: float, timer: TimerFired) -> float | None:
         """Keep `timer` until `at`; the time to arm a clock timer at, if none armed covers it."""
         heapq.heappush(self._heap, (at, next(_order), timer))
-        return self._next_wake()
+        return self.next_wake()
 
     def due(self, now: float) -> Iterator[TimerFired]:
         """A clock timer fired: every timer due at `now`, in order, each taken as it is
@@ -48,10 +48,6 @@ class TimerQueue:
             heapq.heappop(self._armed)
         while self._heap and self._heap[0][0] <= now:
             yield heapq.heappop(self._heap)[2]
-
-    def next_wake(self) -> float | None:
-        """After `due`: the time to arm a clock timer at for the next timer, if any."""
-        return self._next_wake()
 
     def clear(self) -> None:
         """Forget every timer (their clock timers still fire, and find nothing due)."""
@@ -74,7 +70,9 @@ class TimerQueue:
         ]
         heapq.heapify(self._heap)
 
-    def _next_wake(self) -> float | None:
+    def next_wake(self) -> float | None:
+        """The time to arm a clock timer at for the next timer, if no clock timer armed
+        already wakes the actor first (after `due`, or a `push`)."""
         if not self._heap:
             return None
         at = self._heap[0][0]

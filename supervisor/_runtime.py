@@ -56,7 +56,14 @@ from actors.runtime import (
 from metrics import SupervisorMetrics
 from supervisor._config import SupervisorConfig
 from supervisor._statistics import SupervisorStatistics
-from supervisor._supervisor import Directory, SessionRefs, StopAll, Supervisor, WhichThread
+from supervisor._supervisor import (
+    Directory,
+    SessionRefs,
+    StopAll,
+    Supervisor,
+    WhichThread,
+    tell_live,
+)
 
 __all__ = ["Runtime"]
 
@@ -201,14 +208,8 @@ class Runtime:
         Raises:
             SupervisorStopped: The Supervisor actor is stopped.
         """
-        ref = self._directory.get(session_id)
-        if ref is not None:
-            try:
-                ref.tell(message)
-                return
-            except pykka.ActorDeadError:
-                pass  # reaped or closed meanwhile: the supervisor knows what comes next
-        self.tell(Route(session_id, message), session_id)
+        if not tell_live(self._directory, session_id, message):
+            self.tell(Route(session_id, message), session_id)  # it knows what comes next
 
     def route_quietly(self, session_id: str, message: Message | Kill) -> None:
         """`route` for housekeeping: after shutdown there is nobody to tell, and nothing to."""

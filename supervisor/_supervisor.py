@@ -45,6 +45,7 @@ __all__ = [
     "StopAll",
     "Supervisor",
     "WhichThread",
+    "tell_live",
 ]
 
 _log = structlog.get_logger("parlant_supervisor")
@@ -52,6 +53,19 @@ _log = structlog.get_logger("parlant_supervisor")
 Directory = dict[str, pykka.ActorRef[SessionActor]]
 """Each session's live actor. The Supervisor actor alone writes it; callers read it (a dict's
 `get` is atomic under the GIL) to tell an actor without passing through the supervisor."""
+
+
+def tell_live(directory: Directory, session_id: str, message: Message | Kill) -> bool:
+    """Tell the session's live actor in `directory` `message`; False if it has none, or it
+    stopped (reaped, closed) between the look and the tell: the caller decides what next."""
+    ref = directory.get(session_id)
+    if ref is None:
+        return False
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        return False
+    return True
 
 
 @final
@@ -244,13 +258,8 @@ class Supervisor(pykka.ThreadingActor):
                 return
         elif self._stopped_with is not None:
             return
-        ref = self._actors.get(session_id)
-        if ref is not None:
-            try:
-                ref.tell(message)
-                return
-            except pykka.ActorDeadError:
-                pass  # it stopped (reaped) between the caller's look and ours
+        if tell_live(self._actors, session_id, message):
+            return
         if isinstance(message, AwaitReply | Subscribe):
             self._start(session_id, first=message)
         # else: housekeeping for a closed session must not re-open it
